@@ -1,0 +1,90 @@
+"""trioconfd: a Trio-native client for Ganeti's confd protocol.
+
+The protocol core (messages, packing, the quorum rule, reply aggregation) is
+pure and does no I/O; :func:`open_confd_client` and :func:`query` put it on a
+Trio UDP socket.
+"""
+
+from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
+from ._client import ConfdClient, ReplyStream, open_confd_client, query
+from ._constants import (
+    DEFAULT_COVERAGE,
+    DEFAULT_PORT,
+    EXPIRE_TIMEOUT,
+    MAGIC,
+    MAX_CLOCK_SKEW,
+    MAX_DATAGRAM_SIZE,
+    PROTOCOL_VERSION,
+    UPCALL_EXPIRE,
+    UPCALL_REPLY,
+    ErrorCode,
+    MasterField,
+    NodeRole,
+    QueryKey,
+    ReplyStatus,
+    RequestType,
+    UpcallType,
+)
+from ._errors import (
+    ConfdClientError,
+    ConfdError,
+    ConfdMagicError,
+    ConfdProtocolError,
+    ConfdSignatureError,
+)
+from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
+from ._peers import PeerSpec, default_port
+from ._quorum import QuorumRule, needed_replies
+from ._stats import ClientStats
+from ._upcall import Callback, Upcall
+from ._version import __version__
+from ._wire import HmacKey, pack_reply, pack_request, unpack_reply, unpack_request
+
+__all__ = [
+    "DEFAULT_COVERAGE",
+    "DEFAULT_PORT",
+    "EXPIRE_TIMEOUT",
+    "MAGIC",
+    "MAX_CLOCK_SKEW",
+    "MAX_DATAGRAM_SIZE",
+    "PROTOCOL_VERSION",
+    "UPCALL_EXPIRE",
+    "UPCALL_REPLY",
+    "Address",
+    "Callback",
+    "ClientStats",
+    "ConfdClient",
+    "ConfdClientError",
+    "ConfdError",
+    "ConfdMagicError",
+    "ConfdProtocolError",
+    "ConfdReply",
+    "ConfdRequest",
+    "ConfdSignatureError",
+    "ErrorCode",
+    "HmacKey",
+    "MasterField",
+    "NodeRole",
+    "PeerReply",
+    "PeerSpec",
+    "Query",
+    "QueryKey",
+    "QueryResult",
+    "QuorumRule",
+    "ReplyAggregator",
+    "ReplyStatus",
+    "ReplyStream",
+    "RequestType",
+    "Upcall",
+    "UpcallType",
+    "__version__",
+    "default_port",
+    "needed_replies",
+    "new_rsalt",
+    "open_confd_client",
+    "pack_reply",
+    "pack_request",
+    "query",
+    "unpack_reply",
+    "unpack_request",
+]

@@ -1,0 +1,121 @@
+"""Gathering the replies to one request into a verdict (sans-IO)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from ._constants import ReplyStatus
+from ._messages import ConfdReply
+from ._quorum import QuorumRule, needed_replies
+
+#: A peer's socket address as the client knows it: (IP literal, port).
+Address: TypeAlias = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReply:
+    """One peer's reply to a request."""
+
+    address: Address
+    reply: ConfdReply
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """The verdict on one request.
+
+    ``best`` is the reply trusted (an OK reply beats an error; then the highest
+    serial wins; ties go to the earliest), and ``answer``, ``serial`` and
+    ``status`` are its fields, or None when nothing arrived. ``consistent`` is
+    False when two replies share a serial but differ in answer. ``timed_out``
+    means the deadline passed before ``needed`` of the ``sent`` peers replied.
+    """
+
+    best: ConfdReply | None
+    replies: tuple[PeerReply, ...]
+    sent: int
+    needed: int
+    timed_out: bool
+    consistent: bool
+
+    @property
+    def answer(self) -> Any:
+        return None if self.best is None else self.best.answer
+
+    @property
+    def serial(self) -> int | None:
+        return None if self.best is None else self.best.serial
+
+    @property
+    def status(self) -> ReplyStatus | None:
+        return None if self.best is None else self.best.status
+
+    @property
+    def received(self) -> int:
+        return len(self.replies)
+
+    @property
+    def quorum_reached(self) -> bool:
+        return self.received >= self.needed
+
+    @property
+    def ok(self) -> bool:
+        """Quorum was reached and the trusted reply has status OK."""
+        return self.quorum_reached and self.best is not None and self.best.ok
+
+
+class ReplyAggregator:
+    """Feed it one (peer, reply) at a time; it keeps the verdict up to date.
+
+    Each peer counts once; the quorum is ``quorum(sent)`` replies.
+    """
+
+    __slots__ = ("_by_serial", "best", "consistent", "needed", "replies", "sent", "_seen")
+
+    def __init__(self, sent: int, quorum: QuorumRule = needed_replies) -> None:
+        self.sent = sent
+        self.needed = quorum(sent)
+        self.replies: list[PeerReply] = []
+        self.best: ConfdReply | None = None
+        self.consistent = True
+        self._seen: set[Address] = set()
+        self._by_serial: dict[int, Any] = {}
+
+    def add(self, address: Address, reply: ConfdReply) -> bool:
+        """Count ``reply`` from ``address``; False (and ignored) if that peer counted already."""
+        if address in self._seen:
+            return False
+        self._seen.add(address)
+        self.replies.append(PeerReply(address, reply))
+        best = self.best
+        if best is None or (reply.ok, reply.serial) > (best.ok, best.serial):
+            self.best = reply
+        answer_at_serial = self._by_serial.setdefault(reply.serial, reply.answer)
+        if answer_at_serial != reply.answer:
+            self.consistent = False
+        return True
+
+    @property
+    def received(self) -> int:
+        return len(self.replies)
+
+    @property
+    def quorum_reached(self) -> bool:
+        return len(self.replies) >= self.needed
+
+    @property
+    def complete(self) -> bool:
+        """Every peer contacted has replied."""
+        return len(self.replies) >= self.sent
+
+    def result(self, *, timed_out: bool = False) -> QueryResult:
+        """The verdict so far."""
+        return QueryResult(
+            best=self.best,
+            replies=tuple(self.replies),
+            sent=self.sent,
+            needed=self.needed,
+            timed_out=timed_out,
+            consistent=self.consistent,
+        )

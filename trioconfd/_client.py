@@ -1,0 +1,538 @@
+"""The Trio confd client: one UDP socket, a receive task, a table of requests.
+
+Every request sent is an entry in a table keyed by its rsalt. The receive
+task checks each datagram (magic, HMAC, known rsalt, an address the request
+went to, a peer not yet counted) and hands what passes to the entry's
+listener: a memory channel for :meth:`ConfdClient.request` and
+:meth:`ConfdClient.query`, an event for :meth:`ConfdClient.wait_for_reply`,
+and the client's callback for everyone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import random
+import socket as stdlib_socket
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
+from ._constants import (
+    DEFAULT_COVERAGE,
+    EXPIRE_TIMEOUT,
+    MAX_DATAGRAM_SIZE,
+    RequestType,
+    UpcallType,
+)
+from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
+from ._messages import ConfdReply, ConfdRequest, Query
+from ._peers import PeerSpec, check_port, default_port, parse_peers
+from ._quorum import QuorumRule, needed_replies
+from ._stats import ClientStats
+from ._upcall import Callback, Upcall
+from ._wire import HmacKey, KeyLike, as_hmac_key, pack_request, unpack_reply
+
+_LOGGER = logging.getLogger("trioconfd")
+
+# One byte more than the protocol allows, so that an oversized datagram
+# arrives whole enough to be recognised and counted as such.
+_RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
+
+
+@dataclass(slots=True, eq=False)
+class _Outstanding:
+    """A request in the table: where it went and who has answered."""
+
+    request: ConfdRequest
+    args: Any
+    targets: frozenset[Address]
+    expiry: float
+    answered: set[Address] = field(default_factory=set)
+    # Set for requests owned by a stream (query/request); None otherwise.
+    listener: trio.MemorySendChannel[PeerReply] | None = None
+    # Created by wait_for_reply while it waits; set (and dropped) on any change.
+    changed: trio.Event | None = None
+
+    def wake(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+
+class ReplyStream:
+    """The replies to one request, as they arrive; see :meth:`ConfdClient.request`.
+
+    Iteration ends when every peer asked has replied or the deadline passes
+    (then :attr:`timed_out` is True). :meth:`result` gives the verdict so far.
+    """
+
+    def __init__(
+        self,
+        request: ConfdRequest,
+        receive: trio.MemoryReceiveChannel[PeerReply],
+        aggregator: ReplyAggregator,
+        deadline: float,
+    ) -> None:
+        self.request = request
+        self.deadline = deadline
+        self.timed_out = False
+        self._receive = receive
+        self._aggregator = aggregator
+
+    @property
+    def sent(self) -> int:
+        return self._aggregator.sent
+
+    @property
+    def needed(self) -> int:
+        return self._aggregator.needed
+
+    @property
+    def quorum_reached(self) -> bool:
+        return self._aggregator.quorum_reached
+
+    @property
+    def replies(self) -> list[PeerReply]:
+        return list(self._aggregator.replies)
+
+    def result(self) -> QueryResult:
+        """The verdict on the replies received so far."""
+        return self._aggregator.result(timed_out=self.timed_out)
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> PeerReply:
+        if self.timed_out or self._aggregator.complete:
+            raise StopAsyncIteration
+        with trio.move_on_at(self.deadline):
+            try:
+                peer_reply = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise StopAsyncIteration from None
+            self._aggregator.add(peer_reply.address, peer_reply.reply)
+            return peer_reply
+        self.timed_out = True
+        raise StopAsyncIteration
+
+
+def _as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:
+    if isinstance(type_or_request, ConfdRequest):
+        if query is not None:
+            raise ConfdClientError("give a query either inside the ConfdRequest or beside a type")
+        return type_or_request
+    return ConfdRequest(type_or_request, query)  # type: ignore[arg-type]
+
+
+def _check_timeout(timeout: float | None) -> float:
+    if timeout is None:
+        return EXPIRE_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ConfdClientError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+class ConfdClient:
+    """A confd client bound to one Trio UDP socket; make it with :func:`open_confd_client`."""
+
+    def __init__(
+        self,
+        key: HmacKey,
+        family: stdlib_socket.AddressFamily,
+        peers: list[Address],
+        port: int,
+        sock: trio.socket.SocketType,
+        *,
+        callback: Callback | None,
+        logger: logging.Logger,
+        quorum: QuorumRule,
+        rng: random.Random,
+    ) -> None:
+        self._key = key
+        self._family = family
+        self._peers = peers
+        self._port = port
+        self._socket = sock
+        self._callback = callback
+        self._logger = logger
+        self._quorum = quorum
+        self._rng = rng
+        self._requests: dict[str, _Outstanding] = {}
+        # (expiry, rsalt) of requests that can expire; stale items are skipped.
+        self._expiries: list[tuple[float, str]] = []
+        self._expiry_changed = trio.Event()
+        #: Counters of what happened to each datagram and request.
+        self.stats = ClientStats()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConfdClient local={self.local_address} peers={len(self._peers)}"
+            f" outstanding={len(self._requests)}>"
+        )
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def peers(self) -> tuple[Address, ...]:
+        """The peers' (address, port) pairs."""
+        return tuple(self._peers)
+
+    @property
+    def port(self) -> int:
+        """The port of peers given without one."""
+        return self._port
+
+    @property
+    def local_address(self) -> tuple[Any, ...]:
+        """The socket's bound address, where replies (and anything else) arrive."""
+        return tuple(self._socket.getsockname())
+
+    @property
+    def outstanding(self) -> int:
+        """How many requests are in the table, waiting for replies or expiry."""
+        return len(self._requests)
+
+    # -- peers and coverage --------------------------------------------------
+
+    def update_peer_list(self, peers: Iterable[PeerSpec]) -> None:
+        """Replace the peers; requests already sent keep their targets.
+
+        The new peers must be of the socket's address family.
+        """
+        family, addresses = parse_peers(peers, self._port)
+        if family != self._family:
+            raise ConfdClientError(
+                f"the new peers are {family.name}, but this client's socket is {self._family.name}"
+            )
+        self._peers = addresses
+
+    def _choose_targets(self, coverage: int) -> list[Address]:
+        if isinstance(coverage, bool) or not isinstance(coverage, int):
+            raise ConfdClientError(f"coverage must be an integer, not {coverage!r}")
+        known = len(self._peers)
+        if coverage == 0:
+            coverage = min(known, DEFAULT_COVERAGE)
+        elif coverage == -1:
+            coverage = known
+        elif coverage < -1:
+            raise ConfdClientError(f"coverage must be -1, 0 or a peer count, not {coverage}")
+        if coverage > known:
+            raise ConfdClientError(
+                f"coverage {coverage} asks for more peers than the {known} known"
+            )
+        return self._rng.sample(self._peers, coverage)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _register(
+        self,
+        request: ConfdRequest,
+        args: Any,
+        targets: list[Address],
+        expiry: float,
+        listener: trio.MemorySendChannel[PeerReply] | None = None,
+    ) -> tuple[_Outstanding, bytes]:
+        """Put ``request`` in the table and return its entry and datagram.
+
+        Registering before sending means a reply can never beat its entry.
+        """
+        self.expire_requests()
+        if request.rsalt in self._requests:
+            raise ConfdClientError(f"duplicate request rsalt {request.rsalt!r}")
+        datagram = pack_request(request, self._key)
+        entry = _Outstanding(request, args, frozenset(targets), expiry, listener=listener)
+        self._requests[request.rsalt] = entry
+        if expiry != math.inf:
+            heapq.heappush(self._expiries, (expiry, request.rsalt))
+            self._expiry_changed.set()
+        return entry, datagram
+
+    async def _send(self, datagram: bytes, entry: _Outstanding) -> None:
+        for target in entry.targets:
+            try:
+                await self._socket.sendto(datagram, target)
+            except OSError as exc:
+                # One unreachable peer must not stop the others being asked.
+                self.stats.send_errors += 1
+                self._logger.debug("could not send to %s:%d: %s", target[0], target[1], exc)
+
+    def _forget(self, entry: _Outstanding) -> None:
+        if self._requests.get(entry.request.rsalt) is entry:
+            del self._requests[entry.request.rsalt]
+        entry.wake()
+
+    async def send_request(
+        self, request: ConfdRequest, args: Any = None, coverage: int = 0
+    ) -> None:
+        """Send ``request`` to ``coverage`` peers; replies go to the callback.
+
+        Coverage 0 means min(peers, 6), -1 all peers, N exactly N (more than
+        are known is an error). The request expires :data:`EXPIRE_TIMEOUT`
+        seconds from now, firing an ``EXPIRE`` upcall, unless waited on.
+        """
+        if not isinstance(request, ConfdRequest):
+            raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
+        targets = self._choose_targets(coverage)
+        expiry = trio.current_time() + EXPIRE_TIMEOUT
+        entry, datagram = self._register(request, args, targets, expiry)
+        try:
+            await self._send(datagram, entry)
+        except BaseException:
+            self._forget(entry)
+            raise
+
+    async def wait_for_reply(
+        self, salt: str, timeout: float = EXPIRE_TIMEOUT
+    ) -> tuple[bool, int, int]:
+        """Wait until a quorum of the peers asked has replied to request ``salt``.
+
+        Returns ``(timed_out, sent, received)``; an unknown or expired salt
+        gives ``(True, 0, 0)``. The request's expiry moves ``timeout`` later,
+        so that it does not expire while waited on.
+        """
+        timeout = _check_timeout(timeout)
+        missing = (True, 0, 0)
+        entry = self._requests.get(salt)
+        if entry is None:
+            await trio.lowlevel.checkpoint()
+            return missing
+        if entry.expiry != math.inf:
+            entry.expiry += timeout
+            heapq.heappush(self._expiries, (entry.expiry, salt))
+        needed = self._quorum(len(entry.targets))
+        with trio.move_on_after(timeout):
+            while len(entry.answered) < needed:
+                if self._requests.get(salt) is not entry:
+                    return missing
+                if entry.changed is None:
+                    entry.changed = trio.Event()
+                await entry.changed.wait()
+            await trio.lowlevel.checkpoint()
+            return False, len(entry.targets), len(entry.answered)
+        if self._requests.get(salt) is not entry:
+            return missing
+        return True, len(entry.targets), len(entry.answered)
+
+    def expire_requests(self) -> None:
+        """Forget every request past its expiry, firing an ``EXPIRE`` upcall for each."""
+        now = trio.current_time()
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            expiry, salt = heapq.heappop(expiries)
+            entry = self._requests.get(salt)
+            if entry is None or entry.expiry != expiry:
+                continue  # answered for by a later heap item, or already gone
+            self._forget(entry)
+            self.stats.expired += 1
+            self._upcall(Upcall(UpcallType.EXPIRE, salt, entry.request, entry.args, self))
+
+    # -- the stream and query forms ------------------------------------------
+
+    @asynccontextmanager
+    async def request(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query = None,
+        *,
+        coverage: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ReplyStream]:
+        """Send a request and stream its replies as they arrive::
+
+            async with client.request(RequestType.PING) as replies:
+                async for peer_reply in replies:
+                    print(peer_reply.address, peer_reply.reply.answer)
+
+        The stream ends when every peer asked has replied or ``timeout``
+        seconds (default :data:`EXPIRE_TIMEOUT`) have passed. Leaving the block
+        forgets the request; later replies to it are discarded and counted.
+        """
+        request = _as_request(type_or_request, query)
+        deadline = trio.current_time() + _check_timeout(timeout)
+        targets = self._choose_targets(coverage)
+        # The receive task delivers at most one reply per target, so a buffer
+        # of that size means it never waits for this consumer.
+        sender, receiver = trio.open_memory_channel[PeerReply](len(targets))
+        with sender, receiver:
+            entry, datagram = self._register(request, None, targets, math.inf, sender)
+            try:
+                aggregator = ReplyAggregator(len(targets), self._quorum)
+                await self._send(datagram, entry)
+                yield ReplyStream(request, receiver, aggregator, deadline)
+            finally:
+                self._forget(entry)
+
+    async def query(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query = None,
+        *,
+        coverage: int = 0,
+        timeout: float | None = None,
+    ) -> QueryResult:
+        """Ask ``coverage`` peers and return the verdict once a quorum has replied.
+
+        The quorum is ``needed_replies(sent)`` (or the client's own rule). If
+        the deadline (``timeout`` seconds, default :data:`EXPIRE_TIMEOUT`)
+        passes first, the result has ``timed_out`` set and what did arrive.
+        """
+        async with self.request(
+            type_or_request, query, coverage=coverage, timeout=timeout
+        ) as replies:
+            async for _ in replies:
+                if replies.quorum_reached:
+                    break
+            return replies.result()
+
+    # -- receiving -------------------------------------------------------------
+
+    def _upcall(self, upcall: Upcall) -> None:
+        if self._callback is None:
+            return
+        try:
+            self._callback(upcall)
+        except Exception:
+            # The callback is the user's code; its bug must not kill the receive task.
+            self.stats.callback_errors += 1
+            self._logger.exception("the confd client's callback raised; ignoring it")
+
+    def _handle_datagram(self, datagram: bytes, sender: tuple[Any, ...]) -> None:
+        """Check one datagram and deliver it if it is a reply we are waiting for."""
+        stats = self.stats
+        stats.received += 1
+        try:
+            reply, salt = unpack_reply(datagram, self._key)
+        except ConfdMagicError as exc:
+            stats.malformed += 1
+            self._logger.debug("discarding a malformed datagram from %s: %s", sender, exc)
+            return
+        except ConfdSignatureError as exc:
+            stats.bad_signature += 1
+            self._logger.debug("discarding an unauthentic datagram from %s: %s", sender, exc)
+            return
+        entry = self._requests.get(salt)
+        if entry is None:
+            stats.unknown_salt += 1
+            self._logger.debug("discarding a reply from %s for unknown salt %r", sender, salt)
+            return
+        address: Address = (sender[0], sender[1])
+        if address not in entry.targets:
+            stats.unexpected_peer += 1
+            self._logger.debug("discarding a reply for %r from %s, which was not asked", salt, address)
+            return
+        if address in entry.answered:
+            stats.duplicate += 1
+            self._logger.debug("discarding a second reply for %r from %s", salt, address)
+            return
+        self._deliver(entry, address, reply)
+
+    def _deliver(self, entry: _Outstanding, address: Address, reply: ConfdReply) -> None:
+        self.stats.accepted += 1
+        entry.answered.add(address)
+        if entry.listener is not None:
+            # Cannot block: the channel holds one slot per target.
+            entry.listener.send_nowait(PeerReply(address, reply))
+        entry.wake()
+        self._upcall(
+            Upcall(
+                UpcallType.REPLY,
+                entry.request.rsalt,
+                entry.request,
+                entry.args,
+                self,
+                server_reply=reply,
+                server_ip=address[0],
+                server_port=address[1],
+            )
+        )
+
+    async def _receive_loop(self) -> None:
+        sock = self._socket
+        while True:
+            try:
+                datagram, sender = await sock.recvfrom(_RECEIVE_SIZE)
+            except OSError as exc:
+                # e.g. ECONNREFUSED after an ICMP port-unreachable: a peer is
+                # down, which is no reason to stop hearing the others.
+                self.stats.socket_errors += 1
+                self._logger.debug("the socket reported %s; receiving on", exc)
+                continue
+            self._handle_datagram(datagram, sender)
+            self.expire_requests()
+
+    async def _expiry_loop(self) -> None:
+        # Requests expire on time even when no datagram arrives to trigger it.
+        while True:
+            self.expire_requests()
+            next_expiry = self._expiries[0][0] if self._expiries else math.inf
+            self._expiry_changed = trio.Event()
+            with trio.move_on_at(next_expiry):
+                await self._expiry_changed.wait()
+
+
+@asynccontextmanager
+async def open_confd_client(
+    hmac_key: KeyLike,
+    peers: Iterable[PeerSpec],
+    *,
+    port: int | None = None,
+    callback: Callback | None = None,
+    logger: logging.Logger | None = None,
+    quorum: QuorumRule = needed_replies,
+    rng: random.Random | None = None,
+) -> AsyncIterator[ConfdClient]:
+    """Open a confd client for the duration of an ``async with`` block.
+
+    ``peers`` are IP addresses of one family, or (address, port) pairs;
+    ``port`` (default: the ``ganeti-confd`` service, else 1814) applies to the
+    others. ``callback`` receives an :class:`Upcall` per accepted reply and
+    per expired request. The client's socket and background tasks live in
+    its own nursery and end with the block.
+    """
+    key = as_hmac_key(hmac_key)
+    port = default_port() if port is None else check_port(port)
+    if callback is not None and not callable(callback):
+        raise ConfdClientError(f"callback must be callable, not {type(callback).__name__}")
+    family, addresses = parse_peers(peers, port)
+    sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("::" if family == stdlib_socket.AF_INET6 else "0.0.0.0", 0))
+        client = ConfdClient(
+            key,
+            family,
+            addresses,
+            port,
+            sock,
+            callback=callback,
+            logger=logger or _LOGGER,
+            quorum=quorum,
+            rng=rng or random.Random(),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._receive_loop)
+            nursery.start_soon(client._expiry_loop)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def query(
+    hmac_key: KeyLike,
+    peers: Iterable[PeerSpec],
+    type: ConfdRequest | RequestType | int,
+    query: Query = None,
+    *,
+    port: int | None = None,
+    coverage: int = 0,
+    timeout: float | None = None,
+) -> QueryResult:
+    """Open a client, ask one question, close it: the one-shot form of :meth:`ConfdClient.query`."""
+    async with open_confd_client(hmac_key, peers, port=port) as client:
+        return await client.query(type, query, coverage=coverage, timeout=timeout)

@@ -1,0 +1,23 @@
+"""The exception hierarchy."""
+
+from __future__ import annotations
+
+
+class ConfdError(Exception):
+    """Base class of every error trioconfd raises on purpose."""
+
+
+class ConfdClientError(ConfdError):
+    """A request or a client was used or configured wrongly."""
+
+
+class ConfdProtocolError(ConfdError):
+    """A datagram is not an acceptable confd message."""
+
+
+class ConfdMagicError(ConfdProtocolError):
+    """A datagram is malformed: wrong magic, size, encoding, JSON or fields."""
+
+
+class ConfdSignatureError(ConfdProtocolError):
+    """A datagram cannot be authenticated: missing, wrong or stale signature."""

@@ -1,0 +1,88 @@
+"""The two messages of the protocol: a request and its reply."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from ._constants import PROTOCOL_VERSION, ReplyStatus, RequestType
+from ._errors import ConfdClientError
+
+#: What a request's ``query`` may be on the wire: null, a string, or a dict
+#: keyed by :class:`QueryKey` values.
+Query: TypeAlias = None | str | Mapping[str, Any]
+
+
+def new_rsalt() -> str:
+    """A fresh, unique reply salt (a UUID4, as Ganeti makes them)."""
+    return str(uuid.uuid4())
+
+
+def _as_request_type(value: object) -> RequestType:
+    if isinstance(value, RequestType):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return RequestType(value)
+        except ValueError:
+            pass
+    raise ConfdClientError(f"unknown request type {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfdRequest:
+    """A confd request; a fresh ``rsalt`` is filled in unless one is given.
+
+    ``query`` is the wire value: None, a string, or a dict keyed by
+    :class:`QueryKey` values, e.g. ``{"3": [0, 1, 2]}`` for master fields.
+    An unknown ``type`` raises :class:`ConfdClientError`.
+    """
+
+    type: RequestType
+    query: Query = None
+    rsalt: str = field(default_factory=new_rsalt)
+    protocol: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", _as_request_type(self.type))
+        if not isinstance(self.rsalt, str) or not self.rsalt:
+            raise ConfdClientError(f"rsalt must be a non-empty string, not {self.rsalt!r}")
+        if self.query is not None and not isinstance(self.query, str | Mapping):
+            raise ConfdClientError(
+                f"query must be None, a string or a dict, not {type(self.query).__name__}"
+            )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object this request is sent as."""
+        return {
+            "protocol": self.protocol,
+            "type": int(self.type),
+            "query": self.query,
+            "rsalt": self.rsalt,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConfdReply:
+    """A confd reply: ``answer`` was computed from configuration ``serial``."""
+
+    status: ReplyStatus
+    answer: Any
+    serial: int
+    protocol: int = PROTOCOL_VERSION
+
+    @property
+    def ok(self) -> bool:
+        """Whether the daemon answered with status OK."""
+        return self.status is ReplyStatus.OK
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object this reply is sent as, in the daemon's field order."""
+        return {
+            "protocol": self.protocol,
+            "status": int(self.status),
+            "answer": self.answer,
+            "serial": self.serial,
+        }

@@ -1,0 +1,72 @@
+"""Checking peer lists and finding the confd port."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import TypeAlias
+
+from ._aggregate import Address
+from ._constants import DEFAULT_PORT, SERVICE_NAME
+from ._errors import ConfdClientError
+
+#: A peer: an IP address (the client's port applies), or an (IP, port) pair.
+PeerSpec: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | tuple[str, int]
+
+
+@functools.cache
+def default_port() -> int:
+    """The ``ganeti-confd/udp`` port from the services database, else 1814."""
+    try:
+        return socket.getservbyname(SERVICE_NAME, "udp")
+    except OSError:
+        return DEFAULT_PORT
+
+
+def check_port(port: object, what: str = "port") -> int:
+    """``port`` if it is a valid UDP port number, else a clear :class:`ConfdClientError`."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfdClientError(f"{what} must be an integer from 1 to 65535, not {port!r}")
+    return port
+
+
+def _parse_peer(peer: object, port: int) -> tuple[int, Address]:
+    if isinstance(peer, tuple):
+        if len(peer) != 2:
+            raise ConfdClientError(f"peer {peer!r} must be an address or an (address, port) pair")
+        host, port = peer
+        port = check_port(port, f"the port of peer {peer!r}")
+    else:
+        host = peer
+    if not isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raise ConfdClientError(f"peer {peer!r} is not an IP address")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfdClientError(f"peer {peer!r} is not an IP address") from None
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return family, (str(ip), port)
+
+
+def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFamily, list[Address]]:
+    """Check ``peers``; return their one address family and their addresses.
+
+    Addresses are normalised the way the socket reports a sender (so replies
+    can be matched to peers) and repeated ones are dropped: a peer listed
+    twice would be asked twice but could only count once.
+    """
+    if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
+        raise ConfdClientError(f"peers must be a list of addresses, not {type(peers).__name__}")
+    families: set[int] = set()
+    addresses: dict[Address, None] = {}
+    for peer in peers:
+        family, address = _parse_peer(peer, port)
+        families.add(family)
+        addresses[address] = None
+    if not addresses:
+        raise ConfdClientError("the peer list is empty")
+    if len(families) > 1:
+        raise ConfdClientError("peers mix IPv4 and IPv6 addresses; one client speaks one family")
+    return socket.AddressFamily(families.pop()), list(addresses)

@@ -1,0 +1,26 @@
+"""The quorum rule: how many replies make an answer safe to trust."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeAlias
+
+#: A quorum rule maps the number of peers contacted to the replies needed.
+QuorumRule: TypeAlias = Callable[[int], int]
+
+
+def needed_replies(peer_count: int) -> int:
+    """The replies needed from ``peer_count`` contacted peers (Ganeti's rule).
+
+    Fewer than three peers must all answer, fewer than five may miss one,
+    otherwise a strict majority: 1→1, 2→2, 3→2, 4→3, 5→3, 6→4, 7→4, 8→5.
+    (Ganeti's docstring lists 4→2 and 6→3, contradicting its own rule and
+    code; the rule is what the daemon's clients implement.)
+    """
+    if peer_count < 0:
+        raise ValueError(f"peer_count must not be negative, got {peer_count}")
+    if peer_count < 3:
+        return peer_count
+    if peer_count < 5:
+        return peer_count - 1
+    return peer_count // 2 + 1

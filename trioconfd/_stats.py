@@ -1,0 +1,47 @@
+"""Counters of what the client's receive task did with each datagram."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters; every datagram read ends in exactly one of the first seven."""
+
+    #: replies counted towards a request
+    accepted: int = 0
+    #: wrong magic, size, encoding, JSON or fields
+    malformed: int = 0
+    #: missing or wrong HMAC
+    bad_signature: int = 0
+    #: authentic, but for no outstanding request (unknown, expired, or finished: late)
+    unknown_salt: int = 0
+    #: authentic, but from an address the request was not sent to
+    unexpected_peer: int = 0
+    #: authentic, but from a peer that already counted for that request
+    duplicate: int = 0
+    #: the socket reported an error instead of a datagram (e.g. ICMP unreachable)
+    socket_errors: int = 0
+    #: datagrams read from the socket
+    received: int = 0
+    #: requests whose datagram could not be sent to one peer
+    send_errors: int = 0
+    #: requests forgotten by expiry
+    expired: int = 0
+    #: exceptions raised by the callback (logged, then ignored)
+    callback_errors: int = 0
+
+    @property
+    def discarded(self) -> int:
+        """Datagrams read but not counted towards any request."""
+        return (
+            self.malformed
+            + self.bad_signature
+            + self.unknown_salt
+            + self.unexpected_peer
+            + self.duplicate
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

@@ -1,0 +1,196 @@
+"""Packing and unpacking confd datagrams (sans-IO).
+
+A datagram is ``b"plj0"`` followed by a JSON envelope
+``{"hmac": ..., "msg": ..., "salt": ...}`` whose ``msg`` is itself a JSON
+document carried as a string, signed with HMAC-SHA1 over ``salt + msg``.
+Every function here is pure: no sockets, no clocks unless asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, TypeAlias
+
+from ._constants import MAGIC, MAX_CLOCK_SKEW, MAX_DATAGRAM_SIZE, ReplyStatus, RequestType
+from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
+from ._messages import ConfdReply, ConfdRequest
+
+_MAGIC_LEN = len(MAGIC)
+
+# Set up once: compact separators match what the daemon sends.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+
+
+class HmacKey:
+    """The cluster's HMAC key, keyed once so each datagram only hashes its data.
+
+    The key is the exact bytes of ``hmac.key`` (a trailing newline is part of
+    it); a str is UTF-8 encoded. It never appears in a repr or an error.
+    """
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: bytes | str) -> None:
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        elif isinstance(key, bytearray | memoryview):
+            key = bytes(key)
+        elif not isinstance(key, bytes):
+            raise ConfdClientError(f"the HMAC key must be bytes or str, not {type(key).__name__}")
+        if not key:
+            raise ConfdClientError("the HMAC key is empty")
+        self._keyed = hmac.new(key, digestmod=hashlib.sha1)
+
+    def sign(self, data: bytes) -> str:
+        """The lowercase hex HMAC-SHA1 of ``data``."""
+        mac = self._keyed.copy()
+        mac.update(data)
+        return mac.hexdigest()
+
+    def verify(self, data: bytes, signature: str) -> bool:
+        """Whether ``signature`` signs ``data``, compared in constant time."""
+        # compare_digest refuses non-ASCII str; such a signature is wrong anyway.
+        return signature.isascii() and hmac.compare_digest(self.sign(data), signature)
+
+    def __repr__(self) -> str:
+        return "<HmacKey (hidden)>"
+
+
+KeyLike: TypeAlias = HmacKey | bytes | str
+
+
+def as_hmac_key(key: KeyLike) -> HmacKey:
+    """``key`` as an :class:`HmacKey` (keyed once)."""
+    return key if isinstance(key, HmacKey) else HmacKey(key)
+
+
+def _pack(msg: dict[str, Any], salt: str, key: HmacKey) -> bytes:
+    text = _encode_json(msg)
+    signature = key.sign((salt + text).encode("utf-8"))
+    envelope = _encode_json({"hmac": signature, "msg": text, "salt": salt})
+    datagram = MAGIC + envelope.encode("utf-8")
+    if len(datagram) > MAX_DATAGRAM_SIZE:
+        raise ConfdClientError(
+            f"the message is {len(datagram)} bytes, over the {MAX_DATAGRAM_SIZE}-byte datagram limit"
+        )
+    return datagram
+
+
+def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) -> bytes:
+    """The datagram that sends ``request``, timestamped ``now`` (default: the clock)."""
+    salt = "%d" % (time.time() if now is None else now)
+    return _pack(request.to_wire(), salt, as_hmac_key(key))
+
+
+def pack_reply(reply: ConfdReply, rsalt: str, key: KeyLike) -> bytes:
+    """The datagram that answers the request whose rsalt is ``rsalt``."""
+    return _pack(reply.to_wire(), rsalt, as_hmac_key(key))
+
+
+def _load(text: str | bytes, what: str) -> Any:
+    try:
+        return _decode_json(text if isinstance(text, str) else text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfdMagicError(f"{what} is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfdMagicError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _open_envelope(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
+    """Check size, magic and signature; return the decoded message and the salt."""
+    if len(datagram) > MAX_DATAGRAM_SIZE:
+        raise ConfdMagicError(
+            f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
+        )
+    if datagram[:_MAGIC_LEN] != MAGIC:
+        raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
+    envelope = _load(datagram[_MAGIC_LEN:], "the envelope")
+    if not isinstance(envelope, dict):
+        raise ConfdMagicError(f"the envelope is a JSON {type(envelope).__name__}, not an object")
+    msg = envelope.get("msg")
+    salt = envelope.get("salt")
+    signature = envelope.get("hmac")
+    selector = envelope.get("key_selector", "")
+    if not (isinstance(msg, str) and isinstance(salt, str) and isinstance(signature, str)):
+        raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
+    if not isinstance(selector, str):
+        raise ConfdSignatureError("the envelope's key_selector is not a string")
+    try:
+        signed = (salt + selector + msg).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
+        raise ConfdSignatureError("the signed text is not encodable as UTF-8") from None
+    if not key.verify(signed, signature):
+        raise ConfdSignatureError("HMAC mismatch")
+    return _load(msg, "the message"), salt
+
+
+def _int_field(message: dict[str, Any], name: str) -> int:
+    value = message.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfdMagicError(f"field {name!r} is {value!r}, not an integer")
+    return value
+
+
+def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
+    """Check and decode a reply datagram; return the reply and its salt (the rsalt).
+
+    Raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
+    """
+    message, salt = _open_envelope(datagram, as_hmac_key(key))
+    if not isinstance(message, dict):
+        raise ConfdMagicError("the reply is not a JSON object")
+    status = _int_field(message, "status")
+    if status not in _STATUSES:
+        raise ConfdMagicError(f"unknown reply status {status}")
+    if "answer" not in message:
+        raise ConfdMagicError("the reply has no answer field")
+    reply = ConfdReply(
+        status=_STATUSES[status],
+        answer=message["answer"],
+        serial=_int_field(message, "serial"),
+        protocol=_int_field(message, "protocol"),
+    )
+    return reply, salt
+
+
+_STATUSES = {int(s): s for s in ReplyStatus}
+_TYPES = {int(t): t for t in RequestType}
+
+
+def unpack_request(
+    datagram: bytes, key: KeyLike, now: float | None = None
+) -> tuple[ConfdRequest, str]:
+    """Check and decode a request datagram as the daemon does; return it and its salt.
+
+    The salt is the sender's Unix time; one more than :data:`MAX_CLOCK_SKEW`
+    seconds from ``now`` (default: the clock) is refused as stale.
+    Raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
+    """
+    message, salt = _open_envelope(datagram, as_hmac_key(key))
+    if not (salt.isascii() and salt.isdigit() and len(salt) <= 20):
+        raise ConfdSignatureError(f"the timestamp {salt[:32]!r} is not a decimal integer")
+    skew = abs((time.time() if now is None else now) - int(salt))
+    if skew > MAX_CLOCK_SKEW:
+        raise ConfdSignatureError(f"the timestamp is {skew:.0f} s off, over {MAX_CLOCK_SKEW} s")
+    if not isinstance(message, dict):
+        raise ConfdMagicError("the request is not a JSON object")
+    request_type = _int_field(message, "type")
+    if request_type not in _TYPES:
+        raise ConfdMagicError(f"unknown request type {request_type}")
+    query = message.get("query")
+    if query is not None and not isinstance(query, str | dict):
+        raise ConfdMagicError(f"the query is a JSON {type(query).__name__}")
+    rsalt = message.get("rsalt")
+    if not isinstance(rsalt, str) or not rsalt:
+        raise ConfdMagicError("the request has no rsalt string")
+    request = ConfdRequest(
+        type=_TYPES[request_type],
+        query=query,
+        rsalt=rsalt,
+        protocol=_int_field(message, "protocol"),
+    )
+    return request, salt
