@@ -166,16 +166,17 @@ def unpack_request(
 ) -> tuple[ConfdRequest, str]:
     """Check and decode a request datagram as the daemon does; return it and its salt.
 
-    The salt is the sender's Unix time; one more than :data:`MAX_CLOCK_SKEW`
+    The salt is the sender's Unix time; more than :data:`MAX_CLOCK_SKEW` whole
     seconds from ``now`` (default: the clock) is refused as stale.
     Raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
     """
     message, salt = _open_envelope(datagram, as_hmac_key(key))
     if not (salt.isascii() and salt.isdigit() and len(salt) <= 20):
         raise ConfdSignatureError(f"the timestamp {salt[:32]!r} is not a decimal integer")
-    skew = abs((time.time() if now is None else now) - int(salt))
+    # Whole seconds on both sides, as the daemon compares them.
+    skew = abs(int(time.time() if now is None else now) - int(salt))
     if skew > MAX_CLOCK_SKEW:
-        raise ConfdSignatureError(f"the timestamp is {skew:.0f} s off, over {MAX_CLOCK_SKEW} s")
+        raise ConfdSignatureError(f"the timestamp is {skew} s off, over {MAX_CLOCK_SKEW} s")
     if not isinstance(message, dict):
         raise ConfdMagicError("the request is not a JSON object")
     request_type = _int_field(message, "type")

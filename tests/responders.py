@@ -1,0 +1,80 @@
+"""Scripted confd peers for client tests: each answers as its handler says."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from trioconfd import ConfdReply, ConfdRequest, ReplyStatus, pack_reply, unpack_request
+from trioconfd._errors import ConfdProtocolError
+
+#: Given the request and the responder's index, the reply to send (None: stay silent).
+Handler = Callable[[ConfdRequest, int], ConfdReply | None]
+
+
+def answer_ping(serial: int = 0) -> Handler:
+    def handler(request: ConfdRequest, index: int) -> ConfdReply:
+        return ConfdReply(ReplyStatus.OK, f"answer from {index}", serial)
+
+    return handler
+
+
+def silent(request: ConfdRequest, index: int) -> None:
+    return None
+
+
+@dataclass
+class Responder:
+    index: int
+    sock: trio.socket.SocketType
+    handler: Handler
+    key: bytes
+    requests: list[ConfdRequest] = field(default_factory=list)
+    client_addresses: list[tuple[object, ...]] = field(default_factory=list)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return (host, port)
+
+    async def serve(self) -> None:
+        while True:
+            datagram, sender = await self.sock.recvfrom(65536)
+            try:
+                request, _ = unpack_request(datagram, self.key)
+            except ConfdProtocolError:
+                continue
+            self.requests.append(request)
+            self.client_addresses.append(sender)
+            reply = self.handler(request, self.index)
+            if reply is not None:
+                await self.sock.sendto(pack_reply(reply, request.rsalt, self.key), sender)
+
+
+@asynccontextmanager
+async def run_responders(
+    count: int,
+    key: bytes,
+    handler: Handler = answer_ping(),
+    *,
+    host: str = "127.0.0.1",
+) -> AsyncIterator[list[Responder]]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    responders = []
+    async with trio.open_nursery() as nursery:
+        for index in range(count):
+            sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+            await sock.bind((host, 0))
+            responder = Responder(index, sock, handler, key)
+            responders.append(responder)
+            nursery.start_soon(responder.serve)
+        try:
+            yield responders
+        finally:
+            nursery.cancel_scope.cancel()
+            for responder in responders:
+                responder.sock.close()

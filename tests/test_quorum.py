@@ -1,0 +1,104 @@
+"""The quorum rule and reply aggregation, both pure."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioconfd import ConfdReply, ReplyAggregator, ReplyStatus, needed_replies
+from trioconfd.testing import strategies
+
+OK = ReplyStatus.OK
+ERROR = ReplyStatus.ERROR
+
+
+def test_rule_table() -> None:
+    expected = {0: 0, 1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 4, 7: 4, 8: 5, 9: 5, 10: 6}
+    assert {n: needed_replies(n) for n in expected} == expected
+
+
+def test_negative_peer_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        needed_replies(-1)
+
+
+peer_counts = st.integers(min_value=1, max_value=10_000)
+
+
+@given(peer_counts)
+def test_rule_never_decreases_and_grows_by_at_most_one(n: int) -> None:
+    assert 0 <= needed_replies(n + 1) - needed_replies(n) <= 1
+
+
+@given(peer_counts)
+def test_rule_is_a_strict_majority_within_the_peer_count(n: int) -> None:
+    needed = needed_replies(n)
+    assert needed <= n
+    assert 2 * needed > n  # so any two quorums of the same peers intersect
+
+
+def test_best_prefers_ok_then_highest_serial_then_first() -> None:
+    aggregator = ReplyAggregator(5)
+    first = ConfdReply(OK, "a", 7)
+    aggregator.add(("10.0.0.1", 1), ConfdReply(ERROR, "no", 99))
+    assert aggregator.best == ConfdReply(ERROR, "no", 99)
+    aggregator.add(("10.0.0.2", 1), first)
+    assert aggregator.best is first
+    aggregator.add(("10.0.0.3", 1), ConfdReply(OK, "a", 7))
+    assert aggregator.best is first  # a tie keeps the earliest
+    aggregator.add(("10.0.0.4", 1), ConfdReply(OK, "b", 8))
+    assert aggregator.best == ConfdReply(OK, "b", 8)
+    aggregator.add(("10.0.0.5", 1), ConfdReply(OK, "old", 3))
+    assert aggregator.best == ConfdReply(OK, "b", 8)
+    result = aggregator.result()
+    assert (result.answer, result.serial, result.status) == ("b", 8, OK)
+    assert result.received == result.sent == 5
+    assert result.consistent
+
+
+def test_each_peer_counts_once() -> None:
+    aggregator = ReplyAggregator(3)
+    assert aggregator.add(("10.0.0.1", 1), ConfdReply(OK, 1, 1))
+    assert not aggregator.add(("10.0.0.1", 1), ConfdReply(OK, 2, 9))
+    assert aggregator.received == 1
+    assert aggregator.best == ConfdReply(OK, 1, 1)
+    assert not aggregator.quorum_reached
+    assert aggregator.add(("10.0.0.1", 2), ConfdReply(OK, 1, 1))  # another port, another peer
+    assert aggregator.quorum_reached
+    assert not aggregator.complete
+
+
+def test_same_serial_different_answer_is_inconsistent() -> None:
+    aggregator = ReplyAggregator(3)
+    aggregator.add(("10.0.0.1", 1), ConfdReply(OK, "x", 4))
+    aggregator.add(("10.0.0.2", 1), ConfdReply(OK, "y", 5))
+    assert aggregator.consistent
+    aggregator.add(("10.0.0.3", 1), ConfdReply(OK, "z", 4))
+    assert not aggregator.consistent
+    assert not aggregator.result().consistent
+
+
+def test_empty_result() -> None:
+    result = ReplyAggregator(3).result(timed_out=True)
+    assert (result.answer, result.serial, result.status, result.best) == (None, None, None, None)
+    assert result.timed_out
+    assert not result.ok
+    assert not result.quorum_reached
+
+
+@given(st.lists(strategies.replies, min_size=1, max_size=12))
+def test_best_is_the_maximum_of_all_replies(replies: list[ConfdReply]) -> None:
+    aggregator = ReplyAggregator(len(replies))
+    for index, reply in enumerate(replies):
+        aggregator.add((f"10.0.0.{index}", 1814), reply)
+    best = aggregator.best
+    assert best is not None
+    assert all((r.ok, r.serial) <= (best.ok, best.serial) for r in replies)
+    first_of_best = next(r for r in replies if (r.ok, r.serial) == (best.ok, best.serial))
+    assert best is first_of_best
+    assert aggregator.quorum_reached == (len(replies) >= needed_replies(len(replies)))
+    conflicting = any(
+        a.serial == b.serial and a.answer != b.answer for a in replies for b in replies
+    )
+    assert aggregator.consistent == (not conflicting)

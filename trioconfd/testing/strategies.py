@@ -1,0 +1,91 @@
+"""Hypothesis strategies for confd messages and datagrams (needs ``hypothesis``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import strategies as st
+
+from .._constants import MAGIC, QueryKey, ReplyStatus, RequestType
+from .._messages import ConfdReply, ConfdRequest, Query
+from .._wire import HmacKey
+
+#: Any JSON value (no NaN or infinities, which JSON cannot carry).
+json_values: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+#: A request's query as the wire carries it.
+queries: st.SearchStrategy[Query] = (
+    st.none()
+    | st.text(max_size=40)
+    | st.dictionaries(st.sampled_from([key.value for key in QueryKey]), json_values, max_size=4)
+)
+
+rsalts: st.SearchStrategy[str] = st.text(min_size=1, max_size=40)
+
+#: HMAC keys, as bytes or as str.
+keys: st.SearchStrategy[bytes | str] = st.binary(min_size=1, max_size=64) | st.text(
+    min_size=1, max_size=64
+)
+
+requests: st.SearchStrategy[ConfdRequest] = st.builds(
+    ConfdRequest,
+    type=st.sampled_from(RequestType),
+    query=queries,
+    rsalt=rsalts,
+    protocol=st.integers(min_value=0, max_value=2**31),
+)
+
+replies: st.SearchStrategy[ConfdReply] = st.builds(
+    ConfdReply,
+    status=st.sampled_from(ReplyStatus),
+    answer=json_values,
+    serial=st.integers(min_value=0, max_value=2**53),
+    protocol=st.integers(min_value=0, max_value=2**31),
+)
+
+#: Bytes that look more or less like confd datagrams: raw, magic-prefixed, or
+#: a magic-prefixed JSON envelope with arbitrary fields.
+datagrams: st.SearchStrategy[bytes] = st.one_of(
+    st.binary(max_size=200),
+    st.binary(max_size=200).map(lambda tail: MAGIC + tail),
+    st.text(max_size=200).map(lambda text: MAGIC + text.encode("utf-8", "surrogatepass")),
+    st.fixed_dictionaries(
+        {},
+        optional={name: json_values for name in ("msg", "salt", "hmac", "key_selector")},
+    ).map(lambda envelope: MAGIC + json.dumps(envelope).encode()),
+)
+
+_FIELDS = ("protocol", "status", "answer", "serial", "type", "query", "rsalt")
+
+#: Message texts: arbitrary text, any JSON, or objects with the protocol's
+#: field names holding arbitrary values.
+message_texts: st.SearchStrategy[str] = st.one_of(
+    st.text(max_size=100),
+    json_values.map(json.dumps),
+    st.fixed_dictionaries({}, optional=dict.fromkeys(_FIELDS, json_values)).map(json.dumps),
+)
+
+
+def signed_datagrams(key: bytes | str) -> st.SearchStrategy[bytes]:
+    """Datagrams correctly signed with ``key`` around arbitrary messages and salts.
+
+    They pass the HMAC check, so they exercise what parses the message after it.
+    """
+    hmac_key = HmacKey(key)
+
+    def sign(msg: str, salt: str) -> bytes:
+        signature = hmac_key.sign((salt + msg).encode("utf-8"))
+        return MAGIC + json.dumps({"hmac": signature, "msg": msg, "salt": salt}).encode()
+
+    salts = st.text(max_size=30) | st.integers(min_value=0, max_value=2**40).map(str)
+    return st.builds(sign, message_texts, salts)
