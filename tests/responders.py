@@ -33,6 +33,8 @@ class Responder:
     sock: trio.socket.SocketType
     handler: Handler
     key: bytes
+    delay: float = 0.0
+    copies: int = 1
     requests: list[ConfdRequest] = field(default_factory=list)
     client_addresses: list[tuple[object, ...]] = field(default_factory=list)
 
@@ -41,7 +43,16 @@ class Responder:
         host, port = self.sock.getsockname()[:2]
         return (host, port)
 
+    async def _reply(self, datagram: bytes, to: tuple[object, ...]) -> None:
+        await trio.sleep(self.delay)
+        for _ in range(self.copies):
+            await self.sock.sendto(datagram, to)
+
     async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            await self._serve(nursery)
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
         while True:
             datagram, sender = await self.sock.recvfrom(65536)
             try:
@@ -52,7 +63,8 @@ class Responder:
             self.client_addresses.append(sender)
             reply = self.handler(request, self.index)
             if reply is not None:
-                await self.sock.sendto(pack_reply(reply, request.rsalt, self.key), sender)
+                datagram = pack_reply(reply, request.rsalt, self.key)
+                nursery.start_soon(self._reply, datagram, sender)
 
 
 @asynccontextmanager

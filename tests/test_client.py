@@ -1,0 +1,464 @@
+"""The Trio client against scripted peers: the original client's behaviours and more."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+import trioconfd
+from trioconfd import (
+    UPCALL_EXPIRE,
+    UPCALL_REPLY,
+    ConfdClientError,
+    ConfdReply,
+    ConfdRequest,
+    ReplyStatus,
+    RequestType,
+    Upcall,
+    open_confd_client,
+    pack_reply,
+)
+
+from .responders import Responder, answer_ping, run_responders, silent
+
+KEY = b"test-key\n"
+
+
+def asked(responders: list[Responder]) -> int:
+    return sum(1 for r in responders if r.requests)
+
+
+async def test_query_reaches_quorum_and_trusts_the_highest_serial() -> None:
+    def handler(request: ConfdRequest, index: int) -> ConfdReply:
+        return ConfdReply(ReplyStatus.OK, f"v{index}", 10 + index)
+
+    async with (
+        run_responders(3, KEY, handler) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        for r in responders[:2]:
+            r.delay = 0.0
+        responders[2].delay = 0.3  # the newest peer answers last
+        result = await client.query(RequestType.CLUSTER_MASTER, coverage=-1)
+        assert (result.sent, result.needed, result.received) == (3, 2, 2)
+        assert not result.timed_out
+        assert result.serial == 11
+        assert result.answer == "v1"
+        assert result.ok
+        # Asked again and waiting for everyone, the newest wins.
+        async with client.request(RequestType.CLUSTER_MASTER, coverage=-1) as replies:
+            async for _ in replies:
+                pass
+        result = replies.result()
+        assert (result.received, result.serial, result.answer) == (3, 12, "v2")
+        assert client.outstanding == 0
+
+
+async def test_default_and_maximum_coverage() -> None:
+    async with (
+        run_responders(8, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders], rng=random.Random(7)) as client,
+    ):
+        result = await client.query(RequestType.PING)
+        assert result.sent == 6  # min(peers, 6)
+        assert asked(responders) == 6
+        assert result.received == trioconfd.needed_replies(6)
+        for r in responders:
+            r.requests.clear()
+        result = await client.query(RequestType.PING, coverage=-1)
+        assert result.sent == 8
+        await trio.sleep(0.05)
+        assert asked(responders) == 8
+        result = await client.query(RequestType.PING, coverage=2)
+        assert (result.sent, result.received) == (2, 2)
+
+
+async def test_targets_are_a_random_sample() -> None:
+    async with (
+        run_responders(5, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders], rng=random.Random(3)) as client,
+    ):
+        samples = set()
+        for _ in range(20):
+            request = ConfdRequest(RequestType.PING)
+            await client.send_request(request, coverage=2)
+            await trio.sleep(0.01)
+            samples.add(frozenset(r.index for r in responders if request in r.requests))
+        assert all(len(sample) == 2 for sample in samples)
+        assert len(samples) > 3
+
+
+@pytest.mark.parametrize(("coverage", "message"), [(4, "more peers than the 3"), (-2, "must be")])
+async def test_bad_coverage_is_refused(coverage: int, message: str) -> None:
+    async with (
+        run_responders(3, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        with pytest.raises(ConfdClientError, match=message):
+            await client.query(RequestType.PING, coverage=coverage)
+        with pytest.raises(ConfdClientError, match=message):
+            await client.send_request(ConfdRequest(RequestType.PING), coverage=coverage)
+        assert client.outstanding == 0
+
+
+async def test_duplicate_rsalt_is_refused() -> None:
+    async with (
+        run_responders(1, KEY, silent) as responders,
+        open_confd_client(KEY, [responders[0].address]) as client,
+    ):
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+        with pytest.raises(ConfdClientError, match="duplicate request rsalt"):
+            await client.send_request(request)
+        with pytest.raises(ConfdClientError, match="duplicate request rsalt"):
+            await client.query(request)
+        assert client.outstanding == 1
+
+
+async def test_send_request_and_wait_for_reply_with_upcalls() -> None:
+    upcalls: list[Upcall] = []
+    async with (
+        run_responders(3, KEY, answer_ping(serial=4)) as responders,
+        open_confd_client(KEY, [r.address for r in responders], callback=upcalls.append) as client,
+    ):
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request, args=("mine",), coverage=-1)
+        timed_out, sent, received = await client.wait_for_reply(request.rsalt, timeout=5)
+        assert not timed_out
+        assert sent == 3
+        assert received >= 2
+        await trio.sleep(0.1)
+        assert len(upcalls) == 3
+        addresses = {r.address for r in responders}
+        for upcall in upcalls:
+            assert upcall.type is UPCALL_REPLY
+            assert upcall.salt == request.rsalt
+            assert upcall.orig_request is request
+            assert upcall.extra_args == ("mine",)
+            assert upcall.client is client
+            assert upcall.server_reply is not None
+            assert upcall.server_reply.serial == 4
+            assert (upcall.server_ip, upcall.server_port) in addresses
+        assert {(u.server_ip, u.server_port) for u in upcalls} == addresses
+        # The request stays until it expires, as in the original client.
+        assert client.outstanding == 1
+        assert await client.wait_for_reply("no such salt") == (True, 0, 0)
+
+
+async def test_expiry_fires_on_time(autojump_clock: trio.testing.MockClock) -> None:
+    upcalls: list[tuple[float, Upcall]] = []
+    async with (
+        run_responders(2, KEY, silent) as responders,
+        open_confd_client(
+            KEY,
+            [r.address for r in responders],
+            callback=lambda up: upcalls.append((trio.current_time(), up)),
+        ) as client,
+    ):
+        start = trio.current_time()
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request, args=42)
+        await trio.sleep(9.9)
+        assert client.outstanding == 1
+        await trio.sleep(0.2)
+        assert client.outstanding == 0
+        ((when, upcall),) = upcalls
+        assert when == pytest.approx(start + 10)
+        assert upcall.type is UPCALL_EXPIRE
+        assert (upcall.salt, upcall.orig_request, upcall.extra_args) == (request.rsalt, request, 42)
+        assert upcall.server_reply is None
+        assert await client.wait_for_reply(request.rsalt) == (True, 0, 0)
+        assert client.stats.expired == 1
+
+
+async def test_waiting_extends_expiry(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        run_responders(3, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        start = trio.current_time()
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+        assert await client.wait_for_reply(request.rsalt, timeout=4) == (True, 3, 0)
+        assert trio.current_time() == pytest.approx(start + 4)
+        await trio.sleep_until(start + 13.9)
+        assert client.outstanding == 1  # expiry moved from 10 s to 14 s
+        await trio.sleep_until(start + 14.1)
+        assert client.outstanding == 0
+
+
+async def test_expiry_cascade(mock_clock: trio.testing.MockClock) -> None:
+    order: list[tuple[str, object]] = []
+    async with (
+        run_responders(1, KEY, silent) as responders,
+        open_confd_client(
+            KEY,
+            [responders[0].address],
+            callback=lambda up: order.append((up.salt, up.extra_args)),
+        ) as client,
+    ):
+        requests = [ConfdRequest(RequestType.PING) for _ in range(3)]
+        for index, request in enumerate(requests):
+            await client.send_request(request, args=index)
+            mock_clock.jump(1)
+        mock_clock.jump(20)
+        # One call expires every overdue request, oldest first.
+        client.expire_requests()
+        assert order == [(r.rsalt, i) for i, r in enumerate(requests)]
+        assert client.outstanding == 0
+        # Sending also expires first, as in the original client.
+        late = ConfdRequest(RequestType.PING)
+        await client.send_request(late)
+        mock_clock.jump(10)
+        await client.send_request(ConfdRequest(RequestType.PING))
+        assert order[-1] == (late.rsalt, None)
+
+
+async def test_peer_list_update() -> None:
+    async with (
+        run_responders(2, KEY, silent) as old,
+        run_responders(2, KEY) as new,
+        open_confd_client(KEY, [r.address for r in old]) as client,
+    ):
+        in_flight = ConfdRequest(RequestType.PING)
+        await client.send_request(in_flight, coverage=-1)
+        client.update_peer_list([r.address for r in new])
+        assert client.peers == tuple(r.address for r in new)
+        result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+        assert result.received == 2
+        assert not any(r.requests for r in new if in_flight in r.requests)
+        # The earlier request still belongs to the old peers: replies from the
+        # new ones for its rsalt do not count.
+        forged = pack_reply(ConfdReply(ReplyStatus.OK, 1, 1), in_flight.rsalt, KEY)
+        await new[0].sock.sendto(forged, client.local_address[:2])
+        await trio.sleep(0.05)
+        assert client.stats.unexpected_peer == 1
+        with pytest.raises(ConfdClientError, match="empty"):
+            client.update_peer_list([])
+        with pytest.raises(ConfdClientError, match="AF_INET6"):
+            client.update_peer_list(["::1"])
+        with pytest.raises(ConfdClientError, match="mix"):
+            client.update_peer_list(["127.0.0.1", "::1"])
+        assert client.peers == tuple(r.address for r in new)
+
+
+async def test_ipv6_peers() -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(serial=2), host="::1") as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        assert client.local_address[0] == "::"
+        result = await client.query(RequestType.PING, coverage=-1)
+        assert (result.received, result.serial) == (3, 2) or result.received >= 2
+        assert all(reply.address[0] == "::1" for reply in result.replies)
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        ([], "empty"),
+        (["127.0.0.1", "::1"], "mix IPv4 and IPv6"),
+        (["not-an-ip"], "not an IP address"),
+        (["300.1.1.1"], "not an IP address"),
+        ([("127.0.0.1", 0)], "port of peer"),
+        ([("127.0.0.1", 1, 2)], "pair"),
+        ([42], "not an IP address"),
+        ("127.0.0.1", "list of addresses"),
+    ],
+)
+async def test_bad_peer_lists_are_refused(peers: object, message: str) -> None:
+    with pytest.raises(ConfdClientError, match=message):
+        async with open_confd_client(KEY, peers):  # type: ignore[arg-type]
+            pass
+
+
+async def test_bad_options_are_refused() -> None:
+    with pytest.raises(ConfdClientError, match="port must be"):
+        async with open_confd_client(KEY, ["127.0.0.1"], port=70000):
+            pass
+    with pytest.raises(ConfdClientError, match="callback must be callable"):
+        async with open_confd_client(KEY, ["127.0.0.1"], callback=3):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ConfdClientError, match="empty"):
+        async with open_confd_client(b"", ["127.0.0.1"]):
+            pass
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        with pytest.raises(ConfdClientError, match="timeout"):
+            await client.query(RequestType.PING, timeout=-1)
+        with pytest.raises(ConfdClientError, match="unknown request type"):
+            await client.query(99)
+
+
+async def test_default_port_and_repeated_peers() -> None:
+    async with open_confd_client(KEY, ["127.0.0.1", "127.0.0.1", ("127.0.0.1", 5)]) as client:
+        assert client.port == trioconfd.default_port()
+        assert client.peers == (("127.0.0.1", client.port), ("127.0.0.1", 5))
+
+
+async def test_cancelled_query_leaves_nothing_behind() -> None:
+    async with (
+        run_responders(1, KEY) as responders,
+        open_confd_client(KEY, [responders[0].address]) as client,
+    ):
+        responders[0].delay = 0.2
+        with trio.move_on_after(0.05):
+            await client.query(RequestType.PING)
+        assert client.outstanding == 0
+        await trio.sleep(0.3)
+        assert client.stats.unknown_salt == 1  # the late reply, discarded
+        assert client.stats.accepted == 0
+
+
+async def test_late_reply_after_quorum_is_discarded_and_counted() -> None:
+    async with (
+        run_responders(3, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        responders[2].delay = 0.2
+        result = await client.query(RequestType.PING, coverage=-1)
+        assert result.received == 2
+        await trio.sleep(0.3)
+        assert client.stats.unknown_salt == 1
+        assert client.outstanding == 0
+
+
+async def test_silent_peers_time_out_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        run_responders(3, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        start = trio.current_time()
+        result = await client.query(RequestType.PING, timeout=2.5)
+        assert trio.current_time() == pytest.approx(start + 2.5)
+        assert result.timed_out
+        assert (result.sent, result.received, result.answer) == (3, 0, None)
+        start = trio.current_time()
+        result = await client.query(RequestType.PING)
+        assert trio.current_time() == pytest.approx(start + 10)  # the default deadline
+        assert client.outstanding == 0
+
+
+async def test_bad_datagrams_are_counted_and_never_delivered() -> None:
+    upcalls: list[Upcall] = []
+    async with (
+        run_responders(2, KEY, silent) as responders,
+        run_responders(1, KEY, silent) as strangers,
+        open_confd_client(KEY, [r.address for r in responders], callback=upcalls.append) as client,
+    ):
+        async with client.request(RequestType.PING, coverage=-1, timeout=0.5) as replies:
+            rsalt = replies.request.rsalt
+            target = client.local_address[:2]
+            good = pack_reply(ConfdReply(ReplyStatus.OK, "real", 5), rsalt, KEY)
+            bad = [
+                b"random garbage",
+                b"plj0{not json",
+                pack_reply(ConfdReply(ReplyStatus.OK, "forged", 99), rsalt, b"wrong key"),
+                pack_reply(ConfdReply(ReplyStatus.OK, "stray", 99), "unknown-salt", KEY),
+                b"plj0" + b" " * 65000,
+            ]
+            for datagram in bad:
+                await responders[0].sock.sendto(datagram, target)
+            await strangers[0].sock.sendto(good, target)  # right salt, wrong sender
+            await responders[0].sock.sendto(good, target)
+            await responders[0].sock.sendto(good, target)  # a duplicate
+            got = [peer_reply async for peer_reply in replies]
+        assert [(p.address, p.reply.answer) for p in got] == [(responders[0].address, "real")]
+        assert replies.timed_out
+        stats = client.stats
+        assert stats.malformed == 3  # garbage, bad JSON, oversized
+        assert stats.bad_signature == 1
+        assert stats.unknown_salt == 1
+        assert stats.unexpected_peer == 1
+        assert stats.duplicate == 1
+        assert stats.accepted == 1
+        assert stats.received == stats.accepted + stats.discarded == 8
+        assert [u.server_reply.answer for u in upcalls if u.server_reply] == ["real"]
+        # The receive task is still alive.
+        responders[0].handler = answer_ping(3)
+        responders[1].handler = answer_ping(3)
+        assert (await client.query(RequestType.PING, coverage=-1)).serial == 3
+
+
+async def test_oversized_datagram_is_counted_as_malformed() -> None:
+    async with (
+        run_responders(1, KEY, silent) as responders,
+        open_confd_client(KEY, [responders[0].address]) as client,
+    ):
+        await responders[0].sock.sendto(b"plj0" + b" " * 61500, client.local_address[:2])
+        await trio.sleep(0.05)
+        assert (client.stats.received, client.stats.malformed) == (1, 1)
+
+
+async def test_callback_errors_do_not_break_the_client() -> None:
+    def broken(upcall: Upcall) -> None:
+        raise RuntimeError("user bug")
+
+    async with (
+        run_responders(2, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders], callback=broken) as client,
+    ):
+        for _ in range(3):
+            result = await client.query(RequestType.PING, coverage=-1)
+            assert result.ok
+        assert client.stats.callback_errors >= 6 - 1
+        assert client.outstanding == 0
+
+
+async def test_streaming_each_reply_as_it_arrives() -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(serial=9)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        responders[1].delay = 0.1
+        responders[2].delay = 0.2
+        seen = []
+        async with client.request(RequestType.PING, coverage=-1) as replies:
+            async for peer_reply in replies:
+                seen.append((peer_reply.address, replies.quorum_reached))
+        assert [address for address, _ in seen] == [r.address for r in responders]
+        assert [reached for _, reached in seen] == [False, True, True]
+        assert not replies.timed_out
+        assert replies.result().received == 3
+
+
+async def test_one_shot_query() -> None:
+    async with run_responders(3, KEY, answer_ping(serial=6)) as responders:
+        result = await trioconfd.query(KEY, [r.address for r in responders], RequestType.PING)
+        assert (result.serial, result.sent) == (6, 3)
+        host, port = responders[0].address
+        result = await trioconfd.query(KEY.decode(), [host], 0, port=port, timeout=2)
+        assert result.ok
+
+
+async def test_request_object_and_query_argument_are_exclusive() -> None:
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        with pytest.raises(ConfdClientError, match="either"):
+            await client.query(ConfdRequest(RequestType.PING), "x")
+
+
+async def test_local_address_is_bound() -> None:
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        host, port = client.local_address[:2]
+        assert host == "0.0.0.0"
+        assert port > 0
+        probe = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with probe:
+            await probe.sendto(b"x", ("127.0.0.1", port))
+            await trio.sleep(0.05)
+        assert client.stats.malformed == 1
+
+
+async def test_errors_in_the_block_propagate_unwrapped() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with open_confd_client(KEY, ["127.0.0.1"]):
+            raise KeyError("mine")
+    with trio.move_on_after(0.01) as scope:
+        async with open_confd_client(KEY, ["127.0.0.1"]):
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
