@@ -27,6 +27,9 @@ def silent(request: ConfdRequest, index: int) -> None:
     return None
 
 
+ANSWER_PING = answer_ping()
+
+
 @dataclass
 class Responder:
     index: int
@@ -71,7 +74,7 @@ class Responder:
 async def run_responders(
     count: int,
     key: bytes,
-    handler: Handler = answer_ping(),
+    handler: Handler = ANSWER_PING,
     *,
     host: str = "127.0.0.1",
 ) -> AsyncIterator[list[Responder]]:

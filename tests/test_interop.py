@@ -105,19 +105,23 @@ CASES: list[tuple[RequestType, Any, ReplyStatus, Any, int]] = [
         RequestType.NODE_DRBD,
         "node1.example.com",
         OK,
-        lambda rows: {(r[0], r[2], r[4], r[5]) for r in rows}
-        == {
-            ("node1.example.com", "instance1.example.com", "primary", "node2.example.com"),
-            ("node1.example.com", "instance6.example.com", "secondary", "node6.example.com"),
-        },
+        lambda rows: (
+            {(r[0], r[2], r[4], r[5]) for r in rows}
+            == {
+                ("node1.example.com", "instance1.example.com", "primary", "node2.example.com"),
+                ("node1.example.com", "instance6.example.com", "secondary", "node6.example.com"),
+            }
+        ),
         7,
     ),
     (
         RequestType.NODE_INSTANCES,
         "node2.example.com",
         OK,
-        lambda a: [[i["name"] for i in part] for part in a]
-        == [["instance2.example.com"], ["instance1.example.com"]],
+        lambda a: (
+            [[i["name"] for i in part] for part in a]
+            == [["instance2.example.com"], ["instance1.example.com"]]
+        ),
         7,
     ),
     (

@@ -71,7 +71,7 @@ class ReplyAggregator:
     Each peer counts once; the quorum is ``quorum(sent)`` replies.
     """
 
-    __slots__ = ("_by_serial", "best", "consistent", "needed", "replies", "sent", "_seen")
+    __slots__ = ("_by_serial", "_seen", "best", "consistent", "needed", "replies", "sent")
 
     def __init__(self, sent: int, quorum: QuorumRule = needed_replies) -> None:
         self.sent = sent

@@ -424,7 +424,7 @@ class ConfdClient:
         address: Address = (sender[0], sender[1])
         if address not in entry.targets:
             stats.unexpected_peer += 1
-            self._logger.debug("discarding a reply for %r from %s, which was not asked", salt, address)
+            self._logger.debug("discarding a reply for %r from unasked %s", salt, address)
             return
         if address in entry.answered:
             stats.duplicate += 1

@@ -12,7 +12,7 @@ from ._errors import ConfdClientError
 
 #: What a request's ``query`` may be on the wire: null, a string, or a dict
 #: keyed by :class:`QueryKey` values.
-Query: TypeAlias = None | str | Mapping[str, Any]
+Query: TypeAlias = str | Mapping[str, Any] | None
 
 
 def new_rsalt() -> str:

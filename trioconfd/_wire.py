@@ -75,14 +75,15 @@ def _pack(msg: dict[str, Any], salt: str, key: HmacKey) -> bytes:
     datagram = MAGIC + envelope.encode("utf-8")
     if len(datagram) > MAX_DATAGRAM_SIZE:
         raise ConfdClientError(
-            f"the message is {len(datagram)} bytes, over the {MAX_DATAGRAM_SIZE}-byte datagram limit"
+            f"the message is {len(datagram)} bytes, "
+            f"over the {MAX_DATAGRAM_SIZE}-byte datagram limit"
         )
     return datagram
 
 
 def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) -> bytes:
     """The datagram that sends ``request``, timestamped ``now`` (default: the clock)."""
-    salt = "%d" % (time.time() if now is None else now)
+    salt = str(int(time.time() if now is None else now))  # whole seconds, like "%d"
     return _pack(request.to_wire(), salt, as_hmac_key(key))
 
 

@@ -249,8 +249,8 @@ def make_cluster_config(
             "nics": [
                 {
                     "ip": str(_INSTANCE_NET[index + 1]),
-                    "mac": "aa:00:00:%02x:%02x:%02x"
-                    % (index >> 16 & 0xFF, index >> 8 & 0xFF, index & 0xFF),
+                    "mac": f"aa:00:00:{index >> 16 & 0xFF:02x}:"
+                    f"{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}",
                     "nicparams": {"link": link, "mode": "bridged"},
                     "uuid": new_uuid(),
                 }
@@ -265,9 +265,7 @@ def make_cluster_config(
         }
 
     return {
-        "cluster": _cluster_section(
-            cluster_name, node_list[0]["uuid"], serial, links, new_uuid()
-        ),
+        "cluster": _cluster_section(cluster_name, node_list[0]["uuid"], serial, links, new_uuid()),
         "ctime": _CTIME,
         "disks": disks,
         "filters": {},

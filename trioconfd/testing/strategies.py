@@ -18,8 +18,9 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
@@ -61,7 +62,7 @@ datagrams: st.SearchStrategy[bytes] = st.one_of(
     st.text(max_size=200).map(lambda text: MAGIC + text.encode("utf-8", "surrogatepass")),
     st.fixed_dictionaries(
         {},
-        optional={name: json_values for name in ("msg", "salt", "hmac", "key_selector")},
+        optional=dict.fromkeys(("msg", "salt", "hmac", "key_selector"), json_values),
     ).map(lambda envelope: MAGIC + json.dumps(envelope).encode()),
 )
 
