@@ -70,6 +70,18 @@ class Responder:
                 nursery.start_soon(self._reply, datagram, sender)
 
 
+async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``limit`` seconds.
+
+    Loopback delivery takes a scheduling round or two; the limit is generous
+    so that a loaded machine does not fail the test, and never reached when
+    the behaviour under test works.
+    """
+    with trio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110 - the conditions are counters, not events
+            await trio.sleep(0.002)
+
+
 @asynccontextmanager
 async def run_responders(
     count: int,
