@@ -42,3 +42,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     session.install("-e", ".[lint]")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the real ganeti-confd (ratios within one run)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "benchmarks.latency", *session.posargs)
