@@ -5,6 +5,7 @@ pure and does no I/O; :func:`open_confd_client` and :func:`query` put it on a
 Trio UDP socket.
 """
 
+from . import requests
 from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
 from ._client import ConfdClient, ReplyStream, open_confd_client, query
 from ._constants import (
@@ -85,6 +86,7 @@ __all__ = [
     "pack_reply",
     "pack_request",
     "query",
+    "requests",
     "unpack_reply",
     "unpack_request",
 ]
