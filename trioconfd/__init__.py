@@ -34,6 +34,12 @@ from ._errors import (
     ConfdSignatureError,
 )
 from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
+from ._node import (
+    InsecureKeyFileWarning,
+    ganeti_data_dir,
+    read_hmac_key,
+    read_master_candidate_ips,
+)
 from ._peers import PeerSpec, default_port
 from ._quorum import QuorumRule, needed_replies
 from ._stats import ClientStats
@@ -64,6 +70,7 @@ __all__ = [
     "ConfdSignatureError",
     "ErrorCode",
     "HmacKey",
+    "InsecureKeyFileWarning",
     "MasterField",
     "NodeRole",
     "PeerReply",
@@ -80,12 +87,15 @@ __all__ = [
     "UpcallType",
     "__version__",
     "default_port",
+    "ganeti_data_dir",
     "needed_replies",
     "new_rsalt",
     "open_confd_client",
     "pack_reply",
     "pack_request",
     "query",
+    "read_hmac_key",
+    "read_master_candidate_ips",
     "requests",
     "unpack_reply",
     "unpack_request",

@@ -32,6 +32,7 @@ from ._constants import (
 )
 from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
 from ._messages import ConfdReply, ConfdRequest, Query
+from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import PeerSpec, check_port, default_port, parse_peers
 from ._quorum import QuorumRule, needed_replies
 from ._stats import ClientStats
@@ -478,8 +479,8 @@ class ConfdClient:
 
 @asynccontextmanager
 async def open_confd_client(
-    hmac_key: KeyLike,
-    peers: Iterable[PeerSpec],
+    hmac_key: KeyLike | None = None,
+    peers: Iterable[PeerSpec] | None = None,
     *,
     port: int | None = None,
     callback: Callback | None = None,
@@ -491,11 +492,15 @@ async def open_confd_client(
 
     ``peers`` are IP addresses of one family, or (address, port) pairs;
     ``port`` (default: the ``ganeti-confd`` service, else 1814) applies to the
-    others. ``callback`` receives an :class:`Upcall` per accepted reply and
-    per expired request. The client's socket and background tasks live in
-    its own nursery and end with the block.
+    others. Left out, the key and the peers are read from the Ganeti node this
+    runs on (``hmac.key`` and ``ssconf_master_candidates_ips``). ``callback``
+    receives an :class:`Upcall` per accepted reply and per expired request.
+    The client's socket and background tasks live in its own nursery and end
+    with the block.
     """
-    key = as_hmac_key(hmac_key)
+    key = as_hmac_key(read_hmac_key() if hmac_key is None else hmac_key)
+    if peers is None:
+        peers = read_master_candidate_ips()
     port = default_port() if port is None else check_port(port)
     if callback is not None and not callable(callback):
         raise ConfdClientError(f"callback must be callable, not {type(callback).__name__}")

@@ -1,0 +1,90 @@
+"""Defaults read from a Ganeti node's own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trioconfd import (
+    ConfdClientError,
+    InsecureKeyFileWarning,
+    RequestType,
+    ganeti_data_dir,
+    open_confd_client,
+    read_hmac_key,
+    read_master_candidate_ips,
+)
+
+from .responders import answer_ping, run_responders
+
+KEY = b"node key\n"
+
+
+def make_node(root: Path, key: bytes | None, ips: str | None) -> Path:
+    data = root / "var/lib/ganeti"
+    data.mkdir(parents=True)
+    if key is not None:
+        (data / "hmac.key").write_bytes(key)
+        (data / "hmac.key").chmod(0o600)
+    if ips is not None:
+        (data / "ssconf_master_candidates_ips").write_text(ips)
+    return data
+
+
+def test_data_dir_follows_ganeti_rootdir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GANETI_ROOTDIR", raising=False)
+    assert ganeti_data_dir() == Path("/var/lib/ganeti")
+    monkeypatch.setenv("GANETI_ROOTDIR", "/srv/node1/")
+    assert ganeti_data_dir() == Path("/srv/node1/var/lib/ganeti")
+    assert ganeti_data_dir("/x") == Path("/x/var/lib/ganeti")
+
+
+def test_reads_key_bytes_exactly_and_ips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_node(tmp_path, KEY, "192.0.2.1\n\n 192.0.2.2 \n192.0.2.3")
+    monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+    assert read_hmac_key() == KEY  # the trailing newline is part of the key
+    assert read_master_candidate_ips() == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+
+
+def test_missing_empty_and_insecure_files(tmp_path: Path) -> None:
+    data = make_node(tmp_path, None, "")
+    with pytest.raises(ConfdClientError, match=r"cannot read the HMAC key file .*hmac.key"):
+        read_hmac_key(data / "hmac.key")
+    (data / "hmac.key").write_bytes(b"")
+    with pytest.raises(ConfdClientError, match="is empty"):
+        read_hmac_key(data / "hmac.key")
+    (data / "hmac.key").write_bytes(b"s3cret")
+    (data / "hmac.key").chmod(0o644)
+    with pytest.warns(InsecureKeyFileWarning, match="mode 644") as caught:
+        assert read_hmac_key(data / "hmac.key") == b"s3cret"
+    assert "s3cret" not in str(caught[0].message)
+    with pytest.raises(ConfdClientError, match="lists no addresses"):
+        read_master_candidate_ips(data / "ssconf_master_candidates_ips")
+    with pytest.raises(ConfdClientError, match="cannot read the master candidates file"):
+        read_master_candidate_ips(tmp_path / "nope")
+
+
+async def test_client_defaults_come_from_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with run_responders(3, KEY, answer_ping(serial=5)) as responders:
+        # ssconf lists addresses only; these peers share one port.
+        ports = {r.address[1] for r in responders}
+        assert len(ports) == 3
+        port = responders[0].address[1]
+        make_node(tmp_path, KEY, "127.0.0.1\n")
+        monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+        async with open_confd_client(port=port) as client:
+            assert client.peers == (("127.0.0.1", port),)
+            result = await client.query(RequestType.PING)
+            assert (result.serial, result.received) == (5, 1)
+
+
+async def test_client_reports_a_missing_node_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+    with pytest.raises(ConfdClientError, match="HMAC key file"):
+        async with open_confd_client(peers=["127.0.0.1"]):
+            pass
