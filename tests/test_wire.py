@@ -219,14 +219,56 @@ def test_unpack_request_checks_clock_skew() -> None:
         ('{"protocol":1,"type":0,"query":null,"rsalt":"r"}', "yesterday", "not a decimal"),
         ('{"protocol":1,"type":12,"query":null,"rsalt":"r"}', "1000", "unknown request type"),
         ('{"protocol":1,"type":0,"query":[1],"rsalt":"r"}', "1000", "query is a JSON list"),
-        ('{"protocol":1,"type":0,"query":null,"rsalt":""}', "1000", "rsalt"),
-        ('{"protocol":1,"type":0,"query":null}', "1000", "rsalt"),
+        ('{"protocol":1,"type":0,"query":null}', "1000", "no 'rsalt'"),
+        ('{"type":0,"query":null,"rsalt":"r"}', "1000", "no 'protocol'"),
+        ('{"protocol":1,"query":null,"rsalt":"r"}', "1000", "no 'type'"),
+        ('{"protocol":1,"type":0,"query":null,"rsalt":5}', "1000", "not a string"),
+        ('{"protocol":1,"type":0,"query":null,"rsalt":"r","x":1}', "1000", "superfluous"),
+        ('{"protocol":true,"type":0,"query":null,"rsalt":"r"}', "1000", "not a number"),
+        ('{"protocol":1,"type":3,"query":{"4":1},"rsalt":"r"}', "1000", "unknown keys"),
+        ('{"protocol":1,"type":3,"query":{"3":[7]},"rsalt":"r"}', "1000", "unknown master field"),
+        ('{"protocol":1,"type":3,"query":{"3":"x"},"rsalt":"r"}', "1000", "not a list"),
+        ('{"protocol":1,"type":2,"query":{"2":"x"},"rsalt":"r"}', "1000", "list of strings"),
+        ('{"protocol":1,"type":2,"query":{"0":5},"rsalt":"r"}', "1000", "not a string"),
+        ('{"protocol":1,"type":3,"query":5,"rsalt":"r"}', "1000", "query is a JSON int"),
         ('"just a string"', "1000", "not a JSON object"),
     ],
 )
 def test_malformed_requests_raise_protocol_errors(msg: str, salt: str, message: str) -> None:
     with pytest.raises(ConfdProtocolError, match=message):
         unpack_request(_signed(msg, salt), KEY, now=1000)
+
+
+@pytest.mark.parametrize(
+    ("msg", "expected"),
+    [
+        # What the daemon answers although it looks odd (checked against 3.0.2).
+        ('{"protocol":1,"type":0,"rsalt":"r"}', ConfdRequest(RequestType.PING, None, "r")),
+        (
+            '{"protocol":2,"type":0.0,"query":null,"rsalt":""}',
+            ConfdRequest(RequestType.PING, None, "", 2),
+        ),
+        (
+            '{"protocol":1,"type":3,"query":{"3":[1.5, 0],"0":null},"rsalt":"r"}',
+            ConfdRequest(RequestType.CLUSTER_MASTER, {"3": [2, 0]}, "r"),
+        ),
+        (
+            '{"protocol":1,"type":2,"query":{},"rsalt":"r"}',
+            ConfdRequest(RequestType.NODE_PIP_BY_INSTANCE_IP, {}, "r"),
+        ),
+    ],
+)
+def test_requests_the_daemon_accepts(msg: str, expected: ConfdRequest) -> None:
+    assert unpack_request(_signed(msg, "1000"), KEY, now=1000) == (expected, "1000")
+
+
+def test_requests_over_4096_bytes_are_refused() -> None:
+    big = ConfdRequest(RequestType.NODE_ROLE_BYNAME, "x" * 5000)
+    with pytest.raises(ConfdClientError, match="reads at most 4096"):
+        pack_request(big, KEY)
+    msg = json.dumps(big.to_wire())
+    with pytest.raises(ConfdMagicError, match="over the 4096"):
+        unpack_request(_signed(msg, "1000"), KEY, now=1000)
 
 
 @given(strategies.replies, strategies.rsalts, strategies.keys)

@@ -243,6 +243,8 @@ class ConfdClient:
 
         Registering before sending means a reply can never beat its entry.
         """
+        if not request.rsalt:
+            raise ConfdClientError("the request has an empty rsalt")
         self.expire_requests()
         if request.rsalt in self._requests:
             raise ConfdClientError(f"duplicate request rsalt {request.rsalt!r}")

@@ -11,6 +11,9 @@ MAGIC: Final = b"plj0"
 #: The largest datagram either side sends.
 MAX_DATAGRAM_SIZE: Final = 61440
 
+#: The most of a request the daemon reads (it drops longer ones, truncated).
+MAX_REQUEST_SIZE: Final = 4096
+
 #: The port used when the services database does not name ``ganeti-confd``.
 DEFAULT_PORT: Final = 1814
 

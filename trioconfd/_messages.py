@@ -47,8 +47,8 @@ class ConfdRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", _as_request_type(self.type))
-        if not isinstance(self.rsalt, str) or not self.rsalt:
-            raise ConfdClientError(f"rsalt must be a non-empty string, not {self.rsalt!r}")
+        if not isinstance(self.rsalt, str):
+            raise ConfdClientError(f"rsalt must be a string, not {self.rsalt!r}")
         if self.query is not None and not isinstance(self.query, str | Mapping):
             raise ConfdClientError(
                 f"query must be None, a string or a dict, not {type(self.query).__name__}"

@@ -14,7 +14,8 @@ import json
 import time
 from typing import Any, TypeAlias
 
-from ._constants import MAGIC, MAX_CLOCK_SKEW, MAX_DATAGRAM_SIZE, ReplyStatus, RequestType
+from ._constants import MAGIC, MAX_CLOCK_SKEW, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
+from ._decode import decode_request
 from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
 from ._messages import ConfdReply, ConfdRequest
 
@@ -82,9 +83,18 @@ def _pack(msg: dict[str, Any], salt: str, key: HmacKey) -> bytes:
 
 
 def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) -> bytes:
-    """The datagram that sends ``request``, timestamped ``now`` (default: the clock)."""
+    """The datagram that sends ``request``, timestamped ``now`` (default: the clock).
+
+    A request over :data:`MAX_REQUEST_SIZE` bytes is refused: the daemon reads
+    no more than that, so it would never answer.
+    """
     salt = str(int(time.time() if now is None else now))  # whole seconds, like "%d"
-    return _pack(request.to_wire(), salt, as_hmac_key(key))
+    datagram = _pack(request.to_wire(), salt, as_hmac_key(key))
+    if len(datagram) > MAX_REQUEST_SIZE:
+        raise ConfdClientError(
+            f"the request is {len(datagram)} bytes; the daemon reads at most {MAX_REQUEST_SIZE}"
+        )
+    return datagram
 
 
 def pack_reply(reply: ConfdReply, rsalt: str, key: KeyLike) -> bytes:
@@ -159,7 +169,6 @@ def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
 
 
 _STATUSES = {int(s): s for s in ReplyStatus}
-_TYPES = {int(t): t for t in RequestType}
 
 
 def unpack_request(
@@ -167,10 +176,16 @@ def unpack_request(
 ) -> tuple[ConfdRequest, str]:
     """Check and decode a request datagram as the daemon does; return it and its salt.
 
-    The salt is the sender's Unix time; more than :data:`MAX_CLOCK_SKEW` whole
-    seconds from ``now`` (default: the clock) is refused as stale.
-    Raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
+    The daemon reads at most :data:`MAX_REQUEST_SIZE` bytes of a request; the
+    salt is the sender's Unix time, and more than :data:`MAX_CLOCK_SKEW` whole
+    seconds from ``now`` (default: the clock) is stale; the message must decode
+    as the daemon decodes it (see ``_decode``). Whatever the daemon would drop
+    raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
     """
+    if len(datagram) > MAX_REQUEST_SIZE:
+        raise ConfdMagicError(
+            f"request of {len(datagram)} bytes is over the {MAX_REQUEST_SIZE} the daemon reads"
+        )
     message, salt = _open_envelope(datagram, as_hmac_key(key))
     if not (salt.isascii() and salt.isdigit() and len(salt) <= 20):
         raise ConfdSignatureError(f"the timestamp {salt[:32]!r} is not a decimal integer")
@@ -178,21 +193,4 @@ def unpack_request(
     skew = abs(int(time.time() if now is None else now) - int(salt))
     if skew > MAX_CLOCK_SKEW:
         raise ConfdSignatureError(f"the timestamp is {skew} s off, over {MAX_CLOCK_SKEW} s")
-    if not isinstance(message, dict):
-        raise ConfdMagicError("the request is not a JSON object")
-    request_type = _int_field(message, "type")
-    if request_type not in _TYPES:
-        raise ConfdMagicError(f"unknown request type {request_type}")
-    query = message.get("query")
-    if query is not None and not isinstance(query, str | dict):
-        raise ConfdMagicError(f"the query is a JSON {type(query).__name__}")
-    rsalt = message.get("rsalt")
-    if not isinstance(rsalt, str) or not rsalt:
-        raise ConfdMagicError("the request has no rsalt string")
-    request = ConfdRequest(
-        type=_TYPES[request_type],
-        query=query,
-        rsalt=rsalt,
-        protocol=_int_field(message, "protocol"),
-    )
-    return request, salt
+    return decode_request(message), salt

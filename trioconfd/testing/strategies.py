@@ -24,11 +24,21 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=20,
 )
 
-#: A request's query as the wire carries it.
+_names = st.text(max_size=20)
+
+#: A request's query in the canonical form the daemon decodes.
 queries: st.SearchStrategy[Query] = (
     st.none()
     | st.text(max_size=40)
-    | st.dictionaries(st.sampled_from([key.value for key in QueryKey]), json_values, max_size=4)
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            QueryKey.LINK.value: _names,
+            QueryKey.IP.value: _names,
+            QueryKey.IPLIST.value: st.lists(_names, min_size=1, max_size=4),
+            QueryKey.FIELDS.value: st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=4),
+        },
+    )
 )
 
 rsalts: st.SearchStrategy[str] = st.text(min_size=1, max_size=40)

@@ -1,0 +1,97 @@
+"""Which request messages the daemon decodes (and answers) and which it drops.
+
+These rules were read off Debian's ganeti-confd 3.0.2: numbers are rounded
+half to even (``1.0`` and ``0.5`` are integers to it), the four keys are the
+only ones allowed, ``query`` may be missing (null), ``rsalt`` may be empty,
+and a dict query may hold only the four :class:`QueryKey` keys with values of
+the right kind (null counts as absent). Anything else is dropped unanswered.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._constants import MasterField, QueryKey, RequestType
+from ._errors import ConfdMagicError
+from ._messages import ConfdRequest, Query
+
+_REQUEST_KEYS = frozenset({"protocol", "type", "query", "rsalt"})
+_TYPES = {int(t): t for t in RequestType}
+_FIELDS = {int(f) for f in MasterField}
+
+
+def _whole_number(value: object, what: str) -> int:
+    """A JSON number as the daemon reads an Int: rounded half to even."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfdMagicError(f"{what} is {value!r}, not a number")
+    return round(value)
+
+
+def _optional_string(query: dict[str, Any], key: QueryKey) -> str | None:
+    value = query.get(key.value)
+    if value is not None and not isinstance(value, str):
+        raise ConfdMagicError(f"query key {key.value!r} holds {value!r}, not a string")
+    return value
+
+
+def _string_list(query: dict[str, Any], key: QueryKey) -> list[str]:
+    value = query.get(key.value)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfdMagicError(f"query key {key.value!r} holds {value!r}, not a list of strings")
+    return value
+
+
+def decode_query(query: Any) -> Query:
+    """The query in canonical form (null keys dropped, fields as integers), or an error."""
+    if query is None or isinstance(query, str):
+        return query
+    if not isinstance(query, dict):
+        raise ConfdMagicError(f"the query is a JSON {type(query).__name__}")
+    unknown = set(query) - {key.value for key in QueryKey}
+    if unknown:
+        raise ConfdMagicError(f"the query has unknown keys {sorted(unknown)}")
+    canonical: dict[str, Any] = {}
+    for key in (QueryKey.LINK, QueryKey.IP):
+        value = _optional_string(query, key)
+        if value is not None:
+            canonical[key.value] = value
+    ips = _string_list(query, QueryKey.IPLIST)
+    if ips:
+        canonical[QueryKey.IPLIST.value] = ips
+    raw_fields = query.get(QueryKey.FIELDS.value)
+    if raw_fields is not None:
+        if not isinstance(raw_fields, list):
+            raise ConfdMagicError(f"query key '3' holds {raw_fields!r}, not a list")
+        fields = [_whole_number(field, "a master field") for field in raw_fields]
+        if any(field not in _FIELDS for field in fields):
+            raise ConfdMagicError(f"unknown master field in {raw_fields!r}")
+        if fields:
+            canonical[QueryKey.FIELDS.value] = fields
+    return canonical
+
+
+def decode_request(message: Any) -> ConfdRequest:
+    """The request in a decoded message, or :class:`ConfdMagicError` if the daemon would drop it."""
+    if not isinstance(message, dict):
+        raise ConfdMagicError("the request is not a JSON object")
+    extra = set(message) - _REQUEST_KEYS
+    if extra:
+        raise ConfdMagicError(f"the request has superfluous keys {sorted(extra)}")
+    for key in ("protocol", "type", "rsalt"):
+        if key not in message:
+            raise ConfdMagicError(f"the request has no {key!r}")
+    request_type = _whole_number(message["type"], "the request type")
+    if request_type not in _TYPES:
+        raise ConfdMagicError(f"unknown request type {request_type}")
+    rsalt = message["rsalt"]
+    if not isinstance(rsalt, str):
+        raise ConfdMagicError(f"the rsalt is {rsalt!r}, not a string")
+    return ConfdRequest(
+        type=_TYPES[request_type],
+        query=decode_query(message.get("query")),
+        rsalt=rsalt,
+        protocol=_whole_number(message["protocol"], "the protocol"),
+    )
