@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
+from ._background import background_tasks
 from ._constants import (
     DEFAULT_COVERAGE,
     EXPIRE_TIMEOUT,
@@ -521,23 +522,10 @@ async def open_confd_client(
             quorum=quorum,
             rng=rng or random.Random(),
         )
-        # An error from the caller's block is held until the nursery has
-        # closed and then raised as itself, not wrapped in an ExceptionGroup.
-        caller_error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
+        async with background_tasks() as nursery:
             nursery.start_soon(client._receive_loop)
             nursery.start_soon(client._expiry_loop)
-            try:
-                yield client
-            except BaseException as exc:
-                caller_error = exc
-            finally:
-                nursery.cancel_scope.cancel()
-        if caller_error is not None:
-            try:
-                raise caller_error
-            finally:
-                caller_error = None  # no reference cycle through the traceback
+            yield client
 
 
 async def query(

@@ -1,9 +1,14 @@
 """Tools for testing code that uses trioconfd, and trioconfd itself.
 
+- :func:`serve_confd` runs an in-process confd server that answers like the
+  real daemon.
 - :func:`make_cluster_config` builds valid Ganeti 3.0 configurations.
 - :func:`run_ganeti_confd` runs Ganeti's real daemon unprivileged on loopback.
+- :mod:`trioconfd.testing.strategies` has Hypothesis strategies (it needs
+  ``hypothesis``, which this package does not import otherwise).
 """
 
+from ._answers import ConfigAnswers
 from ._config import make_cluster_config
 from ._ganeti import (
     DEBIAN_GANETI_CONFD,
@@ -13,13 +18,19 @@ from ._ganeti import (
     free_udp_port,
     run_ganeti_confd,
 )
+from ._server import ConfdServer, ServerStats, load_config, serve_confd
 
 __all__ = [
     "DEBIAN_GANETI_CONFD",
+    "ConfdServer",
+    "ConfigAnswers",
     "GanetiConfd",
     "GanetiConfdError",
+    "ServerStats",
     "find_ganeti_confd",
     "free_udp_port",
+    "load_config",
     "make_cluster_config",
     "run_ganeti_confd",
+    "serve_confd",
 ]

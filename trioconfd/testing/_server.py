@@ -1,0 +1,141 @@
+"""An in-process confd server on a Trio UDP socket that answers like ganeti-confd 3.0."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket as stdlib_socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import trio
+
+from .._background import background_tasks
+from .._constants import MAX_REQUEST_SIZE
+from .._errors import ConfdClientError, ConfdError, ConfdProtocolError
+from .._wire import HmacKey, KeyLike, as_hmac_key, pack_reply, unpack_request
+from ._answers import ConfigAnswers
+
+_LOGGER = logging.getLogger("trioconfd.testing.server")
+
+#: A configuration: the parsed ``config.data``, or the path of one.
+ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
+
+
+def load_config(source: ConfigSource) -> Mapping[str, Any]:
+    """The configuration ``source`` names, parsed; a clear error if it is not one."""
+    if isinstance(source, Mapping):
+        config = source
+    else:
+        path = Path(source)
+        try:
+            config = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise ConfdError(f"cannot read the configuration {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfdError(f"the configuration {path} is not JSON: {exc}") from None
+    cluster = config.get("cluster") if isinstance(config, Mapping) else None
+    if not isinstance(cluster, Mapping) or not isinstance(cluster.get("serial_no"), int):
+        raise ConfdError("not a Ganeti configuration: no cluster object with a serial_no")
+    return config
+
+
+@dataclass
+class ServerStats:
+    """What the server did with the datagrams it read."""
+
+    answered: int = 0
+    #: dropped unanswered, as the daemon drops them (bad magic, HMAC, timestamp, message)
+    dropped: int = 0
+
+
+class ConfdServer:
+    """A running in-process confd server; see :func:`serve_confd`."""
+
+    def __init__(self, sock: trio.socket.SocketType, key: HmacKey, config: ConfigSource) -> None:
+        self._socket = sock
+        self._key = key
+        self._answers = ConfigAnswers(load_config(config))
+        self.stats = ServerStats()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server is bound to."""
+        host, port = self._socket.getsockname()[:2]
+        return (host, port)
+
+    @property
+    def serial(self) -> int:
+        """The cluster serial of the configuration being served."""
+        return self._answers.serial
+
+    def set_config(self, config: ConfigSource) -> None:
+        """Serve another configuration from now on, as the daemon does when config.data changes."""
+        self._answers = ConfigAnswers(load_config(config))
+
+    def reply_to(self, datagram: bytes) -> bytes | None:
+        """The reply datagram the daemon would send for ``datagram``, or None if it drops it."""
+        try:
+            request, _ = unpack_request(datagram, self._key)
+        except ConfdProtocolError as exc:
+            self.stats.dropped += 1
+            _LOGGER.info("Failed to parse incoming message: %s", exc)
+            return None
+        reply = self._answers.answer(request)
+        try:
+            return pack_reply(reply, request.rsalt, self._key)
+        except ConfdClientError as exc:  # an answer too big for one datagram
+            self.stats.dropped += 1
+            _LOGGER.info("Cannot send the reply: %s", exc)
+            return None
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                # Like the daemon, read at most MAX_REQUEST_SIZE bytes (one more
+                # so that a longer request is seen, and dropped, as too long).
+                datagram, sender = await self._socket.recvfrom(MAX_REQUEST_SIZE + 1)
+            except OSError as exc:
+                _LOGGER.debug("the socket reported %s; serving on", exc)
+                continue
+            reply = self.reply_to(datagram)
+            if reply is None:
+                continue
+            self.stats.answered += 1
+            try:
+                await self._socket.sendto(reply, sender)
+            except OSError as exc:
+                _LOGGER.debug("could not reply to %s: %s", sender, exc)
+
+
+@asynccontextmanager
+async def serve_confd(
+    config: ConfigSource,
+    hmac_key: KeyLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> AsyncIterator[ConfdServer]:
+    """Run a confd server on ``host``:``port`` (0: any free port) for the block.
+
+    It answers every request type from ``config`` (a parsed Ganeti 3.0
+    configuration or its path) as Debian's ganeti-confd 3.0 does, and drops
+    what the daemon drops: bad magic or HMAC, stale timestamps, undecodable
+    messages. ``server.set_config`` swaps the configuration live.
+    """
+    key = as_hmac_key(hmac_key)
+    family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
+    sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    with sock:
+        server = ConfdServer(sock, key, config)
+        try:
+            await sock.bind((host, port))
+        except OSError as exc:
+            raise ConfdError(f"cannot bind the confd server to {host}:{port}: {exc}") from None
+        async with background_tasks() as nursery:
+            nursery.start_soon(server.serve)
+            yield server
