@@ -537,7 +537,8 @@ async def query(
     port: int | None = None,
     coverage: int = 0,
     timeout: float | None = None,
+    quorum: QuorumRule = needed_replies,
 ) -> QueryResult:
     """Open a client, ask one question, close it: the one-shot form of :meth:`ConfdClient.query`."""
-    async with open_confd_client(hmac_key, peers, port=port) as client:
+    async with open_confd_client(hmac_key, peers, port=port, quorum=quorum) as client:
         return await client.query(type, query, coverage=coverage, timeout=timeout)

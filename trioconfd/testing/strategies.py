@@ -41,6 +41,9 @@ queries: st.SearchStrategy[Query] = (
     )
 )
 
+#: How many peers a client may contact.
+peer_counts: st.SearchStrategy[int] = st.integers(min_value=1, max_value=64)
+
 rsalts: st.SearchStrategy[str] = st.text(min_size=1, max_size=40)
 
 #: HMAC keys, as bytes or as str.
@@ -100,3 +103,28 @@ def signed_datagrams(key: bytes | str) -> st.SearchStrategy[bytes]:
 
     salts = st.text(max_size=30) | st.integers(min_value=0, max_value=2**40).map(str)
     return st.builds(sign, message_texts, salts)
+
+
+#: Distinct peer addresses (IPv4, port 1814).
+addresses: st.SearchStrategy[tuple[str, int]] = st.ip_addresses(v=4).map(lambda ip: (str(ip), 1814))
+
+#: A few serials and answers, so that generated replies often share them.
+_serials = st.sampled_from([0, 1, 2, 10, 11, 2**31])
+_answers = st.sampled_from(["node1", "node2", 0, 1, [], ["192.0.2.1"], None])
+
+
+@st.composite
+def reply_sets(draw: st.DrawFn, max_peers: int = 12) -> list[tuple[tuple[str, int], ConfdReply]]:
+    """Replies from distinct peers, with serials and answers that often repeat or clash."""
+    peers = draw(st.lists(addresses, min_size=1, max_size=max_peers, unique=True))
+    return [
+        (
+            peer,
+            ConfdReply(
+                status=draw(st.sampled_from(ReplyStatus)),
+                answer=draw(_answers),
+                serial=draw(_serials),
+            ),
+        )
+        for peer in peers
+    ]
