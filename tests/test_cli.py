@@ -1,0 +1,302 @@
+"""The trioconfd command line, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trioconfd._cli import (
+    EXIT_ERROR_REPLY,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    UsageError,
+    parse_peer,
+)
+from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, serve_confd
+
+from .responders import run_responders, silent
+
+KEY = b"cli key\n"
+CONFIG = make_cluster_config(
+    nodes=4, master_candidates=3, instances=4, links=("br0", "br1"), serial=12, node_serial=5
+)
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "trioconfd", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hmac.key"
+    path.write_bytes(KEY)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[ConfdServer]]:
+    async with serve_confd(CONFIG, KEY) as one, serve_confd(CONFIG, KEY) as two:
+        yield [one, two]
+
+
+def peer_args(servers: Sequence[ConfdServer]) -> list[str]:
+    args = []
+    for server in servers:
+        args += ["--peer", f"{server.address[0]}:{server.address[1]}"]
+    return args
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["ping"], "3000000"),
+        (["master"], "node1.example.com"),
+        (["master", "--fields", "name,ip,mnode-pip"], "node1.example.com\n192.0.2.254\n192.0.2.1"),
+        (["node-role", "node2"], "candidate (1)"),
+        (["node-role", "node1.example.com"], "master (0)"),
+        (["node-pips"], None),
+        (["mc-pips"], None),
+        (["instance-ips"], "198.18.0.1\n198.18.0.3"),
+        (["instance-ips", "--link", "br1"], "198.18.0.2\n198.18.0.4"),
+        (["node-pip-by-instance-ip", "198.18.0.3"], "192.0.2.3"),
+        (["node-pip-by-instance-ip", "198.18.0.2", "--link", "br1"], "192.0.2.2"),
+        (["node-drbd", "node1"], None),
+        (["node-instances", "node1"], None),
+        (["instance-disks", "instance1"], None),
+        (["config", "/cluster/cluster_name"], "cluster.example.com"),
+        (["data-collectors"], None),
+    ],
+)
+async def test_query_subcommands(
+    servers: list[ConfdServer], key_file: Path, command: list[str], expected: str | None
+) -> None:
+    done = await run_cli(*command, *peer_args(servers), "--key-file", str(key_file))
+    assert done.returncode == EXIT_OK, done.stderr
+    out = done.stdout.decode().strip()
+    if expected is not None:
+        assert out == expected
+    assert "2/2 replies" in done.stderr.decode()
+    assert "replies agree" in done.stderr.decode()
+
+
+async def test_json_output_of_every_list_answer(servers: list[ConfdServer], key_file: Path) -> None:
+    checks: list[tuple[list[str], Callable[[Any], bool]]] = [
+        (["node-pips"], lambda a: sorted(a) == [f"192.0.2.{n}" for n in range(1, 5)]),
+        (["mc-pips"], lambda a: sorted(a) == [f"192.0.2.{n}" for n in range(1, 4)]),
+        (
+            ["node-drbd", "node1"],
+            lambda a: {row[2] for row in a} == {"instance1.example.com", "instance4.example.com"},
+        ),
+        (["node-instances", "node2"], lambda a: [len(a[0]), len(a[1])] == [1, 1]),
+        (["instance-disks", "instance1"], lambda a: a[0]["dev_type"] == "drbd"),
+        (["data-collectors"], lambda a: "diskstats" in a),
+        (
+            ["node-pip-by-instance-ip", "198.18.0.1", "203.0.113.1"],
+            lambda a: a == [[0, "192.0.2.1", 12], [1, 0, 0]],
+        ),
+    ]
+    for command, check in checks:
+        done = await run_cli(*command, *peer_args(servers), "--key-file", str(key_file), "--json")
+        assert done.returncode == EXIT_OK, done.stderr
+        result = json.loads(done.stdout)
+        assert check(result["answer"]), (command, result["answer"])
+        assert result["status"] == "OK"
+        assert (result["sent"], result["received"], result["needed"]) == (2, 2, 2)
+        assert not result["timed_out"]
+        assert len(result["replies"]) == 2
+
+
+async def test_error_reply_exit_code(servers: list[ConfdServer], key_file: Path) -> None:
+    done = await run_cli(
+        "node-role", "nosuchnode", *peer_args(servers), "--key-file", str(key_file)
+    )
+    assert done.returncode == EXIT_ERROR_REPLY
+    assert "answered with an error" in done.stderr.decode()
+    assert "nosuchnode not found" in done.stderr.decode()
+    assert done.stdout == b""
+
+
+async def test_timeout_exit_code(key_file: Path) -> None:
+    async with run_responders(2, KEY, silent) as responders:
+        peers = [f"--peer=127.0.0.1:{r.address[1]}" for r in responders]
+        done = await run_cli("ping", *peers, "--key-file", str(key_file), "--timeout", "0.3")
+    assert done.returncode == EXIT_TIMEOUT
+    stderr = done.stderr.decode()
+    assert "no quorum: 0/2 replies" in stderr
+    assert "wrong key" in stderr
+    assert "clock skew" in stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("missing", ["--key-file", "{dir}/nope"], "cannot read the HMAC key file"),
+        ("empty", ["--key-file", "{dir}/empty"], "is empty"),
+        ("", ["--peer", "not-an-ip", "--hmac-key", "k"], "'not-an-ip' is not an IP address"),
+        ("", ["--peer", "127.0.0.1:99999", "--hmac-key", "k"], "port must be"),
+        ("", ["--peer", "::1", "--peer", "127.0.0.1", "--hmac-key", "k"], "mix IPv4 and IPv6"),
+        ("", ["--peer", "127.0.0.1", "--hmac-key", ""], "--hmac-key is empty"),
+        ("", ["--peer", "127.0.0.1", "--hmac-key", "k", "--coverage", "5"], "coverage 5"),
+    ],
+)
+async def test_usage_errors_are_one_line(
+    tmp_path: Path, setup: str, args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    done = await run_cli("ping", *[arg.format(dir=tmp_path) for arg in args])
+    assert done.returncode == EXIT_USAGE
+    stderr = done.stderr.decode().strip()
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("trioconfd: error:")
+    assert message in stderr
+
+
+async def test_argparse_errors_use_the_usage_code() -> None:
+    done = await run_cli("master", "--fields", "name,bogus", "--hmac-key", "k")
+    assert done.returncode == EXIT_USAGE
+    assert "unknown field(s) bogus" in done.stderr.decode()
+    done = await run_cli("frobnicate")
+    assert done.returncode == EXIT_USAGE
+
+
+async def test_defaults_come_from_the_ganeti_node(
+    servers: list[ConfdServer], tmp_path: Path
+) -> None:
+    data = tmp_path / "var/lib/ganeti"
+    data.mkdir(parents=True)
+    (data / "hmac.key").write_bytes(KEY)
+    (data / "hmac.key").chmod(0o600)
+    (data / "ssconf_master_candidates_ips").write_text("127.0.0.1\n")
+    port = str(servers[0].address[1])
+    done = await run_cli("master", "--port", port, env={"GANETI_ROOTDIR": str(tmp_path)})
+    assert done.returncode == EXIT_OK, done.stderr
+    assert done.stdout.decode().strip() == "node1.example.com"
+
+
+def test_parse_peer() -> None:
+    assert parse_peer("192.0.2.1") == "192.0.2.1"
+    assert parse_peer("192.0.2.1:1815") == ("192.0.2.1", 1815)
+    assert parse_peer("::1") == "::1"
+    assert parse_peer("[::1]:1815") == ("::1", 1815)
+    assert parse_peer("[::1]") == "::1"
+    for bad in ("[::1]x", "192.0.2.1:http", "host:1814", "[::1]:0"):
+        with pytest.raises(UsageError, match="bad peer"):
+            parse_peer(bad)
+
+
+async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
+    config_path = tmp_path / "config.data"
+    config_path.write_text(json.dumps(CONFIG))
+    port = free_udp_port()
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "trioconfd",
+            "serve",
+            str(config_path),
+            "--key-file",
+            str(key_file),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        lines = LineReader(process.stdout)
+        assert "(serial 12)" in await lines.next()
+        peer = ["--peer", f"127.0.0.1:{port}", "--key-file", str(key_file)]
+        done = await run_cli("master", *peer)
+        assert done.stdout.decode().strip() == "node1.example.com"
+        newer = make_cluster_config(nodes=4, master_candidates=3, instances=4, serial=13)
+        newer["cluster"]["master_node"] = list(newer["nodes"])[2]
+        config_path.with_suffix(".new").write_text(json.dumps(newer))
+        config_path.with_suffix(".new").replace(config_path)
+        assert "serial 13" in await lines.next()
+        done = await run_cli("master", *peer, "--json")
+        result = json.loads(done.stdout)
+        assert (result["answer"], result["serial"]) == ("node3.example.com", 13)
+        config_path.write_text("{broken")
+        assert "not reloaded, still serving serial 13" in await lines.next()
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+class LineReader:
+    """Lines from a process's output, each awaited with a deadline."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def next(self) -> str:
+        with trio.fail_after(20):
+            while b"\n" not in self.buffer:
+                chunk = await self.stream.receive_some()
+                if not chunk:
+                    raise EOFError("the process closed its output")
+                self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+async def test_bench(servers: list[ConfdServer], key_file: Path) -> None:
+    done = await run_cli(
+        "bench",
+        *peer_args(servers),
+        "--key-file",
+        str(key_file),
+        "--requests",
+        "60",
+        "--concurrency",
+        "8",
+        "--json",
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    figures = json.loads(done.stdout)
+    assert set(figures) == {"sequential", "8 in flight"}
+    for phase in figures.values():
+        assert (phase["queries"], phase["timeouts"]) == (60, 0)
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    done = await run_cli(
+        "bench", *peer_args(servers), "--key-file", str(key_file), "--requests", "0"
+    )
+    assert done.returncode == EXIT_USAGE
+
+
+async def test_demo_runs_and_shows_the_stale_server_outvoted() -> None:
+    done = await run_cli("demo")
+    assert done.returncode == EXIT_OK, done.stderr
+    out = done.stdout.decode()
+    assert "<- stale, outranked" in out
+    assert "trusted: node2.example.com (serial 42, the highest)" in out
+    assert "timed_out=True, replies 0/3" in out
+
+
+async def test_help_and_version() -> None:
+    done = await run_cli("--help")
+    assert done.returncode == EXIT_OK
+    for command in ("ping", "master", "node-pip-by-instance-ip", "serve", "bench", "demo"):
+        assert command in done.stdout.decode()
+    done = await run_cli("--version")
+    assert done.stdout.decode().startswith("trioconfd ")

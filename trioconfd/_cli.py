@@ -1,0 +1,344 @@
+"""The ``trioconfd`` command: one subcommand per request type, plus serve, bench and demo."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import trio
+
+from . import requests
+from ._aggregate import QueryResult
+from ._bench import run_bench
+from ._client import open_confd_client
+from ._constants import MasterField, NodeRole, ReplyStatus, RequestType
+from ._demo import run_demo
+from ._errors import ConfdError
+from ._messages import ConfdRequest
+from ._node import read_hmac_key, read_master_candidate_ips
+from ._peers import PeerSpec, check_port
+from ._serve import run_serve
+from ._version import __version__
+
+#: Exit codes: the answer was OK; the daemon answered with an error; the
+#: command line or its files were wrong; no quorum replied in time.
+EXIT_OK = 0
+EXIT_ERROR_REPLY = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+
+_FIELD_NAMES = {"name": MasterField.NAME, "ip": MasterField.IP, "mnode-pip": MasterField.MNODE_PIP}
+
+
+class UsageError(Exception):
+    """Something on the command line or in a file it names is wrong."""
+
+
+def parse_peer(text: str) -> PeerSpec:
+    """``ADDR``, ``ADDR:PORT`` or ``[ADDR]:PORT`` (IPv6) as a peer."""
+    host, port = text, None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise UsageError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"bad peer {text!r}: {host!r} is not an IP address") from None
+    if port is None:
+        return host
+    if not port.isdigit():
+        raise UsageError(f"bad peer {text!r}: port {port!r} is not a number")
+    try:
+        return (host, check_port(int(port)))
+    except ConfdError as exc:
+        raise UsageError(f"bad peer {text!r}: {exc}") from None
+
+
+def _fields(text: str) -> list[MasterField]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in _FIELD_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown field(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(_FIELD_NAMES)
+        )
+    return [_FIELD_NAMES[name] for name in names]
+
+
+# -- the query subcommands ---------------------------------------------------
+
+#: subcommand → (help, arguments to add, how to build the request from them)
+_QUERIES: dict[
+    str,
+    tuple[str, Callable[[argparse.ArgumentParser], object], Callable[[Any], ConfdRequest]],
+] = {
+    "ping": ("check that the daemons answer", lambda p: None, lambda a: requests.ping()),
+    "master": (
+        "the cluster's master (or the fields asked for)",
+        lambda p: p.add_argument(
+            "--fields", type=_fields, help="comma-separated: name, ip, mnode-pip"
+        ),
+        lambda a: requests.cluster_master(a.fields),
+    ),
+    "node-role": (
+        "a node's role",
+        lambda p: p.add_argument("node"),
+        lambda a: requests.node_role(a.node),
+    ),
+    "node-pips": ("every node's primary IP", lambda p: None, lambda a: requests.node_pip_list()),
+    "mc-pips": (
+        "the master candidates' primary IPs",
+        lambda p: None,
+        lambda a: requests.mc_pip_list(),
+    ),
+    "instance-ips": (
+        "instance IPs on a link",
+        lambda p: p.add_argument("--link", help="default: the cluster's default link"),
+        lambda a: requests.instances_ips_list(a.link),
+    ),
+    "node-pip-by-instance-ip": (
+        "the primary IP of the node running each instance IP",
+        lambda p: (p.add_argument("ips", nargs="+", metavar="IP"), p.add_argument("--link")),
+        lambda a: (
+            requests.node_pip_by_instance_ip(a.ips[0], a.link)
+            if len(a.ips) == 1
+            else requests.node_pips_by_instance_ips(a.ips, a.link)
+        ),
+    ),
+    "node-drbd": (
+        "a node's DRBD minors",
+        lambda p: p.add_argument("node"),
+        lambda a: requests.node_drbd(a.node),
+    ),
+    "node-instances": (
+        "a node's primary and secondary instances",
+        lambda p: p.add_argument("node"),
+        lambda a: requests.node_instances(a.node),
+    ),
+    "instance-disks": (
+        "an instance's disks",
+        lambda p: p.add_argument("instance"),
+        lambda a: requests.instance_disks(a.instance),
+    ),
+    "config": (
+        "the configuration value at a JSON pointer",
+        lambda p: p.add_argument("pointer", metavar="JSON-POINTER"),
+        lambda a: requests.config_query(a.pointer),
+    ),
+    "data-collectors": (
+        "the data collectors' settings",
+        lambda p: None,
+        lambda a: requests.data_collectors(),
+    ),
+}
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where and how to ask")
+    group.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="a daemon to ask: IP, IP:PORT or [IPv6]:PORT (repeatable; "
+        "default: this node's master candidates)",
+    )
+    group.add_argument("--port", type=int, help="port of peers given without one (default 1814)")
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument("--key-file", type=Path, help="the cluster's hmac.key (default: this node's)")
+    keys.add_argument("--hmac-key", help="the key itself (visible to other local users)")
+    group.add_argument(
+        "--coverage", type=int, default=0, help="peers to ask: 0 up to 6, -1 all, N exactly N"
+    )
+    group.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trioconfd",
+        description="Ask Ganeti's confd daemons, serve a configuration, or see a demo.",
+        epilog="Exit status: 0 OK, 1 the daemons answered with an error, 2 usage error, "
+        "3 timeout (no quorum replied).",
+    )
+    parser.add_argument("--version", action="version", version=f"trioconfd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, _) in _QUERIES.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        _add_client_options(sub)
+        sub.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    serve = commands.add_parser(
+        "serve",
+        help="answer confd requests from a config.data file",
+        description="Run the in-process confd server in the foreground, "
+        "reloading the configuration when the file changes.",
+    )
+    serve.add_argument("config", type=Path, metavar="CONFIG")
+    serve.add_argument("--key-file", type=Path, required=True)
+    serve.add_argument("--bind", default="127.0.0.1", metavar="ADDR")
+    serve.add_argument("--port", type=int, default=None, help="default: the confd port (1814)")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time sequential and concurrent queries",
+        description="Time sequential and concurrent queries against the peers.",
+    )
+    _add_client_options(bench)
+    bench.add_argument("--requests", type=int, default=1000, help="queries per phase")
+    bench.add_argument("--concurrency", type=int, default=64, help="queries in flight")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    commands.add_parser(
+        "demo",
+        help="tour the client against three in-process servers",
+        description="Start three in-process confd servers on loopback and tour the client.",
+    )
+    return parser
+
+
+# -- running -----------------------------------------------------------------
+
+
+def resolve_key_and_peers(args: argparse.Namespace) -> tuple[bytes | str, list[PeerSpec]]:
+    """The key and the peers from the options, else from this Ganeti node's files."""
+    try:
+        if args.hmac_key is not None:
+            if not args.hmac_key:
+                raise UsageError("--hmac-key is empty")
+            key: bytes | str = args.hmac_key
+        else:
+            key = read_hmac_key(args.key_file)
+        peers = [parse_peer(peer) for peer in args.peer] or list(read_master_candidate_ips())
+    except ConfdError as exc:
+        raise UsageError(str(exc)) from None
+    return key, peers
+
+
+def resolve_bench_arguments(args: argparse.Namespace) -> tuple[bytes | str, list[PeerSpec]]:
+    if args.requests < 1 or args.concurrency < 1:
+        raise UsageError("--requests and --concurrency must be at least 1")
+    return resolve_key_and_peers(args)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "\n".join(value)
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def _describe(request: ConfdRequest, result: QueryResult) -> str:
+    answer = result.answer
+    if request.type is RequestType.NODE_ROLE_BYNAME and result.status is ReplyStatus.OK:
+        with contextlib.suppress(ValueError):  # a role this version does not know
+            answer = f"{NodeRole(answer).name.lower()} ({answer})"
+    return _render(answer)
+
+
+def result_as_json(result: QueryResult) -> dict[str, Any]:
+    return {
+        "answer": result.answer,
+        "serial": result.serial,
+        "status": None if result.status is None else result.status.name,
+        "sent": result.sent,
+        "received": result.received,
+        "needed": result.needed,
+        "timed_out": result.timed_out,
+        "consistent": result.consistent,
+        "replies": [
+            {
+                "peer": f"{reply.address[0]}:{reply.address[1]}",
+                "status": reply.reply.status.name,
+                "serial": reply.reply.serial,
+                "answer": reply.reply.answer,
+            }
+            for reply in result.replies
+        ],
+    }
+
+
+def exit_code(result: QueryResult) -> int:
+    if result.timed_out or result.best is None:
+        return EXIT_TIMEOUT
+    return EXIT_OK if result.best.ok else EXIT_ERROR_REPLY
+
+
+def report(
+    request: ConfdRequest, result: QueryResult, as_json: bool, out: TextIO, err: TextIO
+) -> int:
+    """Print ``result`` for people (or as JSON) and return the exit code."""
+    code = exit_code(result)
+    if as_json:
+        print(json.dumps(result_as_json(result), indent=2), file=out)
+        return code
+    summary = (
+        f"serial {result.serial}, {result.received}/{result.sent} replies "
+        f"(quorum {result.needed}), "
+        + ("replies agree" if result.consistent else "REPLIES DISAGREE at one serial")
+    )
+    if code == EXIT_TIMEOUT:
+        print(
+            f"trioconfd: no quorum: {result.received}/{result.sent} replies in time, "
+            f"{result.needed} needed. Usual causes: wrong key, clock skew over 300 s, "
+            "wrong port, daemon down.",
+            file=err,
+        )
+        if result.best is None:
+            return code
+    if code == EXIT_ERROR_REPLY:
+        print(f"trioconfd: the daemons answered with an error: {_render(result.answer)}", file=err)
+        print(summary, file=err)
+        return code
+    print(_describe(request, result), file=out)
+    print(summary, file=err)
+    return code
+
+
+async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    request = _QUERIES[args.command][2](args)
+    key, peers = resolve_key_and_peers(args)
+    try:
+        async with open_confd_client(key, peers, port=args.port) as client:
+            result = await client.query(request, coverage=args.coverage, timeout=args.timeout)
+    except ConfdError as exc:
+        raise UsageError(str(exc)) from None
+    return report(request, result, args.json, out, err)
+
+
+def _fail(message: str, err: TextIO) -> NoReturn:
+    print(f"trioconfd: error: {message}", file=err)
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    try:
+        if args.command == "demo":
+            return trio.run(run_demo, out)
+        if args.command == "serve":
+            return trio.run(run_serve, args, out)
+        if args.command == "bench":
+            key, peers = resolve_bench_arguments(args)
+            return trio.run(run_bench, key, peers, args, out, err)
+        return trio.run(run_query, args, out, err)
+    except UsageError as exc:
+        _fail(str(exc), err)
+    except ConfdError as exc:
+        _fail(str(exc), err)
+    except KeyboardInterrupt:
+        return 130

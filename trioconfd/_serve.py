@@ -1,0 +1,59 @@
+"""``trioconfd serve``: the in-process server in the foreground, following its file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TextIO
+
+import trio
+
+from ._errors import ConfdError
+from ._node import read_hmac_key
+from ._peers import check_port, default_port
+from .testing import ConfdServer, serve_confd
+
+#: How often the configuration file is checked for changes, in seconds.
+POLL_INTERVAL = 0.5
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+async def follow_config(path: Path, server: ConfdServer, out: TextIO) -> None:
+    """Reload ``path`` into ``server`` whenever it changes; keep the old one if it is bad."""
+    seen = _signature(path)
+    while True:
+        await trio.sleep(POLL_INTERVAL)
+        current = _signature(path)
+        if current == seen or current is None:
+            continue
+        seen = current
+        try:
+            server.set_config(path)
+        except ConfdError as exc:
+            print(
+                f"not reloaded, still serving serial {server.serial}: {exc}", file=out, flush=True
+            )
+        else:
+            print(f"reloaded {path}: serial {server.serial}", file=out, flush=True)
+
+
+async def run_serve(args: argparse.Namespace, out: TextIO) -> int:
+    key = read_hmac_key(args.key_file)
+    port = default_port() if args.port is None else check_port(args.port)
+    async with serve_confd(args.config, key, host=args.bind, port=port) as server:
+        host, bound_port = server.address
+        print(
+            f"serving {args.config} (serial {server.serial}) on {host}:{bound_port}; Ctrl-C stops",
+            file=out,
+            flush=True,
+        )
+        await follow_config(args.config, server, out)
+    return 0
