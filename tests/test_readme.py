@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -36,3 +37,29 @@ def test_readme_example_runs_as_written(ganeti_confd_binary: str) -> None:
         ".*?" if part == "..." else re.escape(part) for part in re.split(r"(\.\.\.)", expected)
     )
     assert re.fullmatch(pattern, completed.stdout), completed.stdout
+
+
+async def test_readme_pytest_trio_example_passes() -> None:
+    text = README.read_text()
+    block = text.split("A pytest-trio test of code that asks confd::\n", 1)[1].split("\n\n\n")[0]
+    namespace: dict[str, object] = {}
+    exec(_dedent(block), namespace)
+    test = namespace["test_finds_the_master"]
+    assert callable(test)
+    await test()
+
+
+async def test_readme_cli_example_output_matches_the_cli() -> None:
+    from trioconfd import ConfdReply, ReplyStatus
+    from trioconfd._aggregate import ReplyAggregator
+    from trioconfd._cli import report
+    from trioconfd.requests import node_role
+
+    text = README.read_text()
+    shown = text.split("$ trioconfd node-role node2", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    aggregator = ReplyAggregator(2)
+    for port in (1, 2):
+        aggregator.add(("192.0.2.1", port), ConfdReply(ReplyStatus.OK, 1, 12))
+    out, err = io.StringIO(), io.StringIO()
+    assert report(node_role("node2"), aggregator.result(), False, out, err) == 0
+    assert [line.strip() for line in shown] == [out.getvalue().strip(), err.getvalue().strip()]
