@@ -7,7 +7,7 @@ Trio UDP socket.
 
 from . import requests
 from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
-from ._client import ConfdClient, ReplyStream, open_confd_client, query
+from ._client import ConfdClient, open_confd_client, query
 from ._constants import (
     DEFAULT_COVERAGE,
     DEFAULT_PORT,
@@ -43,7 +43,9 @@ from ._node import (
 )
 from ._peers import PeerSpec, default_port
 from ._quorum import QuorumRule, needed_replies
+from ._retry import RetryPolicy
 from ._stats import ClientStats
+from ._stream import ReplyStream
 from ._upcall import Callback, Upcall
 from ._version import __version__
 from ._wire import HmacKey, pack_reply, pack_request, unpack_reply, unpack_request
@@ -85,6 +87,7 @@ __all__ = [
     "ReplyStatus",
     "ReplyStream",
     "RequestType",
+    "RetryPolicy",
     "Upcall",
     "UpcallType",
     "__version__",

@@ -96,6 +96,10 @@ class ReplyAggregator:
             self.consistent = False
         return True
 
+    def ask_more(self, count: int = 1) -> None:
+        """``count`` more peers were asked (hedging); the quorum stays that of the first ones."""
+        self.sent += count
+
     @property
     def received(self) -> int:
         return len(self.replies)

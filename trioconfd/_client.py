@@ -5,7 +5,9 @@ task checks each datagram (magic, HMAC, known rsalt, an address the request
 went to, a peer not yet counted) and hands what passes to the entry's
 listener: a memory channel for :meth:`ConfdClient.request` and
 :meth:`ConfdClient.query`, an event for :meth:`ConfdClient.wait_for_reply`,
-and the client's callback for everyone.
+and the client's callback for everyone. A timer task expires requests and
+retransmits unanswered ones; neither keeps anything per request but the
+table entry and a heap item.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from ._constants import (
     UpcallType,
 )
 from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
+from ._kernel import udp_socket_drops
 from ._messages import ConfdReply, ConfdRequest, Query
 from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import PeerSpec, check_port, default_port, parse_peers
 from ._quorum import QuorumRule, needed_replies
+from ._retry import RetryPolicy
 from ._stats import ClientStats
+from ._stream import ReplyStream
 from ._upcall import Callback, Upcall
 from ._wire import HmacKey, KeyLike, as_hmac_key, pack_request, unpack_reply
 
@@ -46,6 +51,13 @@ _LOGGER = logging.getLogger("trioconfd")
 # arrives whole enough to be recognised and counted as such.
 _RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
 
+#: The socket receive buffer asked for: room for a burst of replies to many
+#: queries in flight (the kernel may grant less; see ``net.core.rmem_max``).
+RECEIVE_BUFFER_SIZE = 4 * 1024 * 1024
+
+#: How many requests may be outstanding at once by default.
+DEFAULT_MAX_OUTSTANDING = 65536
+
 
 @dataclass(slots=True, eq=False)
 class _Outstanding:
@@ -53,75 +65,27 @@ class _Outstanding:
 
     request: ConfdRequest
     args: Any
-    targets: frozenset[Address]
+    targets: set[Address]
     expiry: float
     answered: set[Address] = field(default_factory=set)
     # Set for requests owned by a stream (query/request); None otherwise.
     listener: trio.MemorySendChannel[PeerReply] | None = None
     # Created by wait_for_reply while it waits; set (and dropped) on any change.
     changed: trio.Event | None = None
+    # Retransmission, for stream-owned requests with a policy.
+    aggregator: ReplyAggregator | None = None
+    policy: RetryPolicy | None = None
+    sent_at: float = 0.0
+    deadline: float = math.inf
+    retransmissions: int = 0
+    next_retry: float = math.inf
+    # At most this many peers may be asked (the listener's capacity).
+    capacity: int = 0
 
     def wake(self) -> None:
         if self.changed is not None:
             self.changed.set()
             self.changed = None
-
-
-class ReplyStream:
-    """The replies to one request, as they arrive; see :meth:`ConfdClient.request`.
-
-    Iteration ends when every peer asked has replied or the deadline passes
-    (then :attr:`timed_out` is True). :meth:`result` gives the verdict so far.
-    """
-
-    def __init__(
-        self,
-        request: ConfdRequest,
-        receive: trio.MemoryReceiveChannel[PeerReply],
-        aggregator: ReplyAggregator,
-        deadline: float,
-    ) -> None:
-        self.request = request
-        self.deadline = deadline
-        self.timed_out = False
-        self._receive = receive
-        self._aggregator = aggregator
-
-    @property
-    def sent(self) -> int:
-        return self._aggregator.sent
-
-    @property
-    def needed(self) -> int:
-        return self._aggregator.needed
-
-    @property
-    def quorum_reached(self) -> bool:
-        return self._aggregator.quorum_reached
-
-    @property
-    def replies(self) -> list[PeerReply]:
-        return list(self._aggregator.replies)
-
-    def result(self) -> QueryResult:
-        """The verdict on the replies received so far."""
-        return self._aggregator.result(timed_out=self.timed_out)
-
-    def __aiter__(self) -> ReplyStream:
-        return self
-
-    async def __anext__(self) -> PeerReply:
-        if self.timed_out or self._aggregator.complete:
-            raise StopAsyncIteration
-        with trio.move_on_at(self.deadline):
-            try:
-                peer_reply = await self._receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                raise StopAsyncIteration from None
-            self._aggregator.add(peer_reply.address, peer_reply.reply)
-            return peer_reply
-        self.timed_out = True
-        raise StopAsyncIteration
 
 
 def _as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:
@@ -154,6 +118,8 @@ class ConfdClient:
         callback: Callback | None,
         logger: logging.Logger,
         quorum: QuorumRule,
+        retry: RetryPolicy,
+        max_outstanding: int,
         rng: random.Random,
     ) -> None:
         self._key = key
@@ -164,11 +130,14 @@ class ConfdClient:
         self._callback = callback
         self._logger = logger
         self._quorum = quorum
+        self._retry = retry
+        self._max_outstanding = max_outstanding
         self._rng = rng
         self._requests: dict[str, _Outstanding] = {}
-        # (expiry, rsalt) of requests that can expire; stale items are skipped.
+        # (due time, rsalt) heaps; an item whose entry has moved on is skipped.
         self._expiries: list[tuple[float, str]] = []
-        self._expiry_changed = trio.Event()
+        self._retries: list[tuple[float, str]] = []
+        self._timers_changed = trio.Event()
         #: Counters of what happened to each datagram and request.
         self.stats = ClientStats()
 
@@ -191,6 +160,11 @@ class ConfdClient:
         return self._port
 
     @property
+    def retry(self) -> RetryPolicy:
+        """The retransmission policy of queries that do not give their own."""
+        return self._retry
+
+    @property
     def local_address(self) -> tuple[Any, ...]:
         """The socket's bound address, where replies (and anything else) arrive."""
         return tuple(self._socket.getsockname())
@@ -199,6 +173,10 @@ class ConfdClient:
     def outstanding(self) -> int:
         """How many requests are in the table, waiting for replies or expiry."""
         return len(self._requests)
+
+    def socket_drops(self) -> int | None:
+        """Datagrams the kernel dropped because the socket's buffer was full (Linux), else None."""
+        return udp_socket_drops(self._socket.fileno(), self._family)
 
     # -- peers and coverage --------------------------------------------------
 
@@ -249,16 +227,24 @@ class ConfdClient:
         self.expire_requests()
         if request.rsalt in self._requests:
             raise ConfdClientError(f"duplicate request rsalt {request.rsalt!r}")
+        if len(self._requests) >= self._max_outstanding:
+            self.stats.refused += 1
+            raise ConfdClientError(
+                f"{len(self._requests)} requests are outstanding, the client's limit"
+            )
         datagram = pack_request(request, self._key)
-        entry = _Outstanding(request, args, frozenset(targets), expiry, listener=listener)
+        entry = _Outstanding(request, args, set(targets), expiry, listener=listener)
         self._requests[request.rsalt] = entry
         if expiry != math.inf:
-            heapq.heappush(self._expiries, (expiry, request.rsalt))
-            self._expiry_changed.set()
+            self._schedule(self._expiries, expiry, request.rsalt)
         return entry, datagram
 
-    async def _send(self, datagram: bytes, entry: _Outstanding) -> None:
-        for target in entry.targets:
+    def _schedule(self, heap: list[tuple[float, str]], due: float, rsalt: str) -> None:
+        heapq.heappush(heap, (due, rsalt))
+        self._timers_changed.set()
+
+    async def _send(self, datagram: bytes, targets: Iterable[Address]) -> None:
+        for target in targets:
             try:
                 await self._socket.sendto(datagram, target)
             except OSError as exc:
@@ -278,7 +264,8 @@ class ConfdClient:
 
         Coverage 0 means min(peers, 6), -1 all peers, N exactly N (more than
         are known is an error). The request expires :data:`EXPIRE_TIMEOUT`
-        seconds from now, firing an ``EXPIRE`` upcall, unless waited on.
+        seconds from now, firing an ``EXPIRE`` upcall, unless waited on. Like
+        Ganeti's client, this sends once; queries retransmit.
         """
         if not isinstance(request, ConfdRequest):
             raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
@@ -286,7 +273,7 @@ class ConfdClient:
         expiry = trio.current_time() + EXPIRE_TIMEOUT
         entry, datagram = self._register(request, args, targets, expiry)
         try:
-            await self._send(datagram, entry)
+            await self._send(datagram, targets)
         except BaseException:
             self._forget(entry)
             raise
@@ -308,7 +295,7 @@ class ConfdClient:
             return missing
         if entry.expiry != math.inf:
             entry.expiry += timeout
-            heapq.heappush(self._expiries, (entry.expiry, salt))
+            self._schedule(self._expiries, entry.expiry, salt)
         needed = self._quorum(len(entry.targets))
         with trio.move_on_after(timeout):
             while len(entry.answered) < needed:
@@ -334,7 +321,8 @@ class ConfdClient:
                 continue  # answered for by a later heap item, or already gone
             self._forget(entry)
             self.stats.expired += 1
-            self._upcall(Upcall(UpcallType.EXPIRE, salt, entry.request, entry.args, self))
+            if self._callback is not None:
+                self._upcall(Upcall(UpcallType.EXPIRE, salt, entry.request, entry.args, self))
 
     # -- the stream and query forms ------------------------------------------
 
@@ -346,6 +334,7 @@ class ConfdClient:
         *,
         coverage: int = 0,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> AsyncIterator[ReplyStream]:
         """Send a request and stream its replies as they arrive::
 
@@ -354,20 +343,35 @@ class ConfdClient:
                     print(peer_reply.address, peer_reply.reply.answer)
 
         The stream ends when every peer asked has replied or ``timeout``
-        seconds (default :data:`EXPIRE_TIMEOUT`) have passed. Leaving the block
-        forgets the request; later replies to it are discarded and counted.
+        seconds (default :data:`EXPIRE_TIMEOUT`) have passed; until then
+        silent peers are asked again as ``retry`` (default: the client's
+        policy) says. Leaving the block forgets the request; later replies to
+        it are discarded and counted.
         """
         request = _as_request(type_or_request, query)
-        deadline = trio.current_time() + _check_timeout(timeout)
+        now = trio.current_time()
+        deadline = now + _check_timeout(timeout)
+        policy = self._retry if retry is None else retry
         targets = self._choose_targets(coverage)
-        # The receive task delivers at most one reply per target, so a buffer
-        # of that size means it never waits for this consumer.
-        sender, receiver = trio.open_memory_channel[PeerReply](len(targets))
+        # The receive task delivers at most one reply per peer asked, and
+        # hedging asks no more than every peer: with a buffer that size it
+        # never waits for this consumer.
+        capacity = max(len(targets), len(self._peers) if policy.enabled else 0)
+        sender, receiver = trio.open_memory_channel[PeerReply](capacity)
+        aggregator = ReplyAggregator(len(targets), self._quorum)
         with sender, receiver:
             entry, datagram = self._register(request, None, targets, math.inf, sender)
             try:
-                aggregator = ReplyAggregator(len(targets), self._quorum)
-                await self._send(datagram, entry)
+                if policy.enabled:
+                    entry.aggregator = aggregator
+                    entry.policy = policy
+                    entry.sent_at = now
+                    entry.deadline = deadline
+                    entry.capacity = capacity
+                    entry.next_retry = now + policy.interval(1)
+                    if entry.next_retry < deadline:
+                        self._schedule(self._retries, entry.next_retry, request.rsalt)
+                await self._send(datagram, targets)
                 yield ReplyStream(request, receiver, aggregator, deadline)
             finally:
                 self._forget(entry)
@@ -379,26 +383,80 @@ class ConfdClient:
         *,
         coverage: int = 0,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> QueryResult:
         """Ask ``coverage`` peers and return the verdict once a quorum has replied.
 
-        The quorum is ``needed_replies(sent)`` (or the client's own rule). If
-        the deadline (``timeout`` seconds, default :data:`EXPIRE_TIMEOUT`)
-        passes first, the result has ``timed_out`` set and what did arrive.
+        The quorum is ``needed_replies(sent)`` (or the client's own rule).
+        Silent peers are asked again as ``retry`` (default: the client's
+        policy) says. If the deadline (``timeout`` seconds, default
+        :data:`EXPIRE_TIMEOUT`) passes first, the result has ``timed_out`` set
+        and holds what did arrive.
         """
         async with self.request(
-            type_or_request, query, coverage=coverage, timeout=timeout
+            type_or_request, query, coverage=coverage, timeout=timeout, retry=retry
         ) as replies:
             async for _ in replies:
                 if replies.quorum_reached:
                     break
             return replies.result()
 
+    # -- timers: expiry and retransmission -------------------------------------
+
+    async def _retransmit(self, entry: _Outstanding, now: float) -> None:
+        policy, aggregator = entry.policy, entry.aggregator
+        assert policy is not None
+        assert aggregator is not None
+        silent = [target for target in entry.targets if target not in entry.answered]
+        if (
+            policy.hedges(now - entry.sent_at, len(entry.answered), aggregator.needed)
+            and len(entry.targets) < entry.capacity
+        ):
+            spare = [peer for peer in self._peers if peer not in entry.targets]
+            if spare:
+                extra = self._rng.choice(spare)
+                entry.targets.add(extra)
+                aggregator.ask_more(1)
+                silent.append(extra)
+                self.stats.hedged += 1
+        if not silent:
+            return
+        entry.retransmissions += 1
+        entry.next_retry = now + policy.interval(entry.retransmissions + 1)
+        if entry.next_retry < entry.deadline:
+            self._schedule(self._retries, entry.next_retry, entry.request.rsalt)
+        self.stats.retransmitted += len(silent)
+        # Packed again: a fresh timestamp, so long deadlines never go stale.
+        await self._send(pack_request(entry.request, self._key), silent)
+
+    async def _retransmit_due(self) -> None:
+        now = trio.current_time()
+        retries = self._retries
+        while retries and retries[0][0] <= now:
+            due, salt = heapq.heappop(retries)
+            entry = self._requests.get(salt)
+            if entry is None or entry.next_retry != due:
+                continue
+            await self._retransmit(entry, now)
+
+    async def _timer_loop(self) -> None:
+        # Requests expire and are retransmitted on time even when no datagram
+        # arrives to trigger it.
+        while True:
+            self.expire_requests()
+            await self._retransmit_due()
+            next_due = min(
+                self._expiries[0][0] if self._expiries else math.inf,
+                self._retries[0][0] if self._retries else math.inf,
+            )
+            self._timers_changed = trio.Event()
+            with trio.move_on_at(next_due):
+                await self._timers_changed.wait()
+
     # -- receiving -------------------------------------------------------------
 
     def _upcall(self, upcall: Upcall) -> None:
-        if self._callback is None:
-            return
+        assert self._callback is not None
         try:
             self._callback(upcall)
         except Exception:
@@ -440,21 +498,22 @@ class ConfdClient:
         self.stats.accepted += 1
         entry.answered.add(address)
         if entry.listener is not None:
-            # Cannot block: the channel holds one slot per target.
+            # Cannot block: the channel holds one slot per peer that may be asked.
             entry.listener.send_nowait(PeerReply(address, reply))
         entry.wake()
-        self._upcall(
-            Upcall(
-                UpcallType.REPLY,
-                entry.request.rsalt,
-                entry.request,
-                entry.args,
-                self,
-                server_reply=reply,
-                server_ip=address[0],
-                server_port=address[1],
+        if self._callback is not None:
+            self._upcall(
+                Upcall(
+                    UpcallType.REPLY,
+                    entry.request.rsalt,
+                    entry.request,
+                    entry.args,
+                    self,
+                    server_reply=reply,
+                    server_ip=address[0],
+                    server_port=address[1],
+                )
             )
-        )
 
     async def _receive_loop(self) -> None:
         sock = self._socket
@@ -470,14 +529,11 @@ class ConfdClient:
             self._handle_datagram(datagram, sender)
             self.expire_requests()
 
-    async def _expiry_loop(self) -> None:
-        # Requests expire on time even when no datagram arrives to trigger it.
-        while True:
-            self.expire_requests()
-            next_expiry = self._expiries[0][0] if self._expiries else math.inf
-            self._expiry_changed = trio.Event()
-            with trio.move_on_at(next_expiry):
-                await self._expiry_changed.wait()
+
+def _check_max_outstanding(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfdClientError(f"max_outstanding must be a positive integer, not {value!r}")
+    return value
 
 
 @asynccontextmanager
@@ -489,6 +545,8 @@ async def open_confd_client(
     callback: Callback | None = None,
     logger: logging.Logger | None = None,
     quorum: QuorumRule = needed_replies,
+    retry: RetryPolicy | None = None,
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
     rng: random.Random | None = None,
 ) -> AsyncIterator[ConfdClient]:
     """Open a confd client for the duration of an ``async with`` block.
@@ -498,8 +556,10 @@ async def open_confd_client(
     others. Left out, the key and the peers are read from the Ganeti node this
     runs on (``hmac.key`` and ``ssconf_master_candidates_ips``). ``callback``
     receives an :class:`Upcall` per accepted reply and per expired request.
-    The client's socket and background tasks live in its own nursery and end
-    with the block.
+    ``retry`` is how queries ask silent peers again (default
+    :class:`RetryPolicy()`; ``RetryPolicy.off()`` sends once). At most
+    ``max_outstanding`` requests may wait at once. The client's socket and
+    background tasks live in its own nursery and end with the block.
     """
     key = as_hmac_key(read_hmac_key() if hmac_key is None else hmac_key)
     if peers is None:
@@ -507,9 +567,13 @@ async def open_confd_client(
     port = default_port() if port is None else check_port(port)
     if callback is not None and not callable(callback):
         raise ConfdClientError(f"callback must be callable, not {type(callback).__name__}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    max_outstanding = _check_max_outstanding(max_outstanding)
     family, addresses = parse_peers(peers, port)
     sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
     with sock:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
         await sock.bind(("::" if family == stdlib_socket.AF_INET6 else "0.0.0.0", 0))
         client = ConfdClient(
             key,
@@ -520,11 +584,13 @@ async def open_confd_client(
             callback=callback,
             logger=logger or _LOGGER,
             quorum=quorum,
+            retry=retry or RetryPolicy(),
+            max_outstanding=max_outstanding,
             rng=rng or random.Random(),
         )
         async with background_tasks() as nursery:
             nursery.start_soon(client._receive_loop)
-            nursery.start_soon(client._expiry_loop)
+            nursery.start_soon(client._timer_loop)
             yield client
 
 
@@ -538,7 +604,8 @@ async def query(
     coverage: int = 0,
     timeout: float | None = None,
     quorum: QuorumRule = needed_replies,
+    retry: RetryPolicy | None = None,
 ) -> QueryResult:
     """Open a client, ask one question, close it: the one-shot form of :meth:`ConfdClient.query`."""
-    async with open_confd_client(hmac_key, peers, port=port, quorum=quorum) as client:
+    async with open_confd_client(hmac_key, peers, port=port, quorum=quorum, retry=retry) as client:
         return await client.query(type, query, coverage=coverage, timeout=timeout)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(slots=True)
 class ClientStats:
-    """Counters; every datagram read ends in exactly one of the first seven."""
+    """Counters; ``received`` is ``accepted`` plus the five kinds of discard."""
 
     #: replies counted towards a request
     accepted: int = 0
@@ -31,6 +31,12 @@ class ClientStats:
     expired: int = 0
     #: exceptions raised by the callback (logged, then ignored)
     callback_errors: int = 0
+    #: datagrams sent again to peers that had not answered
+    retransmitted: int = 0
+    #: peers outside a query's sample asked because the sample stayed silent
+    hedged: int = 0
+    #: requests refused because ``max_outstanding`` were waiting already
+    refused: int = 0
 
     @property
     def discarded(self) -> int:

@@ -1,0 +1,69 @@
+"""When to ask again: retransmission with backoff, and hedging (sans-IO)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._errors import ConfdClientError
+
+
+def _check_seconds(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfdClientError(f"{name} must be a positive number of seconds, not {value!r}")
+    if not math.isfinite(value):
+        raise ConfdClientError(f"{name} must be finite, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a query asks again, within its deadline, peers that have not answered.
+
+    The request goes again, with the same rsalt (so each peer still counts
+    once), ``initial`` seconds after it was first sent, then at intervals
+    growing ``multiplier`` times, at most ``max_interval`` apart, until the
+    quorum or the deadline. If by ``hedge_after`` seconds fewer replies than
+    the quorum have come and some peers were not in the sample, each
+    retransmission also asks one of them (hedging; ``None`` never hedges).
+    Hedged peers count towards the quorum of the first sample.
+
+    The defaults suit a LAN: with 30% of datagrams lost each way, a 3-peer
+    query has eight tries per peer in 3 s and fails to reach its quorum about
+    once in 10,000 times. ``RetryPolicy.off()`` sends once, as Ganeti does.
+    """
+
+    initial: float = 0.1
+    multiplier: float = 2.0
+    max_interval: float = 0.5
+    hedge_after: float | None = 0.5
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _check_seconds("initial", self.initial)
+        _check_seconds("max_interval", self.max_interval)
+        _check_seconds("hedge_after", self.hedge_after, allow_none=True)
+        if (
+            isinstance(self.multiplier, bool)
+            or not isinstance(self.multiplier, int | float)
+            or not 1 <= self.multiplier < math.inf
+        ):
+            raise ConfdClientError(f"multiplier must be a number >= 1, not {self.multiplier!r}")
+
+    @classmethod
+    def off(cls) -> RetryPolicy:
+        """Send each request once and never again."""
+        return cls(enabled=False)
+
+    def interval(self, retransmission: int) -> float:
+        """Seconds from the previous send to retransmission number ``retransmission`` (from 1)."""
+        if retransmission <= 1:
+            return min(self.initial, self.max_interval)
+        # Capped before it can overflow: the max is reached within a few steps.
+        exponent = min(retransmission - 1, 64)
+        return min(self.max_interval, self.initial * self.multiplier**exponent)
+
+    def hedges(self, elapsed: float, received: int, needed: int) -> bool:
+        """Whether a retransmission ``elapsed`` seconds in should also ask a new peer."""
+        return self.hedge_after is not None and elapsed >= self.hedge_after and received < needed

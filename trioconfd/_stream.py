@@ -1,0 +1,66 @@
+"""The replies to one request, as an async iterator."""
+
+from __future__ import annotations
+
+import trio
+
+from ._aggregate import PeerReply, QueryResult, ReplyAggregator
+from ._messages import ConfdRequest
+
+
+class ReplyStream:
+    """The replies to one request, as they arrive; see :meth:`ConfdClient.request`.
+
+    Iteration ends when every peer asked has replied or the deadline passes
+    (then :attr:`timed_out` is True). :meth:`result` gives the verdict so far.
+    """
+
+    def __init__(
+        self,
+        request: ConfdRequest,
+        receive: trio.MemoryReceiveChannel[PeerReply],
+        aggregator: ReplyAggregator,
+        deadline: float,
+    ) -> None:
+        self.request = request
+        self.deadline = deadline
+        self.timed_out = False
+        self._receive = receive
+        self._aggregator = aggregator
+
+    @property
+    def sent(self) -> int:
+        """Peers asked so far (hedges included)."""
+        return self._aggregator.sent
+
+    @property
+    def needed(self) -> int:
+        return self._aggregator.needed
+
+    @property
+    def quorum_reached(self) -> bool:
+        return self._aggregator.quorum_reached
+
+    @property
+    def replies(self) -> list[PeerReply]:
+        return list(self._aggregator.replies)
+
+    def result(self) -> QueryResult:
+        """The verdict on the replies received so far."""
+        return self._aggregator.result(timed_out=self.timed_out)
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> PeerReply:
+        if self.timed_out or self._aggregator.complete:
+            raise StopAsyncIteration
+        with trio.move_on_at(self.deadline):
+            try:
+                peer_reply = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise StopAsyncIteration from None
+            self._aggregator.add(peer_reply.address, peer_reply.reply)
+            return peer_reply
+        self.timed_out = True
+        raise StopAsyncIteration
