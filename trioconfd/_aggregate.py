@@ -64,6 +64,19 @@ class QueryResult:
         """Quorum was reached and the trusted reply has status OK."""
         return self.quorum_reached and self.best is not None and self.best.ok
 
+    @property
+    def verdict(self) -> str:
+        """One plain sentence saying how the query ended."""
+        counts = f"{self.received} of {self.sent} peers replied, {self.needed} needed"
+        if self.quorum_reached:
+            return f"quorum reached: {counts}"
+        if self.received == 0 and self.timed_out:
+            return (
+                f"timed out: none of the {self.sent} peers asked replied (usual causes: "
+                "a wrong key, a clock over 300 s off, a wrong port, daemons down)"
+            )
+        return f"{'timed out' if self.timed_out else 'no quorum'}: {counts}"
+
 
 class ReplyAggregator:
     """Feed it one (peer, reply) at a time; it keeps the verdict up to date.

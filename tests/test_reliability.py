@@ -1,0 +1,426 @@
+"""Loss, hostile datagrams, floods and cancellation, against in-process peers."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import random
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+import trio
+
+from trioconfd import (
+    MAGIC,
+    ConfdClientError,
+    ConfdReply,
+    ConfdRequest,
+    ReplyStatus,
+    RequestType,
+    RetryPolicy,
+    Upcall,
+    open_confd_client,
+    pack_reply,
+)
+from trioconfd.testing import Faults, fault_proxy, make_cluster_config, serve_confd
+
+from .responders import Responder, answer_ping, run_responders, silent, wait_until
+
+KEY = b"reliability key\n"
+CONFIG = make_cluster_config(serial=21)
+
+
+def test_retry_policy_schedule() -> None:
+    policy = RetryPolicy(initial=0.1, multiplier=2, max_interval=0.5)
+    assert [policy.interval(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
+    assert policy.interval(10_000) == 0.5
+    assert not RetryPolicy.off().enabled
+    assert policy.hedges(0.6, received=1, needed=2)
+    assert not policy.hedges(0.4, received=1, needed=2)
+    assert not policy.hedges(0.6, received=2, needed=2)
+    assert not RetryPolicy(hedge_after=None).hedges(99, 0, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"initial": 0}, "initial must be a positive"),
+        ({"max_interval": -1}, "max_interval must be"),
+        ({"multiplier": 0.5}, "multiplier must be"),
+        ({"hedge_after": float("inf")}, "hedge_after must be finite"),
+        ({"initial": True}, "initial must be"),
+    ],
+)
+def test_bad_retry_policies_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfdClientError, match=message):
+        RetryPolicy(**kwargs)
+
+
+def deaf_to_first_try() -> Callable[[ConfdRequest, int], ConfdReply | None]:
+    """A handler that ignores the first copy of every request, like a lost datagram."""
+    seen: set[tuple[str, int]] = set()
+
+    def handler(request: ConfdRequest, index: int) -> ConfdReply | None:
+        if (request.rsalt, index) not in seen:
+            seen.add((request.rsalt, index))
+            return None
+        return ConfdReply(ReplyStatus.OK, "second time lucky", 3)
+
+    return handler
+
+
+async def test_silent_peers_are_asked_again_with_the_same_rsalt() -> None:
+    async with (
+        run_responders(3, KEY, deaf_to_first_try()) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        result = await client.query(RequestType.PING, timeout=5)
+        assert result.ok
+        assert (result.answer, result.received) == ("second time lucky", 2)
+        assert client.stats.retransmitted == 3
+        asked = [request.rsalt for r in responders for request in r.requests]
+        assert len(set(asked)) == 1  # one rsalt, so each peer can only count once
+        # Off, the same peers never answer.
+        result = await client.query(RequestType.PING, timeout=0.5, retry=RetryPolicy.off())
+        assert result.timed_out
+        assert client.stats.retransmitted == 3
+        assert client.outstanding == 0
+
+
+async def test_retry_off_for_the_whole_client() -> None:
+    async with (
+        run_responders(1, KEY, deaf_to_first_try()) as responders,
+        open_confd_client(KEY, [responders[0].address], retry=RetryPolicy.off()) as client,
+    ):
+        assert (await client.query(RequestType.PING, timeout=0.4)).timed_out
+        assert (await client.query(RequestType.PING, timeout=5, retry=RetryPolicy())).ok
+
+
+class FirstPeers(random.Random):
+    """Samples and choices take the first peers, so a test knows who is asked."""
+
+    def sample(self, population: Sequence[Any], k: int, **kwargs: Any) -> list[Any]:
+        return list(population)[:k]
+
+    def choice(self, seq: Any) -> Any:
+        return seq[0]
+
+
+async def test_hedging_asks_peers_outside_a_silent_sample() -> None:
+    def handler(request: ConfdRequest, index: int) -> ConfdReply | None:
+        return None if index < 2 else ConfdReply(ReplyStatus.OK, f"from {index}", 5)
+
+    fast = RetryPolicy(initial=0.02, max_interval=0.05, hedge_after=0.05)
+    async with (
+        run_responders(5, KEY, handler) as responders,
+        open_confd_client(
+            KEY, [r.address for r in responders], retry=fast, rng=FirstPeers()
+        ) as client,
+    ):
+        result = await client.query(RequestType.PING, coverage=2, timeout=5)
+        assert not result.timed_out
+        assert (result.needed, result.received, result.sent) == (2, 2, 4)
+        assert {reply.address for reply in result.replies} == {
+            responders[2].address,
+            responders[3].address,
+        }
+        assert client.stats.hedged == 2
+        without = RetryPolicy(initial=0.02, max_interval=0.05, hedge_after=None)
+        result = await client.query(RequestType.PING, coverage=2, timeout=0.3, retry=without)
+        assert result.timed_out
+        assert result.sent == 2
+
+
+async def test_thirty_percent_loss_each_way_still_reaches_quorum() -> None:
+    faults = Faults(drop=0.3)
+    async with (
+        serve_confd(CONFIG, KEY) as one,
+        serve_confd(CONFIG, KEY) as two,
+        serve_confd(CONFIG, KEY) as three,
+        fault_proxy(one.address, to_server=faults, to_client=faults, seed=1) as p1,
+        fault_proxy(two.address, to_server=faults, to_client=faults, seed=2) as p2,
+        fault_proxy(three.address, to_server=faults, to_client=faults, seed=3) as p3,
+        open_confd_client(KEY, [p1.address, p2.address, p3.address]) as client,
+    ):
+        results = []
+
+        async def one_query() -> None:
+            results.append(await client.query(RequestType.CLUSTER_MASTER, timeout=3))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(200):
+                nursery.start_soon(one_query)
+        failures = [r for r in results if not r.ok]
+        # Eight tries per peer in 3 s: a miss is about a 1-in-10,000 event.
+        assert len(failures) <= 1, [r.verdict for r in failures]
+        assert all(r.answer == "node1.example.com" for r in results if r.ok)
+        assert all(len({p.address for p in r.replies}) == r.received for r in results)
+        assert p1.stats["to_server"].dropped > 0
+        assert client.outstanding == 0
+
+
+async def test_a_down_peer_does_not_break_queries() -> None:
+    closed = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await closed.bind(("127.0.0.1", 0))
+    down = closed.getsockname()
+    closed.close()  # nothing listens there now: the kernel answers ICMP unreachable
+    async with (
+        run_responders(2, KEY) as responders,
+        open_confd_client(KEY, [down, *(r.address for r in responders)]) as client,
+    ):
+        for _ in range(5):
+            result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+            assert result.quorum_reached
+            assert down not in {reply.address for reply in result.replies}
+
+
+async def test_hostile_datagrams_while_queries_run() -> None:
+    upcalls: list[Upcall] = []
+    async with (
+        run_responders(2, KEY) as responders,
+        run_responders(1, KEY, silent) as strangers,
+        open_confd_client(KEY, [r.address for r in responders], callback=upcalls.append) as client,
+    ):
+        first = await client.query(RequestType.PING, coverage=-1)
+        assert first.received == 2
+        # Byte for byte the reply responder 0 sent to the first query.
+        genuine = pack_reply(
+            ConfdReply(ReplyStatus.OK, "answer from 0", 0), first_rsalt(responders), KEY
+        )
+        for r in responders:
+            r.delay = 0.3  # keep the next query open while the attack runs
+        target = client.local_address[:2]
+        async with client.request(RequestType.PING, coverage=-1, timeout=5) as replies:
+            live = replies.request.rsalt
+            attacks = {
+                "random bytes": os.urandom(64),
+                "wrong magic": b"plj1" + genuine[4:],
+                "bad JSON": MAGIC + b"{nope",
+                "wrong HMAC": genuine.replace(b'"hmac":"', b'"hmac":"0', 1),
+                "other key": pack_reply(ConfdReply(ReplyStatus.OK, "evil", 999), live, b"other"),
+                "replay": genuine,
+                "oversized": MAGIC + b" " * 62000,
+            }
+            for datagram in attacks.values():
+                await responders[0].sock.sendto(datagram, target)
+            forged = pack_reply(ConfdReply(ReplyStatus.OK, "evil", 999), live, KEY)
+            await strangers[0].sock.sendto(forged, target)  # the right key, an unasked address
+            got = [peer_reply async for peer_reply in replies]
+        assert sorted(p.address for p in got) == sorted(r.address for r in responders)
+        assert {p.reply.answer for p in got} == {"answer from 0", "answer from 1"}
+        stats = client.stats
+        assert stats.malformed == 4  # random bytes, wrong magic, bad JSON, oversized
+        assert stats.bad_signature == 2  # wrong HMAC, other key
+        assert stats.unknown_salt == 1  # the replay
+        assert stats.unexpected_peer == 1
+        assert stats.accepted == 4
+        assert stats.received == stats.accepted + stats.discarded == 12
+        assert all(u.server_reply and u.server_reply.answer != "evil" for u in upcalls)
+        assert client.outstanding == 0
+
+
+def first_rsalt(responders: list[Responder]) -> str:
+    return responders[0].requests[0].rsalt
+
+
+FLOOD = r"""
+import os, random, socket, sys, json
+sys.path.insert(0, sys.argv[3])
+from trioconfd import ConfdReply, ReplyStatus, pack_reply
+port, count = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(5)
+def reply(answer, key):
+    return pack_reply(ConfdReply(ReplyStatus.OK, answer, 1), os.urandom(8).hex(), key)
+forged = [reply("x" * rng.randrange(100), b"another key") for _ in range(64)]
+signed = [reply("y", sys.argv[4].encode()) for _ in range(64)]
+junk = [os.urandom(rng.randrange(1, 300)) for _ in range(64)] + [b"plj0" + os.urandom(50)] * 8
+pool = forged + signed + junk
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    for i in range(count):
+        s.sendto(pool[i % len(pool)], ("127.0.0.1", port))
+"""
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+async def test_flood_of_garbage_during_live_queries() -> None:
+    count = 100_000
+    async with (
+        serve_confd(CONFIG, KEY) as one,
+        serve_confd(CONFIG, KEY) as two,
+        open_confd_client(KEY, [one.address, two.address]) as client,
+    ):
+        for _ in range(200):  # warm up caches and allocator pools
+            await client.query(RequestType.PING)
+        gc.collect()
+        before = rss_bytes()
+        port = client.local_address[1]
+        flood = await trio.lowlevel.open_process(
+            [sys.executable, "-c", FLOOD, str(port), str(count), os.getcwd(), KEY.decode()]
+        )
+        answered = 0
+        while flood.returncode is None:
+            result = await client.query(RequestType.CLUSTER_MASTER, timeout=5)
+            assert result.ok, result.verdict
+            answered += 1
+        await flood.wait()
+        assert flood.returncode == 0
+        drops = client.socket_drops()
+        assert drops is not None
+        await wait_until(lambda: client.stats.received + drops >= count + 2 * answered)
+        gc.collect()
+        growth = rss_bytes() - before
+        stats = client.stats
+        # Every datagram is accounted for: read and discarded, or dropped by the kernel.
+        assert stats.discarded + (client.socket_drops() or 0) >= count
+        assert stats.bad_signature > 0
+        assert stats.unknown_salt > 0
+        assert stats.malformed > 0
+        assert answered > 0
+        # 100,000 datagrams kept even at 100 bytes each would be 10 MB.
+        assert growth < 4 * 1024 * 1024, growth
+        assert client.outstanding == 0
+
+
+class CancelAtStep(trio.abc.Instrument):
+    """Cancel a scope just before a task's Nth step, i.e. at its Nth checkpoint."""
+
+    def __init__(self, task: trio.lowlevel.Task, step: int, scope: trio.CancelScope) -> None:
+        self.task, self.step, self.scope, self.seen = task, step, scope, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.seen += 1
+            if self.seen == self.step:
+                self.scope.cancel()
+
+
+async def _cancel_everywhere(
+    client: Any, make_call: Callable[[], Any], check: Callable[[], None]
+) -> int:
+    """Run ``make_call`` cancelled at step 1, 2, … until it finishes uncancelled."""
+    step = 0
+    while True:
+        step += 1
+        done = False
+
+        async def victim(
+            at: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            nonlocal done
+            with trio.CancelScope() as scope:
+                instrument = CancelAtStep(trio.lowlevel.current_task(), at, scope)
+                trio.lowlevel.add_instrument(instrument)
+                try:
+                    task_status.started()
+                    await make_call()
+                    done = True
+                finally:
+                    trio.lowlevel.remove_instrument(instrument)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(victim, step)
+        check()
+        if done:
+            return step
+
+
+async def test_cancellation_at_every_checkpoint_leaves_nothing_behind() -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(2)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+
+        def check() -> None:
+            assert client.outstanding == 0
+
+        async def one_query() -> None:
+            await client.query(RequestType.PING, coverage=-1, timeout=5)
+
+        async def one_stream() -> None:
+            async with client.request(RequestType.PING, coverage=-1, timeout=5) as replies:
+                async for _ in replies:
+                    pass
+
+        async def send_and_wait() -> None:
+            request = ConfdRequest(RequestType.PING)
+            try:
+                await client.send_request(request, coverage=-1)
+                await client.wait_for_reply(request.rsalt, timeout=5)
+            finally:
+                # Ganeti's API keeps a sent request until it expires; let it go here.
+                client._requests.pop(request.rsalt, None)
+
+        for call in (one_query, one_stream, send_and_wait):
+            steps = await _cancel_everywhere(client, call, check)
+            assert steps > 2  # the call really was cancelled at several points
+            result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+            assert result.ok  # and the client still works
+
+
+async def test_an_error_in_the_callers_block_forgets_the_request() -> None:
+    async with (
+        run_responders(2, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        with pytest.raises(RuntimeError, match="caller bug"):
+            async with client.request(RequestType.PING, timeout=5):
+                raise RuntimeError("caller bug")
+        assert client.outstanding == 0
+
+
+async def test_outstanding_requests_are_bounded() -> None:
+    async with (
+        run_responders(1, KEY, silent) as responders,
+        open_confd_client(KEY, [responders[0].address], max_outstanding=3) as client,
+    ):
+        for _ in range(3):
+            await client.send_request(ConfdRequest(RequestType.PING))
+        with pytest.raises(ConfdClientError, match="3 requests are outstanding"):
+            await client.query(RequestType.PING)
+        assert client.stats.refused == 1
+        assert client.outstanding == 3
+    with pytest.raises(ConfdClientError, match="max_outstanding"):
+        async with open_confd_client(KEY, ["127.0.0.1"], max_outstanding=0):
+            pass
+
+
+async def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+    secret = b"super-secret-key-material"
+    caplog.set_level(logging.DEBUG)
+    async with (
+        run_responders(2, secret) as responders,
+        open_confd_client(secret, [r.address for r in responders]) as client,
+    ):
+        await client.query(RequestType.PING)
+        await responders[0].sock.sendto(b"garbage", client.local_address[:2])
+        forged = pack_reply(ConfdReply(ReplyStatus.OK, 1, 1), "x", b"other")
+        await responders[0].sock.sendto(forged, client.local_address[:2])
+        await wait_until(lambda: client.stats.discarded == 2)
+        shown = [repr(client), repr(client.stats), repr(client._key)]
+    with pytest.raises(ConfdClientError) as refused:
+        async with open_confd_client(secret, ["not an address"]):
+            pass
+    shown += [r.getMessage() for r in caplog.records] + [str(refused.value)]
+    assert not any(secret.decode() in text for text in shown)
+
+
+def test_verdicts_say_what_happened() -> None:
+    from trioconfd import ReplyAggregator
+
+    silent_result = ReplyAggregator(3).result(timed_out=True)
+    assert silent_result.verdict.startswith("timed out: none of the 3 peers asked replied")
+    assert "wrong key" in silent_result.verdict
+    partial = ReplyAggregator(3)
+    partial.add(("192.0.2.1", 1), ConfdReply(ReplyStatus.OK, 1, 1))
+    assert partial.result(timed_out=True).verdict == "timed out: 1 of 3 peers replied, 2 needed"
+    partial.add(("192.0.2.2", 1), ConfdReply(ReplyStatus.OK, 1, 1))
+    assert partial.result().verdict == "quorum reached: 2 of 3 peers replied, 2 needed"
