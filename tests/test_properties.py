@@ -39,6 +39,7 @@ def test_unsafe_rules_are_caught(rule: object, message: str) -> None:
         check_quorum_rule(rule)  # type: ignore[arg-type]
 
 
+@pytest.mark.fuzz
 @given(strategies.reply_sets())
 def test_aggregation_over_generated_reply_sets(
     replies: list[tuple[tuple[str, int], ConfdReply]],

@@ -26,11 +26,13 @@ def test_negative_peer_count_is_refused() -> None:
 peer_counts = st.integers(min_value=1, max_value=10_000)
 
 
+@pytest.mark.fuzz
 @given(peer_counts)
 def test_rule_never_decreases_and_grows_by_at_most_one(n: int) -> None:
     assert 0 <= needed_replies(n + 1) - needed_replies(n) <= 1
 
 
+@pytest.mark.fuzz
 @given(peer_counts)
 def test_rule_is_a_strict_majority_within_the_peer_count(n: int) -> None:
     needed = needed_replies(n)
@@ -87,6 +89,7 @@ def test_empty_result() -> None:
     assert not result.quorum_reached
 
 
+@pytest.mark.fuzz
 @given(st.lists(strategies.replies, min_size=1, max_size=12))
 def test_best_is_the_maximum_of_all_replies(replies: list[ConfdReply]) -> None:
     aggregator = ReplyAggregator(len(replies))

@@ -271,17 +271,20 @@ def test_requests_over_4096_bytes_are_refused() -> None:
         unpack_request(_signed(msg, "1000"), KEY, now=1000)
 
 
+@pytest.mark.fuzz
 @given(strategies.replies, strategies.rsalts, strategies.keys)
 def test_reply_round_trip(reply: ConfdReply, salt: str, key: bytes | str) -> None:
     assert unpack_reply(pack_reply(reply, salt, key), key) == (reply, salt)
 
 
+@pytest.mark.fuzz
 @given(strategies.requests, strategies.keys, st.integers(min_value=0, max_value=2**40))
 def test_request_round_trip(request: ConfdRequest, key: bytes | str, now: int) -> None:
     unpacked, salt = unpack_request(pack_request(request, key, now=now), key, now=now)
     assert (unpacked, salt) == (request, str(now))
 
 
+@pytest.mark.fuzz
 @given(strategies.replies, strategies.rsalts, strategies.keys, strategies.keys)
 def test_reply_signed_with_another_key_is_refused(
     reply: ConfdReply, salt: str, key: bytes | str, other: bytes | str
@@ -292,6 +295,7 @@ def test_reply_signed_with_another_key_is_refused(
         unpack_reply(pack_reply(reply, salt, other), key)
 
 
+@pytest.mark.fuzz
 @given(strategies.datagrams)
 def test_arbitrary_bytes_raise_only_protocol_errors(datagram: bytes) -> None:
     for unpack in (unpack_reply, unpack_request):
@@ -299,6 +303,7 @@ def test_arbitrary_bytes_raise_only_protocol_errors(datagram: bytes) -> None:
             unpack(datagram, KEY)
 
 
+@pytest.mark.fuzz
 @given(strategies.signed_datagrams(KEY))
 def test_arbitrary_signed_messages_raise_only_protocol_errors(datagram: bytes) -> None:
     for unpack in (unpack_reply, unpack_request):
@@ -306,6 +311,7 @@ def test_arbitrary_signed_messages_raise_only_protocol_errors(datagram: bytes) -
             unpack(datagram, KEY)
 
 
+@pytest.mark.fuzz
 @given(strategies.replies, strategies.rsalts, st.data())
 def test_any_flipped_byte_is_caught(reply: ConfdReply, salt: str, data: st.DataObject) -> None:
     datagram = bytearray(pack_reply(reply, salt, KEY))
