@@ -3,11 +3,11 @@
 Every request sent is an entry in a table keyed by its rsalt. The receive
 task checks each datagram (magic, HMAC, known rsalt, an address the request
 went to, a peer not yet counted) and hands what passes to the entry's
-listener: a memory channel for :meth:`ConfdClient.request` and
-:meth:`ConfdClient.query`, an event for :meth:`ConfdClient.wait_for_reply`,
-and the client's callback for everyone. A timer task expires requests and
-retransmits unanswered ones; neither keeps anything per request but the
-table entry and a heap item.
+reader: the task of a :meth:`ConfdClient.query` or
+:meth:`ConfdClient.request`, rescheduled directly; an event for
+:meth:`ConfdClient.wait_for_reply`; and the client's callback for everyone.
+A timer task expires requests and retransmits unanswered ones. Nothing is
+kept per request but the table entry and a heap item.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import logging
 import math
 import random
 import socket as stdlib_socket
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -37,6 +37,7 @@ from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
 from ._kernel import udp_socket_drops
 from ._messages import ConfdReply, ConfdRequest, Query
 from ._node import read_hmac_key, read_master_candidate_ips
+from ._outstanding import Outstanding
 from ._peers import PeerSpec, check_port, default_port, parse_peers
 from ._quorum import QuorumRule, needed_replies
 from ._retry import RetryPolicy
@@ -51,41 +52,20 @@ _LOGGER = logging.getLogger("trioconfd")
 # arrives whole enough to be recognised and counted as such.
 _RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
 
+# Datagrams handled before the receive task lets other tasks run.
+_BATCH = 64
+
+# Retransmissions are due on a grid of this many seconds, so that the timer
+# task wakes at most once per tick however many queries are in flight (a
+# query that ends early leaves its heap item behind to be skipped).
+_RETRY_TICK = 0.01
+
 #: The socket receive buffer asked for: room for a burst of replies to many
 #: queries in flight (the kernel may grant less; see ``net.core.rmem_max``).
 RECEIVE_BUFFER_SIZE = 4 * 1024 * 1024
 
 #: How many requests may be outstanding at once by default.
 DEFAULT_MAX_OUTSTANDING = 65536
-
-
-@dataclass(slots=True, eq=False)
-class _Outstanding:
-    """A request in the table: where it went and who has answered."""
-
-    request: ConfdRequest
-    args: Any
-    targets: set[Address]
-    expiry: float
-    answered: set[Address] = field(default_factory=set)
-    # Set for requests owned by a stream (query/request); None otherwise.
-    listener: trio.MemorySendChannel[PeerReply] | None = None
-    # Created by wait_for_reply while it waits; set (and dropped) on any change.
-    changed: trio.Event | None = None
-    # Retransmission, for stream-owned requests with a policy.
-    aggregator: ReplyAggregator | None = None
-    policy: RetryPolicy | None = None
-    sent_at: float = 0.0
-    deadline: float = math.inf
-    retransmissions: int = 0
-    next_retry: float = math.inf
-    # At most this many peers may be asked (the listener's capacity).
-    capacity: int = 0
-
-    def wake(self) -> None:
-        if self.changed is not None:
-            self.changed.set()
-            self.changed = None
 
 
 def _as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:
@@ -113,7 +93,7 @@ class ConfdClient:
         family: stdlib_socket.AddressFamily,
         peers: list[Address],
         port: int,
-        sock: trio.socket.SocketType,
+        sock: stdlib_socket.socket,
         *,
         callback: Callback | None,
         logger: logging.Logger,
@@ -133,11 +113,14 @@ class ConfdClient:
         self._retry = retry
         self._max_outstanding = max_outstanding
         self._rng = rng
-        self._requests: dict[str, _Outstanding] = {}
+        self._requests: dict[str, Outstanding] = {}
         # (due time, rsalt) heaps; an item whose entry has moved on is skipped.
         self._expiries: list[tuple[float, str]] = []
         self._retries: list[tuple[float, str]] = []
         self._timers_changed = trio.Event()
+        # When the timer task will next wake up by itself; scheduling anything
+        # later needs no wake-up call (one fewer task switch per query).
+        self._timers_wake_at = -math.inf
         #: Counters of what happened to each datagram and request.
         self.stats = ClientStats()
 
@@ -216,8 +199,7 @@ class ConfdClient:
         args: Any,
         targets: list[Address],
         expiry: float,
-        listener: trio.MemorySendChannel[PeerReply] | None = None,
-    ) -> tuple[_Outstanding, bytes]:
+    ) -> tuple[Outstanding, bytes]:
         """Put ``request`` in the table and return its entry and datagram.
 
         Registering before sending means a reply can never beat its entry.
@@ -233,26 +215,40 @@ class ConfdClient:
                 f"{len(self._requests)} requests are outstanding, the client's limit"
             )
         datagram = pack_request(request, self._key)
-        entry = _Outstanding(request, args, set(targets), expiry, listener=listener)
+        entry = Outstanding(request, args, set(targets), expiry)
         self._requests[request.rsalt] = entry
         if expiry != math.inf:
             self._schedule(self._expiries, expiry, request.rsalt)
         return entry, datagram
 
+    def _schedule_retry(self, entry: Outstanding, due: float) -> None:
+        entry.next_retry = math.ceil(due / _RETRY_TICK) * _RETRY_TICK
+        if entry.next_retry < entry.deadline:
+            self._schedule(self._retries, entry.next_retry, entry.request.rsalt)
+
     def _schedule(self, heap: list[tuple[float, str]], due: float, rsalt: str) -> None:
         heapq.heappush(heap, (due, rsalt))
-        self._timers_changed.set()
+        if due < self._timers_wake_at:
+            self._timers_changed.set()
 
     async def _send(self, datagram: bytes, targets: Iterable[Address]) -> None:
+        # The socket is non-blocking: a datagram goes out at once unless the
+        # send buffer is full, and only then does this wait.
+        sock = self._socket
         for target in targets:
-            try:
-                await self._socket.sendto(datagram, target)
-            except OSError as exc:
-                # One unreachable peer must not stop the others being asked.
-                self.stats.send_errors += 1
-                self._logger.debug("could not send to %s:%d: %s", target[0], target[1], exc)
+            while True:
+                try:
+                    sock.sendto(datagram, target)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                except OSError as exc:
+                    # One unreachable peer must not stop the others being asked.
+                    self.stats.send_errors += 1
+                    self._logger.debug("could not send to %s:%d: %s", target[0], target[1], exc)
+                break
 
-    def _forget(self, entry: _Outstanding) -> None:
+    def _forget(self, entry: Outstanding) -> None:
         if self._requests.get(entry.request.rsalt) is entry:
             del self._requests[entry.request.rsalt]
         entry.wake()
@@ -274,6 +270,7 @@ class ConfdClient:
         entry, datagram = self._register(request, args, targets, expiry)
         try:
             await self._send(datagram, targets)
+            await trio.lowlevel.checkpoint()
         except BaseException:
             self._forget(entry)
             raise
@@ -348,33 +345,11 @@ class ConfdClient:
         policy) says. Leaving the block forgets the request; later replies to
         it are discarded and counted.
         """
-        request = _as_request(type_or_request, query)
-        now = trio.current_time()
-        deadline = now + _check_timeout(timeout)
-        policy = self._retry if retry is None else retry
-        targets = self._choose_targets(coverage)
-        # The receive task delivers at most one reply per peer asked, and
-        # hedging asks no more than every peer: with a buffer that size it
-        # never waits for this consumer.
-        capacity = max(len(targets), len(self._peers) if policy.enabled else 0)
-        sender, receiver = trio.open_memory_channel[PeerReply](capacity)
-        aggregator = ReplyAggregator(len(targets), self._quorum)
-        with sender, receiver:
-            entry, datagram = self._register(request, None, targets, math.inf, sender)
-            try:
-                if policy.enabled:
-                    entry.aggregator = aggregator
-                    entry.policy = policy
-                    entry.sent_at = now
-                    entry.deadline = deadline
-                    entry.capacity = capacity
-                    entry.next_retry = now + policy.interval(1)
-                    if entry.next_retry < deadline:
-                        self._schedule(self._retries, entry.next_retry, request.rsalt)
-                await self._send(datagram, targets)
-                yield ReplyStream(request, receiver, aggregator, deadline)
-            finally:
-                self._forget(entry)
+        entry, aggregator = await self._start_read(type_or_request, query, coverage, timeout, retry)
+        try:
+            yield ReplyStream(entry, aggregator, entry.deadline)
+        finally:
+            self._forget(entry)
 
     async def query(
         self,
@@ -393,17 +368,51 @@ class ConfdClient:
         :data:`EXPIRE_TIMEOUT`) passes first, the result has ``timed_out`` set
         and holds what did arrive.
         """
-        async with self.request(
-            type_or_request, query, coverage=coverage, timeout=timeout, retry=retry
-        ) as replies:
-            async for _ in replies:
-                if replies.quorum_reached:
-                    break
-            return replies.result()
+        entry, aggregator = await self._start_read(type_or_request, query, coverage, timeout, retry)
+        try:
+            # One cancel scope for the whole gathering: the deadline ends the race.
+            with trio.move_on_at(entry.deadline):
+                while not aggregator.quorum_reached:
+                    peer_reply = await entry.next_reply()
+                    aggregator.add(peer_reply.address, peer_reply.reply)
+            return aggregator.result(timed_out=not aggregator.quorum_reached)
+        finally:
+            self._forget(entry)
+
+    async def _start_read(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query,
+        coverage: int,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> tuple[Outstanding, ReplyAggregator]:
+        """Register a request whose replies a task will read, and send it."""
+        request = _as_request(type_or_request, query)
+        now = trio.current_time()
+        deadline = now + _check_timeout(timeout)
+        policy = self._retry if retry is None else retry
+        targets = self._choose_targets(coverage)
+        entry, datagram = self._register(request, None, targets, math.inf)
+        aggregator = ReplyAggregator(len(targets), self._quorum)
+        entry.inbox = deque()
+        entry.deadline = deadline
+        if policy.enabled:
+            entry.aggregator = aggregator
+            entry.policy = policy
+            entry.sent_at = now
+            entry.capacity = len(self._peers)
+            self._schedule_retry(entry, now + policy.interval(1))
+        try:
+            await self._send(datagram, targets)
+        except BaseException:
+            self._forget(entry)
+            raise
+        return entry, aggregator
 
     # -- timers: expiry and retransmission -------------------------------------
 
-    async def _retransmit(self, entry: _Outstanding, now: float) -> None:
+    async def _retransmit(self, entry: Outstanding, now: float) -> None:
         policy, aggregator = entry.policy, entry.aggregator
         assert policy is not None
         assert aggregator is not None
@@ -422,9 +431,7 @@ class ConfdClient:
         if not silent:
             return
         entry.retransmissions += 1
-        entry.next_retry = now + policy.interval(entry.retransmissions + 1)
-        if entry.next_retry < entry.deadline:
-            self._schedule(self._retries, entry.next_retry, entry.request.rsalt)
+        self._schedule_retry(entry, now + policy.interval(entry.retransmissions + 1))
         self.stats.retransmitted += len(silent)
         # Packed again: a fresh timestamp, so long deadlines never go stale.
         await self._send(pack_request(entry.request, self._key), silent)
@@ -450,8 +457,10 @@ class ConfdClient:
                 self._retries[0][0] if self._retries else math.inf,
             )
             self._timers_changed = trio.Event()
+            self._timers_wake_at = next_due
             with trio.move_on_at(next_due):
                 await self._timers_changed.wait()
+            self._timers_wake_at = -math.inf  # busy: wake-up calls are moot
 
     # -- receiving -------------------------------------------------------------
 
@@ -494,13 +503,10 @@ class ConfdClient:
             return
         self._deliver(entry, address, reply)
 
-    def _deliver(self, entry: _Outstanding, address: Address, reply: ConfdReply) -> None:
+    def _deliver(self, entry: Outstanding, address: Address, reply: ConfdReply) -> None:
         self.stats.accepted += 1
         entry.answered.add(address)
-        if entry.listener is not None:
-            # Cannot block: the channel holds one slot per peer that may be asked.
-            entry.listener.send_nowait(PeerReply(address, reply))
-        entry.wake()
+        entry.deliver(PeerReply(address, reply))
         if self._callback is not None:
             self._upcall(
                 Upcall(
@@ -516,18 +522,33 @@ class ConfdClient:
             )
 
     async def _receive_loop(self) -> None:
+        # Drain every datagram that is ready before waiting again: one
+        # scheduler round trip per burst, not per datagram. A long burst
+        # yields every _BATCH datagrams so that the rest of the program runs.
         sock = self._socket
+        receive = sock.recvfrom
+        handle = self._handle_datagram
         while True:
-            try:
-                datagram, sender = await sock.recvfrom(_RECEIVE_SIZE)
-            except OSError as exc:
-                # e.g. ECONNREFUSED after an ICMP port-unreachable: a peer is
-                # down, which is no reason to stop hearing the others.
-                self.stats.socket_errors += 1
-                self._logger.debug("the socket reported %s; receiving on", exc)
-                continue
-            self._handle_datagram(datagram, sender)
-            self.expire_requests()
+            count = 0
+            while count < _BATCH:
+                try:
+                    datagram, sender = receive(_RECEIVE_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # e.g. ECONNREFUSED after an ICMP port-unreachable: a peer
+                    # is down, which is no reason to stop hearing the others.
+                    self.stats.socket_errors += 1
+                    self._logger.debug("the socket reported %s; receiving on", exc)
+                else:
+                    handle(datagram, sender)
+                count += 1
+            if count:
+                self.expire_requests()
+            if count >= _BATCH:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.wait_readable(sock)
 
 
 def _check_max_outstanding(value: int) -> int:
@@ -571,10 +592,11 @@ async def open_confd_client(
         raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
     max_outstanding = _check_max_outstanding(max_outstanding)
     family, addresses = parse_peers(peers, port)
-    sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
     with sock:
+        sock.setblocking(False)
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
-        await sock.bind(("::" if family == stdlib_socket.AF_INET6 else "0.0.0.0", 0))
+        sock.bind(("::" if family == stdlib_socket.AF_INET6 else "0.0.0.0", 0))
         client = ConfdClient(
             key,
             family,

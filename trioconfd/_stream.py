@@ -6,6 +6,7 @@ import trio
 
 from ._aggregate import PeerReply, QueryResult, ReplyAggregator
 from ._messages import ConfdRequest
+from ._outstanding import Outstanding
 
 
 class ReplyStream:
@@ -15,17 +16,11 @@ class ReplyStream:
     (then :attr:`timed_out` is True). :meth:`result` gives the verdict so far.
     """
 
-    def __init__(
-        self,
-        request: ConfdRequest,
-        receive: trio.MemoryReceiveChannel[PeerReply],
-        aggregator: ReplyAggregator,
-        deadline: float,
-    ) -> None:
-        self.request = request
+    def __init__(self, entry: Outstanding, aggregator: ReplyAggregator, deadline: float) -> None:
+        self.request: ConfdRequest = entry.request
         self.deadline = deadline
         self.timed_out = False
-        self._receive = receive
+        self._entry = entry
         self._aggregator = aggregator
 
     @property
@@ -54,12 +49,10 @@ class ReplyStream:
 
     async def __anext__(self) -> PeerReply:
         if self.timed_out or self._aggregator.complete:
+            await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
         with trio.move_on_at(self.deadline):
-            try:
-                peer_reply = await self._receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                raise StopAsyncIteration from None
+            peer_reply = await self._entry.next_reply()
             self._aggregator.add(peer_reply.address, peer_reply.reply)
             return peer_reply
         self.timed_out = True

@@ -1,0 +1,71 @@
+"""A request in the client's table, and how a task waits for its replies."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ._aggregate import Address, PeerReply, ReplyAggregator
+from ._messages import ConfdRequest
+from ._retry import RetryPolicy
+
+
+@dataclass(slots=True, eq=False)
+class Outstanding:
+    """A request in the table: where it went, who has answered, who is waiting.
+
+    A task that reads the replies (a query or a stream) parks itself here and
+    the receive task reschedules it directly: no channel, no extra task.
+    """
+
+    request: ConfdRequest
+    args: Any
+    targets: set[Address]
+    expiry: float
+    answered: set[Address] = field(default_factory=set)
+    # Replies not yet taken by the reading task; None when nobody reads them.
+    inbox: deque[PeerReply] | None = None
+    # The task parked in next_reply, if any.
+    reader: trio.lowlevel.Task | None = None
+    # Created by wait_for_reply while it waits; set (and dropped) on any change.
+    changed: trio.Event | None = None
+    # Retransmission, for requests read by a query or a stream.
+    aggregator: ReplyAggregator | None = None
+    policy: RetryPolicy | None = None
+    sent_at: float = 0.0
+    deadline: float = math.inf
+    retransmissions: int = 0
+    next_retry: float = math.inf
+    # Hedging asks no more peers than this.
+    capacity: int = 0
+
+    def deliver(self, reply: PeerReply) -> None:
+        """Hand ``reply`` to whoever reads or waits (called by the receive task)."""
+        if self.inbox is not None:
+            self.inbox.append(reply)
+            if self.reader is not None:
+                trio.lowlevel.reschedule(self.reader)
+                self.reader = None
+        self.wake()
+
+    def wake(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+    async def next_reply(self) -> PeerReply:
+        """The next reply, parking until one comes (cancel to stop waiting)."""
+        assert self.inbox is not None
+        if not self.inbox:
+            self.reader = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self.reader = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        return self.inbox.popleft()
