@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from ._constants import ReplyStatus
 from ._messages import ConfdReply
@@ -13,9 +13,8 @@ from ._quorum import QuorumRule, needed_replies
 Address: TypeAlias = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class PeerReply:
-    """One peer's reply to a request."""
+class PeerReply(NamedTuple):
+    """One peer's reply to a request (a named tuple: made once per reply, cheaply)."""
 
     address: Address
     reply: ConfdReply
@@ -92,12 +91,15 @@ class ReplyAggregator:
         self.replies: list[PeerReply] = []
         self.best: ConfdReply | None = None
         self.consistent = True
-        self._seen: set[Address] = set()
-        self._by_serial: dict[int, Any] = {}
+        # Made at the first reply: a query in flight often has none yet.
+        self._seen: set[Address] | None = None
+        self._by_serial: dict[int, Any] | None = None
 
     def add(self, address: Address, reply: ConfdReply) -> bool:
         """Count ``reply`` from ``address``; False (and ignored) if that peer counted already."""
-        if address in self._seen:
+        if self._seen is None or self._by_serial is None:
+            self._seen, self._by_serial = set(), {}
+        elif address in self._seen:
             return False
         self._seen.add(address)
         self.replies.append(PeerReply(address, reply))

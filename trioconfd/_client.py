@@ -17,7 +17,6 @@ import logging
 import math
 import random
 import socket as stdlib_socket
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -189,6 +188,8 @@ class ConfdClient:
             raise ConfdClientError(
                 f"coverage {coverage} asks for more peers than the {known} known"
             )
+        if coverage == known:
+            return list(self._peers)  # everyone is asked: nothing to draw
         return self._rng.sample(self._peers, coverage)
 
     # -- sending ---------------------------------------------------------------
@@ -395,7 +396,7 @@ class ConfdClient:
         targets = self._choose_targets(coverage)
         entry, datagram = self._register(request, None, targets, math.inf)
         aggregator = ReplyAggregator(len(targets), self._quorum)
-        entry.inbox = deque()
+        entry.inbox = []
         entry.deadline = deadline
         if policy.enabled:
             entry.aggregator = aggregator
@@ -505,7 +506,6 @@ class ConfdClient:
 
     def _deliver(self, entry: Outstanding, address: Address, reply: ConfdReply) -> None:
         self.stats.accepted += 1
-        entry.answered.add(address)
         entry.deliver(PeerReply(address, reply))
         if self._callback is not None:
             self._upcall(

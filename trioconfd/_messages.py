@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -16,8 +16,12 @@ Query: TypeAlias = str | Mapping[str, Any] | None
 
 
 def new_rsalt() -> str:
-    """A fresh, unique reply salt (a UUID4, as Ganeti makes them)."""
-    return str(uuid.uuid4())
+    """A fresh, unique reply salt: a random UUID4 string, as Ganeti makes them."""
+    # Formatted from 128 random bits directly: the uuid module's object costs
+    # more than the rest of making a request.
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def _as_request_type(value: object) -> RequestType:

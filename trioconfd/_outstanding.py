@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -26,9 +25,11 @@ class Outstanding:
     args: Any
     targets: set[Address]
     expiry: float
-    answered: set[Address] = field(default_factory=set)
+    # Shared and empty until the first reply: most requests in flight have none.
+    answered: set[Address] | frozenset[Address] = frozenset()
     # Replies not yet taken by the reading task; None when nobody reads them.
-    inbox: deque[PeerReply] | None = None
+    # (A list: it rarely holds more than one reply, and is small while empty.)
+    inbox: list[PeerReply] | None = None
     # The task parked in next_reply, if any.
     reader: trio.lowlevel.Task | None = None
     # Created by wait_for_reply while it waits; set (and dropped) on any change.
@@ -44,7 +45,11 @@ class Outstanding:
     capacity: int = 0
 
     def deliver(self, reply: PeerReply) -> None:
-        """Hand ``reply`` to whoever reads or waits (called by the receive task)."""
+        """Count ``reply`` and hand it to whoever reads or waits (the receive task calls this)."""
+        if isinstance(self.answered, set):
+            self.answered.add(reply.address)
+        else:
+            self.answered = {reply.address}
         if self.inbox is not None:
             self.inbox.append(reply)
             if self.reader is not None:
@@ -62,10 +67,9 @@ class Outstanding:
         assert self.inbox is not None
         if not self.inbox:
             self.reader = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+        return self.inbox.pop(0)
 
-            def abort(_: Any) -> trio.lowlevel.Abort:
-                self.reader = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        return self.inbox.popleft()
+    def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
+        self.reader = None
+        return trio.lowlevel.Abort.SUCCEEDED

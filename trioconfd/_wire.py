@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ._constants import MAGIC, MAX_CLOCK_SKEW, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
@@ -24,6 +25,8 @@ _MAGIC_LEN = len(MAGIC)
 # Set up once: compact separators match what the daemon sends.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _decode_json = json.JSONDecoder().decode
+# The C quoter behind the encoder: a str as an ASCII JSON string literal.
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class HmacKey:
@@ -69,11 +72,13 @@ def as_hmac_key(key: KeyLike) -> HmacKey:
     return key if isinstance(key, HmacKey) else HmacKey(key)
 
 
-def _pack(msg: dict[str, Any], salt: str, key: HmacKey) -> bytes:
-    text = _encode_json(msg)
+def _pack(text: str, salt: str, key: HmacKey) -> bytes:
+    """Sign the message ``text`` and wrap it in the envelope, as compact JSON."""
     signature = key.sign((salt + text).encode("utf-8"))
-    envelope = _encode_json({"hmac": signature, "msg": text, "salt": salt})
-    datagram = MAGIC + envelope.encode("utf-8")
+    # The envelope written by hand with the C string quoter: the same bytes
+    # as encoding the dict, at a fraction of the cost (this is per datagram).
+    envelope = f'{{"hmac":"{signature}","msg":{_quote(text)},"salt":{_quote(salt)}}}'
+    datagram = MAGIC + envelope.encode("ascii")
     if len(datagram) > MAX_DATAGRAM_SIZE:
         raise ConfdClientError(
             f"the message is {len(datagram)} bytes, "
@@ -89,7 +94,18 @@ def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) 
     no more than that, so it would never answer.
     """
     salt = str(int(time.time() if now is None else now))  # whole seconds, like "%d"
-    datagram = _pack(request.to_wire(), salt, as_hmac_key(key))
+    query = request.query
+    if query is None:
+        query_text = "null"
+    elif isinstance(query, str):
+        query_text = _quote(query)
+    else:
+        query_text = _encode_json(query)
+    text = (
+        f'{{"protocol":{int(request.protocol)},"type":{int(request.type)},'
+        f'"query":{query_text},"rsalt":{_quote(request.rsalt)}}}'
+    )
+    datagram = _pack(text, salt, as_hmac_key(key))
     if len(datagram) > MAX_REQUEST_SIZE:
         raise ConfdClientError(
             f"the request is {len(datagram)} bytes; the daemon reads at most {MAX_REQUEST_SIZE}"
@@ -99,7 +115,7 @@ def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) 
 
 def pack_reply(reply: ConfdReply, rsalt: str, key: KeyLike) -> bytes:
     """The datagram that answers the request whose rsalt is ``rsalt``."""
-    return _pack(reply.to_wire(), rsalt, as_hmac_key(key))
+    return _pack(_encode_json(reply.to_wire()), rsalt, as_hmac_key(key))
 
 
 def _load(text: str | bytes, what: str) -> Any:
