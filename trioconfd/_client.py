@@ -116,6 +116,7 @@ class ConfdClient:
         # (due time, rsalt) heaps; an item whose entry has moved on is skipped.
         self._expiries: list[tuple[float, str]] = []
         self._retries: list[tuple[float, str]] = []
+        self._deadlines: list[tuple[float, str]] = []
         self._timers_changed = trio.Event()
         # When the timer task will next wake up by itself; scheduling anything
         # later needs no wake-up call (one fewer task switch per query).
@@ -216,7 +217,7 @@ class ConfdClient:
                 f"{len(self._requests)} requests are outstanding, the client's limit"
             )
         datagram = pack_request(request, self._key)
-        entry = Outstanding(request, args, set(targets), expiry)
+        entry = Outstanding(request, args, targets if len(targets) <= 8 else set(targets), expiry)
         self._requests[request.rsalt] = entry
         if expiry != math.inf:
             self._schedule(self._expiries, expiry, request.rsalt)
@@ -371,11 +372,12 @@ class ConfdClient:
         """
         entry, aggregator = await self._start_read(type_or_request, query, coverage, timeout, retry)
         try:
-            # One cancel scope for the whole gathering: the deadline ends the race.
-            with trio.move_on_at(entry.deadline):
-                while not aggregator.quorum_reached:
-                    peer_reply = await entry.next_reply()
-                    aggregator.add(peer_reply.address, peer_reply.reply)
+            # Gather until the quorum; the timer task ends the race at the deadline.
+            while not aggregator.quorum_reached:
+                peer_reply = await entry.next_reply()
+                if peer_reply is None:
+                    break
+                aggregator.add(peer_reply.address, peer_reply.reply)
             return aggregator.result(timed_out=not aggregator.quorum_reached)
         finally:
             self._forget(entry)
@@ -398,6 +400,9 @@ class ConfdClient:
         aggregator = ReplyAggregator(len(targets), self._quorum)
         entry.inbox = []
         entry.deadline = deadline
+        # Due at the grid point before the deadline, then (if still waiting)
+        # exactly at it: queries that end early cost the timer task no wake-up.
+        self._schedule(self._deadlines, deadline - deadline % _RETRY_TICK, request.rsalt)
         if policy.enabled:
             entry.aggregator = aggregator
             entry.policy = policy
@@ -425,7 +430,7 @@ class ConfdClient:
             spare = [peer for peer in self._peers if peer not in entry.targets]
             if spare:
                 extra = self._rng.choice(spare)
-                entry.targets.add(extra)
+                entry.ask(extra)
                 aggregator.ask_more(1)
                 silent.append(extra)
                 self.stats.hedged += 1
@@ -447,15 +452,30 @@ class ConfdClient:
                 continue
             await self._retransmit(entry, now)
 
+    def _end_overdue_reads(self) -> None:
+        now = trio.current_time()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, salt = heapq.heappop(deadlines)
+            entry = self._requests.get(salt)
+            if entry is None or entry.timed_out:
+                continue  # ended before its deadline
+            if entry.deadline <= now:
+                entry.end_by_deadline()
+            else:
+                heapq.heappush(deadlines, (entry.deadline, salt))
+
     async def _timer_loop(self) -> None:
-        # Requests expire and are retransmitted on time even when no datagram
-        # arrives to trigger it.
+        # Requests expire, are retransmitted and meet their deadlines on time
+        # even when no datagram arrives to trigger it.
         while True:
             self.expire_requests()
+            self._end_overdue_reads()
             await self._retransmit_due()
             next_due = min(
                 self._expiries[0][0] if self._expiries else math.inf,
                 self._retries[0][0] if self._retries else math.inf,
+                self._deadlines[0][0] if self._deadlines else math.inf,
             )
             self._timers_changed = trio.Event()
             self._timers_wake_at = next_due

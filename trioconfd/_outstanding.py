@@ -23,7 +23,8 @@ class Outstanding:
 
     request: ConfdRequest
     args: Any
-    targets: set[Address]
+    # A short list is smaller than a set and as quick to search; a long one is a set.
+    targets: list[Address] | set[Address]
     expiry: float
     # Shared and empty until the first reply: most requests in flight have none.
     answered: set[Address] | frozenset[Address] = frozenset()
@@ -32,6 +33,8 @@ class Outstanding:
     inbox: list[PeerReply] | None = None
     # The task parked in next_reply, if any.
     reader: trio.lowlevel.Task | None = None
+    # Set by the timer task when the deadline has passed.
+    timed_out: bool = False
     # Created by wait_for_reply while it waits; set (and dropped) on any change.
     changed: trio.Event | None = None
     # Retransmission, for requests read by a query or a stream.
@@ -62,12 +65,36 @@ class Outstanding:
             self.changed.set()
             self.changed = None
 
-    async def next_reply(self) -> PeerReply:
-        """The next reply, parking until one comes (cancel to stop waiting)."""
+    def ask(self, address: Address) -> None:
+        """Add a peer the request goes to (hedging)."""
+        if isinstance(self.targets, set):
+            self.targets.add(address)
+        else:
+            self.targets.append(address)
+
+    def end_by_deadline(self) -> None:
+        """The deadline has passed: wake the reader to an empty hand (the timer task calls this)."""
+        self.timed_out = True
+        if self.reader is not None:
+            trio.lowlevel.reschedule(self.reader)
+            self.reader = None
+
+    async def next_reply(self) -> PeerReply | None:
+        """The next reply, parking until one comes; None once the deadline has passed.
+
+        The deadline is kept by the client's timer task rather than a cancel
+        scope per wait, which would cost more than the rest of a query.
+        Cancelling the caller still stops the wait at once.
+        """
         assert self.inbox is not None
         if not self.inbox:
+            if self.timed_out:
+                await trio.lowlevel.checkpoint()
+                return None
             self.reader = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+            if not self.inbox:
+                return None
         return self.inbox.pop(0)
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:

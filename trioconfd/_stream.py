@@ -51,9 +51,9 @@ class ReplyStream:
         if self.timed_out or self._aggregator.complete:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
-        with trio.move_on_at(self.deadline):
-            peer_reply = await self._entry.next_reply()
-            self._aggregator.add(peer_reply.address, peer_reply.reply)
-            return peer_reply
-        self.timed_out = True
-        raise StopAsyncIteration
+        peer_reply = await self._entry.next_reply()
+        if peer_reply is None:
+            self.timed_out = True
+            raise StopAsyncIteration
+        self._aggregator.add(peer_reply.address, peer_reply.reply)
+        return peer_reply
