@@ -449,12 +449,17 @@ def print_report(results: dict[str, Any]) -> None:
             f"  {'trioconfd, ' + n + ' in flight':<32}{row['per_second']:>10.0f}"
             f"{row['timeouts']:>10}{row['per_second'] / raw:>11.2f}"
         )
-    print(f"{'fan-out (coverage -1)':<34}{'p50 µs':>10}{'p99 µs':>10}{'/ 1 peer':>11}")
+    print(
+        f"{'fan-out (coverage -1)':<34}{'p50 µs':>10}{'p99 µs':>10}{'/ 1 peer':>11}"
+        f"{'raw p50':>10}{'raw / 1':>9}"
+    )
     one = results["fan_out"]["1"]["p50_us"]
+    raw_one = results["fan_out"]["1"]["raw_p50_us"]
     for n, row in results["fan_out"].items():
         print(
             f"  {n + ' peers':<32}{row['p50_us']:>10.1f}{row['p99_us']:>10.1f}"
-            f"{row['p50_us'] / one:>11.2f}"
+            f"{row['p50_us'] / one:>11.2f}{row['raw_p50_us']:>10.1f}"
+            f"{row['raw_p50_us'] / raw_one:>9.2f}"
         )
     memory = results["memory"]
     print("memory per in-flight query")
