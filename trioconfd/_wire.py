@@ -133,7 +133,7 @@ def _open_envelope(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
         raise ConfdMagicError(
             f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
         )
-    if datagram[:_MAGIC_LEN] != MAGIC:
+    if not datagram.startswith(MAGIC):
         raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
     envelope = _load(datagram[_MAGIC_LEN:], "the envelope")
     if not isinstance(envelope, dict):
@@ -157,7 +157,7 @@ def _open_envelope(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
 
 def _int_field(message: dict[str, Any], name: str) -> int:
     value = message.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
+    if type(value) is not int:  # exactly int: JSON true is a bool, not a number
         raise ConfdMagicError(f"field {name!r} is {value!r}, not an integer")
     return value
 
