@@ -20,13 +20,32 @@ from ._decode import decode_request
 from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
 from ._messages import ConfdReply, ConfdRequest
 
+_openssl_hmac_new: Callable[..., Any] | None
+try:  # CPython's OpenSSL binding; absent on some builds
+    from _hashlib import hmac_new as _openssl_hmac_new
+except ImportError:  # pragma: no cover
+    _openssl_hmac_new = None
+
 _MAGIC_LEN = len(MAGIC)
 
 # Set up once: compact separators match what the daemon sends.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode_json = _decoder.decode
+_scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 # The C quoter behind the encoder: a str as an ASCII JSON string literal.
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _keyed_sha1(key: bytes) -> Any:
+    """An HMAC-SHA1 object keyed with ``key``, to be copied for each message.
+
+    OpenSSL's own HMAC object when the interpreter has it: copying it skips
+    the pure-Python wrapper (this runs twice per query).
+    """
+    if _openssl_hmac_new is not None:
+        return _openssl_hmac_new(key, digestmod="sha1")
+    return hmac.new(key, digestmod=hashlib.sha1)
 
 
 class HmacKey:
@@ -47,13 +66,14 @@ class HmacKey:
             raise ConfdClientError(f"the HMAC key must be bytes or str, not {type(key).__name__}")
         if not key:
             raise ConfdClientError("the HMAC key is empty")
-        self._keyed = hmac.new(key, digestmod=hashlib.sha1)
+        self._keyed = _keyed_sha1(key)
 
     def sign(self, data: bytes) -> str:
         """The lowercase hex HMAC-SHA1 of ``data``."""
         mac = self._keyed.copy()
         mac.update(data)
-        return mac.hexdigest()
+        digest: str = mac.hexdigest()
+        return digest
 
     def verify(self, data: bytes, signature: str) -> bool:
         """Whether ``signature`` signs ``data``, compared in constant time."""
@@ -120,7 +140,18 @@ def pack_reply(reply: ConfdReply, rsalt: str, key: KeyLike) -> bytes:
 
 def _load(text: str | bytes, what: str) -> Any:
     try:
-        return _decode_json(text if isinstance(text, str) else text.decode("utf-8"))
+        if not isinstance(text, str):
+            text = text.decode("utf-8")
+        # The C scanner alone, for the usual exact document; anything else
+        # (surrounding whitespace, trailing data, errors) goes through the
+        # full decoder, which accepts or names the fault precisely.
+        try:
+            value, end = _scan_json(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return value
+        return _decode_json(text)
     except UnicodeDecodeError:
         raise ConfdMagicError(f"{what} is not UTF-8") from None
     except (ValueError, RecursionError) as exc:
