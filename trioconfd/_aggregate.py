@@ -97,12 +97,17 @@ class ReplyAggregator:
 
     def add(self, address: Address, reply: ConfdReply) -> bool:
         """Count ``reply`` from ``address``; False (and ignored) if that peer counted already."""
+        return self.add_reply(PeerReply(address, reply))
+
+    def add_reply(self, peer_reply: PeerReply) -> bool:
+        """:meth:`add` for a :class:`PeerReply` already made."""
+        address, reply = peer_reply
         if self._seen is None or self._by_serial is None:
             self._seen, self._by_serial = set(), {}
         elif address in self._seen:
             return False
         self._seen.add(address)
-        self.replies.append(PeerReply(address, reply))
+        self.replies.append(peer_reply)
         best = self.best
         if best is None or (reply.ok, reply.serial) > (best.ok, best.serial):
             self.best = reply

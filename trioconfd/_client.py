@@ -208,9 +208,10 @@ class ConfdClient:
         """
         if not request.rsalt:
             raise ConfdClientError("the request has an empty rsalt")
-        self.expire_requests()
         if request.rsalt in self._requests:
-            raise ConfdClientError(f"duplicate request rsalt {request.rsalt!r}")
+            self.expire_requests()  # as Ganeti does: an expired salt is free again
+            if request.rsalt in self._requests:
+                raise ConfdClientError(f"duplicate request rsalt {request.rsalt!r}")
         if len(self._requests) >= self._max_outstanding:
             self.stats.refused += 1
             raise ConfdClientError(
@@ -268,6 +269,7 @@ class ConfdClient:
         if not isinstance(request, ConfdRequest):
             raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
         targets = self._choose_targets(coverage)
+        self.expire_requests()  # first, as Ganeti's SendRequest does
         expiry = trio.current_time() + EXPIRE_TIMEOUT
         entry, datagram = self._register(request, args, targets, expiry)
         try:
@@ -377,7 +379,7 @@ class ConfdClient:
                 peer_reply = await entry.next_reply()
                 if peer_reply is None:
                     break
-                aggregator.add(peer_reply.address, peer_reply.reply)
+                aggregator.add_reply(peer_reply)
             return aggregator.result(timed_out=not aggregator.quorum_reached)
         finally:
             self._forget(entry)

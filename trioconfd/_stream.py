@@ -55,5 +55,5 @@ class ReplyStream:
         if peer_reply is None:
             self.timed_out = True
             raise StopAsyncIteration
-        self._aggregator.add(peer_reply.address, peer_reply.reply)
+        self._aggregator.add_reply(peer_reply)
         return peer_reply
