@@ -83,18 +83,7 @@ def _raw_reply(datagram: bytes) -> str | None:
 
 
 def raw_sequential(address: tuple[str, int], count: int) -> list[float]:
-    latencies = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(2)
-        for index in range(count + count // 10):
-            start = time.perf_counter()
-            datagram, rsalt = _raw_request()
-            sock.sendto(datagram, address)
-            while _raw_reply(sock.recv(65536)) != rsalt:
-                pass
-            if index >= count // 10:  # the first tenth warms up
-                latencies.append(time.perf_counter() - start)
-    return latencies
+    return raw_fan_out([address], count)
 
 
 def raw_fan_out(addresses: list[tuple[str, int]], count: int) -> list[float]:

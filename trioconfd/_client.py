@@ -17,7 +17,7 @@ import logging
 import math
 import random
 import socket as stdlib_socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -311,15 +311,27 @@ class ConfdClient:
             return missing
         return True, len(entry.targets), len(entry.answered)
 
+    def _pop_due(
+        self,
+        heap: list[tuple[float, str]],
+        now: float,
+        still_due: Callable[[Outstanding, float], bool],
+    ) -> Iterator[tuple[Outstanding, str]]:
+        """The requests whose heap items are due by ``now``, skipping stale items.
+
+        An item is stale when its request is gone or has moved on (answered
+        for by a later item): heaps are not searched, items just lapse.
+        """
+        while heap and heap[0][0] <= now:
+            due, salt = heapq.heappop(heap)
+            entry = self._requests.get(salt)
+            if entry is not None and still_due(entry, due):
+                yield entry, salt
+
     def expire_requests(self) -> None:
         """Forget every request past its expiry, firing an ``EXPIRE`` upcall for each."""
         now = trio.current_time()
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            expiry, salt = heapq.heappop(expiries)
-            entry = self._requests.get(salt)
-            if entry is None or entry.expiry != expiry:
-                continue  # answered for by a later heap item, or already gone
+        for entry, salt in self._pop_due(self._expiries, now, _expiry_is):
             self._forget(entry)
             self.stats.expired += 1
             if self._callback is not None:
@@ -446,26 +458,16 @@ class ConfdClient:
 
     async def _retransmit_due(self) -> None:
         now = trio.current_time()
-        retries = self._retries
-        while retries and retries[0][0] <= now:
-            due, salt = heapq.heappop(retries)
-            entry = self._requests.get(salt)
-            if entry is None or entry.next_retry != due:
-                continue
+        for entry, _ in list(self._pop_due(self._retries, now, _retry_is)):
             await self._retransmit(entry, now)
 
     def _end_overdue_reads(self) -> None:
         now = trio.current_time()
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, salt = heapq.heappop(deadlines)
-            entry = self._requests.get(salt)
-            if entry is None or entry.timed_out:
-                continue  # ended before its deadline
+        for entry, salt in list(self._pop_due(self._deadlines, now, _still_reading)):
             if entry.deadline <= now:
                 entry.end_by_deadline()
-            else:
-                heapq.heappush(deadlines, (entry.deadline, salt))
+            else:  # the grid point came first: wait for the deadline itself
+                heapq.heappush(self._deadlines, (entry.deadline, salt))
 
     async def _timer_loop(self) -> None:
         # Requests expire, are retransmitted and meet their deadlines on time
@@ -571,6 +573,18 @@ class ConfdClient:
                 await trio.lowlevel.checkpoint()
             else:
                 await trio.lowlevel.wait_readable(sock)
+
+
+def _expiry_is(entry: Outstanding, due: float) -> bool:
+    return entry.expiry == due
+
+
+def _retry_is(entry: Outstanding, due: float) -> bool:
+    return entry.next_retry == due
+
+
+def _still_reading(entry: Outstanding, due: float) -> bool:
+    return not entry.timed_out
 
 
 def _check_max_outstanding(value: int) -> int:
