@@ -5,7 +5,7 @@ pure and does no I/O; :func:`open_confd_client` and :func:`query` put it on a
 Trio UDP socket.
 """
 
-from . import requests
+from . import callbacks, requests
 from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
 from ._client import ConfdClient, open_confd_client, query
 from ._constants import (
@@ -91,6 +91,7 @@ __all__ = [
     "Upcall",
     "UpcallType",
     "__version__",
+    "callbacks",
     "default_port",
     "ganeti_data_dir",
     "needed_replies",
