@@ -1,0 +1,63 @@
+"""Watch the cluster master and react when it changes.
+
+    python examples/watch_master.py --peer 192.0.2.1 --peer 192.0.2.2 --key-file hmac.key
+
+On a Ganeti node the peers and the key default to the node's own. Each
+change is printed; a real service would move a virtual IP, reconfigure a
+proxy, page someone... ``--changes N`` stops after N changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import trio
+
+import trioconfd
+from trioconfd import requests
+
+
+def peer(text: str) -> trioconfd.PeerSpec:
+    """``IP`` or ``IPv4:PORT``."""
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return (host, int(port))
+    return text
+
+
+async def watch(args: argparse.Namespace) -> None:
+    key = trioconfd.read_hmac_key(args.key_file) if args.key_file else None
+    peers = args.peer or None
+    async with trioconfd.open_confd_client(key, peers, port=args.port) as client:
+        master, serial, changes = None, -1, 0
+        while args.changes is None or changes < args.changes:
+            result = await client.query(requests.cluster_master(), timeout=args.interval * 4)
+            if not result.ok:
+                print(f"no answer: {result.verdict}", file=sys.stderr, flush=True)
+            elif result.answer != master and result.serial is not None and result.serial > serial:
+                if master is None:
+                    print(f"master is {result.answer} (serial {result.serial})", flush=True)
+                else:
+                    changes += 1
+                    print(
+                        f"master changed: {master} -> {result.answer} (serial {result.serial})",
+                        flush=True,
+                    )
+                master, serial = result.answer, result.serial
+            await trio.sleep(args.interval)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer", action="append", type=peer, help="IP or IPv4:PORT")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--key-file", type=Path)
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between queries")
+    parser.add_argument("--changes", type=int, help="stop after this many changes")
+    trio.run(watch, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
