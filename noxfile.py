@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -43,3 +47,36 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against the real ganeti-confd (ratios within one run)."""
     session.install("-e", ".")
     session.run("python", "-m", "benchmarks.harness", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and wheel, install the wheel in a fresh venv, and run it there."""
+    session.install("build")
+    shutil.rmtree("dist", ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", "dist")
+    (wheel,) = Path("dist").glob("trioconfd-*.whl")
+    (sdist,) = Path("dist").glob("trioconfd-*.tar.gz")
+    session.log(f"built {wheel.name} and {sdist.name}")
+    with tempfile.TemporaryDirectory() as fresh:
+        bin_dir = Path(fresh, "bin")
+        session.run("python", "-m", "venv", fresh)
+        session.run(
+            str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel), external=True
+        )
+        session.run(str(bin_dir / "trioconfd"), "--help", external=True, silent=True)
+        session.run(str(bin_dir / "trioconfd"), "demo", external=True)
+        session.run(
+            str(bin_dir / "python"),
+            "-c",
+            "import trioconfd, pathlib; "
+            "assert (pathlib.Path(trioconfd.__file__).parent / 'py.typed').exists()",
+            external=True,
+        )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The Sphinx documentation, warnings as errors, into docs/_build/html."""
+    session.install("-e", ".", "sphinx>=7")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
