@@ -78,5 +78,5 @@ def build(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """The Sphinx documentation, warnings as errors, into docs/_build/html."""
-    session.install("-e", ".", "sphinx>=7")
+    session.install("-e", ".[test]", "sphinx>=7")  # the Hypothesis helpers are documented too
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
