@@ -13,7 +13,7 @@ from trioconfd._cli import build_parser  # noqa: E402
 
 project = "trioconfd"
 author = "The trioconfd developers"
-copyright = "2026, the trioconfd developers"  # noqa: A001
+copyright = "2026, the trioconfd developers"
 version = release = trioconfd.__version__
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx"]
