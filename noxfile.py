@@ -79,4 +79,6 @@ def build(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The Sphinx documentation, warnings as errors, into docs/_build/html."""
     session.install("-e", ".[test]", "sphinx>=7")  # the Hypothesis helpers are documented too
-    session.run("sphinx-build", "-E", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run(
+        "sphinx-build", "-E", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
