@@ -88,21 +88,20 @@ async def sequential(client: ConfdClient, args: argparse.Namespace, progress: Pr
 
 async def concurrent(client: ConfdClient, args: argparse.Namespace, progress: Progress) -> Phase:
     phase = Phase(f"{args.concurrency} in flight")
-    # Acquired here, released by the task: never more than the limit in flight.
-    slots = trio.Semaphore(args.concurrency)
+    left = args.requests
 
-    async def limited() -> None:
-        try:
+    async def worker() -> None:
+        # Each worker asks in turn, like a service under steady load.
+        nonlocal left
+        while left > 0:
+            left -= 1
             await _one(client, args, phase)
-        finally:
-            slots.release()
-        progress.advance()
+            progress.advance()
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for _ in range(args.requests):
-            await slots.acquire()
-            nursery.start_soon(limited)
+        for _ in range(min(args.concurrency, args.requests)):
+            nursery.start_soon(worker)
     phase.elapsed = time.perf_counter() - start
     return phase
 

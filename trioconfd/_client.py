@@ -433,6 +433,8 @@ class ConfdClient:
     # -- timers: expiry and retransmission -------------------------------------
 
     async def _retransmit(self, entry: Outstanding, now: float) -> None:
+        if self._requests.get(entry.request.rsalt) is not entry:
+            return  # its query ended while an earlier retransmission was going out
         policy, aggregator = entry.policy, entry.aggregator
         assert policy is not None
         assert aggregator is not None
