@@ -18,14 +18,6 @@ import trioconfd
 from trioconfd import requests
 
 
-def peer(text: str) -> trioconfd.PeerSpec:
-    """``IP`` or ``IPv4:PORT``."""
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return (host, int(port))
-    return text
-
-
 async def find(args: argparse.Namespace) -> int:
     key = trioconfd.read_hmac_key(args.key_file) if args.key_file else None
     async with trioconfd.open_confd_client(key, args.peer or None, port=args.port) as client:
@@ -44,7 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ip")
     parser.add_argument("--link", help="the NIC link (default: the cluster's default)")
-    parser.add_argument("--peer", action="append", type=peer, help="IP or IPv4:PORT")
+    parser.add_argument(
+        "--peer", action="append", type=trioconfd.parse_peer, help="IP, IP:PORT or [IPv6]:PORT"
+    )
     parser.add_argument("--port", type=int)
     parser.add_argument("--key-file", type=Path)
     raise SystemExit(trio.run(find, parser.parse_args()))

@@ -19,14 +19,6 @@ import trioconfd
 from trioconfd import requests
 
 
-def peer(text: str) -> trioconfd.PeerSpec:
-    """``IP`` or ``IPv4:PORT``."""
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return (host, int(port))
-    return text
-
-
 async def watch(args: argparse.Namespace) -> None:
     key = trioconfd.read_hmac_key(args.key_file) if args.key_file else None
     peers = args.peer or None
@@ -51,7 +43,9 @@ async def watch(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer", action="append", type=peer, help="IP or IPv4:PORT")
+    parser.add_argument(
+        "--peer", action="append", type=trioconfd.parse_peer, help="IP, IP:PORT or [IPv6]:PORT"
+    )
     parser.add_argument("--port", type=int)
     parser.add_argument("--key-file", type=Path)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between queries")

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trio
 
+import trioconfd
+from trioconfd import ConfdClientError
 from trioconfd._cli import (
     EXIT_ERROR_REPLY,
     EXIT_OK,
@@ -200,6 +202,8 @@ def test_parse_peer() -> None:
     for bad in ("[::1]x", "192.0.2.1:http", "host:1814", "[::1]:0"):
         with pytest.raises(UsageError, match="bad peer"):
             parse_peer(bad)
+        with pytest.raises(ConfdClientError, match="bad peer"):
+            trioconfd.parse_peer(bad)  # the library's own, for programs
 
 
 async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:

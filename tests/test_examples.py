@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from trioconfd.testing import ConfdServer, make_cluster_config, serve_confd
@@ -21,10 +22,15 @@ def peers(*servers: ConfdServer) -> list[str]:
     return [f"--peer=127.0.0.1:{server.address[1]}" for server in servers]
 
 
-async def test_watch_master_reacts_to_a_change(tmp_path: Path) -> None:
-    key_file = tmp_path / "hmac.key"
-    key_file.write_bytes(KEY)
-    key_file.chmod(0o600)
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hmac.key"
+    path.write_bytes(KEY)
+    path.chmod(0o600)
+    return path
+
+
+async def test_watch_master_reacts_to_a_change(key_file: Path) -> None:
     config = make_cluster_config(nodes=3, serial=1)
     async with serve_confd(config, KEY) as one, serve_confd(config, KEY) as two:
         process = await trio.lowlevel.open_process(
@@ -55,10 +61,7 @@ async def test_watch_master_reacts_to_a_change(tmp_path: Path) -> None:
             assert await process.wait() == 0
 
 
-async def test_node_for_instance_ip(tmp_path: Path) -> None:
-    key_file = tmp_path / "hmac.key"
-    key_file.write_bytes(KEY)
-    key_file.chmod(0o600)
+async def test_node_for_instance_ip(key_file: Path) -> None:
     config = make_cluster_config(nodes=3, instances=3)
     async with serve_confd(config, KEY) as one, serve_confd(config, KEY) as two:
         script = [sys.executable, str(EXAMPLES / "node_for_instance_ip.py")]

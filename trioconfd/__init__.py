@@ -42,6 +42,7 @@ from ._node import (
     read_master_candidate_ips,
 )
 from ._peers import PeerSpec, default_port
+from ._peers import parse_peer_text as parse_peer
 from ._quorum import QuorumRule, needed_replies
 from ._retry import RetryPolicy
 from ._stats import ClientStats
@@ -99,6 +100,7 @@ __all__ = [
     "open_confd_client",
     "pack_reply",
     "pack_request",
+    "parse_peer",
     "query",
     "read_hmac_key",
     "read_master_candidate_ips",

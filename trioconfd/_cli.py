@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from ._demo import run_demo
 from ._errors import ConfdError
 from ._messages import ConfdRequest
 from ._node import read_hmac_key, read_master_candidate_ips
-from ._peers import PeerSpec, check_port
+from ._peers import PeerSpec, parse_peer_text
 from ._serve import run_serve
 from ._version import __version__
 
@@ -41,28 +40,11 @@ class UsageError(Exception):
 
 
 def parse_peer(text: str) -> PeerSpec:
-    """``ADDR``, ``ADDR:PORT`` or ``[ADDR]:PORT`` (IPv6) as a peer."""
-    host, port = text, None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise UsageError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
-            port = rest[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
+    """:func:`trioconfd.parse_peer`, with a usage error for a bad one."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"bad peer {text!r}: {host!r} is not an IP address") from None
-    if port is None:
-        return host
-    if not port.isdigit():
-        raise UsageError(f"bad peer {text!r}: port {port!r} is not a number")
-    try:
-        return (host, check_port(int(port)))
+        return parse_peer_text(text)
     except ConfdError as exc:
-        raise UsageError(f"bad peer {text!r}: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def _fields(text: str) -> list[MasterField]:

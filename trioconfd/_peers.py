@@ -32,6 +32,34 @@ def check_port(port: object, what: str = "port") -> int:
     return port
 
 
+def parse_peer_text(text: str) -> PeerSpec:
+    """A peer written ``ADDR``, ``ADDR:PORT`` or ``[ADDR]:PORT`` (IPv6), as on a command line.
+
+    A bad one is a :class:`ConfdClientError` that quotes it.
+    """
+    host, port = text, None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfdClientError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfdClientError(f"bad peer {text!r}: {host!r} is not an IP address") from None
+    if port is None:
+        return host
+    if not port.isdigit():
+        raise ConfdClientError(f"bad peer {text!r}: port {port!r} is not a number")
+    try:
+        return (host, check_port(int(port)))
+    except ConfdClientError as exc:
+        raise ConfdClientError(f"bad peer {text!r}: {exc}") from None
+
+
 def _parse_peer(peer: object, port: int) -> tuple[int, Address]:
     if isinstance(peer, tuple):
         if len(peer) != 2:
