@@ -75,6 +75,14 @@ class Cluster:
             raise
 
 
+def write_key_file(directory: Path, key: bytes) -> Path:
+    """An ``hmac.key`` in ``directory``, readable by its owner only (no warning)."""
+    path = directory / "hmac.key"
+    path.write_bytes(key)
+    path.chmod(0o600)
+    return path
+
+
 #: A trailing newline is part of the key, as in a real hmac.key file.
 CLUSTER_KEY = b"interop test key\n"
 

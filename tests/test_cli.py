@@ -25,6 +25,7 @@ from trioconfd._cli import (
 )
 from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, serve_confd
 
+from .conftest import write_key_file
 from .responders import run_responders, silent
 
 KEY = b"cli key\n"
@@ -47,10 +48,7 @@ async def run_cli(
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "hmac.key"
-    path.write_bytes(KEY)
-    path.chmod(0o600)
-    return path
+    return write_key_file(tmp_path, KEY)
 
 
 @pytest.fixture
@@ -184,8 +182,7 @@ async def test_defaults_come_from_the_ganeti_node(
 ) -> None:
     data = tmp_path / "var/lib/ganeti"
     data.mkdir(parents=True)
-    (data / "hmac.key").write_bytes(KEY)
-    (data / "hmac.key").chmod(0o600)
+    write_key_file(data, KEY)
     (data / "ssconf_master_candidates_ips").write_text("127.0.0.1\n")
     port = str(servers[0].address[1])
     done = await run_cli("master", "--port", port, env={"GANETI_ROOTDIR": str(tmp_path)})

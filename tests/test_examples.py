@@ -12,6 +12,7 @@ import trio
 
 from trioconfd.testing import ConfdServer, make_cluster_config, serve_confd
 
+from .conftest import write_key_file
 from .test_cli import LineReader
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -24,10 +25,7 @@ def peers(*servers: ConfdServer) -> list[str]:
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "hmac.key"
-    path.write_bytes(KEY)
-    path.chmod(0o600)
-    return path
+    return write_key_file(tmp_path, KEY)
 
 
 async def test_watch_master_reacts_to_a_change(key_file: Path) -> None:
