@@ -9,7 +9,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import trioconfd  # noqa: E402
-from trioconfd._cli import build_parser  # noqa: E402
+from trioconfd.cli import build_parser  # noqa: E402
 
 project = "trioconfd"
 author = "The trioconfd developers"

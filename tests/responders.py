@@ -9,8 +9,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from trioconfd import ConfdReply, ConfdRequest, ReplyStatus, pack_reply, unpack_request
-from trioconfd._errors import ConfdProtocolError
+from trioconfd import (
+    ConfdProtocolError,
+    ConfdReply,
+    ConfdRequest,
+    ReplyStatus,
+    pack_reply,
+    unpack_request,
+)
 
 #: Given the request and the responder's index, the reply to send (None: stay silent).
 Handler = Callable[[ConfdRequest, int], ConfdReply | None]

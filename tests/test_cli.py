@@ -15,7 +15,7 @@ import trio
 
 import trioconfd
 from trioconfd import ConfdClientError
-from trioconfd._cli import (
+from trioconfd.cli._main import (
     EXIT_ERROR_REPLY,
     EXIT_OK,
     EXIT_TIMEOUT,

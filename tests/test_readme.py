@@ -50,9 +50,8 @@ async def test_readme_pytest_trio_example_passes() -> None:
 
 
 async def test_readme_cli_example_output_matches_the_cli() -> None:
-    from trioconfd import ConfdReply, ReplyStatus
-    from trioconfd._aggregate import ReplyAggregator
-    from trioconfd._cli import report
+    from trioconfd import ConfdReply, ReplyAggregator, ReplyStatus
+    from trioconfd.cli._main import report
     from trioconfd.requests import node_role
 
     text = README.read_text()

@@ -1,14 +1,32 @@
 """trioconfd: a Trio-native client for Ganeti's confd protocol.
 
-The protocol core (messages, packing, the quorum rule, reply aggregation) is
-pure and does no I/O; :func:`open_confd_client` and :func:`query` put it on a
-Trio UDP socket.
+Three layers, one folder each: :mod:`trioconfd.protocol` is the protocol
+without I/O (messages, packing, the quorum rule, verdicts);
+:mod:`trioconfd.client` puts it on a Trio UDP socket (:func:`open_confd_client`,
+:func:`query`); :mod:`trioconfd.cli` is the ``trioconfd`` command.
+:mod:`trioconfd.testing` has the in-process server and the test tools.
 """
 
 from . import callbacks, requests
-from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
-from ._client import ConfdClient, open_confd_client, query
-from ._constants import (
+from ._version import __version__
+from .client import (
+    Callback,
+    ClientStats,
+    ConfdClient,
+    ConfdClientClosedError,
+    InsecureKeyFileWarning,
+    PeerSpec,
+    ReplyStream,
+    Upcall,
+    default_port,
+    ganeti_data_dir,
+    open_confd_client,
+    query,
+    read_hmac_key,
+    read_master_candidate_ips,
+)
+from .client import parse_peer_text as parse_peer
+from .protocol import (
     DEFAULT_COVERAGE,
     DEFAULT_PORT,
     EXPIRE_TIMEOUT,
@@ -19,37 +37,35 @@ from ._constants import (
     PROTOCOL_VERSION,
     UPCALL_EXPIRE,
     UPCALL_REPLY,
-    ErrorCode,
-    MasterField,
-    NodeRole,
-    QueryKey,
-    ReplyStatus,
-    RequestType,
-    UpcallType,
-)
-from ._errors import (
+    Address,
     ConfdClientError,
     ConfdError,
     ConfdMagicError,
     ConfdProtocolError,
+    ConfdReply,
+    ConfdRequest,
     ConfdSignatureError,
+    ErrorCode,
+    HmacKey,
+    MasterField,
+    NodeRole,
+    PeerReply,
+    Query,
+    QueryKey,
+    QueryResult,
+    QuorumRule,
+    ReplyAggregator,
+    ReplyStatus,
+    RequestType,
+    RetryPolicy,
+    UpcallType,
+    needed_replies,
+    new_rsalt,
+    pack_reply,
+    pack_request,
+    unpack_reply,
+    unpack_request,
 )
-from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
-from ._node import (
-    InsecureKeyFileWarning,
-    ganeti_data_dir,
-    read_hmac_key,
-    read_master_candidate_ips,
-)
-from ._peers import PeerSpec, default_port
-from ._peers import parse_peer_text as parse_peer
-from ._quorum import QuorumRule, needed_replies
-from ._retry import RetryPolicy
-from ._stats import ClientStats
-from ._stream import ReplyStream
-from ._upcall import Callback, Upcall
-from ._version import __version__
-from ._wire import HmacKey, pack_reply, pack_request, unpack_reply, unpack_request
 
 __all__ = [
     "DEFAULT_COVERAGE",
@@ -66,6 +82,7 @@ __all__ = [
     "Callback",
     "ClientStats",
     "ConfdClient",
+    "ConfdClientClosedError",
     "ConfdClientError",
     "ConfdError",
     "ConfdMagicError",

@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._constants import UpcallType
-from ._errors import ConfdClientError
-from ._messages import ConfdReply
-from ._upcall import Callback, Upcall
+from .client import Callback, Upcall
+from .protocol import ConfdClientError, ConfdReply, UpcallType
 
 
 def _check_callable(callback: object) -> None:

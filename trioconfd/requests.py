@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._constants import MasterField, QueryKey, RequestType
-from ._errors import ConfdClientError
-from ._messages import ConfdRequest
+from .protocol import ConfdClientError, ConfdRequest, MasterField, QueryKey, RequestType
 
 
 def _name(value: object, what: str) -> str:

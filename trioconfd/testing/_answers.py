@@ -18,8 +18,16 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from .._constants import ErrorCode, MasterField, NodeRole, QueryKey, ReplyStatus, RequestType
-from .._messages import ConfdReply, ConfdRequest
+from ..protocol import (
+    ConfdReply,
+    ConfdRequest,
+    ErrorCode,
+    MasterField,
+    NodeRole,
+    QueryKey,
+    ReplyStatus,
+    RequestType,
+)
 
 _OK = ReplyStatus.OK
 _ERROR = ReplyStatus.ERROR

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import ConfdClientError
+from ..protocol import ConfdClientError
 
 _CTIME = 1700000000.0
 _NODE_NET = ipaddress.ip_network("192.0.2.0/24")

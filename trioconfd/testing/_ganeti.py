@@ -21,9 +21,8 @@ from typing import Any
 
 import trio
 
-from .._client import open_confd_client
-from .._constants import RequestType
-from .._errors import ConfdError
+from ..client import open_confd_client
+from ..protocol import ConfdError, RequestType
 
 #: Where Debian's ganeti-haskell-3.0 puts the daemon.
 DEBIAN_GANETI_CONFD = "/usr/lib/ganeti/3.0/usr/sbin/ganeti-confd"

@@ -20,8 +20,8 @@ from typing import Any
 
 import trio
 
-from .._background import background_tasks
-from .._errors import ConfdClientError
+from ..client._background import background_tasks
+from ..protocol import ConfdClientError
 
 _RECEIVE_SIZE = 65536
 

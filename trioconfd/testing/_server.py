@@ -14,10 +14,18 @@ from typing import Any, TypeAlias
 
 import trio
 
-from .._background import background_tasks
-from .._constants import MAX_REQUEST_SIZE
-from .._errors import ConfdClientError, ConfdError, ConfdProtocolError
-from .._wire import HmacKey, KeyLike, as_hmac_key, pack_reply, unpack_request
+from ..client._background import background_tasks
+from ..protocol import (
+    MAX_REQUEST_SIZE,
+    ConfdClientError,
+    ConfdError,
+    ConfdProtocolError,
+    HmacKey,
+    KeyLike,
+    as_hmac_key,
+    pack_reply,
+    unpack_request,
+)
 from ._answers import ConfigAnswers
 
 _LOGGER = logging.getLogger("trioconfd.testing.server")

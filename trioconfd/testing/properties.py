@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .._quorum import QuorumRule
+from ..protocol import QuorumRule
 
 #: Peer counts worth checking every one of; larger ones are sampled.
 EXHAUSTIVE_UP_TO = 256

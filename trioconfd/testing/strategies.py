@@ -7,9 +7,16 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from .._constants import MAGIC, QueryKey, ReplyStatus, RequestType
-from .._messages import ConfdReply, ConfdRequest, Query
-from .._wire import HmacKey
+from ..protocol import (
+    MAGIC,
+    ConfdReply,
+    ConfdRequest,
+    HmacKey,
+    Query,
+    QueryKey,
+    ReplyStatus,
+    RequestType,
+)
 
 #: Any JSON value (no NaN or infinities, which JSON cannot carry).
 json_values: st.SearchStrategy[Any] = st.recursive(

@@ -9,10 +9,9 @@ from typing import TextIO
 
 import trio
 
-from ._errors import ConfdError
-from ._node import read_hmac_key
-from ._peers import check_port, default_port
-from .testing import ConfdServer, serve_confd
+from ..client import check_port, default_port, read_hmac_key
+from ..protocol import ConfdError
+from ..testing import ConfdServer, serve_confd
 
 #: How often the configuration file is checked for changes, in seconds.
 POLL_INTERVAL = 0.5

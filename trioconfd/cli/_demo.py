@@ -10,13 +10,10 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
-from . import requests
-from ._aggregate import QueryResult
-from ._client import ConfdClient, open_confd_client, query
-from ._constants import NodeRole
-from ._messages import ConfdRequest
-from ._upcall import Upcall
-from .testing import ConfdServer, make_cluster_config, serve_confd
+from .. import requests
+from ..client import ConfdClient, Upcall, open_confd_client, query
+from ..protocol import ConfdRequest, NodeRole, QueryResult
+from ..testing import ConfdServer, make_cluster_config, serve_confd
 
 KEY = b"demo cluster key\n"
 NEW_SERIAL = 42

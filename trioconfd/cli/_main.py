@@ -12,18 +12,27 @@ from typing import Any, NoReturn, TextIO
 
 import trio
 
-from . import requests
-from ._aggregate import QueryResult
+from .. import requests
+from .._version import __version__
+from ..client import (
+    PeerSpec,
+    open_confd_client,
+    parse_peer_text,
+    read_hmac_key,
+    read_master_candidate_ips,
+)
+from ..protocol import (
+    ConfdError,
+    ConfdRequest,
+    MasterField,
+    NodeRole,
+    QueryResult,
+    ReplyStatus,
+    RequestType,
+)
 from ._bench import run_bench
-from ._client import open_confd_client
-from ._constants import MasterField, NodeRole, ReplyStatus, RequestType
 from ._demo import run_demo
-from ._errors import ConfdError
-from ._messages import ConfdRequest
-from ._node import read_hmac_key, read_master_candidate_ips
-from ._peers import PeerSpec, parse_peer_text
 from ._serve import run_serve
-from ._version import __version__
 
 #: Exit codes: the answer was OK; the daemon answered with an error; the
 #: command line or its files were wrong; no quorum replied in time.

@@ -8,9 +8,7 @@ import socket
 from collections.abc import Iterable
 from typing import TypeAlias
 
-from ._aggregate import Address
-from ._constants import DEFAULT_PORT, SERVICE_NAME
-from ._errors import ConfdClientError
+from ..protocol import DEFAULT_PORT, SERVICE_NAME, Address, ConfdClientError
 
 #: A peer: an IP address (the client's port applies), or an (IP, port) pair.
 PeerSpec: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | tuple[str, int]

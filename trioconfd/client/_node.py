@@ -12,7 +12,7 @@ import stat
 import warnings
 from pathlib import Path
 
-from ._errors import ConfdClientError
+from ..protocol import ConfdClientError
 
 
 class InsecureKeyFileWarning(UserWarning):

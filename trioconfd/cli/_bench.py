@@ -10,9 +10,8 @@ from typing import TextIO
 
 import trio
 
-from . import requests
-from ._client import ConfdClient, open_confd_client
-from ._peers import PeerSpec
+from .. import requests
+from ..client import ConfdClient, PeerSpec, open_confd_client
 
 
 @dataclass

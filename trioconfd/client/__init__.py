@@ -1,0 +1,40 @@
+"""The Trio client: a UDP socket, a receive task, a memory channel and a cancel scope per query.
+
+``_open`` opens the socket and the nursery; ``_router`` runs the receive task
+and its routing table; ``_gather`` is a query's life (send, gather under a
+cancel scope, resend); ``_parity`` is Ganeti's send/wait/expire API;
+``_client`` is the public :class:`ConfdClient` that ties them together.
+"""
+
+from ._client import Callback, ConfdClient, Upcall
+from ._gather import ReplyStream
+from ._node import (
+    InsecureKeyFileWarning,
+    ganeti_data_dir,
+    read_hmac_key,
+    read_master_candidate_ips,
+)
+from ._open import open_confd_client, query
+from ._peers import PeerSpec, check_port, default_port, parse_peer_text, parse_peers
+from ._router import ConfdClientClosedError
+from ._stats import ClientStats
+
+__all__ = [
+    "Callback",
+    "ClientStats",
+    "ConfdClient",
+    "ConfdClientClosedError",
+    "InsecureKeyFileWarning",
+    "PeerSpec",
+    "ReplyStream",
+    "Upcall",
+    "check_port",
+    "default_port",
+    "ganeti_data_dir",
+    "open_confd_client",
+    "parse_peer_text",
+    "parse_peers",
+    "query",
+    "read_hmac_key",
+    "read_master_candidate_ips",
+]

@@ -1,0 +1,339 @@
+"""The public client: queries, streams, Ganeti's send/wait/expire API, peers, upcalls."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import trio
+
+from ..protocol import (
+    DEFAULT_COVERAGE,
+    EXPIRE_TIMEOUT,
+    Address,
+    ConfdClientError,
+    ConfdReply,
+    ConfdRequest,
+    PeerReply,
+    Query,
+    QueryResult,
+    QuorumRule,
+    RequestType,
+    RetryPolicy,
+    UpcallType,
+)
+from ._gather import Exchange, ReplyStream, gather
+from ._kernel import udp_socket_drops
+from ._parity import ParityRequests
+from ._peers import PeerSpec, parse_peers
+from ._router import Route, Router
+from ._stats import ClientStats
+
+
+@dataclass(frozen=True, slots=True)
+class Upcall:
+    """The argument of a client callback, like Ganeti's ``ConfdUpcallPayload``.
+
+    A ``REPLY`` upcall has every field; an ``EXPIRE`` upcall has no
+    ``server_reply``, ``server_ip`` or ``server_port``.
+    """
+
+    type: UpcallType
+    salt: str
+    orig_request: ConfdRequest
+    extra_args: Any
+    client: ConfdClient
+    server_reply: ConfdReply | None = None
+    server_ip: str | None = None
+    server_port: int | None = None
+
+
+#: A client callback: called once per accepted reply and once per expiry.
+Callback: TypeAlias = Callable[[Upcall], object]
+
+
+def check_timeout(timeout: float | None) -> float:
+    """``timeout`` in seconds: None is :data:`EXPIRE_TIMEOUT`, ``math.inf`` never ends."""
+    if timeout is None:
+        return EXPIRE_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ConfdClientError(
+            f"timeout must be a number of seconds >= 0 (math.inf: no limit), not {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:
+    if isinstance(type_or_request, ConfdRequest):
+        if query is not None:
+            raise ConfdClientError("give a query either inside the ConfdRequest or beside a type")
+        return type_or_request
+    return ConfdRequest(type_or_request, query)  # type: ignore[arg-type]
+
+
+class ConfdClient:
+    """A confd client on one Trio UDP socket; make it with :func:`open_confd_client`.
+
+    Queries and streams each own their request from first send to verdict;
+    the receive task (in :mod:`._router`) only checks datagrams and routes
+    them. Requests sent with :meth:`send_request` live until they expire.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        nursery: trio.Nursery,
+        family: socket.AddressFamily,
+        peers: list[Address],
+        port: int,
+        *,
+        callback: Callback | None,
+        quorum: QuorumRule,
+        retry: RetryPolicy,
+        rng: random.Random,
+    ) -> None:
+        self._router = router
+        self._family = family
+        self._peers = peers
+        self._port = port
+        self._callback = callback
+        self._quorum = quorum
+        self._retry = retry
+        self._rng = rng
+        self._parity = ParityRequests(router, nursery, quorum, self._upcall_expire)
+        if callback is not None:
+            router.on_reply = self._upcall_reply
+
+    def __repr__(self) -> str:
+        state = "closed" if self._router.closed_reason else f"outstanding={self.outstanding}"
+        return f"<ConfdClient local={self.local_address} peers={len(self._peers)} {state}>"
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def stats(self) -> ClientStats:
+        """Counters of what happened to each datagram and request."""
+        return self._router.stats
+
+    @property
+    def peers(self) -> tuple[Address, ...]:
+        """The peers' (address, port) pairs."""
+        return tuple(self._peers)
+
+    @property
+    def port(self) -> int:
+        """The port of peers given without one."""
+        return self._port
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retransmission policy of queries that do not give their own."""
+        return self._retry
+
+    @property
+    def local_address(self) -> tuple[Any, ...]:
+        """The socket's bound address, where replies (and anything else) arrive."""
+        return tuple(self._router.socket.getsockname())
+
+    @property
+    def outstanding(self) -> int:
+        """How many requests are in the table, waiting for replies or expiry."""
+        return len(self._router.table)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client is closed (its block has exited, or its receive task stopped)."""
+        return self._router.closed_reason is not None
+
+    def socket_drops(self) -> int | None:
+        """Datagrams the kernel dropped because the socket's buffer was full (Linux), else None.
+
+        None too for a socket with no kernel file behind it (a simulated network).
+        """
+        try:
+            fd = self._router.socket.fileno()
+        except (NotImplementedError, OSError):
+            return None
+        return udp_socket_drops(fd, self._family) if fd >= 0 else None
+
+    # -- peers and coverage --------------------------------------------------
+
+    def update_peer_list(self, peers: Iterable[PeerSpec]) -> None:
+        """Replace the peers; requests already sent keep their targets.
+
+        The new peers must be of the socket's address family.
+        """
+        family, addresses = parse_peers(peers, self._port)
+        if family != self._family:
+            raise ConfdClientError(
+                f"the new peers are {family.name}, but this client's socket is {self._family.name}"
+            )
+        self._peers = addresses
+
+    def _choose_targets(self, coverage: int) -> list[Address]:
+        if isinstance(coverage, bool) or not isinstance(coverage, int):
+            raise ConfdClientError(f"coverage must be an integer, not {coverage!r}")
+        known = len(self._peers)
+        if coverage == 0:
+            coverage = min(known, DEFAULT_COVERAGE)
+        elif coverage == -1:
+            coverage = known
+        elif coverage < -1:
+            raise ConfdClientError(f"coverage must be -1, 0 or a peer count, not {coverage}")
+        if coverage > known:
+            raise ConfdClientError(
+                f"coverage {coverage} asks for more peers than the {known} known"
+            )
+        if coverage == known:
+            return list(self._peers)  # everyone is asked: nothing to draw
+        return self._rng.sample(self._peers, coverage)
+
+    # -- queries and streams -------------------------------------------------
+
+    async def query(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query = None,
+        *,
+        coverage: int = 0,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> QueryResult:
+        """Ask ``coverage`` peers and return the verdict once a quorum has replied.
+
+        The quorum is ``needed_replies(sent)`` (or the client's own rule).
+        Silent peers are asked again as ``retry`` (default: the client's
+        policy) says. If the deadline (``timeout`` seconds, default
+        :data:`EXPIRE_TIMEOUT`; ``math.inf`` for none) passes first, the
+        result has ``timed_out`` set and holds what did arrive.
+        """
+        exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
+        try:
+            await exchange.send()
+            return await gather(exchange)
+        finally:
+            exchange.close()
+
+    @asynccontextmanager
+    async def request(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query = None,
+        *,
+        coverage: int = 0,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[ReplyStream]:
+        """Send a request and stream its replies as they arrive::
+
+            async with client.request(RequestType.PING) as replies:
+                async for peer_reply in replies:
+                    print(peer_reply.address, peer_reply.reply.answer)
+
+        The stream ends when every peer asked has replied or ``timeout``
+        seconds (default :data:`EXPIRE_TIMEOUT`) have passed; until then
+        silent peers are asked again as ``retry`` (default: the client's
+        policy) says. Leaving the block forgets the request; later replies to
+        it are discarded and counted.
+        """
+        exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
+        try:
+            await exchange.send()
+            yield ReplyStream(exchange)
+        finally:
+            exchange.close()
+
+    def _open_exchange(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query,
+        coverage: int,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> Exchange:
+        self._router.check_open()
+        request = _as_request(type_or_request, query)
+        deadline = trio.current_time() + check_timeout(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        policy = self._retry if retry is None else retry
+        targets = self._choose_targets(coverage)
+        return Exchange(
+            self._router,
+            request,
+            targets,
+            peers=self._peers,
+            quorum=self._quorum,
+            policy=policy,
+            deadline=deadline,
+            rng=self._rng,
+        )
+
+    # -- Ganeti's API: send, wait, expire ------------------------------------
+
+    async def send_request(
+        self, request: ConfdRequest, args: Any = None, coverage: int = 0
+    ) -> None:
+        """Send ``request`` to ``coverage`` peers; replies go to the callback.
+
+        Coverage 0 means min(peers, 6), -1 all peers, N exactly N (more than
+        are known is an error). The request expires :data:`EXPIRE_TIMEOUT`
+        seconds from now, firing an ``EXPIRE`` upcall, unless waited on. Like
+        Ganeti's client, this sends once; queries retransmit.
+        """
+        self._router.check_open()
+        if not isinstance(request, ConfdRequest):
+            raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
+        await self._parity.send(request, args, self._choose_targets(coverage))
+
+    async def wait_for_reply(
+        self, salt: str, timeout: float = EXPIRE_TIMEOUT
+    ) -> tuple[bool, int, int]:
+        """Wait until a quorum of the peers asked has replied to request ``salt``.
+
+        Returns ``(timed_out, sent, received)``; an unknown or expired salt
+        gives ``(True, 0, 0)``. The request's expiry moves ``timeout`` later,
+        so that it does not expire while waited on.
+        """
+        self._router.check_open()
+        return await self._parity.wait(salt, check_timeout(timeout))
+
+    def expire_requests(self) -> None:
+        """Forget every request past its expiry, firing an ``EXPIRE`` upcall for each."""
+        self._parity.expire_overdue()
+
+    # -- upcalls -------------------------------------------------------------
+
+    def _upcall_reply(self, route: Route, peer_reply: PeerReply) -> None:
+        address, reply = peer_reply
+        request = route.request
+        self._upcall(
+            Upcall(
+                UpcallType.REPLY,
+                request.rsalt,
+                request,
+                route.args,
+                self,
+                server_reply=reply,
+                server_ip=address[0],
+                server_port=address[1],
+            )
+        )
+
+    def _upcall_expire(self, route: Route) -> None:
+        request = route.request
+        self._upcall(Upcall(UpcallType.EXPIRE, request.rsalt, request, route.args, self))
+
+    def _upcall(self, upcall: Upcall) -> None:
+        if self._callback is None:
+            return
+        try:
+            self._callback(upcall)
+        except Exception:
+            # The callback is the user's code; its bug must not kill the receive task.
+            self._router.stats.callback_errors += 1
+            self._router.logger.exception("the confd client's callback raised; ignoring it")

@@ -1,0 +1,130 @@
+"""Opening a client: its ``trio.socket`` UDP socket, its nursery, its receive task."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import trio
+
+from ..protocol import (
+    ConfdClientError,
+    ConfdRequest,
+    KeyLike,
+    Query,
+    QueryResult,
+    QuorumRule,
+    RequestType,
+    RetryPolicy,
+    as_hmac_key,
+    needed_replies,
+)
+from ._background import background_tasks
+from ._client import Callback, ConfdClient
+from ._node import read_hmac_key, read_master_candidate_ips
+from ._peers import PeerSpec, check_port, default_port, parse_peers
+from ._router import Router
+
+_LOGGER = logging.getLogger("trioconfd")
+
+#: The socket receive buffer asked for: room for a burst of replies to many
+#: queries in flight (the kernel may grant less; see ``net.core.rmem_max``).
+RECEIVE_BUFFER_SIZE = 4 * 1024 * 1024
+
+#: How many requests may be outstanding at once by default.
+DEFAULT_MAX_OUTSTANDING = 65536
+
+
+def _check_max_outstanding(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfdClientError(f"max_outstanding must be a positive integer, not {value!r}")
+    return value
+
+
+def _ask_for_a_large_receive_buffer(sock: trio.socket.SocketType) -> None:
+    # A simulated network's socket has no kernel buffer: its default serves.
+    with contextlib.suppress(OSError, NotImplementedError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
+
+
+@asynccontextmanager
+async def open_confd_client(
+    hmac_key: KeyLike | None = None,
+    peers: Iterable[PeerSpec] | None = None,
+    *,
+    port: int | None = None,
+    callback: Callback | None = None,
+    logger: logging.Logger | None = None,
+    quorum: QuorumRule = needed_replies,
+    retry: RetryPolicy | None = None,
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
+    rng: random.Random | None = None,
+) -> AsyncIterator[ConfdClient]:
+    """Open a confd client for the duration of an ``async with`` block.
+
+    ``peers`` are IP addresses of one family, or (address, port) pairs;
+    ``port`` (default: the ``ganeti-confd`` service, else 1814) applies to the
+    others. Left out, the key and the peers are read from the Ganeti node this
+    runs on (``hmac.key`` and ``ssconf_master_candidates_ips``). ``callback``
+    receives an :class:`Upcall` per accepted reply and per expired request.
+    ``retry`` is how queries ask silent peers again (default
+    :class:`RetryPolicy()`; ``RetryPolicy.off()`` sends once). At most
+    ``max_outstanding`` requests may wait at once.
+
+    The client's ``trio.socket`` UDP socket and its receive task live in its
+    own nursery and end with the block. From then on every call raises
+    :class:`ConfdClientClosedError`, and so does a query still in flight.
+    """
+    key = as_hmac_key(read_hmac_key() if hmac_key is None else hmac_key)
+    if peers is None:
+        peers = read_master_candidate_ips()
+    port = default_port() if port is None else check_port(port)
+    if callback is not None and not callable(callback):
+        raise ConfdClientError(f"callback must be callable, not {type(callback).__name__}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    max_outstanding = _check_max_outstanding(max_outstanding)
+    family, addresses = parse_peers(peers, port)
+    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    with sock:
+        _ask_for_a_large_receive_buffer(sock)
+        await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        router = Router(sock, key, logger or _LOGGER, max_outstanding)
+        async with background_tasks() as nursery:
+            client = ConfdClient(
+                router,
+                nursery,
+                family,
+                addresses,
+                port,
+                callback=callback,
+                quorum=quorum,
+                retry=retry or RetryPolicy(),
+                rng=rng or random.Random(),
+            )
+            nursery.start_soon(router.receive_loop)
+            try:
+                yield client
+            finally:
+                router.close("its async with block has exited")
+
+
+async def query(
+    hmac_key: KeyLike,
+    peers: Iterable[PeerSpec],
+    type: ConfdRequest | RequestType | int,
+    query: Query = None,
+    *,
+    port: int | None = None,
+    coverage: int = 0,
+    timeout: float | None = None,
+    quorum: QuorumRule = needed_replies,
+    retry: RetryPolicy | None = None,
+) -> QueryResult:
+    """Open a client, ask one question, close it: the one-shot form of :meth:`ConfdClient.query`."""
+    async with open_confd_client(hmac_key, peers, port=port, quorum=quorum, retry=retry) as client:
+        return await client.query(type, query, coverage=coverage, timeout=timeout)

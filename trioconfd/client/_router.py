@@ -1,0 +1,255 @@
+"""The client's socket side: the routing table, the receive task, and sending.
+
+Every request in flight is a :class:`Route` in the table, keyed by its rsalt.
+The receive task reads each datagram from the client's ``trio.socket`` UDP
+socket and checks it: size and magic, HMAC, a known rsalt, an address the
+request went to, a peer not yet counted. What passes goes to the route's
+memory channel with ``send_nowait`` (the channel's buffer holds one reply per
+peer that may be asked, so that never blocks), and to the user's callback.
+Everything else is counted in :class:`ClientStats` and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+
+from ..protocol import (
+    MAX_DATAGRAM_SIZE,
+    Address,
+    ConfdClientError,
+    ConfdMagicError,
+    ConfdRequest,
+    ConfdSignatureError,
+    HmacKey,
+    PeerReply,
+    unpack_reply,
+)
+from ._stats import ClientStats
+
+# One byte more than the protocol allows, so that an oversized datagram
+# arrives whole enough to be recognised and counted as such.
+_RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
+
+# Channel pairs kept for reuse, per buffer size. Opening a pair costs about
+# 6 µs, a third of a query's own work; a pooled pair costs nothing.
+_POOL_LIMIT = 512
+
+ReplySender = trio.MemorySendChannel[PeerReply]
+ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
+
+
+class ConfdClientClosedError(ConfdClientError, trio.ClosedResourceError):
+    """The client is closed: its ``async with`` block has exited or its receive task stopped."""
+
+
+class Route:
+    """A request in the table: where it went, who has answered, where replies go.
+
+    A query or a stream reads its replies from ``replies`` (a memory
+    channel); a request sent with ``send_request`` has no channel, and
+    ``changed`` wakes whoever waits on it instead.
+    """
+
+    __slots__ = ("answered", "args", "changed", "replies", "request", "targets", "timer")
+
+    def __init__(
+        self,
+        request: ConfdRequest,
+        targets: list[Address],
+        replies: ReplySender | None,
+        args: Any = None,
+    ) -> None:
+        self.request = request
+        # A short list is smaller than a set and as quick to search.
+        self.targets: list[Address] | set[Address] = targets if len(targets) <= 8 else set(targets)
+        # Shared and empty until the first reply: most requests in flight have none.
+        self.answered: set[Address] | frozenset[Address] = frozenset()
+        self.replies = replies
+        self.args = args
+        # Ganeti's send/wait/expire API only: a waiter's wake-up, and the
+        # cancel scope of its expiry task (the deadline is the expiry).
+        self.changed: trio.Event | None = None
+        self.timer: trio.CancelScope | None = None
+
+    def ask(self, address: Address) -> None:
+        """Add a peer the request goes to (hedging)."""
+        if isinstance(self.targets, set):
+            self.targets.add(address)
+        else:
+            self.targets.append(address)
+
+    def wake(self) -> None:
+        """Wake a task waiting in ``wait_for_reply`` to look again."""
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+    def end(self) -> None:
+        """The client is closing: its reader gets ``EndOfChannel``, its waiters wake."""
+        if self.replies is not None:
+            self.replies.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.wake()
+
+
+class Router:
+    """Owns the socket and the routing table; runs the receive task.
+
+    ``on_reply``, when set (the client's upcall), sees every accepted reply.
+    """
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        key: HmacKey,
+        logger: logging.Logger,
+        max_outstanding: int,
+    ) -> None:
+        self.socket = sock
+        self.key = key
+        self.logger = logger
+        self.stats = ClientStats()
+        self.table: dict[str, Route] = {}
+        self.closed_reason: str | None = None
+        self.on_reply: Callable[[Route, PeerReply], None] | None = None
+        self._max_outstanding = max_outstanding
+        self._pool: dict[int, list[tuple[ReplySender, ReplyReceiver]]] = {}
+
+    # -- the table ---------------------------------------------------------------
+
+    def check_open(self) -> None:
+        """Raise :class:`ConfdClientClosedError` if the client is closed."""
+        if self.closed_reason is not None:
+            raise ConfdClientClosedError(f"the confd client is closed: {self.closed_reason}")
+
+    def add(self, route: Route) -> None:
+        """Put ``route`` in the table; before its request is sent, so no reply beats it."""
+        rsalt = route.request.rsalt
+        if not rsalt:
+            raise ConfdClientError("the request has an empty rsalt")
+        if rsalt in self.table:
+            raise ConfdClientError(f"duplicate request rsalt {rsalt!r}")
+        if len(self.table) >= self._max_outstanding:
+            self.stats.refused += 1
+            raise ConfdClientError(
+                f"{len(self.table)} requests are outstanding, the client's limit"
+            )
+        self.table[rsalt] = route
+
+    def remove(self, route: Route) -> None:
+        """Take ``route`` out of the table; its late replies count as ``unknown_salt``."""
+        if self.table.get(route.request.rsalt) is route:
+            del self.table[route.request.rsalt]
+
+    def open_channel(self, capacity: int) -> tuple[ReplySender, ReplyReceiver]:
+        """A memory channel with room for ``capacity`` replies, from the pool if one is free."""
+        pooled = self._pool.get(capacity)
+        if pooled:
+            return pooled.pop()
+        return trio.open_memory_channel[PeerReply](capacity)
+
+    def recycle_channel(
+        self, pair: tuple[ReplySender, ReplyReceiver], capacity: int, unread: int
+    ) -> None:
+        """Return a finished route's channel to the pool, emptied of its ``unread`` replies."""
+        if self.closed_reason is not None:
+            return  # closed channels are no use to anyone
+        for _ in range(unread):
+            pair[1].receive_nowait()
+        pooled = self._pool.setdefault(capacity, [])
+        if len(pooled) < _POOL_LIMIT:
+            pooled.append(pair)
+
+    # -- sending -----------------------------------------------------------------
+
+    async def send(self, datagram: bytes, targets: Iterable[Address]) -> None:
+        """Send ``datagram`` to each target; one that fails does not stop the others."""
+        sendto = self.socket.sendto
+        for target in targets:
+            try:
+                await sendto(datagram, target)
+            except OSError as exc:
+                self.check_open()  # a closed socket fails every send: say why
+                self.stats.send_errors += 1
+                self.logger.debug("could not send to %s:%d: %s", target[0], target[1], exc)
+
+    # -- receiving ---------------------------------------------------------------
+
+    async def receive_loop(self) -> None:
+        """Read and route datagrams until cancelled; then the client is closed."""
+        receive = self.socket.recvfrom
+        route = self._route
+        try:
+            while True:
+                try:
+                    datagram, sender = await receive(_RECEIVE_SIZE)
+                except OSError as exc:
+                    # e.g. ECONNREFUSED after an ICMP port-unreachable: a peer
+                    # is down, which is no reason to stop hearing the others.
+                    self.stats.socket_errors += 1
+                    self.logger.debug("the socket reported %s; receiving on", exc)
+                    continue
+                route(datagram, sender)
+        finally:
+            self.close("its receive task has stopped")
+
+    def _route(self, datagram: bytes, sender: Any) -> None:
+        """Check one datagram and hand it on if it is a reply a request waits for."""
+        stats = self.stats
+        stats.received += 1
+        try:
+            reply, salt = unpack_reply(datagram, self.key)
+        except ConfdMagicError as exc:
+            stats.malformed += 1
+            self.logger.debug("discarding a malformed datagram from %s: %s", sender, exc)
+            return
+        except ConfdSignatureError as exc:
+            stats.bad_signature += 1
+            self.logger.debug("discarding an unauthentic datagram from %s: %s", sender, exc)
+            return
+        route = self.table.get(salt)
+        if route is None:
+            stats.unknown_salt += 1
+            self.logger.debug("discarding a reply from %s for unknown salt %r", sender, salt)
+            return
+        address: Address = (sender[0], sender[1])
+        if address not in route.targets:
+            stats.unexpected_peer += 1
+            self.logger.debug("discarding a reply for %r from unasked %s", salt, address)
+            return
+        if address in route.answered:
+            stats.duplicate += 1
+            self.logger.debug("discarding a second reply for %r from %s", salt, address)
+            return
+        stats.accepted += 1
+        if isinstance(route.answered, set):
+            route.answered.add(address)
+        else:
+            route.answered = {address}
+        peer_reply = PeerReply(address, reply)
+        if route.replies is not None:
+            # Room for one reply per peer that may be asked, and each peer
+            # counts once: this never blocks.
+            route.replies.send_nowait(peer_reply)
+        else:
+            route.wake()
+        if self.on_reply is not None:
+            self.on_reply(route, peer_reply)
+
+    # -- closing -----------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Close the client: every route ends now, every later call raises."""
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        routes = list(self.table.values())
+        self.table.clear()
+        self._pool.clear()
+        for route in routes:
+            route.end()

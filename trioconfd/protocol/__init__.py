@@ -1,0 +1,92 @@
+"""The confd protocol without I/O: messages, the wire format, the quorum rule, verdicts.
+
+Nothing in this package imports Trio, opens a socket or reads a clock it is
+not handed: it turns bytes into messages and replies into a verdict, so the
+Trio client (:mod:`trioconfd.client`), the in-process server and the tests
+all share one implementation of the protocol.
+"""
+
+from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
+from ._constants import (
+    DEFAULT_COVERAGE,
+    DEFAULT_PORT,
+    EXPIRE_TIMEOUT,
+    MAGIC,
+    MAX_CLOCK_SKEW,
+    MAX_DATAGRAM_SIZE,
+    MAX_REQUEST_SIZE,
+    PROTOCOL_VERSION,
+    SERVICE_NAME,
+    UPCALL_EXPIRE,
+    UPCALL_REPLY,
+    ErrorCode,
+    MasterField,
+    NodeRole,
+    QueryKey,
+    ReplyStatus,
+    RequestType,
+    UpcallType,
+)
+from ._errors import (
+    ConfdClientError,
+    ConfdError,
+    ConfdMagicError,
+    ConfdProtocolError,
+    ConfdSignatureError,
+)
+from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
+from ._quorum import QuorumRule, needed_replies
+from ._retry import RetryPolicy
+from ._wire import (
+    HmacKey,
+    KeyLike,
+    as_hmac_key,
+    pack_reply,
+    pack_request,
+    unpack_reply,
+    unpack_request,
+)
+
+__all__ = [
+    "DEFAULT_COVERAGE",
+    "DEFAULT_PORT",
+    "EXPIRE_TIMEOUT",
+    "MAGIC",
+    "MAX_CLOCK_SKEW",
+    "MAX_DATAGRAM_SIZE",
+    "MAX_REQUEST_SIZE",
+    "PROTOCOL_VERSION",
+    "SERVICE_NAME",
+    "UPCALL_EXPIRE",
+    "UPCALL_REPLY",
+    "Address",
+    "ConfdClientError",
+    "ConfdError",
+    "ConfdMagicError",
+    "ConfdProtocolError",
+    "ConfdReply",
+    "ConfdRequest",
+    "ConfdSignatureError",
+    "ErrorCode",
+    "HmacKey",
+    "KeyLike",
+    "MasterField",
+    "NodeRole",
+    "PeerReply",
+    "Query",
+    "QueryKey",
+    "QueryResult",
+    "QuorumRule",
+    "ReplyAggregator",
+    "ReplyStatus",
+    "RequestType",
+    "RetryPolicy",
+    "UpcallType",
+    "as_hmac_key",
+    "needed_replies",
+    "new_rsalt",
+    "pack_reply",
+    "pack_request",
+    "unpack_reply",
+    "unpack_request",
+]
