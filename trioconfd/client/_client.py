@@ -137,7 +137,7 @@ class ConfdClient:
     @property
     def local_address(self) -> tuple[Any, ...]:
         """The socket's bound address, where replies (and anything else) arrive."""
-        return tuple(self._router.socket.getsockname())
+        return self._router.local_address
 
     @property
     def outstanding(self) -> int:
@@ -213,10 +213,9 @@ class ConfdClient:
         """
         exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
         try:
-            await exchange.send()
             return await gather(exchange)
         finally:
-            exchange.close()
+            exchange.close()  # the table entry goes now: nothing stays behind
 
     @asynccontextmanager
     async def request(
@@ -242,7 +241,8 @@ class ConfdClient:
         """
         exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
         try:
-            await exchange.send()
+            with trio.move_on_at(exchange.deadline):
+                await exchange.send_due()
             yield ReplyStream(exchange)
         finally:
             exchange.close()

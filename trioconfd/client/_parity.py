@@ -72,6 +72,7 @@ class ParityRequests:
             needed = self._quorum(len(route.targets))
             with trio.move_on_after(timeout):
                 while len(route.answered) < needed and self._pending.get(salt) is route:
+                    self._router.check_open()  # a closing client wakes its waiters
                     if route.changed is None:
                         route.changed = trio.Event()
                     await route.changed.wait()

@@ -111,6 +111,8 @@ class Router:
         max_outstanding: int,
     ) -> None:
         self.socket = sock
+        # Read once, while the socket is open: a closed client's repr still says it.
+        self.local_address: tuple[Any, ...] = tuple(sock.getsockname())
         self.key = key
         self.logger = logger
         self.stats = ClientStats()

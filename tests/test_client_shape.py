@@ -1,0 +1,305 @@
+"""The client's shape and what it promises: all I/O through trio.socket, deadlines that
+always fire, closed means closed, and nothing left behind."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trioconfd import (
+    ConfdClientClosedError,
+    ConfdClientError,
+    ConfdRequest,
+    RequestType,
+    RetryPolicy,
+    open_confd_client,
+)
+
+from .responders import answer_ping, run_responders, silent, wait_until
+
+KEY = b"shape key\n"
+
+
+class RecordingSocket(trio.socket.SocketType):
+    """A custom Trio socket around a real one: it counts calls and has no kernel extras.
+
+    ``fileno()`` and ``setsockopt()`` fail as a simulated network's socket
+    would, so the client must do without them.
+    """
+
+    def __init__(self, family: int, calls: Counter[str], fail_receive: list[BaseException]) -> None:
+        super().__init__()
+        self._inner = trio.socket.from_stdlib_socket(socket.socket(family, socket.SOCK_DGRAM))
+        self._calls = calls
+        self._fail_receive = fail_receive
+
+    def fileno(self) -> int:
+        self._calls["fileno"] += 1
+        raise NotImplementedError("no kernel file behind this socket")
+
+    def setsockopt(self, *args: Any) -> None:
+        self._calls["setsockopt"] += 1
+        raise OSError("no socket options here")
+
+    async def bind(self, address: Any) -> None:
+        self._calls["bind"] += 1
+        await self._inner.bind(address)
+
+    def getsockname(self) -> Any:
+        return self._inner.getsockname()
+
+    async def sendto(self, *args: Any) -> int:
+        self._calls["sendto"] += 1
+        return await self._inner.sendto(*args)
+
+    async def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        self._calls["recvfrom"] += 1
+        if self._fail_receive:
+            raise self._fail_receive.pop()
+        return await self._inner.recvfrom(bufsize, flags)
+
+    def close(self) -> None:
+        self._calls["close"] += 1
+        self._inner.close()
+
+    def __enter__(self) -> RecordingSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RecordingFactory(trio.abc.SocketFactory):
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.fail_receive: list[BaseException] = []
+
+    def socket(
+        self,
+        family: socket.AddressFamily | int = socket.AF_INET,
+        type: socket.SocketKind | int = socket.SOCK_DGRAM,
+        proto: int = 0,
+    ) -> trio.socket.SocketType:
+        return RecordingSocket(family, self.calls, self.fail_receive)
+
+
+async def test_every_send_and_receive_goes_through_the_trio_socket() -> None:
+    async with run_responders(3, KEY, answer_ping(serial=4)) as responders:
+        factory = RecordingFactory()
+        trio.socket.set_custom_socket_factory(factory)
+        try:
+            async with open_confd_client(KEY, [r.address for r in responders]) as client:
+                for _ in range(5):
+                    result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+                    assert result.ok
+                    assert result.serial == 4
+                # Kernel extras degrade gracefully on a socket without them.
+                assert client.socket_drops() is None
+                await wait_until(lambda: client.stats.received == 15)
+        finally:
+            trio.socket.set_custom_socket_factory(None)
+    calls = factory.calls
+    assert calls["bind"] == 1
+    assert calls["sendto"] == 15  # 5 queries to 3 peers, nothing sent around the socket
+    assert calls["recvfrom"] >= 15  # every reply came through it
+    assert calls["setsockopt"] == 1  # the large buffer was asked for, refused, done without
+    assert calls["fileno"] == 1  # only socket_drops() looked, and got None
+    assert calls["close"] == 1
+
+
+async def test_infinite_timeout_then_finite_ones_all_end_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        run_responders(3, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        async with trio.open_nursery() as nursery:
+            forever_started = trio.Event()
+
+            async def forever() -> None:
+                forever_started.set()
+                await client.query(RequestType.PING, timeout=math.inf)
+
+            nursery.start_soon(forever)
+            await forever_started.wait()
+            for timeout in (0.05, 0.5, 1, 2.5, 0):
+                start = trio.current_time()
+                result = await client.query(RequestType.PING, timeout=timeout)
+                assert result.timed_out
+                assert trio.current_time() - start == pytest.approx(timeout)
+            await trio.sleep(100)
+            assert client.outstanding == 1  # the query that never times out is still there
+            nursery.cancel_scope.cancel()
+        assert client.outstanding == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1, -math.inf, "5", True])
+async def test_bad_timeouts_are_refused(bad: Any) -> None:
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        with pytest.raises(ConfdClientError, match="timeout must be a number"):
+            await client.query(RequestType.PING, timeout=bad)
+        with pytest.raises(ConfdClientError, match="timeout must be a number"):
+            async with client.request(RequestType.PING, timeout=bad):
+                pass  # pragma: no cover
+        with pytest.raises(ConfdClientError, match="timeout must be a number"):
+            await client.wait_for_reply("salt", timeout=bad)
+        assert client.outstanding == 0
+
+
+async def _calls_after_close(client: Any) -> list[Callable[[], Any]]:
+    async def stream() -> None:
+        async with client.request(RequestType.PING):
+            pass  # pragma: no cover
+
+    return [
+        lambda: client.query(RequestType.PING),
+        stream,
+        lambda: client.send_request(ConfdRequest(RequestType.PING)),
+        lambda: client.wait_for_reply("any salt"),
+    ]
+
+
+async def test_every_call_after_close_raises_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        pass
+    assert client.closed
+    assert "closed" in repr(client)
+    for call in await _calls_after_close(client):
+        start = trio.current_time()
+        with pytest.raises(ConfdClientClosedError, match="async with block has exited"):
+            await call()
+        assert trio.current_time() == start
+    # Catchable as Trio's own error, and as ours.
+    assert issubclass(ConfdClientClosedError, trio.ClosedResourceError)
+    assert issubclass(ConfdClientClosedError, ConfdClientError)
+
+
+async def test_queries_in_flight_end_at_once_when_the_client_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outcomes: list[str] = []
+    # Nested on purpose: the client's block ends while the outer nursery runs on.
+    async with run_responders(3, KEY, silent) as responders, trio.open_nursery() as outer:  # noqa: SIM117
+        async with open_confd_client(KEY, [r.address for r in responders]) as client:
+
+            async def expect_closed(call: Callable[[], Any], name: str) -> None:
+                with pytest.raises(ConfdClientClosedError):
+                    await call()
+                outcomes.append(f"{name} at {trio.current_time() - start:g}")
+
+            async def stream() -> None:
+                async with client.request(RequestType.PING, timeout=60) as replies:
+                    async for _ in replies:
+                        pass  # pragma: no cover
+
+            async def send_and_wait() -> None:
+                request = ConfdRequest(RequestType.PING)
+                await client.send_request(request)
+                await client.wait_for_reply(request.rsalt, timeout=60)
+
+            start = trio.current_time()
+            outer.start_soon(expect_closed, lambda: client.query(0, timeout=60), "query")
+            outer.start_soon(expect_closed, stream, "stream")
+            outer.start_soon(expect_closed, send_and_wait, "wait")
+            await trio.sleep(1)  # all three are waiting, retransmitting to silent peers
+            assert client.outstanding == 3
+            # The block has exited: they end now, not at their 60 s deadlines.
+    assert sorted(outcomes) == ["query at 1", "stream at 1", "wait at 1"]
+    assert client.outstanding == 0
+
+
+async def test_a_dead_receive_task_closes_the_client() -> None:
+    async with run_responders(2, KEY, silent) as responders:
+        factory = RecordingFactory()
+        trio.socket.set_custom_socket_factory(factory)
+        waiting: list[BaseException] = []
+        try:
+            async with trio.open_nursery() as outer:
+
+                async def wait_in_flight(client: Any) -> None:
+                    try:
+                        await client.query(RequestType.PING, timeout=60)
+                    except ConfdClientClosedError as exc:
+                        waiting.append(exc)
+
+                # The receive task's own failure surfaces as Trio's tasks' failures do.
+                with pytest.raises(ExceptionGroup) as failed:  # noqa: PT012
+                    async with open_confd_client(KEY, [r.address for r in responders]) as client:
+                        outer.start_soon(wait_in_flight, client)
+                        await wait_until(lambda: client.outstanding == 1)
+                        factory.fail_receive.append(RuntimeError("a bug in the socket"))
+                        # Wake the receive task so that its next read fails.
+                        await responders[0].sock.sendto(b"x", client.local_address[:2])
+                        await trio.sleep_forever()
+        finally:
+            trio.socket.set_custom_socket_factory(None)
+    assert failed.group_contains(RuntimeError, match="a bug in the socket")
+    assert len(waiting) == 1
+    assert "receive task has stopped" in str(waiting[0])
+    assert client.closed
+    with pytest.raises(ConfdClientClosedError, match="receive task has stopped"):
+        await client.query(RequestType.PING)
+
+
+async def test_ten_thousand_queries_leave_nothing_behind() -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(serial=1)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for _ in range(200):
+                # One peer of the three each time: the client's work, not the responders'.
+                assert (await client.query(RequestType.PING, coverage=1, timeout=5)).ok
+                done += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(worker)
+        assert done == 10_000
+        router = client._router
+        assert client.outstanding == 0
+        assert router.table == {}
+        assert client._parity._pending == {}
+        # The channel pool is bounded by what was in flight at once, not by
+        # how many queries ran.
+        assert sum(len(pairs) for pairs in router._pool.values()) <= 50
+        assert client.stats.accepted == client.stats.received == 10_000
+
+
+async def test_queries_with_retries_and_hedges_keep_their_exact_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sends: list[tuple[float, int]] = []
+    async with run_responders(4, KEY, silent) as responders:
+        start = 0.0
+
+        def record(request: ConfdRequest, index: int) -> None:
+            sends.append((round(trio.current_time() - start, 6), index))
+
+        for responder in responders:
+            responder.handler = record
+        policy = RetryPolicy(initial=0.1, multiplier=2, max_interval=0.4, hedge_after=0.3)
+        async with open_confd_client(KEY, [r.address for r in responders], retry=policy) as client:
+            start = trio.current_time()
+            result = await client.query(RequestType.PING, coverage=2, timeout=1)
+            assert result.timed_out
+            assert trio.current_time() - start == pytest.approx(1)
+    times = sorted({when for when, _ in sends})
+    # Sent at 0, then again at 0.1, 0.3 (+0.2), 0.7 (+0.4); the next (1.1) is past the deadline.
+    assert times == [0, 0.1, 0.3, 0.7]
+    asked = [sorted(index for when, index in sends if when == t) for t in times]
+    assert [len(indexes) for indexes in asked] == [2, 2, 3, 4]  # hedging from 0.3 s on
+    assert result.sent == 4
