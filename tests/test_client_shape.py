@@ -303,3 +303,41 @@ async def test_queries_with_retries_and_hedges_keep_their_exact_schedule(
     asked = [sorted(index for when, index in sends if when == t) for t in times]
     assert [len(indexes) for indexes in asked] == [2, 2, 3, 4]  # hedging from 0.3 s on
     assert result.sent == 4
+
+
+async def test_a_stream_used_after_its_block_refuses_and_steals_nothing() -> None:
+    async with (
+        run_responders(2, KEY, answer_ping(serial=3)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        async with client.request(RequestType.PING, coverage=-1, timeout=5) as kept:
+            pass
+        with pytest.raises(ConfdClientError, match="its async with block has exited"):
+            await kept.__anext__()
+        # Its channel went back to the pool and serves the next query alone.
+        assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).received == 2
+
+        # A stream read by another task while its block exits ends that read.
+        for r in responders:
+            r.handler = silent
+        errors: list[BaseException] = []
+
+        async def read(replies: Any) -> None:
+            try:
+                async for _ in replies:
+                    pass  # pragma: no cover
+            except ConfdClientError as exc:
+                errors.append(exc)
+
+        async with (
+            trio.open_nursery() as nursery,
+            client.request(RequestType.PING, coverage=-1, timeout=5) as replies,
+        ):
+            nursery.start_soon(read, replies)
+            await trio.sleep(0.05)
+        assert len(errors) == 1
+        assert client.outstanding == 0
+        for r in responders:
+            r.handler = answer_ping(serial=4)
+        result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+        assert (result.received, result.serial) == (2, 4)

@@ -2,8 +2,9 @@
 
 ``_open`` opens the socket and the nursery; ``_router`` runs the receive task
 and its routing table; ``_gather`` is a query's life (send, gather under a
-cancel scope, resend); ``_parity`` is Ganeti's send/wait/expire API;
-``_client`` is the public :class:`ConfdClient` that ties them together.
+cancel scope, resend); ``_parity`` is Ganeti's send/wait/expire API; ``_arguments`` checks what
+callers pass; ``_client`` is the public :class:`ConfdClient` that ties them
+together.
 """
 
 from ._client import Callback, ConfdClient, Upcall

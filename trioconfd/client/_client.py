@@ -12,7 +12,6 @@ from typing import Any, TypeAlias
 import trio
 
 from ..protocol import (
-    DEFAULT_COVERAGE,
     EXPIRE_TIMEOUT,
     Address,
     ConfdClientError,
@@ -26,6 +25,7 @@ from ..protocol import (
     RetryPolicy,
     UpcallType,
 )
+from ._arguments import as_request, check_timeout, choose_targets
 from ._gather import Exchange, ReplyStream, gather
 from ._kernel import udp_socket_drops
 from ._parity import ParityRequests
@@ -54,25 +54,6 @@ class Upcall:
 
 #: A client callback: called once per accepted reply and once per expiry.
 Callback: TypeAlias = Callable[[Upcall], object]
-
-
-def check_timeout(timeout: float | None) -> float:
-    """``timeout`` in seconds: None is :data:`EXPIRE_TIMEOUT`, ``math.inf`` never ends."""
-    if timeout is None:
-        return EXPIRE_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ConfdClientError(
-            f"timeout must be a number of seconds >= 0 (math.inf: no limit), not {timeout!r}"
-        )
-    return float(timeout)
-
-
-def _as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:
-    if isinstance(type_or_request, ConfdRequest):
-        if query is not None:
-            raise ConfdClientError("give a query either inside the ConfdRequest or beside a type")
-        return type_or_request
-    return ConfdRequest(type_or_request, query)  # type: ignore[arg-type]
 
 
 class ConfdClient:
@@ -174,24 +155,6 @@ class ConfdClient:
             )
         self._peers = addresses
 
-    def _choose_targets(self, coverage: int) -> list[Address]:
-        if isinstance(coverage, bool) or not isinstance(coverage, int):
-            raise ConfdClientError(f"coverage must be an integer, not {coverage!r}")
-        known = len(self._peers)
-        if coverage == 0:
-            coverage = min(known, DEFAULT_COVERAGE)
-        elif coverage == -1:
-            coverage = known
-        elif coverage < -1:
-            raise ConfdClientError(f"coverage must be -1, 0 or a peer count, not {coverage}")
-        if coverage > known:
-            raise ConfdClientError(
-                f"coverage {coverage} asks for more peers than the {known} known"
-            )
-        if coverage == known:
-            return list(self._peers)  # everyone is asked: nothing to draw
-        return self._rng.sample(self._peers, coverage)
-
     # -- queries and streams -------------------------------------------------
 
     async def query(
@@ -256,12 +219,12 @@ class ConfdClient:
         retry: RetryPolicy | None,
     ) -> Exchange:
         self._router.check_open()
-        request = _as_request(type_or_request, query)
+        request = as_request(type_or_request, query)
         deadline = trio.current_time() + check_timeout(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
-        targets = self._choose_targets(coverage)
+        targets = choose_targets(self._peers, coverage, self._rng)
         return Exchange(
             self._router,
             request,
@@ -288,7 +251,7 @@ class ConfdClient:
         self._router.check_open()
         if not isinstance(request, ConfdRequest):
             raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
-        await self._parity.send(request, args, self._choose_targets(coverage))
+        await self._parity.send(request, args, choose_targets(self._peers, coverage, self._rng))
 
     async def wait_for_reply(
         self, salt: str, timeout: float = EXPIRE_TIMEOUT

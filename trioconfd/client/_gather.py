@@ -17,6 +17,7 @@ import trio.lowlevel
 
 from ..protocol import (
     Address,
+    ConfdClientError,
     ConfdRequest,
     PeerReply,
     QueryResult,
@@ -38,9 +39,11 @@ class Exchange:
     __slots__ = (
         "_capacity",
         "_channel",
+        "_closed",
         "_outbox",
         "_peers",
         "_policy",
+        "_reader_waiting",
         "_resends",
         "_rng",
         "_route",
@@ -84,6 +87,8 @@ class Exchange:
         self._resends = 0
         self.resend_at = self._sent_at + policy.interval(1) if policy.enabled else math.inf
         self._taken = 0
+        self._closed = False
+        self._reader_waiting = False
 
     @property
     def request(self) -> ConfdRequest:
@@ -102,12 +107,19 @@ class Exchange:
             await self._router.send(datagram, targets)
 
     async def receive(self) -> PeerReply:
-        """The next reply from the channel (raises if the client closes meanwhile)."""
+        """The next reply from the channel (raises if the client or the request closes)."""
+        if self._closed:
+            raise ConfdClientError("this request has ended: its async with block has exited")
+        self._reader_waiting = True
         try:
             peer_reply = await self._channel[1].receive()
         except trio.EndOfChannel:
             self._router.check_open()
-            raise  # pragma: no cover - only a closing client ends the channel
+            raise ConfdClientError(
+                "this request has ended: its async with block has exited"
+            ) from None
+        finally:
+            self._reader_waiting = False
         self._taken += 1
         return peer_reply
 
@@ -139,7 +151,13 @@ class Exchange:
 
     def close(self) -> None:
         """Forget the request now: late replies are discarded, the channel is reused."""
+        self._closed = True
         self._router.remove(self._route)
+        if self._reader_waiting:
+            # Another task still reads this stream: end its wait, and let the
+            # channel go rather than hand it to the next query.
+            self._channel[0].close()
+            return
         unread = len(self._route.answered) - self._taken
         self._router.recycle_channel(self._channel, self._capacity, unread)
 
