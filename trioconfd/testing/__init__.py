@@ -4,6 +4,8 @@
   real daemon.
 - :func:`fault_proxy` sits in front of any confd server and drops, delays,
   duplicates, reorders or corrupts datagrams, seeded for repeatable runs.
+- :func:`simulated_cluster` runs confd peers on a simulated network behind
+  ``trio.socket``, with crashes, partitions and faults, in simulated time.
 - :func:`make_cluster_config` builds valid Ganeti 3.0 configurations.
 - :func:`run_ganeti_confd` runs Ganeti's real daemon unprivileged on loopback.
 - :mod:`trioconfd.testing.strategies` has Hypothesis strategies (it needs
@@ -12,6 +14,7 @@
 
 from ._answers import ConfigAnswers
 from ._config import make_cluster_config
+from ._faults import DirectionStats, Faults
 from ._ganeti import (
     DEBIAN_GANETI_CONFD,
     GanetiConfd,
@@ -20,8 +23,10 @@ from ._ganeti import (
     free_udp_port,
     run_ganeti_confd,
 )
-from ._proxy import DirectionStats, FaultProxy, Faults, fault_proxy
+from ._proxy import FaultProxy, fault_proxy
 from ._server import ConfdServer, ServerStats, load_config, serve_confd
+from ._simnet import SimulatedNetwork, SimulatedSocket
+from ._simulated import SimulatedCluster, simulated_cluster
 
 __all__ = [
     "DEBIAN_GANETI_CONFD",
@@ -33,6 +38,9 @@ __all__ = [
     "GanetiConfd",
     "GanetiConfdError",
     "ServerStats",
+    "SimulatedCluster",
+    "SimulatedNetwork",
+    "SimulatedSocket",
     "fault_proxy",
     "find_ganeti_confd",
     "free_udp_port",
@@ -40,4 +48,5 @@ __all__ = [
     "make_cluster_config",
     "run_ganeti_confd",
     "serve_confd",
+    "simulated_cluster",
 ]

@@ -10,7 +10,6 @@ generator seeded from ``seed``, so a run can be repeated exactly.
 from __future__ import annotations
 
 import functools
-import math
 import random
 import socket as stdlib_socket
 from collections.abc import AsyncIterator
@@ -21,54 +20,9 @@ from typing import Any
 import trio
 
 from ..client._background import background_tasks
-from ..protocol import ConfdClientError
+from ._faults import DirectionStats, Faults, decide
 
 _RECEIVE_SIZE = 65536
-
-
-def _check_rate(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfdClientError(f"{name} must be a probability from 0 to 1, not {value!r}")
-
-
-@dataclass(frozen=True)
-class Faults:
-    """What happens to datagrams going one way; each rate is a probability per datagram.
-
-    ``delay`` holds a datagram for a time drawn from ``delay_range`` seconds;
-    ``reorder`` holds it until the next datagram has gone (or ``hold_limit``
-    seconds pass); ``corrupt`` flips one random byte.
-    """
-
-    drop: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    delay: float = 0.0
-    corrupt: float = 0.0
-    delay_range: tuple[float, float] = (0.0, 0.05)
-    hold_limit: float = 0.05
-
-    def __post_init__(self) -> None:
-        for name in ("drop", "duplicate", "reorder", "delay", "corrupt"):
-            _check_rate(name, getattr(self, name))
-        low, high = self.delay_range
-        if not 0 <= low <= high or not math.isfinite(high):
-            raise ConfdClientError(f"delay_range must be 0 <= low <= high, not {self.delay_range}")
-        if not 0 < self.hold_limit < math.inf:
-            raise ConfdClientError(f"hold_limit must be positive, not {self.hold_limit}")
-
-
-@dataclass
-class DirectionStats:
-    """What the proxy did to the datagrams going one way."""
-
-    received: int = 0
-    forwarded: int = 0
-    dropped: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    delayed: int = 0
-    corrupted: int = 0
 
 
 @dataclass
@@ -157,44 +111,24 @@ class FaultProxy:
     async def _apply(
         self, way: _Direction, datagram: bytes, sock: trio.socket.SocketType, to: Any
     ) -> None:
-        faults, rng, stats = way.faults, way.rng, way.stats
-        stats.received += 1
-        # Every draw is made whatever the rates, so one seed gives one sequence.
-        dropped = rng.random() < faults.drop
-        duplicated = rng.random() < faults.duplicate
-        corrupted = rng.random() < faults.corrupt
-        reordered = rng.random() < faults.reorder
-        delayed = rng.random() < faults.delay
-        delay = rng.uniform(*faults.delay_range)
-        position = rng.randrange(max(1, len(datagram)))
-        flip = rng.randrange(1, 256)
-        if dropped:
-            stats.dropped += 1
+        fate = decide(way.faults, way.rng, datagram, way.stats, can_hold=way.held is None)
+        if not fate.copies:
             return
-        if corrupted and datagram:
-            stats.corrupted += 1
-            mutable = bytearray(datagram)
-            mutable[position] ^= flip
-            datagram = bytes(mutable)
-        copies = 2 if duplicated else 1
-        stats.duplicated += copies - 1
-        if reordered and way.held is None:
-            stats.reordered += 1
-            way.held = (datagram, to, sock)
+        if fate.held:
+            way.held = (fate.datagram, to, sock)
             way.held_since = trio.current_time()
             self._nursery.start_soon(self._release_later, way, way.held)
             return
-        if delayed:
-            stats.delayed += 1
+        if fate.delay is not None:
             self._nursery.start_soon(
-                functools.partial(self._send_later, copies=copies, delay=delay),
+                functools.partial(self._send_later, copies=fate.copies, delay=fate.delay),
                 way,
-                datagram,
+                fate.datagram,
                 sock,
                 to,
             )
         else:
-            await self._send(way, datagram, sock, to, copies)
+            await self._send(way, fate.datagram, sock, to, fate.copies)
         await self._release(way)
 
     async def _send(

@@ -1,0 +1,211 @@
+"""The simulated cluster: the unmodified client against simulated peers, in simulated time."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trioconfd
+from trioconfd import ConfdClientError, RequestType, open_confd_client
+from trioconfd.testing import (
+    Faults,
+    SimulatedNetwork,
+    make_cluster_config,
+    simulated_cluster,
+)
+
+KEY = b"simulated key\n"
+CONFIG = make_cluster_config(serial=5)
+
+
+def lossy_run(seed: int) -> tuple[list[tuple[bool, int, int, float, Any]], dict[str, int]]:
+    """The docs' example: 5 peers, 30% loss each way, 200 queries, in simulated time."""
+
+    async def program() -> tuple[list[tuple[bool, int, int, float, Any]], dict[str, int]]:
+        loss = Faults(drop=0.3)
+        async with (
+            simulated_cluster([CONFIG] * 5, KEY, seed=seed, to_server=loss, to_client=loss) as c,
+            open_confd_client(KEY, c.peers, port=c.port, rng=random.Random(seed)) as client,
+        ):
+            start = trio.current_time()
+            results = []
+            for _ in range(200):
+                result = await client.query(RequestType.CLUSTER_MASTER, timeout=5)
+                results.append(
+                    (
+                        result.ok,
+                        result.received,
+                        result.sent,
+                        trio.current_time() - start,
+                        [reply.address for reply in result.replies],
+                    )
+                )
+            return results, client.stats.as_dict()
+
+    return trio.run(program, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_two_hundred_lossy_queries_reach_their_quorum_and_repeat_exactly() -> None:
+    results, stats = lossy_run(seed=3)
+    assert all(ok for ok, *_ in results)
+    assert stats["retransmitted"] > 100  # the loss was real, and retransmission made up for it
+    # The same seed, configs, client rng and program: the same story, datagram for datagram.
+    assert lossy_run(seed=3) == (results, stats)
+    assert lossy_run(seed=4) != (results, stats)
+
+
+async def test_a_majority_crashed_times_out_at_the_deadline_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        simulated_cluster([CONFIG] * 5, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        for index in (0, 1, 2):
+            cluster.crash(index)
+        start = trio.current_time()
+        result = await client.query(RequestType.PING, coverage=-1, timeout=2)
+        assert trio.current_time() - start == 2  # exactly, in simulated time
+        assert result.timed_out
+        assert (result.received, result.needed) == (2, 3)
+        assert cluster.stats(0)["lost_while_down"] > 0
+        cluster.restart(1)
+        result = await client.query(RequestType.PING, coverage=-1, timeout=2)
+        assert result.ok
+        assert result.received == 3
+        assert client.outstanding == 0
+
+
+async def test_partition_and_heal(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.partition([2])
+        result = await client.query(RequestType.PING, coverage=-1, timeout=1)
+        assert result.timed_out
+        assert [reply.address for reply in result.replies] == [cluster.peers[2]]
+        cluster.heal()
+        assert (await client.query(RequestType.PING, coverage=-1, timeout=1)).received >= 2
+
+
+async def test_a_newer_serial_on_a_majority_is_trusted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    newer = make_cluster_config(serial=9)
+    async with (
+        simulated_cluster([CONFIG] * 5, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        for index in (1, 3, 4):
+            cluster.set_config(index, newer)
+        assert [cluster.serial(i) for i in range(5)] == [5, 9, 5, 9, 9]
+        for _ in range(20):
+            result = await client.query(RequestType.CLUSTER_MASTER, coverage=-1)
+            assert result.ok
+            assert result.serial == 9  # any 3 of 5 include a peer with serial 9
+
+
+async def test_faults_on_one_link(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.set_faults(0, to_client=Faults(drop=1.0))
+        for _ in range(5):
+            result = await client.query(RequestType.PING, coverage=-1, timeout=1)
+            assert result.ok
+            assert cluster.peers[0] not in {reply.address for reply in result.replies}
+        stats = cluster.stats(0)
+        assert stats["answered"] >= 5  # it answered every time; its replies were lost
+        assert stats["to_client"].dropped == stats["to_client"].received
+        assert cluster.stats(1)["to_client"].dropped == 0
+
+
+async def test_retransmissions_happen_at_their_exact_times(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        for index in range(3):
+            cluster.crash(index)
+        start = trio.current_time()
+        seen: list[tuple[float, int]] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: client.query(RequestType.PING, coverage=-1, timeout=1.2))
+            for moment in (0.05, 0.0999, 0.1001, 0.2999, 0.3001, 0.6999, 0.7001, 1.1999):
+                await trio.sleep_until(start + moment)
+                seen.append((moment, client.stats.retransmitted))
+        # Sent at 0; again at 0.1, 0.3 (+0.2), 0.7 (+0.4); 1.2 (+0.5, the cap) is the deadline.
+        assert seen == [
+            (0.05, 0),
+            (0.0999, 0),
+            (0.1001, 3),
+            (0.2999, 3),
+            (0.3001, 6),
+            (0.6999, 6),
+            (0.7001, 9),
+            (1.1999, 9),
+        ]
+        assert client.outstanding == 0
+
+
+async def test_one_shot_query_and_the_real_clock() -> None:
+    async with simulated_cluster([CONFIG] * 3, KEY, seed=1) as cluster:
+        result = await trioconfd.query(
+            KEY, cluster.peers, RequestType.CLUSTER_MASTER, port=cluster.port, timeout=5
+        )
+        assert result.ok
+        assert result.answer == "node1.example.com"
+        assert "peers=3" in repr(cluster)
+    # The factory is gone with the block: sockets are real again.
+    sock = trio.socket.socket()
+    with sock:
+        assert not isinstance(sock, trioconfd.testing.SimulatedSocket)
+
+
+async def test_bad_cluster_arguments() -> None:
+    with pytest.raises(ConfdClientError, match="at least one config"):
+        async with simulated_cluster([], KEY):
+            pass  # pragma: no cover
+    async with simulated_cluster([CONFIG], KEY) as cluster:
+        with pytest.raises(ConfdClientError, match="no peer 1"):
+            cluster.crash(1)
+        with pytest.raises(ConfdClientError, match="no peer -1"):
+            cluster.set_faults(-1, to_server=Faults())
+    with pytest.raises(ValueError, match="latency"):
+        SimulatedNetwork(latency=0)
+
+
+async def test_simulated_sockets_behave_like_udp_sockets() -> None:
+    network = SimulatedNetwork(seed=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        one, two = network.socket(), network.socket()
+        await one.bind(("127.0.0.5", 9))
+        with pytest.raises(OSError, match="already in use"):
+            await two.bind(("127.0.0.5", 9))
+        await two.sendto(b"hello world", ("127.0.0.5", 9))  # unbound: a port is drawn
+        data, source = await one.recvfrom(5)
+        assert data == b"hello"  # cut to the buffer, as UDP cuts it
+        assert source == ("127.0.0.1", two.getsockname()[1])
+        await two.sendto(b"x", ("127.0.0.5", 10))
+        await trio.sleep(0.01)
+        assert network.unreachable == 1
+        with pytest.raises(OSError, match="no socket options"):
+            one.setsockopt(0, 0, 0)
+        with pytest.raises(NotImplementedError):
+            one.fileno()
+        with pytest.raises(OSError, match="IPv4 UDP only"):
+            network.socket(type=trio.socket.SOCK_STREAM)
+        one.close()
+        with pytest.raises(OSError, match="closed"):
+            await one.sendto(b"x", ("127.0.0.5", 9))
+        two.close()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,106 @@
+"""What faults do to one datagram, decided by a seeded generator (no I/O).
+
+The fault proxy and the simulated network share these decisions, so a
+``Faults`` means the same thing in front of a real daemon and in simulation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from ..protocol import ConfdClientError
+
+
+def _check_rate(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfdClientError(f"{name} must be a probability from 0 to 1, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What happens to datagrams going one way; each rate is a probability per datagram.
+
+    ``delay`` holds a datagram for a time drawn from ``delay_range`` seconds;
+    ``reorder`` holds it until the next datagram has gone (or ``hold_limit``
+    seconds pass); ``corrupt`` flips one random byte.
+    """
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.0
+    corrupt: float = 0.0
+    delay_range: tuple[float, float] = (0.0, 0.05)
+    hold_limit: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate", "reorder", "delay", "corrupt"):
+            _check_rate(name, getattr(self, name))
+        low, high = self.delay_range
+        if not 0 <= low <= high or not math.isfinite(high):
+            raise ConfdClientError(f"delay_range must be 0 <= low <= high, not {self.delay_range}")
+        if not 0 < self.hold_limit < math.inf:
+            raise ConfdClientError(f"hold_limit must be positive, not {self.hold_limit}")
+
+
+@dataclass
+class DirectionStats:
+    """What was done to the datagrams going one way."""
+
+    received: int = 0
+    forwarded: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    delayed: int = 0
+    corrupted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fate:
+    """What becomes of one datagram: sent ``copies`` times (0: dropped) after ``delay``."""
+
+    datagram: bytes
+    copies: int
+    delay: float | None  # None: at once
+    held: bool  # held back until the next datagram goes (reordering)
+
+
+def decide(
+    faults: Faults, rng: random.Random, datagram: bytes, stats: DirectionStats, *, can_hold: bool
+) -> Fate:
+    """Draw the fate of ``datagram`` and count it in ``stats``.
+
+    ``can_hold`` is False while another datagram is held back already (then a
+    datagram drawn for reordering goes on as usual). Every draw is made
+    whatever the rates, so one seed gives one sequence of fates whatever the
+    faults are changed to along the way.
+    """
+    stats.received += 1
+    dropped = rng.random() < faults.drop
+    duplicated = rng.random() < faults.duplicate
+    corrupted = rng.random() < faults.corrupt
+    reordered = rng.random() < faults.reorder
+    delayed = rng.random() < faults.delay
+    delay = rng.uniform(*faults.delay_range)
+    position = rng.randrange(max(1, len(datagram)))
+    flip = rng.randrange(1, 256)
+    if dropped:
+        stats.dropped += 1
+        return Fate(datagram, 0, None, held=False)
+    if corrupted and datagram:
+        stats.corrupted += 1
+        mutable = bytearray(datagram)
+        mutable[position] ^= flip
+        datagram = bytes(mutable)
+    copies = 2 if duplicated else 1
+    stats.duplicated += copies - 1
+    if reordered and can_hold:
+        stats.reordered += 1
+        return Fate(datagram, 1, None, held=True)
+    if delayed:
+        stats.delayed += 1
+        return Fate(datagram, copies, delay, held=False)
+    return Fate(datagram, copies, None, held=False)
