@@ -1,7 +1,11 @@
-"""Property checks for quorum rules (needs ``hypothesis``).
+"""Property checks for quorum rules and for the whole client (needs ``hypothesis``).
 
 ``check_quorum_rule(rule)`` asserts what makes a quorum rule safe, for any
 callable you might pass as ``quorum=`` to :func:`trioconfd.open_confd_client`.
+:class:`ClientStateMachine` (and its one-call form :func:`check_client`)
+drives a real client against a simulated cluster through crashes,
+partitions, new configurations and faults, and checks the quorum claims
+after every step.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ..protocol import QuorumRule
+from ._machine import ClientStateMachine, check_client
+
+__all__ = ["EXHAUSTIVE_UP_TO", "ClientStateMachine", "check_client", "check_quorum_rule"]
 
 #: Peer counts worth checking every one of; larger ones are sampled.
 EXHAUSTIVE_UP_TO = 256
