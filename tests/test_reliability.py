@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trioconfd import (
     MAGIC,
@@ -27,7 +28,7 @@ from trioconfd import (
     open_confd_client,
     pack_reply,
 )
-from trioconfd.testing import Faults, fault_proxy, make_cluster_config, serve_confd
+from trioconfd.testing import Faults, make_cluster_config, serve_confd, simulated_cluster
 
 from .responders import Responder, answer_ping, run_responders, silent, wait_until
 
@@ -111,46 +112,49 @@ class FirstPeers(random.Random):
         return seq[0]
 
 
-async def test_hedging_asks_peers_outside_a_silent_sample() -> None:
-    def handler(request: ConfdRequest, index: int) -> ConfdReply | None:
-        return None if index < 2 else ConfdReply(ReplyStatus.OK, f"from {index}", 5)
-
+async def test_hedging_asks_peers_outside_a_silent_sample(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fast = RetryPolicy(initial=0.02, max_interval=0.05, hedge_after=0.05)
     async with (
-        run_responders(5, KEY, handler) as responders,
+        simulated_cluster([CONFIG] * 5, KEY) as cluster,
         open_confd_client(
-            KEY, [r.address for r in responders], retry=fast, rng=FirstPeers()
+            KEY, cluster.peers, port=cluster.port, retry=fast, rng=FirstPeers()
         ) as client,
     ):
+        cluster.crash(0)
+        cluster.crash(1)  # the sample (the first two peers) stays silent
+        start = trio.current_time()
         result = await client.query(RequestType.PING, coverage=2, timeout=5)
+        # Sent at 0 and 0.02; at 0.06 (hedging is due from 0.05) peer 2 is asked
+        # too, at 0.11 peer 3; its reply, a round trip later, makes the quorum.
+        assert trio.current_time() - start == pytest.approx(0.11, abs=0.002)
         assert not result.timed_out
         assert (result.needed, result.received, result.sent) == (2, 2, 4)
-        assert {reply.address for reply in result.replies} == {
-            responders[2].address,
-            responders[3].address,
-        }
+        assert {reply.address for reply in result.replies} == set(cluster.peers[2:4])
         assert client.stats.hedged == 2
         without = RetryPolicy(initial=0.02, max_interval=0.05, hedge_after=None)
+        start = trio.current_time()
         result = await client.query(RequestType.PING, coverage=2, timeout=0.3, retry=without)
+        assert trio.current_time() - start == 0.3
         assert result.timed_out
         assert result.sent == 2
 
 
-async def test_thirty_percent_loss_each_way_still_reaches_quorum() -> None:
-    faults = Faults(drop=0.3)
+async def test_thirty_percent_loss_each_way_still_reaches_quorum(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    loss = Faults(drop=0.3)
     async with (
-        serve_confd(CONFIG, KEY) as one,
-        serve_confd(CONFIG, KEY) as two,
-        serve_confd(CONFIG, KEY) as three,
-        fault_proxy(one.address, to_server=faults, to_client=faults, seed=1) as p1,
-        fault_proxy(two.address, to_server=faults, to_client=faults, seed=2) as p2,
-        fault_proxy(three.address, to_server=faults, to_client=faults, seed=3) as p3,
-        open_confd_client(KEY, [p1.address, p2.address, p3.address]) as client,
+        simulated_cluster([CONFIG] * 3, KEY, seed=1, to_server=loss, to_client=loss) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         results = []
 
         async def one_query() -> None:
+            start = trio.current_time()
             results.append(await client.query(RequestType.CLUSTER_MASTER, timeout=3))
+            assert trio.current_time() - start <= 3
 
         async with trio.open_nursery() as nursery:
             for _ in range(200):
@@ -160,7 +164,8 @@ async def test_thirty_percent_loss_each_way_still_reaches_quorum() -> None:
         assert len(failures) <= 1, [r.verdict for r in failures]
         assert all(r.answer == "node1.example.com" for r in results if r.ok)
         assert all(len({p.address for p in r.replies}) == r.received for r in results)
-        assert p1.stats["to_server"].dropped > 0
+        assert cluster.stats(0)["to_server"].dropped > 0
+        assert client.stats.retransmitted > 0
         assert client.outstanding == 0
 
 
