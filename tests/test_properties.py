@@ -32,6 +32,12 @@ def test_every_peer_is_a_safe_rule_too() -> None:
         # Safe for every count checked exhaustively; only sampling finds the flaw.
         (lambda peers: needed_replies(peers) if peers < 300 else peers // 2, "strict majority"),
         (str, "not an integer"),
+        # Half, rounded up: a strict majority at odd counts, a tie at even ones.
+        (lambda peers: (peers + 1) // 2, "strict majority"),
+        # Jumps by two at ten peers (5 at nine, 7 at ten), though each is a majority.
+        (lambda peers: needed_replies(peers) + (peers >= 10), "one more peer"),
+        # Wrong only for a single peer.
+        (lambda peers: 0 if peers == 1 else needed_replies(peers), "rule\\(1\\) = 0"),
     ],
 )
 def test_unsafe_rules_are_caught(rule: object, message: str) -> None:
@@ -59,3 +65,9 @@ async def test_the_client_uses_a_custom_rule() -> None:
         assert (result.needed, result.received) == (3, 3)
         result = await query(KEY, peers, RequestType.PING)
         assert (result.needed, result.received) == (2, 2)
+
+
+def test_a_verdict_without_a_timeout_is_not_timed_out() -> None:
+    aggregator = ReplyAggregator(3)
+    assert aggregator.result().timed_out is False
+    assert aggregator.result().verdict == "no quorum: 0 of 3 peers replied, 2 needed"

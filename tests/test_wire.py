@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from trioconfd import (
     MAGIC,
     MAX_DATAGRAM_SIZE,
+    MAX_REQUEST_SIZE,
     ConfdClientError,
     ConfdMagicError,
     ConfdProtocolError,
@@ -325,3 +326,67 @@ def test_any_flipped_byte_is_caught(reply: ConfdReply, salt: str, data: st.DataO
     # A flip JSON decoding cannot see (e.g. "\\u0041" vs "A" escapes) may pass,
     # but then what was signed is unchanged.
     assert unpacked == (reply, salt)
+
+
+# -- the edges the mutation run found untested --------------------------------
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        GOOD_MSG + "x",  # trailing garbage after a complete document
+        GOOD_MSG + '{"protocol":1}',
+        "x" + GOOD_MSG,
+    ],
+)
+def test_a_signed_message_must_be_one_whole_json_document(msg: str) -> None:
+    with pytest.raises(ConfdMagicError, match="not valid JSON"):
+        unpack_reply(_signed(msg, "s"), KEY)
+    request = '{"protocol":1,"type":0,"query":null,"rsalt":"r"}'
+    with pytest.raises(ConfdMagicError, match="not valid JSON"):
+        unpack_request(_signed(request + "x", "1000"), KEY, now=1000)
+
+
+def _padded_reply(size: int) -> bytes:
+    """A signed reply datagram of exactly ``size`` bytes."""
+    base = len(_signed('{"protocol":1,"status":0,"answer":"","serial":1}', "s"))
+    msg = json.dumps({"protocol": 1, "status": 0, "answer": "x" * (size - base), "serial": 1})
+    datagram = _signed(msg.replace(", ", ",").replace(": ", ":"), "s")
+    assert len(datagram) == size
+    return datagram
+
+
+def test_datagrams_of_exactly_the_size_limit() -> None:
+    reply, _ = unpack_reply(_padded_reply(MAX_DATAGRAM_SIZE), KEY)
+    assert len(reply.answer) > 61000
+    with pytest.raises(ConfdMagicError, match="over the 61440-byte limit"):
+        unpack_reply(_padded_reply(MAX_DATAGRAM_SIZE + 1), KEY)
+    base = len(pack_reply(ConfdReply(ReplyStatus.OK, "", 1), "s", KEY))
+    largest = "x" * (MAX_DATAGRAM_SIZE - base)
+    packed = pack_reply(ConfdReply(ReplyStatus.OK, largest, 1), "s", KEY)
+    assert len(packed) == MAX_DATAGRAM_SIZE  # the largest reply it packs
+    with pytest.raises(ConfdClientError, match="datagram limit"):
+        pack_reply(ConfdReply(ReplyStatus.OK, largest + "x", 1), "s", KEY)
+
+
+def test_requests_of_exactly_the_size_limit() -> None:
+    def request_of(size: int) -> ConfdRequest:
+        base = len(pack_request(ConfdRequest(RequestType.NODE_ROLE_BYNAME, "", "r"), KEY, now=1000))
+        return ConfdRequest(RequestType.NODE_ROLE_BYNAME, "n" * (size - base), "r")
+
+    largest = pack_request(request_of(MAX_REQUEST_SIZE), KEY, now=1000)
+    assert len(largest) == MAX_REQUEST_SIZE
+    assert unpack_request(largest, KEY, now=1000)[0] == request_of(MAX_REQUEST_SIZE)
+    with pytest.raises(ConfdClientError, match="reads at most 4096"):
+        pack_request(request_of(MAX_REQUEST_SIZE + 1), KEY, now=1000)
+    one_over = _signed(json.dumps(request_of(MAX_REQUEST_SIZE + 1).to_wire()), "1000")
+    with pytest.raises(ConfdMagicError, match="over the 4096"):
+        unpack_request(one_over + b" " * (MAX_REQUEST_SIZE + 1 - len(one_over)), KEY, now=1000)
+
+
+@pytest.mark.parametrize("make", [bytes, bytearray, memoryview, lambda key: key.decode()])
+def test_keys_as_bytes_bytearray_memoryview_or_str(make: object) -> None:
+    key = make(KEY)  # type: ignore[operator]
+    datagram = pack_reply(ConfdReply(ReplyStatus.OK, "a", 2), "s", key)
+    assert datagram == pack_reply(ConfdReply(ReplyStatus.OK, "a", 2), "s", KEY)
+    assert unpack_reply(datagram, HmacKey(key))[0].answer == "a"
