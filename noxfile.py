@@ -28,6 +28,15 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session
+def mutate(session: nox.Session) -> None:
+    """Mutation testing of the sans-IO core and the property harness (mutmut; long)."""
+    session.install("-e", ".[test]", "mutmut>=3.8")
+    shutil.rmtree("mutants", ignore_errors=True)
+    session.run("mutmut", "run", *session.posargs)
+    session.run("mutmut", "results")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
     session.install("-e", ".[lint]")

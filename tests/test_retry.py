@@ -1,0 +1,57 @@
+"""The retransmission policy (sans-IO): its schedule, hedging, and what it refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trioconfd import ConfdClientError, RetryPolicy
+
+
+def test_retry_policy_schedule() -> None:
+    policy = RetryPolicy(initial=0.1, multiplier=2, max_interval=0.5)
+    assert [policy.interval(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
+    assert policy.interval(10_000) == 0.5
+    assert not RetryPolicy.off().enabled
+    assert policy.hedges(0.6, received=1, needed=2)
+    assert not policy.hedges(0.4, received=1, needed=2)
+    assert not policy.hedges(0.6, received=2, needed=2)
+    assert not RetryPolicy(hedge_after=None).hedges(99, 0, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"initial": 0}, "initial must be a positive"),
+        ({"max_interval": -1}, "max_interval must be"),
+        ({"multiplier": 0.5}, "multiplier must be"),
+        ({"hedge_after": float("inf")}, "hedge_after must be finite"),
+        ({"initial": True}, "initial must be"),
+        ({"initial": None}, "initial must be"),
+        ({"max_interval": float("inf")}, "max_interval must be finite"),
+        ({"multiplier": True}, "multiplier must be"),
+        ({"multiplier": float("inf")}, "multiplier must be"),
+        ({"multiplier": float("nan")}, "multiplier must be"),
+        ({"hedge_after": 0}, "hedge_after must be a positive"),
+    ],
+)
+def test_bad_retry_policies_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfdClientError, match=message):
+        RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("multiplier", "intervals"),
+    [
+        (1, [0.1, 0.1, 0.1, 0.1]),  # the least allowed: a constant interval
+        (1.5, [0.1, 0.15, 0.225, 0.3375]),
+        (3, [0.1, 0.3, 0.5, 0.5]),
+    ],
+)
+def test_retry_intervals_for_other_multipliers(multiplier: float, intervals: list[float]) -> None:
+    policy = RetryPolicy(initial=0.1, multiplier=multiplier, max_interval=0.5)
+    assert [policy.interval(n) for n in range(1, 5)] == pytest.approx(intervals)
+    assert policy.interval(0) == policy.interval(1) == 0.1
+    # The first interval, too, is capped by the largest.
+    assert RetryPolicy(initial=2.0, max_interval=0.5).interval(1) == 0.5
