@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from trioconfd import ConfdReply, ReplyAggregator, RequestType, needed_replies, query
+from trioconfd import ConfdReply, ReplyAggregator, ReplyStatus, RequestType, needed_replies, query
 from trioconfd.testing import strategies
 from trioconfd.testing.properties import check_quorum_rule
 
@@ -36,6 +36,8 @@ def test_every_peer_is_a_safe_rule_too() -> None:
         (lambda peers: (peers + 1) // 2, "strict majority"),
         # Jumps by two at ten peers (5 at nine, 7 at ten), though each is a majority.
         (lambda peers: needed_replies(peers) + (peers >= 10), "one more peer"),
+        # Wrong only at the last count checked exhaustively.
+        (lambda peers: 1 if peers == 255 else needed_replies(peers), "rule\\(255\\) = 1"),
         # Wrong only for a single peer.
         (lambda peers: 0 if peers == 1 else needed_replies(peers), "rule\\(1\\) = 0"),
     ],
@@ -71,3 +73,18 @@ def test_a_verdict_without_a_timeout_is_not_timed_out() -> None:
     aggregator = ReplyAggregator(3)
     assert aggregator.result().timed_out is False
     assert aggregator.result().verdict == "no quorum: 0 of 3 peers replied, 2 needed"
+
+
+def test_a_jump_names_both_counts() -> None:
+    with pytest.raises(AssertionError, match=r"rule\(9\) = 5 but rule\(10\) = 7"):
+        check_quorum_rule(lambda peers: needed_replies(peers) + (peers >= 10))
+
+
+def test_hedged_peers_are_sent_to_but_keep_the_first_quorum() -> None:
+    aggregator = ReplyAggregator(2)
+    aggregator.ask_more()  # one more, by default
+    assert (aggregator.sent, aggregator.needed) == (3, 2)
+    reply = ConfdReply(ReplyStatus.OK, "a", 1)
+    assert aggregator.add(("192.0.2.1", 1), reply)
+    assert not aggregator.add(("192.0.2.1", 1), reply)  # a peer counts once
+    assert aggregator.replies == [(("192.0.2.1", 1), reply)]

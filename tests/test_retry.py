@@ -55,3 +55,11 @@ def test_retry_intervals_for_other_multipliers(multiplier: float, intervals: lis
     assert policy.interval(0) == policy.interval(1) == 0.1
     # The first interval, too, is capped by the largest.
     assert RetryPolicy(initial=2.0, max_interval=0.5).interval(1) == 0.5
+
+
+def test_hedging_starts_exactly_at_hedge_after() -> None:
+    policy = RetryPolicy(hedge_after=0.5)
+    assert policy.hedges(0.5, received=1, needed=2)
+    assert not policy.hedges(0.49, received=0, needed=2)  # too early, however few replied
+    assert RetryPolicy.off().enabled is False
+    assert RetryPolicy().enabled is True

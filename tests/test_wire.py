@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -390,3 +392,61 @@ def test_keys_as_bytes_bytearray_memoryview_or_str(make: object) -> None:
     datagram = pack_reply(ConfdReply(ReplyStatus.OK, "a", 2), "s", key)
     assert datagram == pack_reply(ConfdReply(ReplyStatus.OK, "a", 2), "s", KEY)
     assert unpack_reply(datagram, HmacKey(key))[0].answer == "a"
+
+
+def test_rsalts_are_uuid4_strings() -> None:
+    import uuid
+
+    seen = set()
+    for _ in range(200):
+        rsalt = ConfdRequest(RequestType.PING).rsalt
+        parsed = uuid.UUID(rsalt)
+        assert str(parsed) == rsalt
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        seen.add(rsalt)
+    assert len(seen) == 200
+    # The random hex digits vary (none is stuck by the formatting); the
+    # version digit is always 4, the variant digit one of 8, 9, a, b.
+    for position in (0, 7, 9, 12, 15, 17, 20, 22, 24, 35):
+        assert len({salt[position] for salt in seen}) > 4
+    assert {salt[14] for salt in seen} == {"4"}
+    assert {salt[19] for salt in seen} == set("89ab")
+
+
+def test_request_to_wire() -> None:
+    request = ConfdRequest(RequestType.NODE_ROLE_BYNAME, "node1", "r")
+    assert request.to_wire() == {"protocol": 1, "type": 1, "query": "node1", "rsalt": "r"}
+
+
+def test_key_repr_is_exactly_hidden() -> None:
+    assert repr(HmacKey(b"secret")) == "<HmacKey (hidden)>"
+
+
+def test_hmac_without_openssls_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trioconfd.protocol import _wire
+
+    openssl = HmacKey(KEY).sign(b"data")
+    monkeypatch.setattr(_wire, "_openssl_hmac_new", None)
+    assert HmacKey(KEY).sign(b"data") == openssl  # the pure-Python HMAC agrees
+    assert openssl == hmac.new(KEY, b"data", hashlib.sha1).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("salt", "message"),
+    [
+        ("9" * 20, "timestamp is"),  # 20 digits: a number, just far too far off
+        ("9" * 21, "not a decimal"),  # 21: refused as no timestamp at all
+    ],
+)
+def test_timestamp_salt_length(salt: str, message: str) -> None:
+    msg = '{"protocol":1,"type":0,"query":null,"rsalt":"r"}'
+    with pytest.raises(ConfdSignatureError, match=message):
+        unpack_request(_signed(msg, salt), KEY, now=1000)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(number: str) -> None:
+    msg = '{"protocol":1,"type":%s,"query":null,"rsalt":"r"}' % number  # noqa: UP031
+    with pytest.raises(ConfdMagicError, match="not a number"):
+        unpack_request(_signed(msg, "1000"), KEY, now=1000)
