@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -23,10 +25,20 @@ from trioconfd import (
     open_confd_client,
     pack_reply,
 )
+from trioconfd.testing import SimulatedCluster, make_cluster_config, simulated_cluster
 
 from .responders import Responder, answer_ping, run_responders, silent, wait_until
 
 KEY = b"test-key\n"
+
+
+@asynccontextmanager
+async def silent_cluster(count: int) -> AsyncIterator[SimulatedCluster]:
+    """Simulated peers that hear nothing (crashed), for tests of timing in simulated time."""
+    async with simulated_cluster([make_cluster_config()] * count, KEY) as cluster:
+        for index in range(count):
+            cluster.crash(index)
+        yield cluster
 
 
 def asked(responders: list[Responder]) -> int:
@@ -153,10 +165,11 @@ async def test_send_request_and_wait_for_reply_with_upcalls() -> None:
 async def test_expiry_fires_on_time(autojump_clock: trio.testing.MockClock) -> None:
     upcalls: list[tuple[float, Upcall]] = []
     async with (
-        run_responders(2, KEY, silent) as responders,
+        silent_cluster(2) as cluster,
         open_confd_client(
             KEY,
-            [r.address for r in responders],
+            cluster.peers,
+            port=cluster.port,
             callback=lambda up: upcalls.append((trio.current_time(), up)),
         ) as client,
     ):
@@ -178,8 +191,8 @@ async def test_expiry_fires_on_time(autojump_clock: trio.testing.MockClock) -> N
 
 async def test_waiting_extends_expiry(autojump_clock: trio.testing.MockClock) -> None:
     async with (
-        run_responders(3, KEY, silent) as responders,
-        open_confd_client(KEY, [r.address for r in responders]) as client,
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         start = trio.current_time()
         request = ConfdRequest(RequestType.PING)
@@ -330,8 +343,8 @@ async def test_silent_peers_time_out_at_the_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        run_responders(3, KEY, silent) as responders,
-        open_confd_client(KEY, [r.address for r in responders]) as client,
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         start = trio.current_time()
         result = await client.query(RequestType.PING, timeout=2.5)

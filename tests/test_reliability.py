@@ -28,7 +28,13 @@ from trioconfd import (
     open_confd_client,
     pack_reply,
 )
-from trioconfd.testing import Faults, make_cluster_config, serve_confd, simulated_cluster
+from trioconfd.testing import (
+    Faults,
+    SimulatedCluster,
+    make_cluster_config,
+    serve_confd,
+    simulated_cluster,
+)
 
 from .responders import Responder, answer_ping, run_responders, silent, wait_until
 
@@ -36,44 +42,54 @@ KEY = b"reliability key\n"
 CONFIG = make_cluster_config(serial=21)
 
 
-def deaf_to_first_try() -> Callable[[ConfdRequest, int], ConfdReply | None]:
-    """A handler that ignores the first copy of every request, like a lost datagram."""
-    seen: set[tuple[str, int]] = set()
-
-    def handler(request: ConfdRequest, index: int) -> ConfdReply | None:
-        if (request.rsalt, index) not in seen:
-            seen.add((request.rsalt, index))
-            return None
-        return ConfdReply(ReplyStatus.OK, "second time lucky", 3)
-
-    return handler
+async def lose_the_first_try(cluster: SimulatedCluster, until: float = 0.05) -> None:
+    """Cut every peer off until ``until`` seconds from now: the first datagrams are lost."""
+    cluster.partition([])
+    await trio.sleep(until)
+    cluster.heal()
 
 
-async def test_silent_peers_are_asked_again_with_the_same_rsalt() -> None:
+async def test_silent_peers_are_asked_again_with_the_same_rsalt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with (
-        run_responders(3, KEY, deaf_to_first_try()) as responders,
-        open_confd_client(KEY, [r.address for r in responders]) as client,
+        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+        trio.open_nursery() as nursery,
     ):
+        nursery.start_soon(lose_the_first_try, cluster)
+        start = trio.current_time()
         result = await client.query(RequestType.PING, timeout=5)
+        # Asked again at exactly 0.1 s; the quorum a round trip later.
+        assert trio.current_time() - start == pytest.approx(0.1, abs=0.001)
         assert result.ok
-        assert (result.answer, result.received) == ("second time lucky", 2)
+        assert result.received == 2
         assert client.stats.retransmitted == 3
-        asked = [request.rsalt for r in responders for request in r.requests]
-        assert len(set(asked)) == 1  # one rsalt, so each peer can only count once
-        # Off, the same peers never answer.
+        # Each peer answered the second copy once, and those answers counted
+        # for the query: the copy carried the first one's rsalt.
+        assert [cluster.stats(i)["answered"] for i in range(3)] == [1, 1, 1]
+        assert client.stats.accepted == 2
+        # Off, the same loss is final.
+        nursery.start_soon(lose_the_first_try, cluster)
+        start = trio.current_time()
         result = await client.query(RequestType.PING, timeout=0.5, retry=RetryPolicy.off())
+        assert trio.current_time() - start == pytest.approx(0.5)
         assert result.timed_out
         assert client.stats.retransmitted == 3
         assert client.outstanding == 0
 
 
-async def test_retry_off_for_the_whole_client() -> None:
+async def test_retry_off_for_the_whole_client(autojump_clock: trio.testing.MockClock) -> None:
     async with (
-        run_responders(1, KEY, deaf_to_first_try()) as responders,
-        open_confd_client(KEY, [responders[0].address], retry=RetryPolicy.off()) as client,
+        simulated_cluster([CONFIG], KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=RetryPolicy.off()) as client,
+        trio.open_nursery() as nursery,
     ):
+        nursery.start_soon(lose_the_first_try, cluster)
         assert (await client.query(RequestType.PING, timeout=0.4)).timed_out
+        nursery.start_soon(lose_the_first_try, cluster)
         assert (await client.query(RequestType.PING, timeout=5, retry=RetryPolicy())).ok
+        assert client.stats.retransmitted == 1
 
 
 class FirstPeers(random.Random):
