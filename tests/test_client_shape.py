@@ -341,3 +341,22 @@ async def test_a_stream_used_after_its_block_refuses_and_steals_nothing() -> Non
             r.handler = answer_ping(serial=4)
         result = await client.query(RequestType.PING, coverage=-1, timeout=5)
         assert (result.received, result.serial) == (2, 4)
+
+
+async def test_a_socket_that_keeps_failing_does_not_hog_the_loop() -> None:
+    async with run_responders(2, KEY, answer_ping(serial=2)) as responders:
+        factory = RecordingFactory()
+        trio.socket.set_custom_socket_factory(factory)
+        try:
+            async with open_confd_client(KEY, [r.address for r in responders]) as client:
+                ticks = 0
+                factory.fail_receive.extend(OSError("no route") for _ in range(200))
+                while factory.fail_receive:  # the receive task works through them...
+                    ticks += 1
+                    await trio.lowlevel.checkpoint()
+                # ...and lets this task run between every two.
+                assert ticks >= 150
+                assert client.stats.socket_errors == 200
+                assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        finally:
+            trio.socket.set_custom_socket_factory(None)

@@ -195,6 +195,9 @@ class Router:
                     # is down, which is no reason to stop hearing the others.
                     self.stats.socket_errors += 1
                     self.logger.debug("the socket reported %s; receiving on", exc)
+                    # A failed call does not yield: let the others run before
+                    # trying again, so a socket that keeps failing cannot hog the loop.
+                    await trio.lowlevel.checkpoint()
                     continue
                 route(datagram, sender)
         finally:
