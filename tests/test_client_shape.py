@@ -360,3 +360,40 @@ async def test_a_socket_that_keeps_failing_does_not_hog_the_loop() -> None:
                 assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
         finally:
             trio.socket.set_custom_socket_factory(None)
+
+
+def _raises(peers: int) -> int:
+    raise ZeroDivisionError("a bug in the rule")
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            _raises,
+            r"quorum rule _raises raised ZeroDivisionError\('a bug in the rule'\) for 3 peers",
+        ),
+        (lambda peers: 0, "gave 0 for 3 peers; it must give a whole number from 1 to 3"),
+        (lambda peers: peers + 1, "gave 4 for 3 peers"),
+        (lambda peers: "2", "gave '2' for 3 peers"),
+        (lambda peers: True, "gave True for 3 peers"),
+    ],
+)
+async def test_a_bad_quorum_rule_is_named_and_leaves_nothing_behind(
+    rule: Any, message: str
+) -> None:
+    async with (
+        run_responders(3, KEY, answer_ping()) as responders,
+        open_confd_client(KEY, [r.address for r in responders], quorum=rule) as client,
+    ):
+        with pytest.raises(ConfdClientError, match=message):
+            await client.query(RequestType.PING, coverage=-1)
+        with pytest.raises(ConfdClientError, match=message):
+            async with client.request(RequestType.PING, coverage=-1):
+                pass  # pragma: no cover
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request, coverage=-1)
+        with pytest.raises(ConfdClientError, match=message):
+            await client.wait_for_reply(request.rsalt, timeout=1)
+        assert client.outstanding == 1  # only the send_request one, until it expires
+        assert client.stats.accepted <= 3

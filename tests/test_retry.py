@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trioconfd import ConfdClientError, RetryPolicy
 
@@ -63,3 +65,27 @@ def test_hedging_starts_exactly_at_hedge_after() -> None:
     assert not policy.hedges(0.49, received=0, needed=2)  # too early, however few replied
     assert RetryPolicy.off().enabled is False
     assert RetryPolicy().enabled is True
+
+
+@pytest.mark.parametrize(
+    ("multiplier", "retransmission"), [(1e5, 63), (2**20, 53), (1e300, 10**18), (2, 10**9)]
+)
+def test_large_multipliers_and_counts_do_not_overflow(
+    multiplier: float, retransmission: int
+) -> None:
+    assert RetryPolicy(multiplier=multiplier).interval(retransmission) == 0.5
+
+
+@given(
+    initial=st.floats(min_value=1e-6, max_value=1e6),
+    multiplier=st.one_of(st.floats(min_value=1, max_value=1e300), st.integers(1, 2**64)),
+    max_interval=st.floats(min_value=1e-6, max_value=1e6),
+    retransmission=st.integers(min_value=-5, max_value=10**30),
+)
+def test_every_interval_is_finite_positive_capped_and_growing(
+    initial: float, multiplier: float, max_interval: float, retransmission: int
+) -> None:
+    policy = RetryPolicy(initial=initial, multiplier=multiplier, max_interval=max_interval)
+    interval = policy.interval(retransmission)
+    assert 0 < interval <= max_interval
+    assert interval <= policy.interval(retransmission + 1)

@@ -16,7 +16,14 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-from ..protocol import EXPIRE_TIMEOUT, Address, ConfdRequest, QuorumRule, pack_request
+from ..protocol import (
+    EXPIRE_TIMEOUT,
+    Address,
+    ConfdRequest,
+    QuorumRule,
+    pack_request,
+    quorum_of,
+)
 from ._router import Route, Router
 
 
@@ -69,7 +76,7 @@ class ParityRequests:
             # Waiting moves the expiry later, so that it does not expire while waited on.
             route.timer.deadline += timeout
             self._pending[salt] = self._pending.pop(salt)
-            needed = self._quorum(len(route.targets))
+            needed = quorum_of(self._quorum, len(route.targets))
             with trio.move_on_after(timeout):
                 while len(route.answered) < needed and self._pending.get(salt) is route:
                     self._router.check_open()  # a closing client wakes its waiters

@@ -35,7 +35,7 @@ from ._errors import (
     ConfdSignatureError,
 )
 from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
-from ._quorum import QuorumRule, needed_replies
+from ._quorum import QuorumRule, needed_replies, quorum_of
 from ._retry import RetryPolicy
 from ._wire import (
     HmacKey,
@@ -87,6 +87,7 @@ __all__ = [
     "new_rsalt",
     "pack_reply",
     "pack_request",
+    "quorum_of",
     "unpack_reply",
     "unpack_request",
 ]

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 from ._constants import ReplyStatus
 from ._messages import ConfdReply
-from ._quorum import QuorumRule, needed_replies
+from ._quorum import QuorumRule, needed_replies, quorum_of
 
 #: A peer's socket address as the client knows it: (IP literal, port).
 Address: TypeAlias = tuple[str, int]
@@ -87,7 +87,7 @@ class ReplyAggregator:
 
     def __init__(self, sent: int, quorum: QuorumRule = needed_replies) -> None:
         self.sent = sent
-        self.needed = quorum(sent)
+        self.needed = quorum_of(quorum, sent)
         self.replies: list[PeerReply] = []
         self.best: ConfdReply | None = None
         self.consistent = True

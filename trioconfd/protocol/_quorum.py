@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeAlias
 
+from ._errors import ConfdClientError
+
 #: A quorum rule maps the number of peers contacted to the replies needed.
 QuorumRule: TypeAlias = Callable[[int], int]
 
@@ -24,3 +26,28 @@ def needed_replies(peer_count: int) -> int:
     if peer_count < 5:
         return peer_count - 1
     return peer_count // 2 + 1
+
+
+def quorum_of(rule: QuorumRule, peer_count: int) -> int:
+    """``rule(peer_count)``, checked where it is used.
+
+    A rule that raises, or answers anything but a whole number from 1 to
+    ``peer_count``, is a :class:`ConfdClientError` naming the rule and the count.
+    """
+    name = getattr(rule, "__qualname__", None) or repr(rule)
+    try:
+        needed = rule(peer_count)
+    except Exception as exc:
+        raise ConfdClientError(
+            f"the quorum rule {name} raised {exc!r} for {peer_count} peers"
+        ) from exc
+    if (
+        isinstance(needed, bool)
+        or not isinstance(needed, int)
+        or not (1 <= needed <= peer_count or needed == peer_count == 0)
+    ):
+        raise ConfdClientError(
+            f"the quorum rule {name} gave {needed!r} for {peer_count} peers; "
+            f"it must give a whole number from 1 to {peer_count}"
+        )
+    return needed

@@ -57,12 +57,18 @@ class RetryPolicy:
         return cls(enabled=False)
 
     def interval(self, retransmission: int) -> float:
-        """Seconds from the previous send to retransmission number ``retransmission`` (from 1)."""
-        if retransmission <= 1:
+        """Seconds from the previous send to retransmission number ``retransmission`` (from 1).
+
+        Never overflows: past the step at which the growth reaches
+        ``max_interval``, the interval is ``max_interval`` without computing
+        the power.
+        """
+        if retransmission <= 1 or self.multiplier == 1:
             return min(self.initial, self.max_interval)
-        # Capped before it can overflow: the max is reached within a few steps.
-        exponent = min(retransmission - 1, 64)
-        return min(self.max_interval, self.initial * self.multiplier**exponent)
+        steps_to_the_cap = math.log(self.max_interval / self.initial) / math.log(self.multiplier)
+        if retransmission - 1 >= steps_to_the_cap:
+            return self.max_interval
+        return min(self.max_interval, self.initial * float(self.multiplier) ** (retransmission - 1))
 
     def hedges(self, elapsed: float, received: int, needed: int) -> bool:
         """Whether a retransmission ``elapsed`` seconds in should also ask a new peer."""
