@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -90,11 +91,20 @@ class RecordingFactory(trio.abc.SocketFactory):
         return RecordingSocket(family, self.calls, self.fail_receive)
 
 
+@contextmanager
+def installed(factory: trio.abc.SocketFactory) -> Iterator[None]:
+    """``factory`` makes this run's trio sockets for the block."""
+    previous = trio.socket.set_custom_socket_factory(factory)
+    try:
+        yield
+    finally:
+        trio.socket.set_custom_socket_factory(previous)
+
+
 async def test_every_send_and_receive_goes_through_the_trio_socket() -> None:
     async with run_responders(3, KEY, answer_ping(serial=4)) as responders:
         factory = RecordingFactory()
-        trio.socket.set_custom_socket_factory(factory)
-        try:
+        with installed(factory):
             async with open_confd_client(KEY, [r.address for r in responders]) as client:
                 for _ in range(5):
                     result = await client.query(RequestType.PING, coverage=-1, timeout=5)
@@ -103,8 +113,6 @@ async def test_every_send_and_receive_goes_through_the_trio_socket() -> None:
                 # Kernel extras degrade gracefully on a socket without them.
                 assert client.socket_drops() is None
                 await wait_until(lambda: client.stats.received == 15)
-        finally:
-            trio.socket.set_custom_socket_factory(None)
     calls = factory.calls
     assert calls["bind"] == 1
     assert calls["sendto"] == 15  # 5 queries to 3 peers, nothing sent around the socket
@@ -221,9 +229,8 @@ async def test_queries_in_flight_end_at_once_when_the_client_closes(
 async def test_a_dead_receive_task_closes_the_client() -> None:
     async with run_responders(2, KEY, silent) as responders:
         factory = RecordingFactory()
-        trio.socket.set_custom_socket_factory(factory)
         waiting: list[BaseException] = []
-        try:
+        with installed(factory):
             async with trio.open_nursery() as outer:
 
                 async def wait_in_flight(client: Any) -> None:
@@ -241,8 +248,6 @@ async def test_a_dead_receive_task_closes_the_client() -> None:
                         # Wake the receive task so that its next read fails.
                         await responders[0].sock.sendto(b"x", client.local_address[:2])
                         await trio.sleep_forever()
-        finally:
-            trio.socket.set_custom_socket_factory(None)
     assert failed.group_contains(RuntimeError, match="a bug in the socket")
     assert len(waiting) == 1
     assert "receive task has stopped" in str(waiting[0])
@@ -346,8 +351,7 @@ async def test_a_stream_used_after_its_block_refuses_and_steals_nothing() -> Non
 async def test_a_socket_that_keeps_failing_does_not_hog_the_loop() -> None:
     async with run_responders(2, KEY, answer_ping(serial=2)) as responders:
         factory = RecordingFactory()
-        trio.socket.set_custom_socket_factory(factory)
-        try:
+        with installed(factory):
             async with open_confd_client(KEY, [r.address for r in responders]) as client:
                 ticks = 0
                 factory.fail_receive.extend(OSError("no route") for _ in range(200))
@@ -358,8 +362,6 @@ async def test_a_socket_that_keeps_failing_does_not_hog_the_loop() -> None:
                 assert ticks >= 150
                 assert client.stats.socket_errors == 200
                 assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
-        finally:
-            trio.socket.set_custom_socket_factory(None)
 
 
 def _raises(peers: int) -> int:

@@ -34,12 +34,11 @@ def quorum_of(rule: QuorumRule, peer_count: int) -> int:
     A rule that raises, or answers anything but a whole number from 1 to
     ``peer_count``, is a :class:`ConfdClientError` naming the rule and the count.
     """
-    name = getattr(rule, "__qualname__", None) or repr(rule)
     try:
         needed = rule(peer_count)
     except Exception as exc:
         raise ConfdClientError(
-            f"the quorum rule {name} raised {exc!r} for {peer_count} peers"
+            f"the quorum rule {_name(rule)} raised {exc!r} for {peer_count} peers"
         ) from exc
     if (
         isinstance(needed, bool)
@@ -47,7 +46,12 @@ def quorum_of(rule: QuorumRule, peer_count: int) -> int:
         or not (1 <= needed <= peer_count or needed == peer_count == 0)
     ):
         raise ConfdClientError(
-            f"the quorum rule {name} gave {needed!r} for {peer_count} peers; "
+            f"the quorum rule {_name(rule)} gave {needed!r} for {peer_count} peers; "
             f"it must give a whole number from 1 to {peer_count}"
         )
     return needed
+
+
+def _name(rule: QuorumRule) -> str:
+    # Only for error messages: quorum_of runs once per query.
+    return getattr(rule, "__qualname__", None) or repr(rule)
