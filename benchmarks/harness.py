@@ -49,6 +49,8 @@ from trioconfd.testing import (
     serve_confd,
 )
 
+from .garbage_costs import measure_garbage_costs, print_garbage_costs
+from .garbage_costs import ratios as garbage_ratios
 from .shape_costs import measure_shape_costs, print_shape_costs
 
 KEY = b"benchmark key\n"
@@ -358,6 +360,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     long = await long_run(long_total)
     say("shape costs ...", file=sys.stderr)
     shape = await measure_shape_costs(5000 if args.quick else 20000)
+    say("garbage costs ...", file=sys.stderr)
+    garbage = measure_garbage_costs(100 if args.quick else 300)
 
     def latency(samples: list[float]) -> dict[str, float]:
         return {"p50_us": percentile(samples, 0.5) * 1e6, "p99_us": percentile(samples, 0.99) * 1e6}
@@ -375,6 +379,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     results["memory"] = memory
     results["long_run"] = long
     results["shape_costs"] = shape
+    results["garbage_costs"] = garbage
     return results
 
 
@@ -415,6 +420,19 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
             per_query <= 2048,
         )
     )
+    if "garbage_costs" in results:
+        garbage = garbage_ratios(results["garbage_costs"])
+        ratio = garbage["worst_shape_refusal_per_ip_list_authentication"]
+        rows.append(
+            (
+                "worst garbage refused unread / authenticating 60 KB",
+                ratio,
+                "<= 1",
+                ratio <= 1,
+            )
+        )
+        ratio = garbage["escapes_envelope_per_ip_list_authentication"]
+        rows.append(("60 KB envelope of escapes / authenticating 60 KB", ratio, "<= 2", ratio <= 2))
     return rows
 
 
@@ -465,6 +483,8 @@ def print_report(results: dict[str, Any]) -> None:
     )
     if "shape_costs" in results:
         print_shape_costs(results["shape_costs"])
+    if "garbage_costs" in results:
+        print_garbage_costs(results["garbage_costs"])
     print("targets")
     for what, ratio, target, met in ratios(results):
         print(f"  {what:<50}{ratio:>7.2f}  (target {target}) {'met' if met else 'NOT met'}")

@@ -8,7 +8,7 @@ import hmac
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from trioconfd import (
@@ -30,6 +30,8 @@ from trioconfd import (
     unpack_request,
 )
 from trioconfd.testing import strategies
+
+from .garbage import COSTLY_GARBAGE
 
 KEY = b"secretkey"
 
@@ -142,19 +144,25 @@ GOOD_MSG = '{"protocol":1,"status":0,"answer":1,"serial":5}'
     [
         (b"", ConfdMagicError, "wrong magic"),
         (b"plj1{}", ConfdMagicError, "wrong magic"),
-        (b"plj0", ConfdMagicError, "not valid JSON"),
-        (b"plj0{nope", ConfdMagicError, "not valid JSON"),
+        (b"plj0", ConfdMagicError, "not a JSON object of strings: expected {"),
+        (b"plj0{nope", ConfdMagicError, "expected a member name"),
         (b"plj0\xff\xfe{}", ConfdMagicError, "not UTF-8"),
-        (b"plj0[1, 2]", ConfdMagicError, "not an object"),
+        (b"plj0[1, 2]", ConfdMagicError, "expected {"),
         (b"plj0" + b"[" * 100000, ConfdMagicError, "over the"),
         (b"plj0" + b"[" * 50000 + b"]" * 50000, ConfdMagicError, "over the"),
-        (b"plj0" + b"[" * 30000 + b"]" * 30000, ConfdMagicError, "not valid JSON|not an object"),
+        (b"plj0" + b"[" * 30000 + b"]" * 30000, ConfdMagicError, "expected {"),
+        (b'plj0{"msg": [[[[[[', ConfdMagicError, "expected a string as the value of 'msg'"),
+        (b'plj0{"msg": "x" "salt"}', ConfdMagicError, "expected ',' or '}'"),
+        (b'plj0{"msg" "x"}', ConfdMagicError, "expected ':'"),
+        (b'plj0{"msg": "x}', ConfdMagicError, "Unterminated string"),
+        (b'plj0{"msg": "x"} []', ConfdMagicError, "nothing after the envelope"),
+        (b'plj0{"a":"","b":"","c":"","d":"","e":""}', ConfdMagicError, "the end of the envelope"),
         (b'plj0{"msg": "x", "salt": "s"}', ConfdSignatureError, "lacks"),
-        (b'plj0{"msg": 1, "salt": "s", "hmac": "h"}', ConfdSignatureError, "lacks"),
+        (b'plj0{"msg": 1, "salt": "s", "hmac": "h"}', ConfdMagicError, "value of 'msg'"),
         (
             b'plj0{"msg": "x", "salt": "s", "hmac": "h", "key_selector": 3}',
-            ConfdSignatureError,
-            "key_selector",
+            ConfdMagicError,
+            "value of 'key_selector'",
         ),
         (b'plj0{"msg": "x", "salt": "s", "hmac": "00"}', ConfdSignatureError, "mismatch"),
         (b'plj0{"msg": "x", "salt": "s", "hmac": "\\u00e9"}', ConfdSignatureError, "mismatch"),
@@ -450,3 +458,76 @@ def test_non_finite_numbers_are_refused(number: str) -> None:
     msg = '{"protocol":1,"type":%s,"query":null,"rsalt":"r"}' % number  # noqa: UP031
     with pytest.raises(ConfdMagicError, match="not a number"):
         unpack_request(_signed(msg, "1000"), KEY, now=1000)
+
+
+# -- the envelope is read before any general JSON parse ------------------------
+
+
+@pytest.mark.parametrize("garbage", COSTLY_GARBAGE.values(), ids=COSTLY_GARBAGE)
+def test_costly_garbage_never_reaches_a_json_parser(
+    garbage: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused by the envelope reader; neither JSON decoder nor the HMAC is run."""
+    from trioconfd.protocol import _wire
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("a general JSON parse or an HMAC ran on garbage")
+
+    for name in ("_scan_json", "_decode_json"):
+        monkeypatch.setattr(_wire, name, must_not_run)
+    monkeypatch.setattr(HmacKey, "verify", must_not_run)
+    with pytest.raises(ConfdMagicError, match=r"not a JSON object of strings|over the"):
+        unpack_reply(garbage, KEY)
+    with pytest.raises(ConfdMagicError):
+        unpack_request(garbage[:MAX_REQUEST_SIZE], KEY)
+
+
+def test_the_envelope_reader_reads_strings_exactly_as_json_does() -> None:
+    from trioconfd.protocol._wire import _envelope_members
+
+    text = '{ "msg" : "a\\"b\\\\c\\/d\\u00e9\\ud83d\\ude00\\n" ,"salt":"\\u0073"\t}\r\n'
+    assert _envelope_members(MAGIC + text.encode()) == json.loads(text)
+    assert _envelope_members(MAGIC + b"{}") == {}
+    # Duplicate names: the last wins, as in json.loads.
+    assert _envelope_members(MAGIC + b'{"msg":"a","msg":"b"}') == {"msg": "b"}
+
+
+@pytest.mark.fuzz
+@given(strategies.signed_replies_in_any_spelling(KEY))
+def test_no_valid_signed_datagram_is_refused_by_the_envelope_reader(
+    signed: tuple[bytes, ConfdReply, str],
+) -> None:
+    datagram, reply, salt = signed
+    assume(len(datagram) <= MAX_DATAGRAM_SIZE)
+    assert unpack_reply(datagram, KEY) == (reply, salt)
+
+
+_envelope_like_texts = st.one_of(
+    st.text(alphabet='{}[]":, \t\\u0123abfnrt/', max_size=40),
+    st.dictionaries(st.text(max_size=5), strategies.json_values, max_size=5).map(json.dumps),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=6).map(json.dumps),
+)
+
+
+@pytest.mark.fuzz
+@given(_envelope_like_texts)
+def test_the_envelope_reader_accepts_only_what_json_reads_the_same(text: str) -> None:
+    """Sound: what it accepts, json.loads reads as the same flat object of strings."""
+    from trioconfd.protocol._wire import _envelope_members
+
+    try:
+        members = _envelope_members(MAGIC + text.encode("utf-8", "surrogatepass"))
+    except ConfdMagicError:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return
+        # Refused although JSON: then it is not a flat object of up to four strings.
+        assert not (
+            isinstance(value, dict)
+            and len(value) <= 4
+            and text.count(":") <= 4
+            and all(isinstance(v, str) for v in value.values())
+        ) or any(ord(c) >= 0xD800 and ord(c) < 0xE000 for c in text)
+        return
+    assert members == json.loads(text)

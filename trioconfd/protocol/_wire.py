@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -35,6 +36,12 @@ _decode_json = _decoder.decode
 _scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 # The C quoter behind the encoder: a str as an ASCII JSON string literal.
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+# The C string scanner behind the decoder: (text, index after the opening quote).
+_scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_json_space = re.compile(r"[ \t\n\r]*")
+
+#: The envelope's members: msg, salt, hmac, and key_selector if a sender adds it.
+_MAX_ENVELOPE_MEMBERS = 4
 
 
 def _keyed_sha1(key: bytes) -> Any:
@@ -158,27 +165,93 @@ def _load(text: str | bytes, what: str) -> Any:
         raise ConfdMagicError(f"{what} is not valid JSON: {exc}") from None
 
 
+def _skip_space(text: str, position: int) -> int:
+    """The position after JSON whitespace at ``position`` (skipped in C)."""
+    match = _json_space.match(text, position)
+    assert match is not None  # "*" matches the empty string too
+    return match.end()
+
+
+def _envelope_error(text: str, position: int, expected: str) -> ConfdMagicError:
+    return ConfdMagicError(
+        f"the envelope is not a JSON object of strings: expected {expected} "
+        f"(at character {min(position, len(text))})"
+    )
+
+
+def _token(text: str, position: int, token: str, expected: str) -> int:
+    """The position after ``token`` at ``position`` and the whitespace after it."""
+    if not text.startswith(token, position):
+        raise _envelope_error(text, position, expected)
+    return _skip_space(text, position + 1)
+
+
+def _string(text: str, position: int, expected: str) -> tuple[str, int]:
+    """The JSON string at ``position``, and the position after it and its whitespace."""
+    if not text.startswith('"', position):
+        raise _envelope_error(text, position, expected)
+    try:
+        value, position = _scan_string(text, position + 1)
+    except ValueError as exc:  # JSONDecodeError: a bad escape, a control character, no end
+        raise ConfdMagicError(f"the envelope is not a JSON object of strings: {exc}") from None
+    return value, _skip_space(text, position)
+
+
+def _envelope_members(datagram: bytes) -> dict[str, str]:
+    """The envelope's members, read without a general JSON parser.
+
+    An envelope is a flat JSON object of at most four string members, so
+    this reads exactly that and refuses anything else where it starts:
+    nesting, numbers, long member lists. Each string is scanned by the JSON
+    module's C scanner, so what is accepted decodes as ``json.loads`` would,
+    and rejecting garbage never costs more than reading a valid envelope of
+    the same size. A general parse would first build whatever the garbage
+    describes (tens of thousands of numbers, or nesting down to the
+    recursion limit) at up to a thousand times the cost.
+    """
+    try:
+        text = datagram[_MAGIC_LEN:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfdMagicError("the envelope is not UTF-8") from None
+    members: dict[str, str] = {}
+    position = _token(text, _skip_space(text, 0), "{", "{")
+    closed = text.startswith("}", position)
+    count = 0
+    while not closed:
+        count += 1
+        if count > _MAX_ENVELOPE_MEMBERS:
+            raise _envelope_error(text, position, "the end of the envelope")
+        name, position = _string(text, position, "a member name")
+        position = _token(text, position, ":", "':'")
+        members[name], position = _string(text, position, f"a string as the value of {name[:20]!r}")
+        closed = text.startswith("}", position)
+        if not closed:
+            position = _token(text, position, ",", "',' or '}'")
+    if _skip_space(text, position + 1) != len(text):
+        raise _envelope_error(text, position + 1, "nothing after the envelope")
+    return members
+
+
 def _open_envelope(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
-    """Check size, magic and signature; return the decoded message and the salt."""
+    """Check size, magic and signature; return the decoded message and the salt.
+
+    Only the envelope is read before the signature is checked; the message
+    is parsed as general JSON once it is known to come from a key holder.
+    """
     if len(datagram) > MAX_DATAGRAM_SIZE:
         raise ConfdMagicError(
             f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
         )
     if not datagram.startswith(MAGIC):
         raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
-    envelope = _load(datagram[_MAGIC_LEN:], "the envelope")
-    if not isinstance(envelope, dict):
-        raise ConfdMagicError(f"the envelope is a JSON {type(envelope).__name__}, not an object")
+    envelope = _envelope_members(datagram)
     msg = envelope.get("msg")
     salt = envelope.get("salt")
     signature = envelope.get("hmac")
-    selector = envelope.get("key_selector", "")
-    if not (isinstance(msg, str) and isinstance(salt, str) and isinstance(signature, str)):
+    if msg is None or salt is None or signature is None:
         raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
-    if not isinstance(selector, str):
-        raise ConfdSignatureError("the envelope's key_selector is not a string")
     try:
-        signed = (salt + selector + msg).encode("utf-8")
+        signed = (salt + envelope.get("key_selector", "") + msg).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
         raise ConfdSignatureError("the signed text is not encodable as UTF-8") from None
     if not key.verify(signed, signature):

@@ -112,6 +112,84 @@ def signed_datagrams(key: bytes | str) -> st.SearchStrategy[bytes]:
     return st.builds(sign, message_texts, salts)
 
 
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f"}
+_SHORT_ESCAPES.update({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _u_escape(char: str, upper: bool) -> str:
+    code = ord(char)
+    units: tuple[int, ...]
+    if code > 0xFFFF:  # a surrogate pair, as JSON writes characters beyond the BMP
+        code -= 0x10000
+        units = (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
+    else:
+        units = (code,)
+    text = "".join(f"\\u{unit:04x}" for unit in units)
+    return text.upper().replace("\\U", "\\u") if upper else text
+
+
+@st.composite
+def _json_string_spellings(draw: st.DrawFn, value: str) -> str:
+    """``value`` as a JSON string literal, each character written in a legal way drawn at random."""
+    parts = ['"']
+    for char in value:
+        ways = ["u", "U"]
+        if char in _SHORT_ESCAPES:
+            ways.append("short")
+        if char not in '"\\' and ord(char) >= 0x20:
+            ways.append("literal")
+        way = draw(st.sampled_from(ways))
+        if way == "literal":
+            parts.append(char)
+        elif way == "short":
+            parts.append(_SHORT_ESCAPES[char])
+        else:
+            parts.append(_u_escape(char, upper=way == "U"))
+    parts.append('"')
+    return "".join(parts)
+
+
+_json_space = st.text(alphabet=" \t\n\r", max_size=3)
+
+
+@st.composite
+def signed_replies_in_any_spelling(
+    draw: st.DrawFn, key: bytes | str
+) -> tuple[bytes, ConfdReply, str]:
+    """A reply signed with ``key``, its envelope written in any legal JSON way.
+
+    Members in any order (with a ``key_selector`` at times), any JSON
+    whitespace between tokens, each character of each string literal or
+    escaped. Returns the datagram, the reply and its salt: every such datagram
+    is valid and must be accepted.
+    """
+    reply = draw(replies)
+    salt = draw(rsalts)
+    msg = json.dumps(reply.to_wire(), ensure_ascii=draw(st.booleans()))
+    members = {"msg": msg, "salt": salt}
+    selector = draw(st.none() | st.text(max_size=10))
+    signed = salt + msg if selector is None else salt + selector + msg
+    if selector is not None:
+        members["key_selector"] = selector
+    members["hmac"] = HmacKey(key).sign(signed.encode("utf-8"))
+    order = draw(st.permutations(list(members)))
+    space = [draw(_json_space) for _ in range(4 * len(order) + 2)]
+    items = []
+    for index, name in enumerate(order):
+        before, after_name, after_colon, after_value = space[4 * index + 1 : 4 * index + 5]
+        items.append(
+            before
+            + draw(_json_string_spellings(name))
+            + after_name
+            + ":"
+            + after_colon
+            + draw(_json_string_spellings(members[name]))
+            + after_value
+        )
+    envelope = space[0] + "{" + ",".join(items) + "}" + space[-1]
+    return MAGIC + envelope.encode("utf-8"), reply, salt
+
+
 #: Distinct peer addresses (IPv4, port 1814).
 addresses: st.SearchStrategy[tuple[str, int]] = st.ip_addresses(v=4).map(lambda ip: (str(ip), 1814))
 
