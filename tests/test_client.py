@@ -126,11 +126,14 @@ async def test_duplicate_rsalt_is_refused() -> None:
     ):
         request = ConfdRequest(RequestType.PING)
         await client.send_request(request)
+        # Another request given the same rsalt, while the first waits.
+        twin = ConfdRequest(RequestType.PING, rsalt=request.rsalt)
         with pytest.raises(ConfdClientError, match="duplicate request rsalt"):
-            await client.send_request(request)
+            await client.send_request(twin)
         with pytest.raises(ConfdClientError, match="duplicate request rsalt"):
-            await client.query(request)
+            await client.query(ConfdRequest(RequestType.PING, rsalt=request.rsalt))
         assert client.outstanding == 1
+        assert not twin.sent  # refused, so not spent
 
 
 async def test_send_request_and_wait_for_reply_with_upcalls() -> None:

@@ -172,7 +172,8 @@ class ConfdClient:
         Silent peers are asked again as ``retry`` (default: the client's
         policy) says. If the deadline (``timeout`` seconds, default
         :data:`EXPIRE_TIMEOUT`; ``math.inf`` for none) passes first, the
-        result has ``timed_out`` set and holds what did arrive.
+        result has ``timed_out`` set and holds what did arrive. A
+        :class:`ConfdRequest` sent before goes out as ``request.renewed()``.
         """
         exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
         try:
@@ -220,6 +221,10 @@ class ConfdClient:
     ) -> Exchange:
         self._router.check_open()
         request = as_request(type_or_request, query)
+        if request.sent:
+            # Its rsalt is spent: a reply to the earlier send, captured or
+            # late, would otherwise be taken as an answer to this one.
+            request = request.renewed()
         deadline = trio.current_time() + check_timeout(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
@@ -244,13 +249,19 @@ class ConfdClient:
         """Send ``request`` to ``coverage`` peers; replies go to the callback.
 
         Coverage 0 means min(peers, 6), -1 all peers, N exactly N (more than
-        are known is an error). The request expires :data:`EXPIRE_TIMEOUT`
+        are known is an error). A request already sent is refused: its rsalt,
+        your handle on its replies, is spent (send ``request.renewed()``). The request expires :data:`EXPIRE_TIMEOUT`
         seconds from now, firing an ``EXPIRE`` upcall, unless waited on. Like
         Ganeti's client, this sends once; queries retransmit.
         """
         self._router.check_open()
         if not isinstance(request, ConfdRequest):
             raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
+        if request.sent:
+            raise ConfdClientError(
+                f"this ConfdRequest (rsalt {request.rsalt!r}) was sent before: a reply to that "
+                "send would be taken as an answer to this one; send request.renewed() instead"
+            )
         await self._parity.send(request, args, choose_targets(self._peers, coverage, self._rng))
 
     async def wait_for_reply(

@@ -76,6 +76,7 @@ class Exchange:
         self._channel = router.open_channel(self._capacity)
         self._route = Route(request, targets, self._channel[0])
         router.add(self._route)
+        request.mark_sent()
         # What the next send_due() sends: first, the request to the sample.
         self._outbox: tuple[bytes, list[Address]] | None = (datagram, targets)
         self._router = router

@@ -60,6 +60,7 @@ class ParityRequests:
         route = Route(request, targets, None, args)
         route.timer = trio.CancelScope(deadline=trio.current_time() + EXPIRE_TIMEOUT)
         self._router.add(route)
+        request.mark_sent()
         self._pending[request.rsalt] = route
         self._nursery.start_soon(self._expire_when_due, route)
         try:

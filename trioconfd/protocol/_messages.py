@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from ._constants import PROTOCOL_VERSION, ReplyStatus, RequestType
@@ -42,12 +42,20 @@ class ConfdRequest:
     ``query`` is the wire value: None, a string, or a dict keyed by
     :class:`QueryKey` values, e.g. ``{"3": [0, 1, 2]}`` for master fields.
     An unknown ``type`` raises :class:`ConfdClientError`.
+
+    The rsalt is the only link between a reply and its request, so a request
+    is sent once: a reply to it, captured or late, must never answer another
+    send. A client's queries send a request that was sent before as
+    :meth:`renewed`; ``send_request`` refuses it. An rsalt you give yourself
+    must be as unique as a fresh one.
     """
 
     type: RequestType
     query: Query = None
     rsalt: str = field(default_factory=new_rsalt)
     protocol: int = PROTOCOL_VERSION
+    # Set by a client when it sends the request; not part of its value.
+    _sent: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", _as_request_type(self.type))
@@ -57,6 +65,19 @@ class ConfdRequest:
             raise ConfdClientError(
                 f"query must be None, a string or a dict, not {type(self.query).__name__}"
             )
+
+    @property
+    def sent(self) -> bool:
+        """Whether a client has sent this request (then send :meth:`renewed` instead)."""
+        return self._sent
+
+    def renewed(self) -> ConfdRequest:
+        """The same question under a fresh rsalt, not yet sent."""
+        return replace(self, rsalt=new_rsalt())
+
+    def mark_sent(self) -> None:
+        """Record that a client sends this request (clients call it; its rsalt is spent)."""
+        object.__setattr__(self, "_sent", True)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object this request is sent as."""
