@@ -275,11 +275,28 @@ async def test_ipv6_peers() -> None:
         assert all(reply.address[0] == "::1" for reply in result.replies)
 
 
+async def test_ipv4_mapped_peers_are_ipv4_peers() -> None:
+    """Replies come from the IPv4 address, so that is the peer (else none would match)."""
+    async with (
+        run_responders(2, KEY, answer_ping(serial=3)) as responders,
+        open_confd_client(
+            KEY, [("::ffff:" + host, port) for host, port in (r.address for r in responders)]
+        ) as client,
+    ):
+        assert client.peers == tuple(r.address for r in responders)
+        assert len(client.local_address) == 2  # an IPv4 socket
+        result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+        assert (result.received, result.serial) == (2, 3)
+        client.update_peer_list(["::FFFF:7F00:1", "127.0.0.2"])
+        assert client.peers == (("127.0.0.1", client.port), ("127.0.0.2", client.port))
+
+
 @pytest.mark.parametrize(
     ("peers", "message"),
     [
         ([], "empty"),
         (["127.0.0.1", "::1"], "mix IPv4 and IPv6"),
+        (["::ffff:127.0.0.1", "::1"], r"mix IPv4 and IPv6 addresses \(::ffff:a.b.c.d counts"),
         (["not-an-ip"], "not an IP address"),
         (["300.1.1.1"], "not an IP address"),
         ([("127.0.0.1", 0)], "port of peer"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -212,6 +213,26 @@ async def test_quorum_with_one_daemon_stopped(ganeti_cluster: Cluster) -> None:
             assert result.answer == "node1.example.com"
             assert ganeti_cluster.daemons[0].address not in {r.address for r in result.replies}
         assert client.outstanding == 0
+
+
+async def test_ipv4_mapped_ipv6_peers_are_the_daemons_ipv4_addresses(
+    ganeti_cluster: Cluster,
+) -> None:
+    """``::ffff:a.b.c.d`` peers reach the daemons, and their replies count."""
+    mapped = [(f"::ffff:{host}", port) for host, port in ganeti_cluster.peers]
+    async with open_confd_client(CLUSTER_KEY, mapped) as client:
+        assert client.peers == tuple(ganeti_cluster.peers)
+        result = await client.query(RequestType.CLUSTER_MASTER, coverage=-1, timeout=5)
+        assert result.ok
+        assert result.answer == "node1.example.com"
+        assert {reply.address for reply in result.replies} <= set(ganeti_cluster.peers)
+        assert client.stats.unexpected_peer == 0
+    # The same peers as ipaddress writes them: ::ffff:7f00:1 for ::ffff:127.0.0.1.
+    in_hex = [(str(ipaddress.IPv6Address(host)), port) for host, port in mapped]
+    assert all(not host.startswith("::ffff:127.") for host, _ in in_hex)
+    result = await query(CLUSTER_KEY, in_hex, RequestType.PING, coverage=-1, timeout=5)
+    assert result.ok
+    assert not result.timed_out
 
 
 async def test_all_silent_times_out_at_the_deadline(ganeti_cluster: Cluster) -> None:

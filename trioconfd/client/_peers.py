@@ -72,6 +72,11 @@ def _parse_peer(peer: object, port: int) -> tuple[int, Address]:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ConfdClientError(f"peer {peer!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is an IPv4 peer. As IPv6, its replies would come back
+        # from "::ffff:a.b.c.d" while ipaddress writes "::ffff:xxxx:xxxx",
+        # and no reply would ever match the peer.
+        ip = ip.ipv4_mapped
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
     return family, (str(ip), port)
 
@@ -80,8 +85,9 @@ def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFam
     """Check ``peers``; return their one address family and their addresses.
 
     Addresses are normalised the way the socket reports a sender (so replies
-    can be matched to peers) and repeated ones are dropped: a peer listed
-    twice would be asked twice but could only count once.
+    can be matched to peers): an IPv4-mapped IPv6 address is the IPv4 address
+    it maps. Repeated ones are dropped: a peer listed twice would be asked
+    twice but could only count once.
     """
     if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
         raise ConfdClientError(f"peers must be a list of addresses, not {type(peers).__name__}")
@@ -94,5 +100,8 @@ def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFam
     if not addresses:
         raise ConfdClientError("the peer list is empty")
     if len(families) > 1:
-        raise ConfdClientError("peers mix IPv4 and IPv6 addresses; one client speaks one family")
+        raise ConfdClientError(
+            "peers mix IPv4 and IPv6 addresses (::ffff:a.b.c.d counts as IPv4); "
+            "one client speaks one family"
+        )
     return socket.AddressFamily(families.pop()), list(addresses)
