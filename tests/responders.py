@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,16 +11,26 @@ from dataclasses import dataclass, field
 import trio
 
 from trioconfd import (
+    MAGIC,
     ConfdProtocolError,
     ConfdReply,
     ConfdRequest,
+    HmacKey,
     ReplyStatus,
     pack_reply,
     unpack_request,
 )
 
-#: Given the request and the responder's index, the reply to send (None: stay silent).
-Handler = Callable[[ConfdRequest, int], ConfdReply | None]
+#: Given the request and the responder's index, the reply to send (None: stay
+#: silent; a str: the message text, signed as it is, for replies pack_reply
+#: cannot make).
+Handler = Callable[[ConfdRequest, int], ConfdReply | str | None]
+
+
+def sign_message(text: str, rsalt: str, key: bytes) -> bytes:
+    """A reply datagram carrying the message ``text`` exactly, correctly signed."""
+    signature = HmacKey(key).sign((rsalt + text).encode("utf-8"))
+    return MAGIC + json.dumps({"hmac": signature, "msg": text, "salt": rsalt}).encode()
 
 
 def answer_ping(serial: int = 0) -> Handler:
@@ -71,7 +82,10 @@ class Responder:
             self.requests.append(request)
             self.client_addresses.append(sender)
             reply = self.handler(request, self.index)
-            if reply is not None:
+            if isinstance(reply, str):
+                datagram = sign_message(reply, request.rsalt, self.key)
+                nursery.start_soon(self._reply, datagram, sender)
+            elif reply is not None:
                 datagram = pack_reply(reply, request.rsalt, self.key)
                 nursery.start_soon(self._reply, datagram, sender)
 

@@ -16,6 +16,7 @@ from trioconfd import (
     ConfdClientError,
     ConfdReply,
     ConfdRequest,
+    QueryResult,
     ReplyStatus,
     RequestType,
     RetryPolicy,
@@ -24,7 +25,7 @@ from trioconfd import (
 )
 
 from .garbage import COSTLY_GARBAGE
-from .responders import run_responders, wait_until
+from .responders import Handler, run_responders, wait_until
 
 KEY = b"hostile key\n"
 
@@ -156,3 +157,45 @@ def test_renewed_is_the_same_question_under_a_fresh_rsalt() -> None:
     # Being sent is not part of the value: equal, same hash, same repr.
     assert request == ConfdRequest(RequestType.NODE_ROLE_BYNAME, "node1", rsalt="mine")
     assert "sent" not in repr(request)
+
+
+# -- answers nested as deep as the decoder allows ------------------------------
+
+
+def sending(text: str) -> Handler:
+    """A peer that answers every request with the message ``text``, signed."""
+
+    def handler(request: ConfdRequest, index: int) -> str:
+        return text
+
+    return handler
+
+
+async def test_deeply_nested_signed_answers_never_raise_from_a_query() -> None:
+    """A query made deep down a task's stack compares its replies there.
+
+    Replies nested as deeply as the receive task could decode them once made
+    ``==`` raise RecursionError out of the query; now they are compared anyway.
+    """
+
+    async def deep_down(levels: int) -> QueryResult:
+        if levels == 0:
+            return await client.query(RequestType.PING, coverage=-1, timeout=0.5)
+        return await deep_down(levels - 1)
+
+    for depth in (400, 900, 950, 980, 1000, 5000):
+        text = '{"protocol":1,"status":0,"answer":%s,"serial":1}' % ("[" * depth + "]" * depth)
+        async with (
+            run_responders(3, KEY, sending(text)) as responders,
+            open_confd_client(
+                KEY, [r.address for r in responders], retry=RetryPolicy.off()
+            ) as client,
+        ):
+            result = await deep_down(100)
+            # Decoded and counted, or too deep to decode and discarded.
+            if client.stats.malformed:
+                assert result.received == 0
+                assert result.timed_out
+            else:
+                assert result.ok
+                assert result.consistent

@@ -105,3 +105,42 @@ def test_best_is_the_maximum_of_all_replies(replies: list[ConfdReply]) -> None:
         a.serial == b.serial and a.answer != b.answer for a in replies for b in replies
     )
     assert aggregator.consistent == (not conflicting)
+
+
+# -- answers nested deeper than the stack allows ------------------------------
+
+
+def _nested(depth: int, leaf: object = None) -> list[object]:
+    value: list[object] = [leaf]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_answers_nested_past_the_recursion_limit_are_compared() -> None:
+    """``==`` raises RecursionError on these; the aggregator must not."""
+    deep, same, differs = _nested(50_000, 1), _nested(50_000, 1), _nested(50_000, 2)
+    with pytest.raises(RecursionError):
+        _ = deep == same
+    agreeing = ReplyAggregator(3)
+    agreeing.add(("192.0.2.1", 1814), ConfdReply(ReplyStatus.OK, deep, 4))
+    agreeing.add(("192.0.2.2", 1814), ConfdReply(ReplyStatus.OK, same, 4))
+    assert agreeing.consistent
+    assert agreeing.quorum_reached
+    clashing = ReplyAggregator(3)
+    clashing.add(("192.0.2.1", 1814), ConfdReply(ReplyStatus.OK, deep, 4))
+    clashing.add(("192.0.2.2", 1814), ConfdReply(ReplyStatus.OK, differs, 4))
+    assert not clashing.consistent
+    shallower = ReplyAggregator(3)
+    shallower.add(("192.0.2.1", 1814), ConfdReply(ReplyStatus.OK, deep, 4))
+    shallower.add(("192.0.2.2", 1814), ConfdReply(ReplyStatus.OK, _nested(49_999, 1), 4))
+    assert not shallower.consistent
+
+
+@given(strategies.json_values, strategies.json_values)
+def test_comparing_without_recursion_agrees_with_equality(first: object, second: object) -> None:
+    from trioconfd.protocol._aggregate import _equal_without_recursion
+
+    assert _equal_without_recursion(first, second) == (first == second)
+    assert _equal_without_recursion(first, first)
+    assert _equal_without_recursion([first, {"k": second}], [first, {"k": second}])

@@ -250,8 +250,9 @@ class ConfdClient:
 
         Coverage 0 means min(peers, 6), -1 all peers, N exactly N (more than
         are known is an error). A request already sent is refused: its rsalt,
-        your handle on its replies, is spent (send ``request.renewed()``). The request expires :data:`EXPIRE_TIMEOUT`
-        seconds from now, firing an ``EXPIRE`` upcall, unless waited on. Like
+        your handle on its replies, is spent (send ``request.renewed()``).
+        The request expires :data:`EXPIRE_TIMEOUT` seconds from now, firing
+        an ``EXPIRE`` upcall, unless waited on. Like
         Ganeti's client, this sends once; queries retransmit.
         """
         self._router.check_open()

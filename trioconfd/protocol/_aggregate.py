@@ -77,6 +77,37 @@ class QueryResult:
         return f"{'timed out' if self.timed_out else 'no quorum'}: {counts}"
 
 
+def answers_equal(first: Any, second: Any) -> bool:
+    """Whether two answers (decoded JSON) are equal, however deeply nested.
+
+    ``==`` first, at C speed. A signed reply can carry any JSON, nested as
+    deep as the decoder allowed where it ran; compared deeper down a task's
+    stack, ``==`` can raise ``RecursionError``, and then the two are compared
+    again with a list for a stack.
+    """
+    try:
+        return bool(first == second)
+    except RecursionError:
+        return _equal_without_recursion(first, second)
+
+
+def _equal_without_recursion(first: Any, second: Any) -> bool:
+    pending = [(first, second)]
+    while pending:
+        left, right = pending.pop()
+        if isinstance(left, list) and isinstance(right, list):
+            if len(left) != len(right):
+                return False
+            pending.extend(zip(left, right, strict=True))
+        elif isinstance(left, dict) and isinstance(right, dict):
+            if left.keys() != right.keys():
+                return False
+            pending.extend((left[name], right[name]) for name in left)
+        elif isinstance(left, list | dict) or isinstance(right, list | dict) or left != right:
+            return False
+    return True
+
+
 class ReplyAggregator:
     """Feed it one (peer, reply) at a time; it keeps the verdict up to date.
 
@@ -112,7 +143,9 @@ class ReplyAggregator:
         if best is None or (reply.ok, reply.serial) > (best.ok, best.serial):
             self.best = reply
         answer_at_serial = self._by_serial.setdefault(reply.serial, reply.answer)
-        if answer_at_serial != reply.answer:
+        if answer_at_serial is not reply.answer and not answers_equal(
+            answer_at_serial, reply.answer
+        ):
             self.consistent = False
         return True
 
