@@ -385,7 +385,9 @@ async def test_bad_datagrams_are_counted_and_never_delivered(
     async with (
         run_responders(2, KEY, silent) as responders,
         run_responders(1, KEY, silent) as strangers,
-        open_confd_client(KEY, [r.address for r in responders], callback=upcalls.append) as client,
+        open_confd_client(
+            KEY, [r.address for r in responders], callback=upcalls.append, log_interval=0
+        ) as client,
     ):
         async with client.request(RequestType.PING, coverage=-1, timeout=0.5) as replies:
             rsalt = replies.request.rsalt

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
+import math
 import socket
 import time
 
@@ -20,9 +22,12 @@ from trioconfd import (
     ReplyStatus,
     RequestType,
     RetryPolicy,
+    Upcall,
     open_confd_client,
     pack_reply,
+    unpack_request,
 )
+from trioconfd.client._logs import LogSummary
 
 from .garbage import COSTLY_GARBAGE
 from .responders import Handler, run_responders, wait_until
@@ -199,3 +204,148 @@ async def test_deeply_nested_signed_answers_never_raise_from_a_query() -> None:
             else:
                 assert result.ok
                 assert result.consistent
+
+
+# -- callbacks run in the receive task: slow ones are named ---------------------
+
+
+async def test_a_slow_callback_is_counted_and_named_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def blocking(upcall: Upcall) -> None:
+        time.sleep(0.02)  # what the contract forbids: blocking the receive task
+
+    caplog.set_level(logging.WARNING, logger="trioconfd")
+    async with (
+        run_responders(2, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders], callback=blocking) as client,
+    ):
+        for _ in range(3):
+            await client.query(RequestType.PING, coverage=-1, timeout=5)
+        await wait_until(lambda: client.stats.accepted == 6)
+        assert client.stats.slow_callbacks == 6
+    warnings = [r for r in caplog.records if "callback took" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "receive task" in warnings[0].getMessage()
+    assert "memory channel" in warnings[0].getMessage()
+    summary = [r.getMessage() for r in caplog.records if "more slow callbacks" in r.getMessage()]
+    assert summary == ["5 more slow callbacks in the last 10 s"]  # said when the client closed
+
+
+async def test_a_quick_callback_draws_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[Upcall] = []
+    caplog.set_level(logging.DEBUG, logger="trioconfd")
+    async with (
+        run_responders(2, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders], callback=seen.append) as client,
+    ):
+        await client.query(RequestType.PING, coverage=-1, timeout=5)
+        await wait_until(lambda: len(seen) == 2)
+        assert client.stats.slow_callbacks == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# -- discards: counted always, logged at most once per reason per interval ------
+
+
+async def _flood(client: ConfdClient, count: int) -> None:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        for index in range(count):
+            await attacker.sendto(b"plj0 garbage %d" % index, client_address(client))
+    await wait_until(lambda: client.stats.malformed == count)
+
+
+async def test_a_flood_of_discards_logs_one_line_per_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trioconfd")
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        await _flood(client, 2000)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1
+        assert lines[0].startswith("discarding a malformed datagram from ")
+    assert caplog.records[-1].getMessage() == "1999 more malformed datagrams in the last 10 s"
+    assert len(caplog.records) == 2
+
+
+async def test_log_interval_0_logs_every_discard(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trioconfd")
+    async with open_confd_client(KEY, ["127.0.0.1"], log_interval=0) as client:
+        await _flood(client, 300)
+    malformed = [r for r in caplog.records if "malformed datagram" in r.getMessage()]
+    assert len(malformed) == 300
+    assert {r.levelno for r in malformed} == {logging.DEBUG}
+
+
+@pytest.mark.parametrize("interval", [-1, math.nan, math.inf, True, "10"])
+async def test_bad_log_intervals_are_refused(interval: object) -> None:
+    with pytest.raises(ConfdClientError, match="log_interval must be a finite number"):
+        async with open_confd_client(KEY, ["127.0.0.1"], log_interval=interval):  # type: ignore[arg-type]
+            pass
+
+
+def test_log_summary_counts_what_it_leaves_out() -> None:
+    now = 100.0
+    logger = logging.getLogger("trioconfd.test.summary")
+    logger.setLevel(logging.DEBUG)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        summary = LogSummary(logger, 10.0, clock=lambda: now)
+        for index in range(5):
+            summary.log("odd things", logging.INFO, "odd thing %d", index)
+        summary.log("other things", logging.INFO, "other thing")
+        assert records == ["odd thing 0", "other thing"]
+        now = 109.9
+        summary.log("odd things", logging.INFO, "odd thing %d", 5)
+        assert len(records) == 2
+        now = 110.0
+        summary.log("odd things", logging.INFO, "odd thing %d", 6)
+        assert records[-1] == "odd thing 6 (and 5 more odd things since the last such line)"
+        summary.log("odd things", logging.INFO, "odd thing %d", 7)
+        summary.flush()
+        assert records[-1] == "1 more odd things in the last 10 s"
+        summary.flush()
+        assert len(records) == 4
+        logger.setLevel(logging.WARNING)  # a disabled level is not even counted
+        summary.log("quiet things", logging.INFO, "quiet")
+        summary.flush()
+        assert len(records) == 4
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_replies_from_unasked_addresses_hint_at_a_multihomed_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer asked at 127.0.0.2 that answers from 127.0.0.3."""
+    caplog.set_level(logging.WARNING, logger="trioconfd")
+    with (
+        trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listed,
+        trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+    ):
+        await listed.bind(("127.0.0.2", 0))
+        await other.bind(("127.0.0.3", 0))
+
+        async def answer_from_the_other_address() -> None:
+            while True:
+                datagram, sender = await listed.recvfrom(65536)
+                request, _ = unpack_request(datagram, KEY)
+                reply = ConfdReply(ReplyStatus.OK, "pong", 1)
+                await other.sendto(pack_reply(reply, request.rsalt, KEY), sender)
+
+        async with (
+            trio.open_nursery() as nursery,
+            open_confd_client(KEY, [listed.getsockname()], retry=RetryPolicy.off()) as client,
+        ):
+            nursery.start_soon(answer_from_the_other_address)
+            for _ in range(4):
+                result = await client.query(RequestType.PING, timeout=0.2)
+                assert result.timed_out
+            assert client.stats.unexpected_peer == 4
+            nursery.cancel_scope.cancel()
+    hints = [r.getMessage() for r in caplog.records if "several addresses" in r.getMessage()]
+    assert len(hints) == 1
+    assert "127.0.0.3 port" in hints[0]

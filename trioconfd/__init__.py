@@ -10,6 +10,8 @@ without I/O (messages, packing, the quorum rule, verdicts);
 from . import callbacks, requests
 from ._version import __version__
 from .client import (
+    DEFAULT_LOG_INTERVAL,
+    SLOW_CALLBACK,
     Callback,
     ClientStats,
     ConfdClient,
@@ -69,6 +71,7 @@ from .protocol import (
 
 __all__ = [
     "DEFAULT_COVERAGE",
+    "DEFAULT_LOG_INTERVAL",
     "DEFAULT_PORT",
     "EXPIRE_TIMEOUT",
     "MAGIC",
@@ -76,6 +79,7 @@ __all__ = [
     "MAX_DATAGRAM_SIZE",
     "MAX_REQUEST_SIZE",
     "PROTOCOL_VERSION",
+    "SLOW_CALLBACK",
     "UPCALL_EXPIRE",
     "UPCALL_REPLY",
     "Address",

@@ -3,12 +3,14 @@
 ``_open`` opens the socket and the nursery; ``_router`` runs the receive task
 and its routing table; ``_gather`` is a query's life (send, gather under a
 cancel scope, resend); ``_parity`` is Ganeti's send/wait/expire API; ``_arguments`` checks what
-callers pass; ``_client`` is the public :class:`ConfdClient` that ties them
+callers pass; ``_logs`` keeps per-datagram log lines to one per kind per
+interval; ``_client`` is the public :class:`ConfdClient` that ties them
 together.
 """
 
-from ._client import Callback, ConfdClient, Upcall
+from ._client import SLOW_CALLBACK, Callback, ConfdClient, Upcall
 from ._gather import ReplyStream
+from ._logs import DEFAULT_LOG_INTERVAL
 from ._node import (
     InsecureKeyFileWarning,
     ganeti_data_dir,
@@ -21,6 +23,8 @@ from ._router import ConfdClientClosedError
 from ._stats import ClientStats
 
 __all__ = [
+    "DEFAULT_LOG_INTERVAL",
+    "SLOW_CALLBACK",
     "Callback",
     "ClientStats",
     "ConfdClient",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,8 +54,14 @@ class Upcall:
     server_port: int | None = None
 
 
-#: A client callback: called once per accepted reply and once per expiry.
+#: A client callback: called once per accepted reply and once per expiry. It
+#: runs in the client's receive task (expiries: in the request's expiry task),
+#: so it must return quickly and never block.
 Callback: TypeAlias = Callable[[Upcall], object]
+
+#: A callback that takes longer than this (seconds) is counted in
+#: ``stats.slow_callbacks`` and draws a warning (at most one per log interval).
+SLOW_CALLBACK = 0.005
 
 
 class ConfdClient:
@@ -306,9 +314,27 @@ class ConfdClient:
     def _upcall(self, upcall: Upcall) -> None:
         if self._callback is None:
             return
+        router = self._router
+        started = time.perf_counter()
         try:
             self._callback(upcall)
         except Exception:
             # The callback is the user's code; its bug must not kill the receive task.
-            self._router.stats.callback_errors += 1
-            self._router.logger.exception("the confd client's callback raised; ignoring it")
+            router.stats.callback_errors += 1
+            router.log.log(
+                "callback errors",
+                logging.ERROR,
+                "the confd client's callback raised; ignoring it",
+                exc_info=True,
+            )
+        took = time.perf_counter() - started
+        if took > SLOW_CALLBACK:
+            router.stats.slow_callbacks += 1
+            router.log.log(
+                "slow callbacks",
+                logging.WARNING,
+                "the confd client's callback took %.0f ms; it runs in the client's receive "
+                "task, which reads no datagram meanwhile: hand slow work to another task "
+                "(through a memory channel) and return at once",
+                took * 1e3,
+            )

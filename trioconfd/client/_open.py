@@ -25,6 +25,7 @@ from ..protocol import (
 )
 from ._background import background_tasks
 from ._client import Callback, ConfdClient
+from ._logs import DEFAULT_LOG_INTERVAL, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import PeerSpec, check_port, default_port, parse_peers
 from ._router import Router
@@ -63,6 +64,7 @@ async def open_confd_client(
     retry: RetryPolicy | None = None,
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
     rng: random.Random | None = None,
+    log_interval: float = DEFAULT_LOG_INTERVAL,
 ) -> AsyncIterator[ConfdClient]:
     """Open a confd client for the duration of an ``async with`` block.
 
@@ -73,7 +75,9 @@ async def open_confd_client(
     receives an :class:`Upcall` per accepted reply and per expired request.
     ``retry`` is how queries ask silent peers again (default
     :class:`RetryPolicy()`; ``RetryPolicy.off()`` sends once). At most
-    ``max_outstanding`` requests may wait at once.
+    ``max_outstanding`` requests may wait at once. Discarded datagrams are
+    counted in ``client.stats`` and logged at debug level, at most one line
+    per reason every ``log_interval`` seconds (0: every one).
 
     The client's ``trio.socket`` UDP socket and its receive task live in its
     own nursery and end with the block. From then on every call raises
@@ -88,12 +92,16 @@ async def open_confd_client(
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
     max_outstanding = _check_max_outstanding(max_outstanding)
+    try:
+        log_interval = check_log_interval(log_interval)
+    except ValueError as exc:
+        raise ConfdClientError(str(exc)) from None
     family, addresses = parse_peers(peers, port)
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:
         _ask_for_a_large_receive_buffer(sock)
         await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
-        router = Router(sock, key, logger or _LOGGER, max_outstanding)
+        router = Router(sock, key, logger or _LOGGER, max_outstanding, log_interval)
         async with background_tasks() as nursery:
             client = ConfdClient(
                 router,

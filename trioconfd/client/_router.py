@@ -28,11 +28,16 @@ from ..protocol import (
     PeerReply,
     unpack_reply,
 )
+from ._logs import LogSummary
 from ._stats import ClientStats
 
 # One byte more than the protocol allows, so that an oversized datagram
 # arrives whole enough to be recognised and counted as such.
 _RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
+
+# Authentic replies from addresses no request went to, before a hint is logged
+# that a peer may be multihomed (one such reply can be a stray).
+_MULTIHOMED_HINT_AFTER = 3
 
 # Channel pairs kept for reuse, per buffer size. Opening a pair costs about
 # 6 µs, a third of a query's own work; a pooled pair costs nothing.
@@ -101,6 +106,8 @@ class Router:
     """Owns the socket and the routing table; runs the receive task.
 
     ``on_reply``, when set (the client's upcall), sees every accepted reply.
+    Each discard is counted in ``stats``; its log line goes through ``log``,
+    at most one per reason per interval, at debug level.
     """
 
     def __init__(
@@ -109,12 +116,15 @@ class Router:
         key: HmacKey,
         logger: logging.Logger,
         max_outstanding: int,
+        log_interval: float,
     ) -> None:
         self.socket = sock
         # Read once, while the socket is open: a closed client's repr still says it.
         self.local_address: tuple[Any, ...] = tuple(sock.getsockname())
         self.key = key
         self.logger = logger
+        self.log = LogSummary(logger, log_interval)
+        self._unasked_replies = 0
         self.stats = ClientStats()
         self.table: dict[str, Route] = {}
         self.closed_reason: str | None = None
@@ -178,7 +188,9 @@ class Router:
             except OSError as exc:
                 self.check_open()  # a closed socket fails every send: say why
                 self.stats.send_errors += 1
-                self.logger.debug("could not send to %s:%d: %s", target[0], target[1], exc)
+                self.log.log(
+                    "send errors", logging.DEBUG, "could not send to %s:%d: %s", *target[:2], exc
+                )
 
     # -- receiving ---------------------------------------------------------------
 
@@ -194,7 +206,9 @@ class Router:
                     # e.g. ECONNREFUSED after an ICMP port-unreachable: a peer
                     # is down, which is no reason to stop hearing the others.
                     self.stats.socket_errors += 1
-                    self.logger.debug("the socket reported %s; receiving on", exc)
+                    self.log.log(
+                        "socket errors", logging.DEBUG, "the socket reported %s; receiving on", exc
+                    )
                     # A failed call does not yield: let the others run before
                     # trying again, so a socket that keeps failing cannot hog the loop.
                     await trio.lowlevel.checkpoint()
@@ -211,25 +225,49 @@ class Router:
             reply, salt = unpack_reply(datagram, self.key)
         except ConfdMagicError as exc:
             stats.malformed += 1
-            self.logger.debug("discarding a malformed datagram from %s: %s", sender, exc)
+            self.log.log(
+                "malformed datagrams",
+                logging.DEBUG,
+                "discarding a malformed datagram from %s: %s",
+                sender,
+                exc,
+            )
             return
         except ConfdSignatureError as exc:
             stats.bad_signature += 1
-            self.logger.debug("discarding an unauthentic datagram from %s: %s", sender, exc)
+            self.log.log(
+                "unauthentic datagrams",
+                logging.DEBUG,
+                "discarding an unauthentic datagram from %s: %s",
+                sender,
+                exc,
+            )
             return
         route = self.table.get(salt)
         if route is None:
             stats.unknown_salt += 1
-            self.logger.debug("discarding a reply from %s for unknown salt %r", sender, salt)
+            self.log.log(
+                "replies to no outstanding request",
+                logging.DEBUG,
+                "discarding a reply from %s for unknown salt %r",
+                sender,
+                salt,
+            )
             return
         address: Address = (sender[0], sender[1])
         if address not in route.targets:
             stats.unexpected_peer += 1
-            self.logger.debug("discarding a reply for %r from unasked %s", salt, address)
+            self._discard_unasked(salt, address)
             return
         if address in route.answered:
             stats.duplicate += 1
-            self.logger.debug("discarding a second reply for %r from %s", salt, address)
+            self.log.log(
+                "second replies from one peer",
+                logging.DEBUG,
+                "discarding a second reply for %r from %s",
+                salt,
+                address,
+            )
             return
         stats.accepted += 1
         if isinstance(route.answered, set):
@@ -246,6 +284,29 @@ class Router:
         if self.on_reply is not None:
             self.on_reply(route, peer_reply)
 
+    def _discard_unasked(self, salt: str, address: Address) -> None:
+        self.log.log(
+            "replies from unasked addresses",
+            logging.DEBUG,
+            "discarding a reply for %r from unasked %s",
+            salt,
+            address,
+        )
+        # Authentic, for a request in flight, but from elsewhere: most often
+        # a peer with several addresses answering from another one.
+        self._unasked_replies += 1
+        if self._unasked_replies >= _MULTIHOMED_HINT_AFTER:
+            self._unasked_replies = 0
+            self.log.log(
+                "hints that a peer may be multihomed",
+                logging.WARNING,
+                "authentic replies keep coming from addresses the requests did not go to "
+                "(the last from %s port %d), and are discarded: if a peer has several "
+                "addresses and answers from another one, list the address it answers "
+                "from, or have its ganeti-confd bind to the listed one",
+                *address,
+            )
+
     # -- closing -----------------------------------------------------------------
 
     def close(self, reason: str) -> None:
@@ -253,6 +314,7 @@ class Router:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
+        self.log.flush()
         routes = list(self.table.values())
         self.table.clear()
         self._pool.clear()

@@ -31,6 +31,8 @@ class ClientStats:
     expired: int = 0
     #: exceptions raised by the callback (logged, then ignored)
     callback_errors: int = 0
+    #: callbacks that took longer than ``SLOW_CALLBACK`` (5 ms) to return
+    slow_callbacks: int = 0
     #: datagrams sent again to peers that had not answered
     retransmitted: int = 0
     #: peers outside a query's sample asked because the sample stayed silent
