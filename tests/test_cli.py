@@ -301,3 +301,43 @@ async def test_help_and_version() -> None:
         assert command in done.stdout.decode()
     done = await run_cli("--version")
     assert done.stdout.decode().startswith("trioconfd ")
+
+
+async def test_source_is_where_requests_come_from(key_file: Path) -> None:
+    async with run_responders(2, KEY) as responders:
+        peers = [f"--peer=127.0.0.1:{r.address[1]}" for r in responders]
+        done = await run_cli("ping", *peers, "--key-file", str(key_file), "--source", "127.0.0.11")
+        assert done.returncode == EXIT_OK, done.stderr
+        bench = await run_cli(
+            "bench",
+            *peers,
+            "--key-file",
+            str(key_file),
+            "--source",
+            "127.0.0.12",
+            "--requests",
+            "5",
+            "--concurrency",
+            "2",
+        )
+        assert bench.returncode == EXIT_OK, bench.stderr
+    sources = {address[0] for r in responders for address in r.client_addresses}
+    assert sources == {"127.0.0.11", "127.0.0.12"}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nonsense", "--source 'nonsense' is not an IP address"),
+        ("::1", "--source '::1' is IPv6, but the peers are IPv4"),
+        ("192.0.2.1", "cannot bind the client's socket to 192.0.2.1 port 0"),
+    ],
+)
+async def test_bad_source_is_a_usage_error(key_file: Path, source: str, message: str) -> None:
+    for command in ("ping", "bench"):
+        done = await run_cli(
+            command, "--peer", "127.0.0.1", "--key-file", str(key_file), "--source", source
+        )
+        assert done.returncode == EXIT_USAGE
+        assert message in done.stderr.decode()
+        assert "Traceback" not in done.stderr.decode()

@@ -25,9 +25,11 @@ from trioconfd import (
     Upcall,
     open_confd_client,
     pack_reply,
+    query,
     unpack_request,
 )
 from trioconfd.client._logs import LogSummary
+from trioconfd.testing import free_udp_port
 
 from .garbage import COSTLY_GARBAGE
 from .responders import Handler, run_responders, wait_until
@@ -349,3 +351,75 @@ async def test_replies_from_unasked_addresses_hint_at_a_multihomed_peer(
     hints = [r.getMessage() for r in caplog.records if "several addresses" in r.getMessage()]
     assert len(hints) == 1
     assert "127.0.0.3 port" in hints[0]
+
+
+# -- the source address ---------------------------------------------------------
+
+
+async def test_local_address_is_the_source_of_every_request() -> None:
+    async with run_responders(2, KEY) as responders:
+        peers = [r.address for r in responders]
+        async with open_confd_client(KEY, peers, local_address="127.0.0.5") as client:
+            assert client.local_address[0] == "127.0.0.5"
+            assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        port = free_udp_port("127.0.0.6")
+        async with open_confd_client(KEY, peers, local_address=("127.0.0.6", port)) as client:
+            assert client.local_address == ("127.0.0.6", port)
+            assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        result = await query(
+            KEY, peers, RequestType.PING, coverage=-1, local_address=f"127.0.0.7:{port}"
+        )
+        assert result.ok
+        async with open_confd_client(KEY, peers, local_address="::ffff:127.0.0.8") as client:
+            assert client.local_address[0] == "127.0.0.8"
+            assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        await wait_until(lambda: all(len(r.client_addresses) == 4 for r in responders))
+        for responder in responders:
+            sources = [address[:2] for address in responder.client_addresses]
+            assert [host for host, _ in sources] == [
+                "127.0.0.5",
+                "127.0.0.6",
+                "127.0.0.7",
+                "127.0.0.8",
+            ]
+            assert sources[1] == ("127.0.0.6", port)
+            assert sources[2] == ("127.0.0.7", port)
+
+
+async def test_local_address_with_ipv6_peers() -> None:
+    async with run_responders(1, KEY, host="::1") as (peer,):
+        async with open_confd_client(KEY, [peer.address], local_address="::1") as client:
+            assert client.local_address[0] == "::1"
+            assert (await client.query(RequestType.PING, timeout=5)).ok
+        port = free_udp_port("::1")
+        result = await query(KEY, [peer.address], RequestType.PING, local_address=f"[::1]:{port}")
+        assert result.ok
+        await wait_until(lambda: len(peer.client_addresses) == 2)
+        assert [address[:2] for address in peer.client_addresses][1] == ("::1", port)
+
+
+@pytest.mark.parametrize(
+    ("local_address", "message"),
+    [
+        ("nonsense", "local_address 'nonsense' is not an IP address"),
+        ("::1", "local_address '::1' is IPv6, but the peers are IPv4"),
+        (("127.0.0.1", 70000), "the port of local_address .* must be an integer from 1"),
+        (("127.0.0.1", True), "must be an integer from 1"),
+        (("127.0.0.1", 1, 2), "an address or an .address, port. pair"),
+        ("127.0.0.1:http", "port 'http' is not a number"),
+        (42, "is not an IP address"),
+        ("192.0.2.1", "cannot bind the client's socket to 192.0.2.1 port 0: "),
+    ],
+)
+async def test_bad_local_addresses_are_clear_errors(local_address: object, message: str) -> None:
+    with pytest.raises(ConfdClientError, match=message):
+        async with open_confd_client(KEY, ["127.0.0.1"], local_address=local_address):  # type: ignore[arg-type]
+            pass
+
+
+async def test_a_local_address_in_use_is_a_clear_error() -> None:
+    async with open_confd_client(KEY, ["127.0.0.1"], local_address="127.0.0.9") as first:
+        taken = first.local_address
+        with pytest.raises(ConfdClientError, match=r"cannot bind .* in use"):
+            async with open_confd_client(KEY, ["127.0.0.1"], local_address=taken):
+                pass

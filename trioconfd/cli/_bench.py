@@ -108,7 +108,7 @@ async def concurrent(client: ConfdClient, args: argparse.Namespace, progress: Pr
 async def run_bench(
     key: bytes | str, peers: list[PeerSpec], args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
-    async with open_confd_client(key, peers, port=args.port) as client:
+    async with open_confd_client(key, peers, port=args.port, local_address=args.source) as client:
         phases = [
             await sequential(client, args, Progress(err, "sequential", args.requests)),
             await concurrent(client, args, Progress(err, "concurrent", args.requests)),

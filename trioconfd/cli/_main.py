@@ -146,6 +146,12 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         "default: this node's master candidates)",
     )
     group.add_argument("--port", type=int, help="port of peers given without one (default 1814)")
+    group.add_argument(
+        "--source",
+        metavar="ADDR",
+        help="the local address to send from: IP, IP:PORT or [IPv6]:PORT, of the peers' "
+        "family (default: any; on a multihomed node, the address the daemons expect)",
+    )
     keys = group.add_mutually_exclusive_group()
     keys.add_argument("--key-file", type=Path, help="the cluster's hmac.key (default: this node's)")
     keys.add_argument("--hmac-key", help="the key itself (visible to other local users)")
@@ -302,11 +308,18 @@ async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     request = _QUERIES[args.command][2](args)
     key, peers = resolve_key_and_peers(args)
     try:
-        async with open_confd_client(key, peers, port=args.port) as client:
+        async with open_confd_client(
+            key, peers, port=args.port, local_address=args.source
+        ) as client:
             result = await client.query(request, coverage=args.coverage, timeout=args.timeout)
     except ConfdError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(as_option_names(str(exc))) from None
     return report(request, result, args.json, out, err)
+
+
+def as_option_names(message: str) -> str:
+    """An error message of the API, in the command line's words."""
+    return message.replace("local_address", "--source")
 
 
 def _fail(message: str, err: TextIO) -> NoReturn:
@@ -330,6 +343,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _fail(str(exc), err)
     except ConfdError as exc:
-        _fail(str(exc), err)
+        _fail(as_option_names(str(exc)), err)
     except KeyboardInterrupt:
         return 130

@@ -18,7 +18,14 @@ from ._node import (
     read_master_candidate_ips,
 )
 from ._open import open_confd_client, query
-from ._peers import PeerSpec, check_port, default_port, parse_peer_text, parse_peers
+from ._peers import (
+    LocalAddress,
+    PeerSpec,
+    check_port,
+    default_port,
+    parse_peer_text,
+    parse_peers,
+)
 from ._router import ConfdClientClosedError
 from ._stats import ClientStats
 
@@ -30,6 +37,7 @@ __all__ = [
     "ConfdClient",
     "ConfdClientClosedError",
     "InsecureKeyFileWarning",
+    "LocalAddress",
     "PeerSpec",
     "ReplyStream",
     "Upcall",

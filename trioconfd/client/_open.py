@@ -27,7 +27,14 @@ from ._background import background_tasks
 from ._client import Callback, ConfdClient
 from ._logs import DEFAULT_LOG_INTERVAL, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
-from ._peers import PeerSpec, check_port, default_port, parse_peers
+from ._peers import (
+    LocalAddress,
+    PeerSpec,
+    check_port,
+    default_port,
+    parse_local_address,
+    parse_peers,
+)
 from ._router import Router
 
 _LOGGER = logging.getLogger("trioconfd")
@@ -65,6 +72,7 @@ async def open_confd_client(
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
     rng: random.Random | None = None,
     log_interval: float = DEFAULT_LOG_INTERVAL,
+    local_address: LocalAddress | None = None,
 ) -> AsyncIterator[ConfdClient]:
     """Open a confd client for the duration of an ``async with`` block.
 
@@ -78,6 +86,10 @@ async def open_confd_client(
     ``max_outstanding`` requests may wait at once. Discarded datagrams are
     counted in ``client.stats`` and logged at debug level, at most one line
     per reason every ``log_interval`` seconds (0: every one).
+    ``local_address`` (an IP of the peers' family, optionally with a port)
+    is where the socket is bound, and so the source of every request: on a
+    multihomed node, the address the daemons expect. Default: the wildcard
+    address and any free port.
 
     The client's ``trio.socket`` UDP socket and its receive task live in its
     own nursery and end with the block. From then on every call raises
@@ -97,10 +109,17 @@ async def open_confd_client(
     except ValueError as exc:
         raise ConfdClientError(str(exc)) from None
     family, addresses = parse_peers(peers, port)
+    bind_to = parse_local_address(local_address, family)
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:
         _ask_for_a_large_receive_buffer(sock)
-        await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        try:
+            await sock.bind(bind_to)
+        except OSError as exc:
+            raise ConfdClientError(
+                f"cannot bind the client's socket to {bind_to[0]} port {bind_to[1]}: "
+                f"{exc.strerror or exc}"
+            ) from None
         router = Router(sock, key, logger or _LOGGER, max_outstanding, log_interval)
         async with background_tasks() as nursery:
             client = ConfdClient(
@@ -132,7 +151,10 @@ async def query(
     timeout: float | None = None,
     quorum: QuorumRule = needed_replies,
     retry: RetryPolicy | None = None,
+    local_address: LocalAddress | None = None,
 ) -> QueryResult:
     """Open a client, ask one question, close it: the one-shot form of :meth:`ConfdClient.query`."""
-    async with open_confd_client(hmac_key, peers, port=port, quorum=quorum, retry=retry) as client:
+    async with open_confd_client(
+        hmac_key, peers, port=port, quorum=quorum, retry=retry, local_address=local_address
+    ) as client:
         return await client.query(type, query, coverage=coverage, timeout=timeout)

@@ -13,6 +13,10 @@ from ..protocol import DEFAULT_PORT, SERVICE_NAME, Address, ConfdClientError
 #: A peer: an IP address (the client's port applies), or an (IP, port) pair.
 PeerSpec: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | tuple[str, int]
 
+#: Where the client's socket is bound: an IP address (any free port), an
+#: (IP, port) pair, or "IP:PORT" / "[IPv6]:PORT".
+LocalAddress: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | tuple[str, int]
+
 
 @functools.cache
 def default_port() -> int:
@@ -105,3 +109,46 @@ def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFam
             "one client speaks one family"
         )
     return socket.AddressFamily(families.pop()), list(addresses)
+
+
+def parse_local_address(
+    local_address: LocalAddress | None, family: socket.AddressFamily
+) -> tuple[str, int]:
+    """Where to bind a client whose peers are of ``family``: the wildcard, or ``local_address``.
+
+    It is an IP address (of the peers' family; an IPv4-mapped one counts as
+    IPv4), with an optional port (0 or none: any free port).
+    """
+    if local_address is None:
+        return ("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+    what = f"local_address {local_address!r}"
+    if isinstance(local_address, str) and (
+        local_address.startswith("[") or local_address.count(":") == 1
+    ):
+        try:
+            local_address = parse_peer_text(local_address)
+        except ConfdClientError as exc:
+            raise ConfdClientError(str(exc).replace("bad peer", "bad local_address")) from None
+    host: object = local_address
+    port = 0
+    if isinstance(local_address, tuple):
+        if len(local_address) != 2:
+            raise ConfdClientError(f"{what} must be an address or an (address, port) pair")
+        host, given_port = local_address
+        if not (type(given_port) is int and given_port == 0):  # 0: any free port
+            port = check_port(given_port, f"the port of {what}")
+    if not isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raise ConfdClientError(f"{what} is not an IP address")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfdClientError(f"{what} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    ip_family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    if ip_family != family:
+        raise ConfdClientError(
+            f"{what} is IPv{ip.version}, but the peers are "
+            f"IPv{4 if family == socket.AF_INET else 6}: the socket speaks one family"
+        )
+    return (str(ip), port)
