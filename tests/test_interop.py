@@ -268,3 +268,31 @@ async def test_original_api_against_the_daemon(ganeti_cluster: Cluster) -> None:
         assert received >= 2
         assert all(u.server_reply and u.server_reply.answer == NodeRole.CANDIDATE for u in upcalls)
         assert {u.extra_args for u in upcalls} == {"role"}
+
+
+async def test_non_ascii_names_from_the_daemon(ganeti_cluster: Cluster) -> None:
+    """The daemon writes its text 8-bit (one byte per character) yet signs its UTF-8.
+
+    Characters up to U+00FF survive that and are read back; a name beyond
+    U+00FF is lost in the writing, so no reply mentioning it authenticates.
+    """
+    config = interop_config(serial=300)
+    nodes = {node["name"]: node for node in config["nodes"].values()}
+    nodes["node2.example.com"]["name"] = "nöde2.example.com"
+    nodes["node3.example.com"]["name"] = "węzeł3.example.com"
+    instances = {instance["name"]: instance for instance in config["instances"].values()}
+    instances["instance1.example.com"]["name"] = "café-ñandú1.example.com"
+    for daemon in ganeti_cluster.daemons:
+        daemon.write_config(config)
+        await daemon.wait_for_serial(CLUSTER_KEY, 300)
+    async with open_confd_client(CLUSTER_KEY, ganeti_cluster.peers) as client:
+        role = await client.query(RequestType.NODE_ROLE_BYNAME, "nöde2.example.com", timeout=5)
+        assert (role.ok, role.answer) == (True, NodeRole.CANDIDATE)
+        names = await client.query(RequestType.CONFIG_QUERY, "/instances", timeout=5)
+        assert names.ok
+        assert "café-ñandú1.example.com" in {i["name"] for i in names.answer.values()}
+        nodes_seen = await client.query(RequestType.CONFIG_QUERY, "/nodes", timeout=1)
+        # One character of node 3's name is beyond U+00FF: the whole node list is lost.
+        assert nodes_seen.timed_out
+        assert nodes_seen.received == 0
+        assert client.stats.bad_signature + client.stats.malformed >= 3  # one per daemon

@@ -146,7 +146,7 @@ GOOD_MSG = '{"protocol":1,"status":0,"answer":1,"serial":5}'
         (b"plj1{}", ConfdMagicError, "wrong magic"),
         (b"plj0", ConfdMagicError, "not a JSON object of strings: expected {"),
         (b"plj0{nope", ConfdMagicError, "expected a member name"),
-        (b"plj0\xff\xfe{}", ConfdMagicError, "not UTF-8"),
+        (b"plj0\xff\xfe{}", ConfdMagicError, "expected {"),  # read as 8-bit: "\xff\xfe{}"
         (b"plj0[1, 2]", ConfdMagicError, "expected {"),
         (b"plj0" + b"[" * 100000, ConfdMagicError, "over the"),
         (b"plj0" + b"[" * 50000 + b"]" * 50000, ConfdMagicError, "over the"),
@@ -486,10 +486,10 @@ def test_the_envelope_reader_reads_strings_exactly_as_json_does() -> None:
     from trioconfd.protocol._wire import _envelope_members
 
     text = '{ "msg" : "a\\"b\\\\c\\/d\\u00e9\\ud83d\\ude00\\n" ,"salt":"\\u0073"\t}\r\n'
-    assert _envelope_members(MAGIC + text.encode()) == json.loads(text)
-    assert _envelope_members(MAGIC + b"{}") == {}
+    assert _envelope_members(text) == json.loads(text)
+    assert _envelope_members("{}") == {}
     # Duplicate names: the last wins, as in json.loads.
-    assert _envelope_members(MAGIC + b'{"msg":"a","msg":"b"}') == {"msg": "b"}
+    assert _envelope_members('{"msg":"a","msg":"b"}') == {"msg": "b"}
 
 
 @pytest.mark.fuzz
@@ -516,7 +516,7 @@ def test_the_envelope_reader_accepts_only_what_json_reads_the_same(text: str) ->
     from trioconfd.protocol._wire import _envelope_members
 
     try:
-        members = _envelope_members(MAGIC + text.encode("utf-8", "surrogatepass"))
+        members = _envelope_members(text)
     except ConfdMagicError:
         try:
             value = json.loads(text)
@@ -531,3 +531,53 @@ def test_the_envelope_reader_accepts_only_what_json_reads_the_same(text: str) ->
         ) or any(ord(c) >= 0xD800 and ord(c) < 0xE000 for c in text)
         return
     assert members == json.loads(text)
+
+
+# -- ganeti-confd 3.0's 8-bit replies -------------------------------------------
+
+
+def _as_the_daemon_writes(reply: ConfdReply, salt: str) -> bytes:
+    """Signed over the text's UTF-8, written one byte (the low 8 bits) per character."""
+    msg = json.dumps(reply.to_wire(), ensure_ascii=False, separators=(",", ":"))
+    signature = HmacKey(KEY).sign((salt + msg).encode("utf-8"))
+    envelope = json.dumps({"hmac": signature, "msg": msg, "salt": salt}, ensure_ascii=False)
+    return MAGIC + bytes(ord(char) & 0xFF for char in envelope)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "café.example.com",  # not UTF-8 as written
+        "Ã©tÃ©.example.com",  # written 8-bit, these bytes are valid UTF-8 for "été"
+        "ÿ\x80\x9f.example.com",
+    ],
+)
+def test_the_daemons_8_bit_replies_are_read_as_it_wrote_them(name: str) -> None:
+    reply = ConfdReply(ReplyStatus.OK, {"name": name, "tags": [name]}, 7)
+    datagram = _as_the_daemon_writes(reply, "rsalt")
+    assert not datagram.isascii()
+    assert unpack_reply(datagram, KEY) == (reply, "rsalt")
+
+
+@pytest.mark.parametrize("name", ["węzeł.example.com", "ŀ", "\U0001f600", "ĉ"])
+def test_characters_beyond_u00ff_are_lost_in_the_daemons_writing(name: str) -> None:
+    """What it signed is not what it sent: such a reply never authenticates."""
+    datagram = _as_the_daemon_writes(ConfdReply(ReplyStatus.OK, name, 7), "rsalt")
+    with pytest.raises(ConfdProtocolError):
+        unpack_reply(datagram, KEY)
+
+
+def test_requests_are_not_read_as_8_bit() -> None:
+    request = ConfdRequest(RequestType.NODE_ROLE_BYNAME, "café", "r")
+    msg = json.dumps(request.to_wire(), ensure_ascii=False)
+    signature = HmacKey(KEY).sign(("1000" + msg).encode("utf-8"))
+    envelope = json.dumps({"hmac": signature, "msg": msg, "salt": "1000"}, ensure_ascii=False)
+    with pytest.raises(ConfdMagicError, match="not UTF-8"):
+        unpack_request(MAGIC + envelope.encode("latin-1"), KEY, now=1000)
+    assert unpack_request(MAGIC + envelope.encode("utf-8"), KEY, now=1000)[0] == request
+
+
+def test_an_8_bit_reply_signed_with_another_key_is_refused() -> None:
+    datagram = _as_the_daemon_writes(ConfdReply(ReplyStatus.OK, "café", 7), "rsalt")
+    with pytest.raises(ConfdSignatureError, match="HMAC mismatch"):
+        unpack_reply(datagram, b"another key")

@@ -37,7 +37,7 @@ _scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: 
 # The C quoter behind the encoder: a str as an ASCII JSON string literal.
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 # The C string scanner behind the decoder: (text, index after the opening quote).
-_scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_scan_string: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _json_space = re.compile(r"[ \t\n\r]*")
 
 #: The envelope's members: msg, salt, hmac, and key_selector if a sender adds it.
@@ -186,18 +186,18 @@ def _token(text: str, position: int, token: str, expected: str) -> int:
     return _skip_space(text, position + 1)
 
 
-def _string(text: str, position: int, expected: str) -> tuple[str, int]:
+def _string(text: str, position: int, expected: str, strict: bool) -> tuple[str, int]:
     """The JSON string at ``position``, and the position after it and its whitespace."""
     if not text.startswith('"', position):
         raise _envelope_error(text, position, expected)
     try:
-        value, position = _scan_string(text, position + 1)
+        value, position = _scan_string(text, position + 1, strict)
     except ValueError as exc:  # JSONDecodeError: a bad escape, a control character, no end
         raise ConfdMagicError(f"the envelope is not a JSON object of strings: {exc}") from None
     return value, _skip_space(text, position)
 
 
-def _envelope_members(datagram: bytes) -> dict[str, str]:
+def _envelope_members(text: str, *, strict: bool = True) -> dict[str, str]:
     """The envelope's members, read without a general JSON parser.
 
     An envelope is a flat JSON object of at most four string members, so
@@ -209,10 +209,6 @@ def _envelope_members(datagram: bytes) -> dict[str, str]:
     describes (tens of thousands of numbers, or nesting down to the
     recursion limit) at up to a thousand times the cost.
     """
-    try:
-        text = datagram[_MAGIC_LEN:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfdMagicError("the envelope is not UTF-8") from None
     members: dict[str, str] = {}
     position = _token(text, _skip_space(text, 0), "{", "{")
     closed = text.startswith("}", position)
@@ -221,9 +217,11 @@ def _envelope_members(datagram: bytes) -> dict[str, str]:
         count += 1
         if count > _MAX_ENVELOPE_MEMBERS:
             raise _envelope_error(text, position, "the end of the envelope")
-        name, position = _string(text, position, "a member name")
+        name, position = _string(text, position, "a member name", strict)
         position = _token(text, position, ":", "':'")
-        members[name], position = _string(text, position, f"a string as the value of {name[:20]!r}")
+        members[name], position = _string(
+            text, position, f"a string as the value of {name[:20]!r}", strict
+        )
         closed = text.startswith("}", position)
         if not closed:
             position = _token(text, position, ",", "',' or '}'")
@@ -232,19 +230,9 @@ def _envelope_members(datagram: bytes) -> dict[str, str]:
     return members
 
 
-def _open_envelope(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
-    """Check size, magic and signature; return the decoded message and the salt.
-
-    Only the envelope is read before the signature is checked; the message
-    is parsed as general JSON once it is known to come from a key holder.
-    """
-    if len(datagram) > MAX_DATAGRAM_SIZE:
-        raise ConfdMagicError(
-            f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
-        )
-    if not datagram.startswith(MAGIC):
-        raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
-    envelope = _envelope_members(datagram)
+def _authenticate(text: str, key: HmacKey, *, strict: bool = True) -> tuple[str, str]:
+    """The envelope ``text``'s message and salt, once its signature holds."""
+    envelope = _envelope_members(text, strict=strict)
     msg = envelope.get("msg")
     salt = envelope.get("salt")
     signature = envelope.get("hmac")
@@ -256,6 +244,40 @@ def _open_envelope(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
         raise ConfdSignatureError("the signed text is not encodable as UTF-8") from None
     if not key.verify(signed, signature):
         raise ConfdSignatureError("HMAC mismatch")
+    return msg, salt
+
+
+def _open_envelope(datagram: bytes, key: HmacKey, *, eight_bit: bool = False) -> tuple[Any, str]:
+    """Check size, magic and signature; return the decoded message and the salt.
+
+    Only the envelope is read before the signature is checked; the message
+    is parsed as general JSON once it is known to come from a key holder.
+    With ``eight_bit``, a datagram that does not authenticate as UTF-8 is
+    read again as ganeti-confd 3.0 writes its replies (see below).
+    """
+    if len(datagram) > MAX_DATAGRAM_SIZE:
+        raise ConfdMagicError(
+            f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
+        )
+    if not datagram.startswith(MAGIC):
+        raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
+    body = datagram[_MAGIC_LEN:]
+    try:
+        msg, salt = _authenticate(body.decode("utf-8"), key)
+    except UnicodeDecodeError:
+        if not eight_bit:
+            raise ConfdMagicError("the envelope is not UTF-8") from None
+        msg, salt = _authenticate(body.decode("latin-1"), key, strict=False)
+    except ConfdSignatureError:
+        if not eight_bit or body.isascii():
+            raise
+        # ganeti-confd 3.0 signs the UTF-8 of its text but writes each
+        # character as one byte, its low 8 bits. Read byte for character,
+        # a text whose characters are all below U+0100 is the one it signed
+        # (even where those bytes happen to be valid UTF-8 too). A character
+        # above U+00FF was lost in the writing, and nothing can verify it
+        # (its low byte may even be a control character, hence not strict).
+        msg, salt = _authenticate(body.decode("latin-1"), key, strict=False)
     return _load(msg, "the message"), salt
 
 
@@ -269,9 +291,12 @@ def _int_field(message: dict[str, Any], name: str) -> int:
 def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
     """Check and decode a reply datagram; return the reply and its salt (the rsalt).
 
+    A reply is read as UTF-8, or as the 8-bit text ganeti-confd 3.0 writes
+    when that is what its signature verifies.
+
     Raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
     """
-    message, salt = _open_envelope(datagram, as_hmac_key(key))
+    message, salt = _open_envelope(datagram, as_hmac_key(key), eight_bit=True)
     if not isinstance(message, dict):
         raise ConfdMagicError("the reply is not a JSON object")
     status = _int_field(message, "status")
