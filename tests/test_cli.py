@@ -341,3 +341,15 @@ async def test_bad_source_is_a_usage_error(key_file: Path, source: str, message:
         assert done.returncode == EXIT_USAGE
         assert message in done.stderr.decode()
         assert "Traceback" not in done.stderr.decode()
+
+
+async def test_answers_holding_lone_surrogates_are_printed_escaped(key_file: Path) -> None:
+    """A lone surrogate (a JSON escape in the configuration) cannot be written as UTF-8."""
+    config = json.loads(json.dumps(CONFIG))
+    config["cluster"]["cluster_name"] = "odd\udcffname"
+    async with serve_confd(config, KEY) as server:
+        peer = f"--peer={server.address[0]}:{server.address[1]}"
+        done = await run_cli("config", "/cluster/cluster_name", peer, "--key-file", str(key_file))
+    assert "Traceback" not in done.stderr.decode()
+    assert done.returncode == EXIT_OK
+    assert done.stdout == b"odd\\udcffname\n"

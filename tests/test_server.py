@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from trioconfd import (
+    MAGIC,
     ConfdError,
+    ConfdReply,
     ConfdRequest,
+    HmacKey,
     NodeRole,
     ReplyStatus,
     RequestType,
+    RetryPolicy,
     open_confd_client,
     pack_request,
     requests,
+    unpack_reply,
 )
 from trioconfd.testing import ConfigAnswers, make_cluster_config, serve_confd
 from trioconfd.testing._answers import haskell_show
@@ -110,3 +117,70 @@ def test_answers_without_a_socket() -> None:
 )
 def test_haskell_show(text: str, shown: str) -> None:
     assert haskell_show(text) == shown
+
+
+# -- no datagram stops the server ------------------------------------------------
+
+
+def _signed_request(msg: str, key: bytes = KEY) -> bytes:
+    salt = str(int(time.time()))
+    signature = HmacKey(key).sign((salt + msg).encode("utf-8", "surrogatepass"))
+    return MAGIC + json.dumps({"hmac": signature, "msg": msg, "salt": salt}).encode()
+
+
+@pytest.mark.parametrize("rsalt", ["\\udfff", "\\ud800x", "\\udc00\\ud800", "\\ud83d\\ude00"])
+async def test_surrogates_in_the_rsalt_are_answered(rsalt: str) -> None:
+    """The daemon answers these; packing the reply used to kill the server."""
+    msg = '{"protocol":1,"type":0,"query":null,"rsalt":"%s"}' % rsalt  # noqa: UP031
+    async with serve_confd(make_cluster_config(), KEY) as server:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.sendto(_signed_request(msg), server.address)
+            with trio.fail_after(5):
+                datagram, _ = await sock.recvfrom(65536)
+            reply, salt = unpack_reply(datagram, KEY)
+            assert salt == json.loads('"%s"' % rsalt)  # noqa: UP031
+            assert reply.answer == 3000000
+            # The server is still there.
+            await sock.sendto(_signed_request(msg), server.address)
+            with trio.fail_after(5):
+                await sock.recvfrom(65536)
+        assert (server.stats.answered, server.stats.errors) == (2, 0)
+
+
+async def test_a_client_rsalt_with_a_lone_surrogate_round_trips() -> None:
+    async with (
+        serve_confd(make_cluster_config(serial=4), KEY) as server,
+        open_confd_client(KEY, [server.address]) as client,
+    ):
+        result = await client.query(ConfdRequest(RequestType.CLUSTER_MASTER, rsalt="\udfff"))
+        assert (result.ok, result.serial) == (True, 4)
+
+
+async def test_a_datagram_that_finds_a_bug_does_not_stop_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        serve_confd(make_cluster_config(), KEY) as server,
+        open_confd_client(KEY, [server.address], retry=RetryPolicy.off()) as client,
+    ):
+        answer = server._answers.answer
+        calls = 0
+
+        def buggy_once(request: ConfdRequest) -> ConfdReply:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise KeyError("a bug")
+            return answer(request)
+
+        monkeypatch.setattr(server._answers, "answer", buggy_once)
+        assert (await client.query(RequestType.PING, timeout=0.3)).timed_out
+        assert (await client.query(RequestType.PING, timeout=5)).ok
+        assert server.stats.errors == 1
+    assert "answering a datagram from" in caplog.text
+    assert "KeyError: 'a bug'" in caplog.text
+
+
+def test_a_str_key_that_is_not_unicode_is_refused() -> None:
+    with pytest.raises(ConfdError, match="not valid Unicode"):
+        HmacKey("\udfff")

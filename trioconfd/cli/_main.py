@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -331,6 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    for stream in (out, err):
+        # An answer may hold what no encoding can write (a lone surrogate from
+        # a JSON escape, or from an argument that was not UTF-8): escape it.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         if args.command == "demo":
             return trio.run(run_demo, out)

@@ -66,7 +66,10 @@ class HmacKey:
 
     def __init__(self, key: bytes | str) -> None:
         if isinstance(key, str):
-            key = key.encode("utf-8")
+            try:
+                key = key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfdClientError("the HMAC key is a str that is not valid Unicode") from None
         elif isinstance(key, bytearray | memoryview):
             key = bytes(key)
         elif not isinstance(key, bytes):
@@ -99,9 +102,18 @@ def as_hmac_key(key: KeyLike) -> HmacKey:
     return key if isinstance(key, HmacKey) else HmacKey(key)
 
 
+def _signed_bytes(text: str) -> bytes:
+    """The bytes a signature covers: UTF-8, lone surrogates in their 3-byte form.
+
+    A lone surrogate comes from a JSON escape such as ``\\udfff`` in a
+    datagram; ganeti-confd signs it that way, and answers it.
+    """
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _pack(text: str, salt: str, key: HmacKey) -> bytes:
     """Sign the message ``text`` and wrap it in the envelope, as compact JSON."""
-    signature = key.sign((salt + text).encode("utf-8"))
+    signature = key.sign(_signed_bytes(salt + text))
     # The envelope written by hand with the C string quoter: the same bytes
     # as encoding the dict, at a fraction of the cost (this is per datagram).
     envelope = f'{{"hmac":"{signature}","msg":{_quote(text)},"salt":{_quote(salt)}}}'
@@ -238,10 +250,7 @@ def _authenticate(text: str, key: HmacKey, *, strict: bool = True) -> tuple[str,
     signature = envelope.get("hmac")
     if msg is None or salt is None or signature is None:
         raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
-    try:
-        signed = (salt + envelope.get("key_selector", "") + msg).encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
-        raise ConfdSignatureError("the signed text is not encodable as UTF-8") from None
+    signed = _signed_bytes(salt + envelope.get("key_selector", "") + msg)
     if not key.verify(signed, signature):
         raise ConfdSignatureError("HMAC mismatch")
     return msg, salt

@@ -59,6 +59,8 @@ class ServerStats:
     answered: int = 0
     #: dropped unanswered, as the daemon drops them (bad magic, HMAC, timestamp, message)
     dropped: int = 0
+    #: datagrams whose handling raised (a bug: logged with its traceback, then skipped)
+    errors: int = 0
 
 
 class ConfdServer:
@@ -110,7 +112,13 @@ class ConfdServer:
             except OSError as exc:
                 _LOGGER.debug("the socket reported %s; serving on", exc)
                 continue
-            reply = self.reply_to(datagram)
+            try:
+                reply = self.reply_to(datagram)
+            except Exception:
+                # No datagram may stop the server; this one found a bug.
+                self.stats.errors += 1
+                _LOGGER.exception("answering a datagram from %s failed; serving on", sender)
+                continue
             if reply is None:
                 continue
             self.stats.answered += 1
