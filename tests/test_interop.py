@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 import pytest
 import trio
 
 from trioconfd import (
+    ConfdRequest,
     ErrorCode,
     MasterField,
     NodeRole,
@@ -16,6 +18,7 @@ from trioconfd import (
     ReplyStatus,
     RequestType,
     open_confd_client,
+    pack_request,
     query,
 )
 
@@ -296,3 +299,32 @@ async def test_non_ascii_names_from_the_daemon(ganeti_cluster: Cluster) -> None:
         assert nodes_seen.timed_out
         assert nodes_seen.received == 0
         assert client.stats.bad_signature + client.stats.malformed >= 3  # one per daemon
+
+
+async def test_replies_up_to_the_largest_udp_payload(ganeti_cluster: Cluster) -> None:
+    """The daemon sends replies past Ganeti's 61,440 bytes; they count."""
+    config = interop_config(serial=400)
+    config["cluster"]["tags"] = ["x" * 1000]
+    daemon = ganeti_cluster.daemons[0]
+    daemon.write_config(config)
+    await daemon.wait_for_serial(CLUSTER_KEY, 400)
+    request = ConfdRequest(RequestType.CONFIG_QUERY, "/cluster/tags", rsalt="r" * 36)
+
+    async def reply_size() -> int:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.sendto(pack_request(request, CLUSTER_KEY), daemon.address)
+            with trio.fail_after(5):
+                return len(await sock.recv(70000))
+
+    overhead = await reply_size() - 1000
+    # 65,507: the most UDP carries over IPv4. Serials of three digits, like 400.
+    for serial, size in enumerate((61_441, 64_000, 65_507), start=401):
+        config["cluster"]["tags"] = ["x" * (size - overhead)]
+        config["serial_no"] = config["cluster"]["serial_no"] = serial
+        daemon.write_config(config)
+        await daemon.wait_for_serial(CLUSTER_KEY, serial)
+        assert await reply_size() == size
+        async with open_confd_client(CLUSTER_KEY, [daemon.address]) as client:
+            result = await client.query(RequestType.CONFIG_QUERY, "/cluster/tags", timeout=5)
+            assert result.ok, client.stats
+            assert result.answer == ["x" * (size - overhead)]

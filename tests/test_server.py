@@ -184,3 +184,14 @@ async def test_a_datagram_that_finds_a_bug_does_not_stop_the_server(
 def test_a_str_key_that_is_not_unicode_is_refused() -> None:
     with pytest.raises(ConfdError, match="not valid Unicode"):
         HmacKey("\udfff")
+
+
+async def test_the_server_sends_replies_up_to_the_largest_ipv4_udp_payload() -> None:
+    config = make_cluster_config(serial=4)
+    async with serve_confd(config, KEY) as server:
+        for padding in (62_000, 65_300):  # replies of about 62,170 and 65,470 bytes
+            config["cluster"]["tags"] = ["x" * padding]
+            server.set_config(config)
+            async with open_confd_client(KEY, [server.address]) as client:
+                result = await client.query(RequestType.CONFIG_QUERY, "/cluster/tags", timeout=5)
+            assert result.answer == ["x" * padding]

@@ -198,7 +198,7 @@ def test_malformed_replies_raise_protocol_errors(
 
 def test_oversized_datagram_is_refused_even_if_signed() -> None:
     msg = json.dumps({"protocol": 1, "status": 0, "answer": "x" * MAX_DATAGRAM_SIZE, "serial": 1})
-    with pytest.raises(ConfdMagicError, match="over the 61440-byte limit"):
+    with pytest.raises(ConfdMagicError, match="over the 65527-byte limit"):
         unpack_reply(_signed(msg, "s"), KEY)
 
 
@@ -369,7 +369,7 @@ def _padded_reply(size: int) -> bytes:
 def test_datagrams_of_exactly_the_size_limit() -> None:
     reply, _ = unpack_reply(_padded_reply(MAX_DATAGRAM_SIZE), KEY)
     assert len(reply.answer) > 61000
-    with pytest.raises(ConfdMagicError, match="over the 61440-byte limit"):
+    with pytest.raises(ConfdMagicError, match="over the 65527-byte limit"):
         unpack_reply(_padded_reply(MAX_DATAGRAM_SIZE + 1), KEY)
     base = len(pack_reply(ConfdReply(ReplyStatus.OK, "", 1), "s", KEY))
     largest = "x" * (MAX_DATAGRAM_SIZE - base)

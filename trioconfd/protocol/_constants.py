@@ -8,8 +8,10 @@ from typing import Final
 #: The four bytes every confd datagram starts with ("plain json, version 0").
 MAGIC: Final = b"plj0"
 
-#: The largest datagram either side sends.
-MAX_DATAGRAM_SIZE: Final = 61440
+#: The largest datagram accepted or packed: the largest UDP payload (65,535
+#: bytes less the UDP header and IPv6's; IPv4's is 65,507). ganeti-confd sends
+#: replies up to that, though Ganeti's Python client stops at 61,440.
+MAX_DATAGRAM_SIZE: Final = 65527
 
 #: The most of a request the daemon reads (it drops longer ones, truncated).
 MAX_REQUEST_SIZE: Final = 4096
