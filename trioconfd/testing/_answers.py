@@ -15,6 +15,8 @@ purpose (they are what a client meets on a real cluster):
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -148,9 +150,89 @@ def _drbd_minors(disk: Mapping[str, Any], node: str) -> list[tuple[int, str]]:
     return minors
 
 
+def _as_haskell_numbers(value: Any) -> Any:
+    """``value`` with its numbers as the daemon writes them back.
+
+    It writes a whole number held as a double without a fraction
+    (``1700000000.0`` goes out as ``1700000000``, ``1.0`` as ``1``), so a
+    client gets an int where this JSON had a float; and it holds integers in
+    64 bits (a serial of 2**64 + 5 is 5).
+    """
+    if isinstance(value, float) and value.is_integer():
+        return as_haskell_int(int(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return as_haskell_int(value)
+    if isinstance(value, list):
+        return [_as_haskell_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_haskell_numbers(item) for key, item in value.items()}
+    return value
+
+
+def as_haskell_int(value: int) -> int:
+    """``value`` as a Haskell ``Int`` holds it: wrapped to 64 bits, signed."""
+    return (value + 2**63) % 2**64 - 2**63
+
+
+_MEMORY_UNITS = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+_MEMORY_TEXT = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([mgt]?)(?:i?b)?\s*", re.IGNORECASE)
+
+
+def _haskell_beparams(beparams: dict[str, Any]) -> dict[str, Any]:
+    """Backend parameters as the daemon reads them: memory given as text ("1g") in MiB."""
+    read = dict(beparams)
+    for name in ("maxmem", "minmem", "memory"):
+        value = read.get(name)
+        match = _MEMORY_TEXT.fullmatch(value) if isinstance(value, str) else None
+        if match is not None:
+            number, unit = match.groups()
+            read[name] = math.ceil(float(number) * _MEMORY_UNITS[unit.lower()])
+    for name in ("vcpus", "spindle_use"):
+        value = read.get(name)
+        if isinstance(value, str) and value.strip().isdigit():
+            read[name] = int(value)
+    return read
+
+
+# What the daemon fills in for a field the configuration leaves out.
+_CLUSTER_DEFAULTS: dict[str, Any] = {
+    "ctime": 0,
+    "mtime": 0,
+    "tags": [],
+    "hv_state_static": {},
+    "disk_state_static": {},
+}
+_NODE_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "tags": []}
+_DISK_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "mode": "rw", "params": {}}
+_INSTANCE_DEFAULTS: dict[str, Any] = {
+    "ctime": 0,
+    "mtime": 0,
+    "tags": [],
+    "nics": [],
+    "disks": [],
+    "osparams_private": {},
+}
+
+
+def _fill(item: Any, defaults: Mapping[str, Any]) -> None:
+    if isinstance(item, dict):
+        for name, value in defaults.items():
+            item.setdefault(name, copy.deepcopy(value))
+
+
+def _tags_as_sets(view: dict[str, Any]) -> None:
+    """Tags are sets to the daemon: sorted, each once."""
+    items = [view.get("cluster") or {}]
+    for section in ("nodes", "instances", "nodegroups", "networks", "disks"):
+        items += (view.get(section) or {}).values()
+    for item in items:
+        if isinstance(item.get("tags"), list):
+            item["tags"] = sorted(set(item["tags"]))
+
+
 def _haskell_view(config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as the daemon serialises it back (the defaults it fills in)."""
-    view = copy.deepcopy(dict(config))
+    view: dict[str, Any] = _as_haskell_numbers(dict(config))
 
     def fill_disk(disk: dict[str, Any]) -> None:
         disk.setdefault("iv_name", "")
@@ -161,13 +243,28 @@ def _haskell_view(config: Mapping[str, Any]) -> dict[str, Any]:
             fill_disk(child)
 
     for disk in (view.get("disks") or {}).values():
+        _fill(disk, _DISK_DEFAULTS)
         for child in disk.get("children") or []:
             fill_disk(child)
+    _fill(view.get("cluster"), _CLUSTER_DEFAULTS)
+    for node in (view.get("nodes") or {}).values():
+        _fill(node, _NODE_DEFAULTS)
+    for instance in (view.get("instances") or {}).values():
+        _fill(instance, _INSTANCE_DEFAULTS)
     for group in (view.get("nodegroups") or {}).values():
         group.setdefault("members", [])
         group.setdefault("ctime", 0)
     for instance in (view.get("instances") or {}).values():
         instance.setdefault("tags", [])
+        for nic in instance.get("nics") or []:
+            # A null NIC parameter is an unset one (the cluster's default applies).
+            params = nic.get("nicparams")
+            if isinstance(params, dict):
+                nic["nicparams"] = {k: v for k, v in params.items() if v is not None}
+        beparams = instance.get("beparams")
+        if isinstance(beparams, dict):
+            instance["beparams"] = _haskell_beparams(beparams)
+    _tags_as_sets(view)
     # Collector intervals are whole microseconds to the daemon.
     for collector in (view.get("cluster", {}).get("data_collectors") or {}).values():
         if isinstance(collector.get("interval"), float):
@@ -175,24 +272,63 @@ def _haskell_view(config: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _pointer_tokens(pointer: str) -> list[str]:
+    """The daemon's reading of a JSON pointer: its tokens, up to where it stops.
+
+    A token runs to the next ``/``; ``~0`` is ``~`` and ``~1`` is ``/``. The
+    daemon stops reading, and ignores the rest, at a ``~`` that escapes
+    nothing (keeping the token so far) and at an empty token that is not the
+    last (``//``); an empty last token (a trailing ``/``) is kept.
+    """
+    tokens: list[str] = []
+    position, end = 0, len(pointer)
+    while position < end and pointer[position] == "/":
+        position += 1
+        token: list[str] = []
+        while position < end and pointer[position] != "/":
+            char = pointer[position]
+            if char == "~":
+                escaped = pointer[position + 1 : position + 2]
+                if escaped not in ("0", "1"):
+                    break
+                token.append("~" if escaped == "0" else "/")
+                position += 2
+            else:
+                token.append(char)
+                position += 1
+        if token:
+            tokens.append("".join(token))
+        elif position == end:
+            tokens.append("")
+        else:
+            break
+        if position < end and pointer[position] == "~":
+            break
+    return tokens
+
+
+def _array_index(token: str) -> int:
+    """The daemon's index for ``token``: its leading decimal digits, in 64 bits."""
+    digits = len(token) - len(token.lstrip("0123456789"))
+    if not digits or not token[:digits].isascii():
+        raise KeyError(token)
+    return as_haskell_int(int(token[:digits]))
+
+
 def _json_pointer(document: Any, pointer: str) -> Any:
-    """RFC 6901 lookup; KeyError when the path is not there."""
-    if not pointer.startswith("/"):
+    """The value at ``pointer``, read as the daemon reads it; KeyError when not there."""
+    tokens = _pointer_tokens(pointer)
+    if not tokens:
         raise KeyError(pointer)
     value = document
-    for escaped in pointer[1:].split("/"):
-        token = escaped.replace("~1", "/").replace("~0", "~")
+    for token in tokens:
         if isinstance(value, dict) and token in value:
             value = value[token]
-        elif isinstance(value, list) and _is_index(token) and int(token) < len(value):
-            value = value[int(token)]
+        elif isinstance(value, list) and 0 <= _array_index(token) < len(value):
+            value = value[_array_index(token)]
         else:
             raise KeyError(token)
     return value
-
-
-def _is_index(token: str) -> bool:
-    return token.isascii() and token.isdigit() and (token == "0" or not token.startswith("0"))
 
 
 class ConfigAnswers:
@@ -203,7 +339,7 @@ class ConfigAnswers:
         self.view = _haskell_view(config)
         cluster = config["cluster"]
         self.cluster = cluster
-        self.serial: int = cluster["serial_no"]
+        self.serial: int = as_haskell_int(cluster["serial_no"])
         self.nodes: dict[str, dict[str, Any]] = dict(config.get("nodes") or {})
         self.nodes_by_name = {node["name"]: node for node in self.nodes.values()}
         self.instances: dict[str, dict[str, Any]] = dict(
@@ -226,7 +362,8 @@ class ConfigAnswers:
                 ip = nic.get("ip")
                 if ip is None:
                     continue
-                link = {**default_nic, **(nic.get("nicparams") or {})}.get("link", "")
+                params = {k: v for k, v in (nic.get("nicparams") or {}).items() if v is not None}
+                link = {**default_nic, **params}.get("link", "")
                 links.setdefault(link, {})[ip] = instance["name"]
         return links
 
@@ -240,13 +377,18 @@ class ConfigAnswers:
     # -- one method per request type; each returns (status, answer, serial) --
 
     def ping(self, query: Any) -> tuple[int, Any, int]:
-        return _OK, self.config.get("version"), 0
+        return _OK, self.view.get("version"), 0
+
+    def _missing_master(self) -> _NotFound:
+        return _NotFound("Node", str(self.cluster.get("master_node")), "not found")
 
     def cluster_master(self, query: Any) -> tuple[int, Any, int]:
         if isinstance(query, str):
             return _ARGUMENT_ERROR.status, _ARGUMENT_ERROR.answer, 0
         if self.master_name is None or self.master_node is None:
-            return _ERROR, "master node not found", 0
+            # The daemon formats the error for a plain query, shows it for fields.
+            missing = self._missing_master()
+            return _ERROR, missing.formatted() if query is None else missing.shown(), 0
         if query is None:
             return _OK, self.master_name, self.serial
         values = {
@@ -259,6 +401,8 @@ class ConfigAnswers:
 
     def node_role(self, query: Any) -> tuple[int, Any, int]:
         name = self._plain(query)
+        if self.master_name is None:
+            return _ERROR, self._missing_master().formatted(), 0
         try:
             node = self.node(name)
         except _NotFound as exc:
@@ -324,10 +468,11 @@ class ConfigAnswers:
         rows = []
         for instance in self.instances.values():
             role = "primary" if instance.get("primary_node") == node["uuid"] else "secondary"
-            for index, disk_uuid in enumerate(instance.get("disks") or []):
-                disk = self.disks.get(disk_uuid)
-                if disk is None:
-                    continue
+            disk_uuids = instance.get("disks") or []
+            if any(uuid not in self.disks for uuid in disk_uuids):
+                continue  # the daemon cannot read this instance's disks: no rows
+            for index, disk_uuid in enumerate(disk_uuids):
+                disk = self.disks[disk_uuid]
                 for minor, peer in _drbd_minors(disk, node["uuid"]):
                     try:
                         peer_name = self.nodes[peer]["name"]
@@ -335,7 +480,7 @@ class ConfigAnswers:
                         return _ERROR, _NotFound("Node", peer, "not found").shown(), 0
                     disk_name = f"disk/{index}"
                     rows.append([node["name"], minor, instance["name"], disk_name, role, peer_name])
-        return _OK, rows, node["serial_no"]
+        return _OK, rows, as_haskell_int(node["serial_no"])
 
     def node_instances(self, query: Any) -> tuple[int, Any, int]:
         name = self._plain(query)
@@ -352,7 +497,7 @@ class ConfigAnswers:
                 disk = self.disks.get(disk_uuid) or {}
                 if node["uuid"] in self._secondary_nodes(disk, instance):
                     secondaries.append(views[uuid])
-        return _OK, [primaries, secondaries], node["serial_no"]
+        return _OK, [primaries, secondaries], as_haskell_int(node["serial_no"])
 
     @staticmethod
     def _secondary_nodes(disk: Mapping[str, Any], instance: Mapping[str, Any]) -> list[str]:
@@ -370,8 +515,13 @@ class ConfigAnswers:
         try:
             disks = [self.disks[uuid] for uuid in instance.get("disks") or []]
         except KeyError as exc:
-            return _ERROR, f"Could not retrieve disks: {exc}", 0
-        return _OK, disks, instance["serial_no"]
+            missing = f"Disk uuid {exc.args[0]} not found"
+            return (
+                _ERROR,
+                f"Could not retrieve disks: OpPrereqError {haskell_show(missing)} ECodeNoEnt",
+                0,
+            )
+        return _OK, disks, as_haskell_int(instance["serial_no"])
 
     def config_query(self, query: Any) -> tuple[int, Any, int]:
         path = self._plain(query)

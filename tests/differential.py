@@ -1,0 +1,424 @@
+"""The differential fuzzer: the same bytes to ganeti-confd and to serve_confd.
+
+Each round generates a configuration (a generated cluster, then seeded
+mutations of the kinds real clusters hold), starts the real daemon and the
+in-process server on it with one key, and sends both exactly the same
+datagrams: generated requests of every type, and malformed ones. Each
+datagram goes from its own socket, so a reply is matched to its request
+whatever its rsalt. The outcomes (no reply, or the reply's status, answer
+and serial as the client reads them) must be identical, but for the
+differences the docs list (``KNOWN_DIFFERENCES``).
+
+Run a long campaign with::
+
+    python -m tests.differential --rounds 40 --requests 400 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trioconfd import MAGIC, ConfdProtocolError, HmacKey, unpack_reply
+from trioconfd.testing import find_ganeti_confd, make_cluster_config, run_ganeti_confd, serve_confd
+
+KEY = b"differential key\n"
+
+#: Differences the docs list as known (docs/testing.rst), by the group a
+#: generated request belongs to: these are counted but not failures.
+KNOWN_DIFFERENCES: frozenset[str] = frozenset()
+
+Outcome = tuple[Any, ...] | None  # (status, answer as canonical JSON, serial), or no reply
+
+
+# -- configurations ---------------------------------------------------------------
+
+Mutation = Callable[[dict[str, Any], random.Random], None]
+
+
+def _pick(rng: random.Random, mapping: dict[str, Any]) -> Any:
+    return mapping[rng.choice(sorted(mapping))] if mapping else None
+
+
+def _latin1_names(config: dict[str, Any], rng: random.Random) -> None:
+    node = _pick(rng, config["nodes"])
+    node["name"] = node["name"].replace("node", rng.choice(["nöde", "nodé", "ñode"]), 1)
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        instance["name"] = instance["name"].replace("instance", "café", 1)
+
+
+def _null_link(config: dict[str, Any], rng: random.Random) -> None:
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        instance["nics"][0]["nicparams"]["link"] = None
+
+
+def _beparams_as_text(config: dict[str, Any], rng: random.Random) -> None:
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        instance["beparams"] = {"maxmem": rng.choice(["1g", "512m", "2048"]), "minmem": 128}
+
+
+def _messy_tags(config: dict[str, Any], rng: random.Random) -> None:
+    tags = ["zeta", "alpha", "mid", "alpha", "Beta"]
+    rng.shuffle(tags)
+    config["cluster"]["tags"] = list(tags)
+    node = _pick(rng, config["nodes"])
+    node["tags"] = list(reversed(tags))
+
+
+def _wrapping_serial(config: dict[str, Any], rng: random.Random) -> None:
+    serial = 2**64 + rng.randrange(1, 100)
+    config["cluster"]["serial_no"] = config["serial_no"] = serial
+
+
+def _shared_ip(config: dict[str, Any], rng: random.Random) -> None:
+    instances = [config["instances"][uuid] for uuid in sorted(config["instances"])]
+    if len(instances) >= 2:
+        first, second = rng.sample(instances, 2)
+        second["nics"][0]["ip"] = first["nics"][0]["ip"]
+        second["nics"][0]["nicparams"]["link"] = first["nics"][0]["nicparams"]["link"]
+
+
+def _dangling_disk(config: dict[str, Any], rng: random.Random) -> None:
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        instance["disks"].append("00000000-0000-4000-8000-00000000dead")
+
+
+def _no_master(config: dict[str, Any], rng: random.Random) -> None:
+    config["cluster"]["master_node"] = "00000000-0000-4000-8000-000000000000"
+
+
+def _missing_optional_fields(config: dict[str, Any], rng: random.Random) -> None:
+    node = _pick(rng, config["nodes"])
+    for name in rng.sample(["mtime", "ctime", "tags"], 2):
+        node.pop(name, None)
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        for name in rng.sample(["mtime", "ctime", "tags", "osparams_private", "nics"], 2):
+            instance.pop(name, None)
+    cluster = config["cluster"]
+    for name in rng.sample(["hv_state_static", "disk_state_static", "tags", "mtime"], 2):
+        cluster.pop(name, None)
+    disk = _pick(rng, config["disks"])
+    if disk is not None:
+        for name in rng.sample(["mode", "params", "mtime", "ctime"], 2):
+            disk.pop(name, None)
+
+
+def _odd_numbers(config: dict[str, Any], rng: random.Random) -> None:
+    config["cluster"]["ipolicy"]["vcpu-ratio"] = rng.choice([1.0, 2.5, 4.0])
+    config["cluster"]["ndparams"]["cpu_speed"] = rng.choice([1.0, 1.5])
+    node = _pick(rng, config["nodes"])
+    node["ctime"] = rng.choice([1700000000.25, 1700000000.0, 1700000000])
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "latin-1 names": _latin1_names,
+    "null link": _null_link,
+    "beparams as text": _beparams_as_text,
+    "messy tags": _messy_tags,
+    "wrapping serial": _wrapping_serial,
+    "shared ip": _shared_ip,
+    "dangling disk": _dangling_disk,
+    "no master": _no_master,
+    "missing optional fields": _missing_optional_fields,
+    "odd numbers": _odd_numbers,
+}
+
+
+def generate_config(rng: random.Random, mutations: int) -> tuple[dict[str, Any], list[str]]:
+    """A generated cluster with ``mutations`` seeded mutations; and their names."""
+    nodes = rng.randint(1, 6)
+    candidates = rng.randint(1, nodes)
+    offline = rng.randint(0, nodes - candidates)
+    config = make_cluster_config(
+        nodes=nodes,
+        master_candidates=candidates,
+        offline=offline,
+        drained=rng.randint(0, nodes - candidates - offline),
+        instances=rng.randint(0, 8),
+        links=rng.choice([("br0",), ("br0", "br1"), ("br0", "br1", "br2")]),
+        drbd=rng.random() < 0.7,
+        serial=rng.randint(1, 10**6),
+        node_serial=rng.randint(1, 50),
+        instance_serial=rng.randint(1, 50),
+        seed=rng.randrange(2**32),
+    )
+    applied = rng.sample(sorted(MUTATIONS), min(mutations, len(MUTATIONS)))
+    for name in applied:
+        MUTATIONS[name](config, rng)
+    return config, applied
+
+
+# -- requests -----------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """One datagram to send to both, and the group it belongs to (for the report)."""
+
+    group: str
+    datagram: bytes
+
+
+def sign(msg: str, *, salt: str | None = None, key: bytes = KEY, **envelope: Any) -> bytes:
+    """``msg`` in a correctly signed envelope (extra envelope members as given)."""
+    salt = str(int(time.time())) if salt is None else salt
+    signature = HmacKey(key).sign((salt + msg).encode("utf-8", "surrogatepass"))
+    return MAGIC + json.dumps({"msg": msg, "salt": salt, "hmac": signature, **envelope}).encode()
+
+
+def _request_text(request_type: Any, query: Any, rsalt: Any = "r") -> str:
+    return json.dumps({"protocol": 1, "type": request_type, "query": query, "rsalt": rsalt})
+
+
+def _names(config: dict[str, Any], section: str) -> list[str]:
+    return sorted(item["name"] for item in (config.get(section) or {}).values())
+
+
+def _pointers(config: dict[str, Any], rng: random.Random) -> list[str]:
+    """JSON pointers into ``config``: real paths, and odd spellings of them."""
+    pointers = ["", "/", "/cluster", "/version", "/nope", "cluster", "/cluster/cluster_name"]
+    for _ in range(6):
+        path, value = [], config
+        while isinstance(value, dict | list) and value and rng.random() < 0.8:
+            if isinstance(value, dict):
+                key = rng.choice(sorted(value))
+                path.append(key.replace("~", "~0").replace("/", "~1"))
+                value = value[key]
+            else:
+                index = rng.randrange(len(value))
+                path.append(str(index))
+                value = value[index]
+        pointers.append("/" + "/".join(path))
+    pointers += [
+        "/cluster/enabled_hypervisors/0abc",
+        "/cluster/enabled_hypervisors/00",
+        "/cluster/enabled_hypervisors/0e1",
+        "/cluster/enabled_hypervisors/18446744073709551616",
+        "/cluster//master_netdev",
+        "/cluster~/uuid",
+        "/cluster~2/x",
+        "/cluster/enabled_hypervisors/-",
+    ]
+    return pointers
+
+
+def valid_probes(config: dict[str, Any], rng: random.Random) -> Iterator[Probe]:
+    """Well-formed requests of every type, about what the configuration holds."""
+    nodes = _names(config, "nodes") + ["nosuchnode", "node1"]
+    instances = _names(config, "instances") + ["nosuchinstance", "instance1"]
+    ips = [
+        nic.get("ip")
+        for instance in (config.get("instances") or {}).values()
+        for nic in instance.get("nics") or []
+        if nic.get("ip")
+    ] + ["203.0.113.9"]
+    links = [None, "br0", "br1", "nosuchlink"]
+    yield Probe("ping", sign(_request_text(0, None)))
+    yield Probe("cluster master", sign(_request_text(3, None)))
+    yield Probe("cluster master", sign(_request_text(3, {"3": rng.sample([0, 1, 2], 2)})))
+    yield Probe("node pip list", sign(_request_text(4, None)))
+    yield Probe("mc pip list", sign(_request_text(5, None)))
+    yield Probe("data collectors", sign(_request_text(11, None)))
+    for name in rng.sample(nodes, min(3, len(nodes))):
+        for request_type, group in ((1, "node role"), (7, "node drbd"), (8, "node instances")):
+            yield Probe(group, sign(_request_text(request_type, name)))
+    for name in rng.sample(instances, min(3, len(instances))):
+        yield Probe("instance disks", sign(_request_text(9, name)))
+    for link in links:
+        yield Probe("instance ips", sign(_request_text(6, link)))
+    ip = rng.choice(ips)
+    link = rng.choice(links)
+    by_ip: dict[str, Any] = {"1": ip} if link is None else {"1": ip, "0": link}
+    yield Probe("node pip by instance ip", sign(_request_text(2, by_ip)))
+    yield Probe("node pip by instance ip", sign(_request_text(2, {"2": rng.sample(ips, len(ips))})))
+    for pointer in _pointers(config, rng):
+        yield Probe("config query", sign(_request_text(10, pointer)))
+
+
+def malformed_probes(rng: random.Random) -> Iterator[Probe]:
+    """Requests the daemon may read differently: odd envelopes, salts, numbers, keys."""
+    now = int(time.time())
+    ping = _request_text(0, None)
+    yield Probe("salt form", sign(ping, salt=f" {now}"))
+    yield Probe("salt form", sign(ping, salt=f"({now})"))
+    yield Probe("salt form", sign(ping, salt=hex(now)))
+    yield Probe("salt form", sign(ping, salt=f"000000{now}"))
+    signature = HmacKey(KEY).sign((str(now) + ping).encode())
+    upper = MAGIC + json.dumps({"msg": ping, "salt": str(now), "hmac": signature.upper()}).encode()
+    yield Probe("hmac case", upper)
+    yield Probe("extra envelope key", sign(ping, version=1))
+    yield Probe("extra envelope key", sign(ping, key_selector=""))
+    spaced = MAGIC + b" " + sign(ping)[len(MAGIC) :]
+    yield Probe("whitespace", spaced)
+    yield Probe("duplicate keys", sign('{"protocol":1,"type":0,"type":3,"query":null,"rsalt":"r"}'))
+    yield Probe("wrapping integers", sign(_request_text(2**64 + 3, None)))
+    yield Probe("wrapping integers", sign('{"protocol":1,"type":1e400,"query":null,"rsalt":"r"}'))
+    yield Probe("list rsalt", sign(_request_text(0, None, rsalt=["a"])))
+    yield Probe("long request", sign(_request_text(1, "n" * rng.randint(4100, 4500))))
+    yield Probe("surrogate rsalt", sign('{"protocol":1,"type":0,"query":null,"rsalt":"\\udfff"}'))
+    yield Probe("astral text", sign(_request_text(1, "n\U0001f600")))
+
+
+# -- sending ----------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> str:
+    # No normalising of numbers: 1 and 1.0 differ (a client sees int or float).
+    return json.dumps(value, sort_keys=True)
+
+
+async def outcomes(address: tuple[str, int], probes: list[Probe]) -> list[Outcome]:
+    """Each probe's outcome at ``address``, each sent from a socket of its own."""
+    results: list[Outcome] = [None] * len(probes)
+    async with trio.open_nursery() as nursery:
+        for index, probe in enumerate(probes):
+            nursery.start_soon(_one, address, probe, results, index)
+    return results
+
+
+async def _one(
+    address: tuple[str, int], probe: Probe, results: list[Outcome], index: int
+) -> None:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        await sock.sendto(probe.datagram, address)
+        with trio.move_on_after(1.0):
+            datagram = await sock.recv(70000)
+            try:
+                reply, _ = unpack_reply(datagram, KEY)
+            except ConfdProtocolError as exc:
+                results[index] = ("unreadable", type(exc).__name__)
+                return
+            results[index] = (int(reply.status), _canonical(reply.answer), reply.serial)
+
+
+def _first_difference(real: Any, ours: Any, path: str = "") -> str:
+    if isinstance(real, dict) and isinstance(ours, dict):
+        for key in sorted(set(real) | set(ours)):
+            if key not in ours:
+                return f"{path}/{key}: only the daemon has it ({str(real[key])[:80]})"
+            if key not in real:
+                return f"{path}/{key}: only ours has it ({str(ours[key])[:80]})"
+            if real[key] != ours[key] or type(real[key]) is not type(ours[key]):
+                return _first_difference(real[key], ours[key], f"{path}/{key}")
+    if isinstance(real, list) and isinstance(ours, list) and len(real) == len(ours):
+        for index, (left, right) in enumerate(zip(real, ours, strict=True)):
+            if json.dumps(left) != json.dumps(right):
+                return _first_difference(left, right, f"{path}/{index}")
+    return f"{path or 'answer'}: daemon {str(real)[:160]!s} / ours {str(ours)[:160]!s}"
+
+
+def describe(real: Outcome, ours: Outcome) -> str:
+    """Where two outcomes differ, in a line."""
+    if real is None or ours is None or real[0] == "unreadable" or ours[0] == "unreadable":
+        return f"daemon {str(real)[:200]} / ours {str(ours)[:200]}"
+    parts = []
+    if real[0] != ours[0]:
+        parts.append(f"status {real[0]} / {ours[0]}")
+    if real[2] != ours[2]:
+        parts.append(f"serial {real[2]} / {ours[2]}")
+    if real[1] != ours[1]:
+        parts.append(_first_difference(json.loads(real[1]), json.loads(ours[1])))
+    return "; ".join(parts)
+
+
+# -- a campaign --------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    total: int = 0
+    identical: int = 0
+    known: int = 0
+    differences: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, group: str, mutations: list[str], real: Outcome, ours: Outcome) -> None:
+        self.total += 1
+        if real == ours:
+            self.identical += 1
+            return
+        key = f"{group} [{', '.join(mutations) or 'no mutation'}]"
+        if group in KNOWN_DIFFERENCES:
+            self.known += 1
+            return
+        self.differences[group] += 1
+        examples = self.examples.setdefault(group, [])
+        if len(examples) < 3:
+            examples.append(f"{key}: {describe(real, ours)}")
+
+    def summary(self) -> str:
+        lines = [f"{self.identical} identical of {self.total} ({self.known} known differences)"]
+        for group, count in self.differences.most_common():
+            lines.append(f"  {group}: {count}")
+            lines += [f"    {example}" for example in self.examples[group]]
+        return "\n".join(lines)
+
+
+async def campaign(
+    binary: str, root: Path, *, seed: int, rounds: int, requests: int, mutations: int = 2
+) -> Report:
+    """``rounds`` configurations, ``requests`` probes each, against both."""
+    rng = random.Random(seed)
+    report = Report()
+    for number in range(rounds):
+        config, applied = generate_config(rng, mutations)
+        probes = list(valid_probes(config, rng)) + list(malformed_probes(rng))
+        probes = probes[:requests] if requests < len(probes) else probes
+        async with AsyncExitStack() as stack:
+            daemon = await stack.enter_async_context(
+                run_ganeti_confd(config, KEY, root / f"round{number}", binary=binary)
+            )
+            server = await stack.enter_async_context(serve_confd(config, KEY))
+            real = await outcomes(daemon.address, probes)
+            ours = await outcomes(server.address, probes)
+        for probe, theirs, mine in zip(probes, real, ours, strict=True):
+            report.add(probe.group, applied, theirs, mine)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="ganeti-confd against serve_confd")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--mutations", type=int, default=2)
+    args = parser.parse_args()
+    binary = find_ganeti_confd()
+    if binary is None:
+        sys.exit("ganeti-confd not found")
+    with tempfile.TemporaryDirectory() as root:
+        report = trio.run(
+            lambda: campaign(
+                binary,
+                Path(root),
+                seed=args.seed,
+                rounds=args.rounds,
+                requests=args.requests,
+                mutations=args.mutations,
+            )
+        )
+    print(report.summary())
+    sys.exit(0 if not report.differences else 1)
+
+
+if __name__ == "__main__":
+    main()
