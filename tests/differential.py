@@ -37,9 +37,11 @@ from trioconfd.testing import find_ganeti_confd, make_cluster_config, run_ganeti
 
 KEY = b"differential key\n"
 
-#: Differences the docs list as known (docs/testing.rst), by the group a
-#: generated request belongs to: these are counted but not failures.
-KNOWN_DIFFERENCES: frozenset[str] = frozenset()
+#: The one difference forgiven (docs/testing.rst lists it): the daemon writes
+#: characters above U+00FF truncated to 8 bits, so its reply to a request
+#: carrying one can be unreadable where ours is not. Float digit formatting,
+#: the other, never shows: answers are compared as parsed JSON.
+EIGHT_BIT_TEXT = "the daemon's 8-bit text"
 
 Outcome = tuple[Any, ...] | None  # (status, answer as canonical JSON, serial), or no reply
 
@@ -171,10 +173,15 @@ def generate_config(rng: random.Random, mutations: int) -> tuple[dict[str, Any],
 
 @dataclass
 class Probe:
-    """One datagram to send to both, and the group it belongs to (for the report)."""
+    """One datagram to send to both, and the group it belongs to (for the report).
+
+    ``beyond_latin1``: its text holds characters above U+00FF, which the
+    daemon writes truncated (its "8-bit text"), so its reply may be unreadable.
+    """
 
     group: str
     datagram: bytes
+    beyond_latin1: bool = False
 
 
 def sign(msg: str, *, salt: str | None = None, key: bytes = KEY, **envelope: Any) -> bytes:
@@ -222,8 +229,8 @@ def _pointers(config: dict[str, Any], rng: random.Random) -> list[str]:
 
 def valid_probes(config: dict[str, Any], rng: random.Random) -> Iterator[Probe]:
     """Well-formed requests of every type, about what the configuration holds."""
-    nodes = _names(config, "nodes") + ["nosuchnode", "node1"]
-    instances = _names(config, "instances") + ["nosuchinstance", "instance1"]
+    nodes = [*_names(config, "nodes"), "nosuchnode", "node1"]
+    instances = [*_names(config, "instances"), "nosuchinstance", "instance1"]
     ips = [
         nic.get("ip")
         for instance in (config.get("instances") or {}).values()
@@ -273,8 +280,10 @@ def malformed_probes(rng: random.Random) -> Iterator[Probe]:
     yield Probe("wrapping integers", sign('{"protocol":1,"type":1e400,"query":null,"rsalt":"r"}'))
     yield Probe("list rsalt", sign(_request_text(0, None, rsalt=["a"])))
     yield Probe("long request", sign(_request_text(1, "n" * rng.randint(4100, 4500))))
-    yield Probe("surrogate rsalt", sign('{"protocol":1,"type":0,"query":null,"rsalt":"\\udfff"}'))
-    yield Probe("astral text", sign(_request_text(1, "n\U0001f600")))
+    surrogate = '{"protocol":1,"type":0,"query":null,"rsalt":"\\udfff"}'
+    yield Probe("surrogate rsalt", sign(surrogate), beyond_latin1=True)
+    yield Probe("astral text", sign(_request_text(1, "n\U0001f600")), beyond_latin1=True)
+    yield Probe("astral text", sign(_request_text(7, "n\U0001f600")), beyond_latin1=True)
 
 
 # -- sending ----------------------------------------------------------------------------
@@ -294,9 +303,7 @@ async def outcomes(address: tuple[str, int], probes: list[Probe]) -> list[Outcom
     return results
 
 
-async def _one(
-    address: tuple[str, int], probe: Probe, results: list[Outcome], index: int
-) -> None:
+async def _one(address: tuple[str, int], probe: Probe, results: list[Outcome], index: int) -> None:
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.bind(("127.0.0.1", 0))
         await sock.sendto(probe.datagram, address)
@@ -351,14 +358,15 @@ class Report:
     differences: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, group: str, mutations: list[str], real: Outcome, ours: Outcome) -> None:
+    def add(self, probe: Probe, mutations: list[str], real: Outcome, ours: Outcome) -> None:
         self.total += 1
         if real == ours:
             self.identical += 1
             return
+        group = probe.group
         key = f"{group} [{', '.join(mutations) or 'no mutation'}]"
-        if group in KNOWN_DIFFERENCES:
-            self.known += 1
+        if probe.beyond_latin1 and real is not None and real[0] == "unreadable":
+            self.known += 1  # EIGHT_BIT_TEXT
             return
         self.differences[group] += 1
         examples = self.examples.setdefault(group, [])
@@ -391,7 +399,7 @@ async def campaign(
             real = await outcomes(daemon.address, probes)
             ours = await outcomes(server.address, probes)
         for probe, theirs, mine in zip(probes, real, ours, strict=True):
-            report.add(probe.group, applied, theirs, mine)
+            report.add(probe, applied, theirs, mine)
     return report
 
 

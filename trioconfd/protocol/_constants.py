@@ -13,7 +13,7 @@ MAGIC: Final = b"plj0"
 #: replies up to that, though Ganeti's Python client stops at 61,440.
 MAX_DATAGRAM_SIZE: Final = 65527
 
-#: The most of a request the daemon reads (it drops longer ones, truncated).
+#: The most of a request the daemon reads (it ignores the rest of a longer one).
 MAX_REQUEST_SIZE: Final = 4096
 
 #: The port used when the services database does not name ``ganeti-confd``.

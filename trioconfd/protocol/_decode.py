@@ -1,7 +1,8 @@
 """Which request messages the daemon decodes (and answers) and which it drops.
 
 These rules were read off Debian's ganeti-confd 3.0.2: numbers are rounded
-half to even (``1.0`` and ``0.5`` are integers to it), the four keys are the
+half to even (``1.0`` and ``0.5`` are integers to it) and wrap at 64 bits,
+an rsalt may be a list of one-character strings, the four keys are the
 only ones allowed, ``query`` may be missing (null), ``rsalt`` may be empty,
 and a dict query may hold only the four :class:`QueryKey` keys with values of
 the right kind (null counts as absent). Anything else is dropped unanswered.
@@ -22,10 +23,24 @@ _FIELDS = {int(f) for f in MasterField}
 
 
 def _whole_number(value: object, what: str) -> int:
-    """A JSON number as the daemon reads an Int: rounded half to even."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """A JSON number as the daemon reads an Int: rounded half to even, in 64 bits.
+
+    A number too large for a double (``1e400``) is infinite, which it rounds to 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ConfdMagicError(f"{what} is {value!r}, not a number")
-    return round(value)
+    if math.isinf(value):
+        return 0
+    return (round(value) + 2**63) % 2**64 - 2**63
+
+
+def _rsalt(value: object) -> str:
+    """The rsalt as the daemon reads a String: a string, or a list of one-character strings."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(c, str) and len(c) == 1 for c in value):
+        return "".join(value)
+    raise ConfdMagicError(f"the rsalt is {value!r}, not a string")
 
 
 def _optional_string(query: dict[str, Any], key: QueryKey) -> str | None:
@@ -86,9 +101,7 @@ def decode_request(message: Any) -> ConfdRequest:
     request_type = _whole_number(message["type"], "the request type")
     if request_type not in _TYPES:
         raise ConfdMagicError(f"unknown request type {request_type}")
-    rsalt = message["rsalt"]
-    if not isinstance(rsalt, str):
-        raise ConfdMagicError(f"the rsalt is {rsalt!r}, not a string")
+    rsalt = _rsalt(message["rsalt"])
     return ConfdRequest(
         type=_TYPES[request_type],
         query=decode_query(message.get("query")),

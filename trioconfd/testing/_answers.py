@@ -95,6 +95,13 @@ def haskell_show(text: str) -> str:
             out.append("\\" + _ASCII_NAMES[code])
             if _ASCII_NAMES[code] == "SO" and following == "H":
                 out.append("\\&")  # so "\SO" "H" does not read back as "\SOH"
+        elif code > 0xFFFF:
+            # The daemon reads a JSON "\\ud83d\\ude00" as two characters, the
+            # surrogates, and shows each (clients escape astral characters so).
+            code -= 0x10000
+            out.append(f"\\{0xD800 + (code >> 10)}\\{0xDC00 + (code & 0x3FF)}")
+            if following.isdigit() and following.isascii():
+                out.append("\\&")
         else:
             out.append(f"\\{code}")
             if following.isdigit() and following.isascii():
@@ -203,7 +210,7 @@ _CLUSTER_DEFAULTS: dict[str, Any] = {
     "disk_state_static": {},
 }
 _NODE_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "tags": []}
-_DISK_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "mode": "rw", "params": {}}
+_DISK_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "mode": "rw"}
 _INSTANCE_DEFAULTS: dict[str, Any] = {
     "ctime": 0,
     "mtime": 0,
