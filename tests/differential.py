@@ -163,6 +163,8 @@ def generate_config(rng: random.Random, mutations: int) -> tuple[dict[str, Any],
         seed=rng.randrange(2**32),
     )
     applied = rng.sample(sorted(MUTATIONS), min(mutations, len(MUTATIONS)))
+    # Fields are left out last: the other mutations edit fields a full object has.
+    applied.sort(key=lambda name: MUTATIONS[name] is _missing_optional_fields)
     for name in applied:
         MUTATIONS[name](config, rng)
     return config, applied

@@ -83,6 +83,13 @@ def test_master_fields_are_sent_as_integers() -> None:
         (lambda: requests.node_pip_by_instance_ip("198.18.0.1", link=""), "link must be"),
         (lambda: requests.config_query("cluster/name"), "starts with '/'"),
         (lambda: requests.instance_disks(3), "instance must be"),  # type: ignore[arg-type]
+        (lambda: requests.node_pip_by_instance_ip("nope"), "ip must be an IP address"),
+        (lambda: requests.node_pip_by_instance_ip("198.18.0.256"), "ip must be an IP address"),
+        (lambda: requests.node_pip_by_instance_ip("198.18.0.1\n"), "ip must be an IP address"),
+        (
+            lambda: requests.node_pips_by_instance_ips(["198.18.0.1", "node1"]),
+            "each ip must be an IP address, not 'node1'",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(build: Any, message: str) -> None:

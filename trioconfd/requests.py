@@ -12,6 +12,7 @@ than a request the daemon drops in silence.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from .protocol import ConfdClientError, ConfdRequest, MasterField, QueryKey, RequestType
@@ -21,6 +22,17 @@ def _name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfdClientError(f"{what} must be a non-empty string, not {value!r}")
     return value
+
+
+def _ip(value: object, what: str) -> str:
+    # The daemon looks the text up as written: anything but an IP address
+    # can only ever answer UNKNOWN_ENTRY.
+    text = _name(value, what)
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfdClientError(f"{what} must be an IP address, not {value!r}") from None
+    return text
 
 
 def _with_link(query: dict[str, object], link: str | None) -> dict[str, object]:
@@ -53,7 +65,7 @@ def node_role(node: str) -> ConfdRequest:
 
 def node_pip_by_instance_ip(ip: str, link: str | None = None) -> ConfdRequest:
     """NODE_PIP_BY_INSTANCE_IP: the primary IP of the node running the instance with ``ip``."""
-    query = _with_link({QueryKey.IP.value: _name(ip, "ip")}, link)
+    query = _with_link({QueryKey.IP.value: _ip(ip, "ip")}, link)
     return ConfdRequest(RequestType.NODE_PIP_BY_INSTANCE_IP, query)
 
 
@@ -61,7 +73,7 @@ def node_pips_by_instance_ips(ips: Iterable[str], link: str | None = None) -> Co
     """NODE_PIP_BY_INSTANCE_IP with an IP list: one ``[status, answer, serial]`` per IP."""
     if isinstance(ips, str):
         raise ConfdClientError("ips must be a list of addresses, not one string")
-    wire = [_name(ip, "each ip") for ip in ips]
+    wire = [_ip(ip, "each ip") for ip in ips]
     query = _with_link({QueryKey.IPLIST.value: wire}, link)
     return ConfdRequest(RequestType.NODE_PIP_BY_INSTANCE_IP, query)
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -24,9 +25,11 @@ from ..client import (
 )
 from ..protocol import (
     ConfdError,
+    ConfdReply,
     ConfdRequest,
     MasterField,
     NodeRole,
+    QueryKey,
     QueryResult,
     ReplyStatus,
     RequestType,
@@ -79,13 +82,15 @@ _QUERIES: dict[
     "master": (
         "the cluster's master (or the fields asked for)",
         lambda p: p.add_argument(
-            "--fields", type=_fields, help="comma-separated: name, ip, mnode-pip"
+            "--fields",
+            type=_fields,
+            help="comma-separated: name, ip, mnode-pip (default: the master's name alone)",
         ),
         lambda a: requests.cluster_master(a.fields),
     ),
     "node-role": (
         "a node's role",
-        lambda p: p.add_argument("node"),
+        lambda p: p.add_argument("node", help="the node's name, as the cluster knows it"),
         lambda a: requests.node_role(a.node),
     ),
     "node-pips": ("every node's primary IP", lambda p: None, lambda a: requests.node_pip_list()),
@@ -96,12 +101,17 @@ _QUERIES: dict[
     ),
     "instance-ips": (
         "instance IPs on a link",
-        lambda p: p.add_argument("--link", help="default: the cluster's default link"),
+        lambda p: p.add_argument(
+            "--link", help="the network link (default: the cluster's default link)"
+        ),
         lambda a: requests.instances_ips_list(a.link),
     ),
     "node-pip-by-instance-ip": (
         "the primary IP of the node running each instance IP",
-        lambda p: (p.add_argument("ips", nargs="+", metavar="IP"), p.add_argument("--link")),
+        lambda p: (
+            p.add_argument("ips", nargs="+", metavar="IP", help="instance IP addresses"),
+            p.add_argument("--link", help="the network link (default: the cluster's default link)"),
+        ),
         lambda a: (
             requests.node_pip_by_instance_ip(a.ips[0], a.link)
             if len(a.ips) == 1
@@ -110,22 +120,24 @@ _QUERIES: dict[
     ),
     "node-drbd": (
         "a node's DRBD minors",
-        lambda p: p.add_argument("node"),
+        lambda p: p.add_argument("node", help="the node's name, as the cluster knows it"),
         lambda a: requests.node_drbd(a.node),
     ),
     "node-instances": (
         "a node's primary and secondary instances",
-        lambda p: p.add_argument("node"),
+        lambda p: p.add_argument("node", help="the node's name, as the cluster knows it"),
         lambda a: requests.node_instances(a.node),
     ),
     "instance-disks": (
         "an instance's disks",
-        lambda p: p.add_argument("instance"),
+        lambda p: p.add_argument("instance", help="the instance's name"),
         lambda a: requests.instance_disks(a.instance),
     ),
     "config": (
         "the configuration value at a JSON pointer",
-        lambda p: p.add_argument("pointer", metavar="JSON-POINTER"),
+        lambda p: p.add_argument(
+            "pointer", metavar="JSON-POINTER", help="an RFC 6901 pointer, e.g. /cluster/uuid"
+        ),
         lambda a: requests.config_query(a.pointer),
     ),
     "data-collectors": (
@@ -146,7 +158,12 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         help="a daemon to ask: IP, IP:PORT or [IPv6]:PORT (repeatable; "
         "default: this node's master candidates)",
     )
-    group.add_argument("--port", type=int, help="port of peers given without one (default 1814)")
+    group.add_argument(
+        "--port",
+        type=int,
+        help="port of peers given without one (default: the services database's "
+        "ganeti-confd, else 1814)",
+    )
     group.add_argument(
         "--source",
         metavar="ADDR",
@@ -154,12 +171,28 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         "family (default: any; on a multihomed node, the address the daemons expect)",
     )
     keys = group.add_mutually_exclusive_group()
-    keys.add_argument("--key-file", type=Path, help="the cluster's hmac.key (default: this node's)")
-    keys.add_argument("--hmac-key", help="the key itself (visible to other local users)")
-    group.add_argument(
-        "--coverage", type=int, default=0, help="peers to ask: 0 up to 6, -1 all, N exactly N"
+    keys.add_argument(
+        "--key-file",
+        type=Path,
+        help="the cluster's key file (default: this node's, "
+        "$GANETI_ROOTDIR/var/lib/ganeti/hmac.key)",
     )
-    group.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    keys.add_argument(
+        "--hmac-key",
+        help="the key itself, instead of a file (default: none; visible to other local users)",
+    )
+    group.add_argument(
+        "--coverage",
+        type=int,
+        default=0,
+        help="peers to ask: 0 up to 6, -1 all, N exactly N (default: %(default)s)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for a quorum (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         add_arguments(sub)
         _add_client_options(sub)
-        sub.add_argument("--json", action="store_true", help="print the result as JSON")
+        sub.add_argument(
+            "--json", action="store_true", help="print the result as JSON (default: text)"
+        )
 
     serve = commands.add_parser(
         "serve",
@@ -183,10 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the in-process confd server in the foreground, "
         "reloading the configuration when the file changes.",
     )
-    serve.add_argument("config", type=Path, metavar="CONFIG")
-    serve.add_argument("--key-file", type=Path, required=True)
-    serve.add_argument("--bind", default="127.0.0.1", metavar="ADDR")
-    serve.add_argument("--port", type=int, default=None, help="default: the confd port (1814)")
+    serve.add_argument(
+        "config", type=Path, metavar="CONFIG", help="a Ganeti config.data (JSON) to answer from"
+    )
+    serve.add_argument(
+        "--key-file", type=Path, required=True, help="the HMAC key file (required; no default)"
+    )
+    serve.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="the IP address to listen on (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="the port to listen on (default: the services database's ganeti-confd, else 1814)",
+    )
 
     bench = commands.add_parser(
         "bench",
@@ -194,9 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time sequential and concurrent queries against the peers.",
     )
     _add_client_options(bench)
-    bench.add_argument("--requests", type=int, default=1000, help="queries per phase")
-    bench.add_argument("--concurrency", type=int, default=64, help="queries in flight")
-    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.add_argument(
+        "--requests", type=int, default=1000, help="queries per phase (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="queries in flight in the concurrent phase (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="print the figures as JSON (default: text)"
+    )
 
     commands.add_parser(
         "demo",
@@ -243,7 +301,31 @@ def _describe(request: ConfdRequest, result: QueryResult) -> str:
     if request.type is RequestType.NODE_ROLE_BYNAME and result.status is ReplyStatus.OK:
         with contextlib.suppress(ValueError):  # a role this version does not know
             answer = f"{NodeRole(answer).name.lower()} ({answer})"
+    ips = request.query.get(QueryKey.IPLIST.value) if isinstance(request.query, dict) else None
+    if ips is not None and isinstance(answer, list) and len(answer) == len(ips):
+        # One [status, answer, serial] per IP asked: say each one's outcome.
+        return "\n".join(_per_ip(ip, row) for ip, row in zip(ips, answer, strict=True))
     return _render(answer)
+
+
+def _per_ip(ip: str, row: Any) -> str:
+    try:
+        reply = ConfdReply(ReplyStatus(row[0]), row[1], row[2])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return f"{ip} {json.dumps(row)}"
+    return f"{ip} {reply.answer if reply.ok else reply.error}"
+
+
+def error_as_json(result: QueryResult) -> dict[str, Any] | None:
+    """The error a result's trusted reply names: code, name and words; None if none."""
+    if result.best is None or result.best.ok:
+        return None
+    code = result.best.error_code
+    return {
+        "code": None if code is None else int(code),
+        "name": None if code is None else code.name,
+        "message": result.error,
+    }
 
 
 def result_as_json(result: QueryResult) -> dict[str, Any]:
@@ -251,6 +333,7 @@ def result_as_json(result: QueryResult) -> dict[str, Any]:
         "answer": result.answer,
         "serial": result.serial,
         "status": None if result.status is None else result.status.name,
+        "error": error_as_json(result),
         "sent": result.sent,
         "received": result.received,
         "needed": result.needed,
@@ -297,12 +380,30 @@ def report(
         if result.best is None:
             return code
     if code == EXIT_ERROR_REPLY:
-        print(f"trioconfd: the daemons answered with an error: {_render(result.answer)}", file=err)
+        print(f"trioconfd: the daemons answered with an error: {result.error}", file=err)
         print(summary, file=err)
         return code
     print(_describe(request, result), file=out)
+    if request.type is RequestType.PING:
+        print(_explain_ping(result), file=err)
     print(summary, file=err)
     return code
+
+
+def _explain_ping(result: QueryResult) -> str:
+    version = result.answer
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        # Ganeti writes version major.minor.revision as major*10^6 + minor*10^4 + revision.
+        major, rest = divmod(version, 1_000_000)
+        minor, revision = divmod(rest, 10_000)
+        named = f" (Ganeti {major}.{minor}.{revision})"
+    else:
+        named = ""
+    return (
+        f"{version} is the configuration format version{named} of the daemons that "
+        f"replied: {result.received} of {result.sent} asked are up, read our key, and "
+        "find our clock within 300 s of theirs"
+    )
 
 
 async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -337,6 +438,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a JSON escape, or from an argument that was not UTF-8): escape it.
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warning(err)
+        return _run(args, out, err)
+
+
+def _plain_warning(err: TextIO) -> Callable[..., None]:
+    """A warning as one line for the person at the terminal, without our source lines."""
+
+    def show(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"trioconfd: warning: {message}", file=err)
+
+    return show
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         if args.command == "demo":
             return trio.run(run_demo, out)

@@ -23,6 +23,7 @@ from ._peers import (
     PeerSpec,
     check_port,
     default_port,
+    format_address,
     parse_peer_text,
     parse_peers,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Upcall",
     "check_port",
     "default_port",
+    "format_address",
     "ganeti_data_dir",
     "open_confd_client",
     "parse_peer_text",

@@ -34,6 +34,12 @@ def check_port(port: object, what: str = "port") -> int:
     return port
 
 
+def format_address(address: tuple[str, int]) -> str:
+    """``IP:PORT``, or ``[IPv6]:PORT``: how peers are written on a command line."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_peer_text(text: str) -> PeerSpec:
     """A peer written ``ADDR``, ``ADDR:PORT`` or ``[ADDR]:PORT`` (IPv6), as on a command line.
 

@@ -38,6 +38,15 @@ class QueryResult:
     timed_out: bool
     consistent: bool
 
+    def __repr__(self) -> str:
+        best = self.best
+        outcome = "no reply" if best is None else f"{best.status.name} serial={best.serial}"
+        return (
+            f"<QueryResult {outcome} replies={self.received}/{self.sent} needed={self.needed}"
+            f"{' timed_out' if self.timed_out else ''}"
+            f"{'' if self.consistent else ' INCONSISTENT'}>"
+        )
+
     @property
     def answer(self) -> Any:
         return None if self.best is None else self.best.answer
@@ -49,6 +58,11 @@ class QueryResult:
     @property
     def status(self) -> ReplyStatus | None:
         return None if self.best is None else self.best.status
+
+    @property
+    def error(self) -> str | None:
+        """What the trusted reply says if it is an error (see :attr:`ConfdReply.error`)."""
+        return None if self.best is None else self.best.error
 
     @property
     def received(self) -> int:
@@ -152,6 +166,11 @@ class ReplyAggregator:
     def ask_more(self, count: int = 1) -> None:
         """``count`` more peers were asked (hedging); the quorum stays that of the first ones."""
         self.sent += count
+
+    @property
+    def error(self) -> str | None:
+        """What the trusted reply says if it is an error (see :attr:`ConfdReply.error`)."""
+        return None if self.best is None else self.best.error
 
     @property
     def received(self) -> int:

@@ -77,6 +77,22 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 1
     ARGUMENT = 2
 
+    @property
+    def meaning(self) -> str:
+        """What the daemon means by this code, in a few words."""
+        return _ERROR_MEANINGS[self]
+
+    def describe(self) -> str:
+        """``NAME: meaning``, as the command line prints an error reply."""
+        return f"{self.name}: {self.meaning}"
+
+
+_ERROR_MEANINGS: Final = {
+    ErrorCode.UNKNOWN_ENTRY: "no such entry (the name or address is not in the configuration)",
+    ErrorCode.INTERNAL: "the daemon failed to answer (an internal error)",
+    ErrorCode.ARGUMENT: "the query was not understood (a bad argument, or nothing at that path)",
+}
+
 
 class QueryKey(enum.StrEnum):
     """The keys of a dict-shaped query (strings on the wire)."""

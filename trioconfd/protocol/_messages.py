@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
-from ._constants import PROTOCOL_VERSION, ReplyStatus, RequestType
+from ._constants import PROTOCOL_VERSION, ErrorCode, ReplyStatus, RequestType
 from ._errors import ConfdClientError
 
 #: What a request's ``query`` may be on the wire: null, a string, or a dict
 #: keyed by :class:`QueryKey` values.
 Query: TypeAlias = str | Mapping[str, Any] | None
+
+
+_ERROR_CODES = {int(code): code for code in ErrorCode}
 
 
 def new_rsalt() -> str:
@@ -102,6 +106,41 @@ class ConfdReply:
     def ok(self) -> bool:
         """Whether the daemon answered with status OK."""
         return self.status is ReplyStatus.OK
+
+    @property
+    def error_code(self) -> ErrorCode | None:
+        """The standard error an ERROR reply's answer names, else None."""
+        answer = self.answer
+        if (
+            self.status is ReplyStatus.ERROR
+            and isinstance(answer, int)
+            and not isinstance(answer, bool)
+            and answer in _ERROR_CODES
+        ):
+            return _ERROR_CODES[answer]
+        return None
+
+    @property
+    def error(self) -> str | None:
+        """What an error reply says, in words; None for an OK reply.
+
+        A standard code reads ``"ARGUMENT: the query was not understood …"``;
+        an error the daemon gives as text is that text.
+        """
+        if self.status is ReplyStatus.OK:
+            return None
+        code = self.error_code
+        if code is not None:
+            return code.describe()
+        if self.status is ReplyStatus.NOTIMPLEMENTED:
+            return "NOTIMPLEMENTED: the daemon does not implement this request"
+        answer = self.answer
+        if isinstance(answer, str):
+            return answer
+        try:
+            return f"error {json.dumps(answer)}"
+        except RecursionError:  # a signed reply may nest past the stack's reach
+            return "error (an answer nested too deeply to show)"
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object this reply is sent as, in the daemon's field order."""

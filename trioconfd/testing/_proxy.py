@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from ..client._background import background_tasks
+from ..client._peers import format_address
 from ._faults import DirectionStats, Faults, decide
 
 _RECEIVE_SIZE = 65536
@@ -53,6 +54,15 @@ class FaultProxy:
         self._outbound = _Direction(to_server, random.Random(f"{seed}:to_server"))
         self._inbound = _Direction(to_client, random.Random(f"{seed}:to_client"))
         self._sockets: dict[Any, trio.socket.SocketType] = {}
+
+    def __repr__(self) -> str:
+        try:
+            where = format_address(self.address)
+        except OSError:
+            where = "closed"
+        return (
+            f"<FaultProxy {where} -> {format_address(self._upstream)} clients={len(self._sockets)}>"
+        )
 
     @property
     def address(self) -> tuple[str, int]:

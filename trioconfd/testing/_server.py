@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import trio
 
 from ..client._background import background_tasks
+from ..client._peers import format_address
 from ..protocol import (
     MAX_REQUEST_SIZE,
     ConfdClientError,
@@ -71,6 +72,18 @@ class ConfdServer:
         self._key = key
         self._answers = ConfigAnswers(load_config(config))
         self.stats = ServerStats()
+
+    def __repr__(self) -> str:
+        # Never the key: a repr ends up in logs and tracebacks.
+        try:
+            where = format_address(self.address)
+        except OSError:
+            where = "closed"
+        stats = self.stats
+        return (
+            f"<ConfdServer {where} serial={self.serial} answered={stats.answered}"
+            f" dropped={stats.dropped} errors={stats.errors}>"
+        )
 
     @property
     def address(self) -> tuple[str, int]:

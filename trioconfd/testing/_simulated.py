@@ -35,9 +35,10 @@ class SimulatedCluster:
 
     def __repr__(self) -> str:
         up = len(self.peers) - len(self._crashed)
+        serials = sorted({server.serial for server in self._servers})
         return (
-            f"<SimulatedCluster peers={len(self.peers)} up={up}"
-            f" reachable={len(self._reachable)} seed={self.network.seed}>"
+            f"<SimulatedCluster peers={len(self.peers)} port={self.port} up={up}"
+            f" reachable={len(self._reachable)} serials={serials} seed={self.network.seed}>"
         )
 
     def _index(self, index: int) -> int:
