@@ -413,10 +413,15 @@ def test_verdicts_say_what_happened() -> None:
     from trioconfd import ReplyAggregator
 
     silent_result = ReplyAggregator(3).result(timed_out=True)
-    assert silent_result.verdict.startswith("timed out: none of the 3 peers asked replied")
-    assert "wrong key" in silent_result.verdict
+    assert silent_result.verdict.startswith(
+        "timed out: 0 of 3 peers replied, 2 needed; none of the 3 peers asked sent anything back"
+    )
+    assert "a wrong key" in silent_result.verdict
     partial = ReplyAggregator(3)
     partial.add(("192.0.2.1", 1), ConfdReply(ReplyStatus.OK, 1, 1))
-    assert partial.result(timed_out=True).verdict == "timed out: 1 of 3 peers replied, 2 needed"
+    assert partial.result().verdict == "no quorum: 1 of 3 peers replied, 2 needed"
+    assert partial.result(timed_out=True).verdict.startswith(
+        "timed out: 1 of 3 peers replied, 2 needed; 2 peers sent nothing back"
+    )
     partial.add(("192.0.2.2", 1), ConfdReply(ReplyStatus.OK, 1, 1))
     assert partial.result().verdict == "quorum reached: 2 of 3 peers replied, 2 needed"

@@ -18,6 +18,7 @@ from .. import requests
 from .._version import __version__
 from ..client import (
     PeerSpec,
+    format_address,
     open_confd_client,
     parse_peer_text,
     read_hmac_key,
@@ -339,6 +340,11 @@ def result_as_json(result: QueryResult) -> dict[str, Any]:
         "needed": result.needed,
         "timed_out": result.timed_out,
         "consistent": result.consistent,
+        "diagnosis": list(result.diagnosis),
+        "send_errors": [
+            {"peer": format_address(peer), "error": error} for peer, error in result.send_errors
+        ],
+        "discards": dict(result.discards),
         "replies": [
             {
                 "peer": f"{reply.address[0]}:{reply.address[1]}",
@@ -373,10 +379,11 @@ def report(
     if code == EXIT_TIMEOUT:
         print(
             f"trioconfd: no quorum: {result.received}/{result.sent} replies in time, "
-            f"{result.needed} needed. Usual causes: wrong key, clock skew over 300 s, "
-            "wrong port, daemon down.",
+            f"{result.needed} needed",
             file=err,
         )
+        for cause in result.diagnosis:
+            print(f"  {cause}", file=err)
         if result.best is None:
             return code
     if code == EXIT_ERROR_REPLY:

@@ -233,7 +233,8 @@ class ConfdClient:
             # Its rsalt is spent: a reply to the earlier send, captured or
             # late, would otherwise be taken as an answer to this one.
             request = request.renewed()
-        deadline = trio.current_time() + check_timeout(timeout)
+        seconds = check_timeout(timeout)
+        deadline = trio.current_time() + seconds
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
@@ -246,6 +247,7 @@ class ConfdClient:
             quorum=self._quorum,
             policy=policy,
             deadline=deadline,
+            timeout=seconds,
             rng=self._rng,
         )
 

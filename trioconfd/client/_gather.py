@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import trio
 import trio.lowlevel
@@ -27,6 +28,7 @@ from ..protocol import (
     pack_request,
 )
 from ._router import Route, Router
+from ._stats import DISCARD_REASONS
 
 
 class Exchange:
@@ -40,6 +42,7 @@ class Exchange:
         "_capacity",
         "_channel",
         "_closed",
+        "_discards_before",
         "_outbox",
         "_peers",
         "_policy",
@@ -48,11 +51,13 @@ class Exchange:
         "_rng",
         "_route",
         "_router",
+        "_send_failures",
         "_sent_at",
         "_taken",
         "aggregator",
         "deadline",
         "resend_at",
+        "timeout",
     )
 
     def __init__(
@@ -65,6 +70,7 @@ class Exchange:
         quorum: QuorumRule,
         policy: RetryPolicy,
         deadline: float,
+        timeout: float,
         rng: random.Random,
     ) -> None:
         # Everything that can fail on bad input happens before the table
@@ -84,6 +90,10 @@ class Exchange:
         self._policy = policy
         self._rng = rng
         self.deadline = deadline
+        self.timeout = timeout
+        # What a verdict without a quorum explains itself with.
+        self._send_failures: dict[Address, str] = {}
+        self._discards_before = router.stats.discard_counts()
         self._sent_at = trio.current_time()
         self._resends = 0
         self.resend_at = self._sent_at + policy.interval(1) if policy.enabled else math.inf
@@ -105,7 +115,7 @@ class Exchange:
         if self._outbox is not None:
             datagram, targets = self._outbox
             self._outbox = None
-            await self._router.send(datagram, targets)
+            await self._router.send(datagram, targets, self._send_failures)
 
     async def receive(self) -> PeerReply:
         """The next reply from the channel (raises if the client or the request closes)."""
@@ -150,6 +160,26 @@ class Exchange:
             # Packed again: a fresh timestamp, so long deadlines never go stale.
             self._outbox = (pack_request(route.request, self._router.key), silent)
 
+    def result(self, *, timed_out: bool = False) -> QueryResult:
+        """The verdict so far; without a quorum, with what the client saw meanwhile."""
+        result = self.aggregator.result(timed_out=timed_out)
+        if result.quorum_reached:
+            return result
+        now = self._router.stats.discard_counts()
+        discards = tuple(
+            (reason, after - before)
+            for reason, before, after in zip(
+                DISCARD_REASONS, self._discards_before, now, strict=True
+            )
+            if after > before
+        )
+        return replace(
+            result,
+            send_errors=tuple(self._send_failures.items()),
+            discards=discards,
+            timeout=self.timeout,
+        )
+
     def close(self) -> None:
         """Forget the request now: late replies are discarded, the channel is reused."""
         self._closed = True
@@ -180,7 +210,7 @@ async def gather(exchange: Exchange) -> QueryResult:
                 aggregator.add_reply(await exchange.receive())
             return aggregator.result()
         if trio.current_time() >= exchange.deadline:
-            return aggregator.result(timed_out=True)
+            return exchange.result(timed_out=True)
         exchange.plan_resend()
 
 
@@ -218,7 +248,7 @@ class ReplyStream:
 
     def result(self) -> QueryResult:
         """The verdict on the replies received so far."""
-        return self._aggregator.result(timed_out=self.timed_out)
+        return self._exchange.result(timed_out=self.timed_out)
 
     def __aiter__(self) -> ReplyStream:
         return self

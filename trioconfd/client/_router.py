@@ -179,8 +179,16 @@ class Router:
 
     # -- sending -----------------------------------------------------------------
 
-    async def send(self, datagram: bytes, targets: Iterable[Address]) -> None:
-        """Send ``datagram`` to each target; one that fails does not stop the others."""
+    async def send(
+        self,
+        datagram: bytes,
+        targets: Iterable[Address],
+        failures: dict[Address, str] | None = None,
+    ) -> None:
+        """Send ``datagram`` to each target; one that fails does not stop the others.
+
+        Each failure is counted, and noted in ``failures`` (peer → OS error) if given.
+        """
         sendto = self.socket.sendto
         for target in targets:
             try:
@@ -188,6 +196,8 @@ class Router:
             except OSError as exc:
                 self.check_open()  # a closed socket fails every send: say why
                 self.stats.send_errors += 1
+                if failures is not None:
+                    failures[target] = str(exc)
                 self.log.log(
                     "send errors", logging.DEBUG, "could not send to %s:%d: %s", *target[:2], exc
                 )

@@ -29,6 +29,12 @@ class QueryResult:
     ``status`` are its fields, or None when nothing arrived. ``consistent`` is
     False when two replies share a serial but differ in answer. ``timed_out``
     means the deadline passed before ``needed`` of the ``sent`` peers replied.
+
+    When the quorum was not reached, the client also fills in what it saw:
+    ``send_errors`` (each peer it could not send to, with the OS error),
+    ``discards`` (datagrams it discarded while the query waited, by
+    :class:`~trioconfd.ClientStats` counter) and ``timeout``; :attr:`diagnosis`
+    turns them into likely causes.
     """
 
     best: ConfdReply | None
@@ -37,6 +43,9 @@ class QueryResult:
     needed: int
     timed_out: bool
     consistent: bool
+    send_errors: tuple[tuple[Address, str], ...] = ()
+    discards: tuple[tuple[str, int], ...] = ()
+    timeout: float | None = None
 
     def __repr__(self) -> str:
         best = self.best
@@ -79,16 +88,67 @@ class QueryResult:
 
     @property
     def verdict(self) -> str:
-        """One plain sentence saying how the query ended."""
+        """How the query ended, in a sentence; without a quorum, with its likely causes."""
         counts = f"{self.received} of {self.sent} peers replied, {self.needed} needed"
         if self.quorum_reached:
             return f"quorum reached: {counts}"
-        if self.received == 0 and self.timed_out:
-            return (
-                f"timed out: none of the {self.sent} peers asked replied (usual causes: "
-                "a wrong key, a clock over 300 s off, a wrong port, daemons down)"
+        headline = f"{'timed out' if self.timed_out else 'no quorum'}: {counts}"
+        return "; ".join((headline, *self.diagnosis))
+
+    @property
+    def diagnosis(self) -> tuple[str, ...]:
+        """Why the quorum was not reached, as far as the client could see; () if it was."""
+        if self.quorum_reached:
+            return ()
+        causes: list[str] = []
+        if self.timeout == 0:
+            causes.append("a zero timeout can't wait for any reply: give one above 0")
+        if self.send_errors:
+            by_error: dict[str, list[str]] = {}
+            for (host, port), error in self.send_errors:
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                by_error.setdefault(error, []).append(shown)
+            causes.extend(
+                f"could not send to {', '.join(peers)}: {error}"
+                for error, peers in by_error.items()
             )
-        return f"{'timed out' if self.timed_out else 'no quorum'}: {counts}"
+        discards = dict(self.discards)
+        causes.extend(
+            f"{discards[reason]} {text}" for reason, text in _DISCARD_CAUSES if discards.get(reason)
+        )
+        silent = self.sent - self.received - len(self.send_errors)
+        if self.timed_out and silent > 0 and not causes:
+            who = (
+                f"none of the {silent} peers asked sent anything back"
+                if silent == self.sent
+                else f"{silent} peer{'s' if silent > 1 else ''} sent nothing back"
+            )
+            causes.append(
+                f"{who}; a daemon answers nothing it cannot "
+                "authenticate, so: a wrong key (mind the trailing newline), a clock over "
+                "300 s off, a wrong port, or the daemon is down"
+            )
+        return tuple(causes)
+
+
+# Discards that point at a cause, in the order a reader should look at them.
+_DISCARD_CAUSES = (
+    (
+        "bad_signature",
+        "replies had a bad signature: the peers sign with another key than ours",
+    ),
+    (
+        "unexpected_peer",
+        "authentic replies came from addresses not asked: a peer may be multihomed, "
+        "answering from another address (name that one as the peer)",
+    ),
+    (
+        "socket_errors",
+        "errors came back from the network (such as port unreachable): "
+        "nothing listens at a peer's port, or a daemon is down",
+    ),
+    ("malformed", "datagrams were not confd replies: is something else at a peer's port?"),
+)
 
 
 def answers_equal(first: Any, second: Any) -> bool:
@@ -166,11 +226,6 @@ class ReplyAggregator:
     def ask_more(self, count: int = 1) -> None:
         """``count`` more peers were asked (hedging); the quorum stays that of the first ones."""
         self.sent += count
-
-    @property
-    def error(self) -> str | None:
-        """What the trusted reply says if it is an error (see :attr:`ConfdReply.error`)."""
-        return None if self.best is None else self.best.error
 
     @property
     def received(self) -> int:
