@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
+
+from trioconfd.testing import free_udp_port
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
@@ -62,3 +67,37 @@ async def test_readme_cli_example_output_matches_the_cli() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert report(node_role("node2"), aggregator.result(), False, out, err) == 0
     assert [line.strip() for line in shown] == [out.getvalue().strip(), err.getvalue().strip()]
+
+
+async def test_readme_serve_recipe_runs_as_written(tmp_path: Path) -> None:
+    text = README.read_text()
+    block = text.split("serve them, and ask::\n\n", 1)[1].split("\n\n", 1)[0]
+    make_config, make_key, serve, ask = (line.strip() for line in block.splitlines())
+    port = str(free_udp_port())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for line in (make_config, make_key):
+        await trio.run_process(["bash", "-euc", line], cwd=tmp_path, env=env)
+    assert (tmp_path / "hmac.key").stat().st_mode & 0o077 == 0
+    assert serve.endswith(" &")
+    serve_args = serve.removesuffix(" &").replace("18140", port).split()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(trio.run_process, serve_args, cwd=tmp_path, env=env, check=False)
+        )
+        try:
+            with trio.fail_after(30):
+                while True:  # until the server answers (it takes a moment to start)
+                    done = await trio.run_process(
+                        ["bash", "-euc", ask.replace("18140", port) + " --timeout 0.5"],
+                        cwd=tmp_path,
+                        env=env,
+                        capture_stdout=True,
+                        capture_stderr=True,
+                        check=False,
+                    )
+                    if done.returncode != 3:
+                        break
+        finally:
+            server.terminate()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == "node1.example.com"
