@@ -151,7 +151,8 @@ async def test_timeout_exit_code(key_file: Path) -> None:
     [
         ("missing", ["--key-file", "{dir}/nope"], "cannot read the HMAC key file"),
         ("empty", ["--key-file", "{dir}/empty"], "is empty"),
-        ("", ["--peer", "not-an-ip", "--hmac-key", "k"], "'not-an-ip' is not an IP address"),
+        ("", ["--peer", "not_an ip", "--hmac-key", "k"], "'not_an ip' is not an IP address or"),
+        ("", ["--peer", "10.0.0.300", "--hmac-key", "k"], "'10.0.0.300' is not an IP address"),
         ("", ["--peer", "127.0.0.1:99999", "--hmac-key", "k"], "port must be"),
         ("", ["--peer", "::1", "--peer", "127.0.0.1", "--hmac-key", "k"], "mix IPv4 and IPv6"),
         ("", ["--peer", "127.0.0.1", "--hmac-key", ""], "--hmac-key is empty"),
@@ -197,7 +198,9 @@ def test_parse_peer() -> None:
     assert parse_peer("::1") == "::1"
     assert parse_peer("[::1]:1815") == ("::1", 1815)
     assert parse_peer("[::1]") == "::1"
-    for bad in ("[::1]x", "192.0.2.1:http", "host:1814", "[::1]:0"):
+    assert parse_peer("node1.example.com:1815") == ("node1.example.com", 1815)
+    assert parse_peer("localhost") == "localhost"
+    for bad in ("[::1]x", "192.0.2.1:http", "host:", "[::1]:0", "[node1]:1814", "a b:1814"):
         with pytest.raises(UsageError, match="bad peer"):
             parse_peer(bad)
         with pytest.raises(ConfdClientError, match="bad peer"):

@@ -27,6 +27,7 @@ from .client import (
     query,
     read_hmac_key,
     read_master_candidate_ips,
+    resolve_peers,
 )
 from .client import parse_peer_text as parse_peer
 from .protocol import (
@@ -128,6 +129,7 @@ __all__ = [
     "read_hmac_key",
     "read_master_candidate_ips",
     "requests",
+    "resolve_peers",
     "unpack_reply",
     "unpack_request",
 ]

@@ -156,8 +156,8 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ADDR",
-        help="a daemon to ask: IP, IP:PORT or [IPv6]:PORT (repeatable; "
-        "default: this node's master candidates)",
+        help="a daemon to ask: IP, host name, HOST:PORT or [IPv6]:PORT (repeatable; "
+        "names are resolved once; default: this node's master candidates)",
     )
     group.add_argument(
         "--port",
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind",
         default="127.0.0.1",
         metavar="ADDR",
-        help="the IP address to listen on (default: %(default)s)",
+        help="where to listen, written as --peer is: IP, host name, HOST:PORT or "
+        "[IPv6]:PORT (default: %(default)s)",
     )
     serve.add_argument(
         "--port",

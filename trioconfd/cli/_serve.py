@@ -9,7 +9,7 @@ from typing import TextIO
 
 import trio
 
-from ..client import check_port, default_port, read_hmac_key
+from ..client import check_port, default_port, parse_peer_text, read_hmac_key, resolve_peers
 from ..protocol import ConfdError
 from ..testing import ConfdServer, serve_confd
 
@@ -44,10 +44,21 @@ async def follow_config(path: Path, server: ConfdServer, out: TextIO) -> None:
             print(f"reloaded {path}: serial {server.serial}", file=out, flush=True)
 
 
+async def where_to_bind(bind: str, port: int | None) -> tuple[str, int]:
+    """``--bind`` and ``--port`` as an (IP, port): --bind is written as --peer is."""
+    given = parse_peer_text(bind)
+    if isinstance(given, tuple) and port is not None:
+        raise ConfdError(f"--bind {bind!r} names a port and --port {port} another: give one")
+    _, ((host, bound_port),) = await resolve_peers(
+        [given], default_port() if port is None else check_port(port)
+    )
+    return host, bound_port
+
+
 async def run_serve(args: argparse.Namespace, out: TextIO) -> int:
     key = read_hmac_key(args.key_file)
-    port = default_port() if args.port is None else check_port(args.port)
-    async with serve_confd(args.config, key, host=args.bind, port=port) as server:
+    host, port = await where_to_bind(args.bind, args.port)
+    async with serve_confd(args.config, key, host=host, port=port) as server:
         host, bound_port = server.address
         print(
             f"serving {args.config} (serial {server.serial}) on {host}:{bound_port}; Ctrl-C stops",

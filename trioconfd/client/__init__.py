@@ -26,6 +26,7 @@ from ._peers import (
     format_address,
     parse_peer_text,
     parse_peers,
+    resolve_peers,
 )
 from ._router import ConfdClientClosedError
 from ._stats import ClientStats
@@ -52,4 +53,5 @@ __all__ = [
     "query",
     "read_hmac_key",
     "read_master_candidate_ips",
+    "resolve_peers",
 ]

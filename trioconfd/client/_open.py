@@ -33,7 +33,7 @@ from ._peers import (
     check_port,
     default_port,
     parse_local_address,
-    parse_peers,
+    resolve_peers,
 )
 from ._router import Router
 
@@ -76,11 +76,14 @@ async def open_confd_client(
 ) -> AsyncIterator[ConfdClient]:
     """Open a confd client for the duration of an ``async with`` block.
 
-    ``peers`` are IP addresses of one family, or (address, port) pairs;
-    ``port`` (default: the ``ganeti-confd`` service, else 1814) applies to the
-    others. Left out, the key and the peers are read from the Ganeti node this
-    runs on (``hmac.key`` and ``ssconf_master_candidates_ips``). ``callback``
-    receives an :class:`Upcall` per accepted reply and per expired request.
+    ``peers`` are IP addresses or host names, (address, port) pairs, or
+    ``"HOST:PORT"`` and ``"[IPv6]:PORT"`` strings, all of one address
+    family; ``port`` (default: the ``ganeti-confd`` service, else 1814)
+    applies to those without one. Host names are resolved once, here,
+    through Trio (see :func:`resolve_peers`). Left out, the key and the peers
+    are read from the Ganeti node this runs on (``hmac.key`` and
+    ``ssconf_master_candidates_ips``). ``callback`` receives an
+    :class:`Upcall` per accepted reply and per expired request.
     ``retry`` is how queries ask silent peers again (default
     :class:`RetryPolicy()`; ``RetryPolicy.off()`` sends once). At most
     ``max_outstanding`` requests may wait at once. Discarded datagrams are
@@ -108,7 +111,7 @@ async def open_confd_client(
         log_interval = check_log_interval(log_interval)
     except ValueError as exc:
         raise ConfdClientError(str(exc)) from None
-    family, addresses = parse_peers(peers, port)
+    family, addresses = await resolve_peers(peers, port)
     bind_to = parse_local_address(local_address, family)
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import TypeAlias
 
+import trio
+
 from ..protocol import DEFAULT_PORT, SERVICE_NAME, Address, ConfdClientError
 
-#: A peer: an IP address (the client's port applies), or an (IP, port) pair.
+#: A peer: an IP address or host name (the client's port applies), an
+#: (address, port) pair, or "HOST:PORT" / "[IPv6]:PORT".
 PeerSpec: TypeAlias = str | ipaddress.IPv4Address | ipaddress.IPv6Address | tuple[str, int]
 
 #: Where the client's socket is bound: an IP address (any free port), an
@@ -40,11 +44,48 @@ def format_address(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_peer_text(text: str) -> PeerSpec:
-    """A peer written ``ADDR``, ``ADDR:PORT`` or ``[ADDR]:PORT`` (IPv6), as on a command line.
+# A DNS host name: dot-separated labels of letters, digits, '-' and '_', not
+# starting or ending with '-'; an optional final dot.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?\Z)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?\Z"
+)
 
+
+def _ip(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address (IPv4-mapped IPv6 as the IPv4 it maps), else None."""
+    try:
+        ip = ipaddress.ip_address(host)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is an IPv4 peer. As IPv6, its replies would come back
+        # from "::ffff:a.b.c.d" while ipaddress writes "::ffff:xxxx:xxxx",
+        # and no reply would ever match the peer.
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_host_name(host: str) -> bool:
+    # A name whose last label is a number was meant as an IPv4 address.
+    return bool(_HOST_NAME.match(host)) and not host.rstrip(".").rpartition(".")[2].isdigit()
+
+
+def _check_host(host: str, text: str) -> None:
+    if _ip(host) is None and not _is_host_name(host):
+        raise ConfdClientError(
+            f"bad peer {text!r}: {host!r} is not an IP address"
+            + ("" if host.replace(".", "").isdigit() else " or a host name")
+        )
+
+
+def parse_peer_text(text: str) -> PeerSpec:
+    """A peer written ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``, as on a command line.
+
+    ``HOST`` is an IP address or a host name (resolved when a client opens).
     A bad one is a :class:`ConfdClientError` that quotes it.
     """
+    if not isinstance(text, str):
+        raise ConfdClientError(f"a peer written as text must be a str, not {text!r}")
     host, port = text, None
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -52,15 +93,14 @@ def parse_peer_text(text: str) -> PeerSpec:
             if not rest.startswith(":"):
                 raise ConfdClientError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
             port = rest[1:]
+        if not isinstance(_ip(host), ipaddress.IPv6Address) and ":" not in host:
+            raise ConfdClientError(f"bad peer {text!r}: [...] is for IPv6 addresses")
     elif text.count(":") == 1:
         host, port = text.split(":")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfdClientError(f"bad peer {text!r}: {host!r} is not an IP address") from None
+    _check_host(host, text)
     if port is None:
         return host
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         raise ConfdClientError(f"bad peer {text!r}: port {port!r} is not a number")
     try:
         return (host, check_port(int(port)))
@@ -68,7 +108,10 @@ def parse_peer_text(text: str) -> PeerSpec:
         raise ConfdClientError(f"bad peer {text!r}: {exc}") from None
 
 
-def _parse_peer(peer: object, port: int) -> tuple[int, Address]:
+def _endpoint(peer: object, port: int) -> tuple[str, int]:
+    """A peer as (IP address or host name, port), checked; IPs normalised."""
+    if isinstance(peer, str) and (peer.startswith("[") or peer.count(":") == 1):
+        peer = parse_peer_text(peer)
     if isinstance(peer, tuple):
         if len(peer) != 2:
             raise ConfdClientError(f"peer {peer!r} must be an address or an (address, port) pair")
@@ -76,45 +119,111 @@ def _parse_peer(peer: object, port: int) -> tuple[int, Address]:
         port = check_port(port, f"the port of peer {peer!r}")
     else:
         host = peer
-    if not isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address):
-        raise ConfdClientError(f"peer {peer!r} is not an IP address")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfdClientError(f"peer {peer!r} is not an IP address") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        # ::ffff:a.b.c.d is an IPv4 peer. As IPv6, its replies would come back
-        # from "::ffff:a.b.c.d" while ipaddress writes "::ffff:xxxx:xxxx",
-        # and no reply would ever match the peer.
-        ip = ip.ipv4_mapped
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    return family, (str(ip), port)
+    if isinstance(host, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        host = str(host)
+    if not isinstance(host, str):
+        raise ConfdClientError(f"peer {peer!r} is not an IP address or a host name")
+    ip = _ip(host)
+    if ip is not None:
+        return (str(ip), port)
+    if not _is_host_name(host):
+        raise ConfdClientError(f"peer {peer!r} is not an IP address or a host name")
+    return (host, port)
 
 
-def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFamily, list[Address]]:
-    """Check ``peers``; return their one address family and their addresses.
+def _family(address: Address) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
 
-    Addresses are normalised the way the socket reports a sender (so replies
-    can be matched to peers): an IPv4-mapped IPv6 address is the IPv4 address
-    it maps. Repeated ones are dropped: a peer listed twice would be asked
-    twice but could only count once.
-    """
+
+def _as_list(peers: Iterable[PeerSpec]) -> list[PeerSpec]:
     if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
         raise ConfdClientError(f"peers must be a list of addresses, not {type(peers).__name__}")
-    families: set[int] = set()
-    addresses: dict[Address, None] = {}
-    for peer in peers:
-        family, address = _parse_peer(peer, port)
-        families.add(family)
-        addresses[address] = None
-    if not addresses:
+    return list(peers)
+
+
+def _one_family(addresses: Iterable[Address]) -> tuple[socket.AddressFamily, list[Address]]:
+    # Repeated peers are dropped: one listed twice would be asked twice but
+    # could only count once.
+    unique = list(dict.fromkeys(addresses))
+    if not unique:
         raise ConfdClientError("the peer list is empty")
+    families = {_family(address) for address in unique}
     if len(families) > 1:
         raise ConfdClientError(
             "peers mix IPv4 and IPv6 addresses (::ffff:a.b.c.d counts as IPv4); "
             "one client speaks one family"
         )
-    return socket.AddressFamily(families.pop()), list(addresses)
+    return families.pop(), unique
+
+
+def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFamily, list[Address]]:
+    """Check ``peers`` (IP addresses); return their one address family and their addresses.
+
+    Each is an IP address, an (IP, port) pair, or ``"IP:PORT"`` /
+    ``"[IPv6]:PORT"``; ``port`` applies to those without one. Addresses are
+    normalised the way the socket reports a sender (so replies can be matched
+    to peers): an IPv4-mapped IPv6 address is the IPv4 address it maps.
+    Host names need resolving: see :func:`resolve_peers`.
+    """
+    endpoints = [_endpoint(peer, port) for peer in _as_list(peers)]
+    for host, _ in endpoints:
+        if _ip(host) is None:
+            raise ConfdClientError(
+                f"peer {host!r} is a host name; names are resolved when a client opens, "
+                "or by await trioconfd.resolve_peers(...): give addresses here"
+            )
+    return _one_family(endpoints)
+
+
+async def resolve_peers(
+    peers: Iterable[PeerSpec], port: int | None = None
+) -> tuple[socket.AddressFamily, list[Address]]:
+    """:func:`parse_peers`, with host names resolved once, through Trio.
+
+    Each name becomes one peer: its first address of the peers' family (that
+    of the IP addresses given, else IPv4 if every name has one, else IPv6). A
+    name that does not resolve is a :class:`ConfdClientError` naming it.
+    """
+    port = default_port() if port is None else check_port(port)
+    endpoints = [_endpoint(peer, port) for peer in _as_list(peers)]
+    names = {endpoint for endpoint in endpoints if _ip(endpoint[0]) is None}
+    if not names:
+        return _one_family(endpoints)
+    found: dict[tuple[str, int], dict[socket.AddressFamily, str]] = {}
+    for host, host_port in names:
+        try:
+            infos = await trio.socket.getaddrinfo(host, host_port, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfdClientError(f"cannot resolve peer {host!r}: {reason}") from None
+        by_family: dict[socket.AddressFamily, str] = {}
+        for _, _, _, _, sockaddr in infos:
+            ip = _ip(str(sockaddr[0]).partition("%")[0])  # no IPv6 zone index
+            if ip is not None:
+                by_family.setdefault(_family((str(ip), 0)), str(ip))
+        found[(host, host_port)] = by_family
+    given = {_family(endpoint) for endpoint in endpoints if endpoint not in names}
+    family: socket.AddressFamily
+    if len(given) == 1:
+        family = given.pop()
+    elif all(socket.AF_INET in ips for ips in found.values()):
+        family = socket.AF_INET
+    else:
+        family = socket.AF_INET6
+    resolved = []
+    for host, host_port in endpoints:
+        ips = found.get((host, host_port))
+        if ips is None:
+            resolved.append((host, host_port))
+        elif family in ips:
+            resolved.append((ips[family], host_port))
+        else:
+            raise ConfdClientError(
+                f"peer {host!r} has no IPv{4 if family == socket.AF_INET else 6} address, "
+                f"as the other peers have (it resolves to "
+                f"{', '.join(ips.values()) or 'nothing usable'})"
+            )
+    return _one_family(resolved)
 
 
 def parse_local_address(
