@@ -1,7 +1,7 @@
 """Tools for testing code that uses trioconfd, and trioconfd itself.
 
 - :func:`serve_confd` runs an in-process confd server that answers like the
-  real daemon.
+  real daemon; :func:`serve_cluster` runs several, as a cluster's.
 - :func:`fault_proxy` sits in front of any confd server and drops, delays,
   duplicates, reorders or corrupts datagrams, seeded for repeatable runs.
 - :func:`simulated_cluster` runs confd peers on a simulated network behind
@@ -10,9 +10,12 @@
 - :func:`run_ganeti_confd` runs Ganeti's real daemon unprivileged on loopback.
 - :mod:`trioconfd.testing.strategies` has Hypothesis strategies (it needs
   ``hypothesis``, which this package does not import otherwise).
+- :mod:`trioconfd.testing.pytest_plugin` gives pytest fixtures for both
+  kinds of cluster; it is registered when trioconfd is installed.
 """
 
 from ._answers import ConfigAnswers
+from ._cluster import ConfdCluster, serve_cluster
 from ._config import make_cluster_config
 from ._faults import DirectionStats, Faults
 from ._ganeti import (
@@ -30,6 +33,7 @@ from ._simulated import SimulatedCluster, simulated_cluster
 
 __all__ = [
     "DEBIAN_GANETI_CONFD",
+    "ConfdCluster",
     "ConfdServer",
     "ConfigAnswers",
     "DirectionStats",
@@ -47,6 +51,7 @@ __all__ = [
     "load_config",
     "make_cluster_config",
     "run_ganeti_confd",
+    "serve_cluster",
     "serve_confd",
     "simulated_cluster",
 ]

@@ -10,6 +10,13 @@ after every step.
 
 from __future__ import annotations
 
+try:
+    import hypothesis  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "trioconfd.testing.properties needs Hypothesis: pip install 'trioconfd[test]'"
+    ) from exc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+try:
+    import hypothesis  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "trioconfd.testing.strategies needs Hypothesis: pip install 'trioconfd[test]'"
+    ) from exc
+
 from hypothesis import strategies as st
 
 from ..protocol import (
