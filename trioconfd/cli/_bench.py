@@ -1,9 +1,15 @@
-"""``trioconfd bench``: sequential and concurrent query timing against live peers."""
+"""``trioconfd bench``: sequential and concurrent query timing against live peers.
+
+Latencies go into a fixed-size histogram, so a run of any length keeps the
+same memory; progress shows the rate and the time left; Ctrl-C stops the
+run and prints what it measured so far.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -12,58 +18,83 @@ import trio
 
 from .. import requests
 from ..client import ConfdClient, PeerSpec, open_confd_client
+from ._histogram import LatencyHistogram
+
+#: The exit status after Ctrl-C, as a shell reports a SIGINT death.
+EXIT_INTERRUPTED = 130
 
 
 @dataclass
 class Phase:
-    """The latencies (seconds) of one phase, and how many queries timed out."""
+    """The latencies of one phase, how many queries timed out, and for how long it ran."""
 
     name: str
-    latencies: list[float] = field(default_factory=list)
+    latencies: LatencyHistogram = field(default_factory=LatencyHistogram)
     timeouts: int = 0
     elapsed: float = 0.0
+    interrupted: bool = False
 
-    def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    @property
+    def done(self) -> int:
+        return self.latencies.count + self.timeouts
 
     def figures(self) -> dict[str, float]:
-        done = len(self.latencies) + self.timeouts
+        latencies = self.latencies
         return {
-            "queries": done,
+            "queries": self.done,
             "timeouts": self.timeouts,
-            "per_second": done / self.elapsed if self.elapsed else 0.0,
-            "p50_ms": self.percentile(0.50) * 1e3,
-            "p90_ms": self.percentile(0.90) * 1e3,
-            "p99_ms": self.percentile(0.99) * 1e3,
-            "max_ms": max(self.latencies, default=float("nan")) * 1e3,
+            "per_second": self.done / self.elapsed if self.elapsed else 0.0,
+            "p50_ms": latencies.percentile(0.50) * 1e3,
+            "p90_ms": latencies.percentile(0.90) * 1e3,
+            "p99_ms": latencies.percentile(0.99) * 1e3,
+            "max_ms": latencies.maximum * 1e3 if latencies.count else float("nan"),
         }
 
 
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
 class Progress:
-    """A one-line progress bar on a terminal; nothing on a pipe."""
+    """Progress with rate and time left: a bar on a terminal, a line every few seconds elsewhere."""
 
     WIDTH = 30
 
-    def __init__(self, stream: TextIO, label: str, total: int) -> None:
+    def __init__(self, stream: TextIO, label: str, total: int, every: float) -> None:
         self.stream, self.label, self.total = stream, label, total
-        self.enabled = stream.isatty()
+        self.terminal = stream.isatty()
+        # A terminal's bar is redrawn often; a log gets a line now and then.
+        self.every = 0.1 if self.terminal else every
         self.done = 0
-        self._last = 0.0
+        self._started = time.monotonic()
+        self._last = self._started
 
     def advance(self) -> None:
         self.done += 1
         now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or self.done == self.total):
+        if now - self._last >= self.every or (self.terminal and self.done == self.total):
             self._last = now
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        elapsed = now - self._started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = _clock((self.total - self.done) / rate) if rate else "?"
+        figures = f"{self.done}/{self.total}  {rate:,.0f} q/s  ETA {left}"
+        if self.terminal:
             filled = self.WIDTH * self.done // self.total
             bar = "#" * filled + "." * (self.WIDTH - filled)
-            self.stream.write(f"\r{self.label:<11} [{bar}] {self.done}/{self.total}")
-            if self.done == self.total:
-                self.stream.write("\n")
-            self.stream.flush()
+            end = "\n" if self.done == self.total else ""
+            self.stream.write(f"\r{self.label:<11} [{bar}] {figures}\x1b[K{end}")
+        else:
+            self.stream.write(f"{self.label}: {figures}\n")
+        self.stream.flush()
+
+    def interrupted(self) -> None:
+        if self.terminal and 0 < self.done < self.total:
+            self.stream.write("\n")
 
 
 async def _one(client: ConfdClient, args: argparse.Namespace, phase: Phase) -> None:
@@ -72,21 +103,20 @@ async def _one(client: ConfdClient, args: argparse.Namespace, phase: Phase) -> N
     if result.timed_out:
         phase.timeouts += 1
     else:
-        phase.latencies.append(time.perf_counter() - start)
+        phase.latencies.record(time.perf_counter() - start)
 
 
-async def sequential(client: ConfdClient, args: argparse.Namespace, progress: Progress) -> Phase:
-    phase = Phase("sequential")
-    start = time.perf_counter()
+async def sequential(
+    client: ConfdClient, args: argparse.Namespace, progress: Progress, phase: Phase
+) -> None:
     for _ in range(args.requests):
         await _one(client, args, phase)
         progress.advance()
-    phase.elapsed = time.perf_counter() - start
-    return phase
 
 
-async def concurrent(client: ConfdClient, args: argparse.Namespace, progress: Progress) -> Phase:
-    phase = Phase(f"{args.concurrency} in flight")
+async def concurrent(
+    client: ConfdClient, args: argparse.Namespace, progress: Progress, phase: Phase
+) -> None:
     left = args.requests
 
     async def worker() -> None:
@@ -97,35 +127,82 @@ async def concurrent(client: ConfdClient, args: argparse.Namespace, progress: Pr
             await _one(client, args, phase)
             progress.advance()
 
-    start = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for _ in range(min(args.concurrency, args.requests)):
+        for _ in range(args.concurrency):
             nursery.start_soon(worker)
-    phase.elapsed = time.perf_counter() - start
-    return phase
+
+
+async def _stop_on_ctrl_c(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 async def run_bench(
     key: bytes | str, peers: list[PeerSpec], args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
-    async with open_confd_client(key, peers, port=args.port, local_address=args.source) as client:
-        phases = [
-            await sequential(client, args, Progress(err, "sequential", args.requests)),
-            await concurrent(client, args, Progress(err, "concurrent", args.requests)),
-        ]
-    if args.json:
-        print(json.dumps({phase.name: phase.figures() for phase in phases}, indent=2), file=out)
-    else:
+    if args.concurrency > args.requests:
         print(
-            f"{'phase':<16}{'queries':>8}{'timeouts':>9}{'q/s':>9}"
-            f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}",
-            file=out,
+            f"trioconfd bench: --concurrency {args.concurrency} is more than --requests "
+            f"{args.requests}: {args.requests} in flight",
+            file=err,
         )
-        for phase in phases:
-            f = phase.figures()
-            print(
-                f"{phase.name:<16}{f['queries']:>8.0f}{f['timeouts']:>9.0f}{f['per_second']:>9.0f}"
-                f"{f['p50_ms']:>9.2f}{f['p90_ms']:>9.2f}{f['p99_ms']:>9.2f}{f['max_ms']:>9.2f}",
-                file=out,
-            )
+        args.concurrency = args.requests
+    phases: list[Phase] = []
+    interrupted = False
+    async with (
+        open_confd_client(key, peers, port=args.port, local_address=args.source) as client,
+        trio.open_nursery() as nursery,
+    ):
+        # Ctrl-C cancels this scope: the phase running stops where it is.
+        with trio.CancelScope() as run:
+            await nursery.start(_stop_on_ctrl_c, run)
+            for name, label, step in (
+                ("sequential", "sequential", sequential),
+                (f"{args.concurrency} in flight", "concurrent", concurrent),
+            ):
+                phase = Phase(name)
+                phases.append(phase)
+                progress = Progress(err, label, args.requests, args.progress_interval)
+                start = time.perf_counter()
+                try:
+                    await step(client, args, progress, phase)
+                finally:
+                    phase.elapsed = time.perf_counter() - start
+                    if run.cancel_called:
+                        phase.interrupted = True
+                        progress.interrupted()
+        interrupted = run.cancel_called
+        nursery.cancel_scope.cancel()
+    _print_figures(phases, args.json, out)
+    if interrupted:
+        print("trioconfd bench: interrupted; the figures above are what ran", file=err)
+        return EXIT_INTERRUPTED
     return 0 if all(phase.timeouts == 0 for phase in phases) else 3
+
+
+def _print_figures(phases: list[Phase], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        figures = {
+            phase.name: {**phase.figures(), "interrupted": phase.interrupted} for phase in phases
+        }
+        print(json.dumps(figures, indent=2), file=out, flush=True)
+        return
+    print(
+        f"{'phase':<16}{'queries':>8}{'timeouts':>9}{'q/s':>9}"
+        f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}",
+        file=out,
+    )
+    for phase in phases:
+        f = phase.figures()
+        print(
+            f"{phase.name:<16}{f['queries']:>8.0f}{f['timeouts']:>9.0f}{f['per_second']:>9.0f}"
+            f"{f['p50_ms']:>9.2f}{f['p90_ms']:>9.2f}{f['p99_ms']:>9.2f}{f['max_ms']:>9.2f}"
+            + ("  (interrupted)" if phase.interrupted else ""),
+            file=out,
+            flush=True,
+        )

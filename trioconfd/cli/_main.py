@@ -72,6 +72,21 @@ def _fields(text: str) -> list[MasterField]:
     return [_FIELD_NAMES[name] for name in names]
 
 
+def _at_least_one(kind: type[int] | type[float], least: float = 1) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` no smaller than ``least``."""
+
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value >= least:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{text} is less than {least:g}")
+        return value
+
+    return convert
+
+
 # -- the query subcommands ---------------------------------------------------
 
 #: subcommand → (help, arguments to add, how to build the request from them)
@@ -246,13 +261,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_client_options(bench)
     bench.add_argument(
-        "--requests", type=int, default=1000, help="queries per phase (default: %(default)s)"
+        "--requests",
+        type=_at_least_one(int),
+        default=1000,
+        help="queries per phase (default: %(default)s)",
     )
     bench.add_argument(
         "--concurrency",
-        type=int,
+        type=_at_least_one(int),
         default=64,
-        help="queries in flight in the concurrent phase (default: %(default)s)",
+        help="queries in flight in the concurrent phase, at most --requests (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--progress-interval",
+        type=_at_least_one(float, 0.01),
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between progress lines when standard error is not a terminal "
+        "(default: %(default)s)",
     )
     bench.add_argument(
         "--json", action="store_true", help="print the figures as JSON (default: text)"
@@ -282,12 +308,6 @@ def resolve_key_and_peers(args: argparse.Namespace) -> tuple[bytes | str, list[P
     except ConfdError as exc:
         raise UsageError(str(exc)) from None
     return key, peers
-
-
-def resolve_bench_arguments(args: argparse.Namespace) -> tuple[bytes | str, list[PeerSpec]]:
-    if args.requests < 1 or args.concurrency < 1:
-        raise UsageError("--requests and --concurrency must be at least 1")
-    return resolve_key_and_peers(args)
 
 
 def _render(value: Any) -> str:
@@ -437,9 +457,21 @@ def _fail(message: str, err: TextIO) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line read; a mistake is shown with its subcommand's usage."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports these with the top-level usage, which lists no
+        # subcommand's options: the subcommand's own usage helps more.
+        (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     out, err = sys.stdout, sys.stderr
     for stream in (out, err):
         # An answer may hold what no encoding can write (a lone surrogate from
@@ -467,7 +499,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.command == "serve":
             return trio.run(run_serve, args, out)
         if args.command == "bench":
-            key, peers = resolve_bench_arguments(args)
+            key, peers = resolve_key_and_peers(args)
             return trio.run(run_bench, key, peers, args, out, err)
         return trio.run(run_query, args, out, err)
     except UsageError as exc:

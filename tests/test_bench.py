@@ -1,0 +1,174 @@
+"""trioconfd bench: latencies in fixed memory, progress, Ctrl-C, and its own usage."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioconfd.cli._histogram import LatencyHistogram
+from trioconfd.cli._main import EXIT_OK, EXIT_USAGE
+from trioconfd.testing import ConfdServer, make_cluster_config, serve_confd
+
+from .conftest import write_key_file
+from .test_cli import LineReader, peer_args, run_cli
+
+KEY = b"bench key\n"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ConfdServer]:
+    async with serve_confd(make_cluster_config(), KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    return write_key_file(tmp_path, KEY)
+
+
+# -- the histogram -------------------------------------------------------------
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1000), min_size=1, max_size=300))
+def test_percentiles_are_within_a_bucket_of_the_exact_ones(latencies: list[float]) -> None:
+    histogram = LatencyHistogram()
+    for latency in latencies:
+        histogram.record(latency)
+    ordered = sorted(latencies)
+    assert histogram.count == len(latencies)
+    assert (histogram.minimum, histogram.maximum) == (ordered[0], ordered[-1])
+    assert math.isclose(histogram.mean, sum(latencies) / len(latencies), rel_tol=1e-9)
+    for fraction in (0.0, 0.5, 0.9, 0.99, 1.0):
+        exact = ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        # 1 µs wide below 128 µs, 1/64 of the value above.
+        assert abs(histogram.percentile(fraction) - exact) <= max(1e-6, exact / 64)
+
+
+def test_an_empty_histogram_has_no_percentiles() -> None:
+    assert math.isnan(LatencyHistogram().percentile(0.5))
+    assert math.isnan(LatencyHistogram().mean)
+
+
+def test_a_histogram_keeps_the_same_memory_for_any_count() -> None:
+    rng = random.Random(7)
+    histogram = LatencyHistogram()
+    tracemalloc.start()
+    try:
+        # Warm up: counters past 256 become int objects of their own (28 bytes).
+        for _ in range(100_000):
+            histogram.record(rng.expovariate(1000))
+        before = tracemalloc.take_snapshot()
+        for _ in range(100_000):
+            histogram.record(rng.expovariate(1000))
+        histogram.record(10**9)  # far past the largest bucket: clamped, not grown
+        grown = sum(
+            stat.size_diff
+            for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
+            if "_histogram.py" in (stat.traceback[0].filename if stat.traceback else "")
+        )
+    finally:
+        tracemalloc.stop()
+    assert histogram.count == 200_001
+    # 100,000 latencies more: a list would grow by 800 KB at least; a few
+    # more counters outgrowing small ints (28 bytes each) is all there is.
+    assert grown < 16_384
+
+
+# -- the command ---------------------------------------------------------------
+
+
+async def test_progress_lines_with_rate_and_eta_when_not_on_a_terminal(
+    server: ConfdServer, key_file: Path
+) -> None:
+    done = await run_cli(
+        "bench", *peer_args([server]), "--key-file", str(key_file),
+        "--requests", "1500", "--concurrency", "4", "--progress-interval", "0.02",
+    )  # fmt: skip
+    assert done.returncode == EXIT_OK, done.stderr
+    lines = done.stderr.decode().splitlines()
+    progress = [line for line in lines if line.startswith(("sequential: ", "concurrent: "))]
+    assert progress, lines
+    figures = progress[0].partition(": ")[2]
+    count, rate, eta = figures.split("  ")
+    assert int(count.split("/")[0]) > 0
+    assert count.endswith("/1500")
+    assert rate.endswith(" q/s")
+    assert float(rate.split()[0].replace(",", "")) > 0
+    assert eta.startswith("ETA ")
+    assert eta.count(":") == 2
+
+
+async def test_concurrency_above_requests_is_clamped_and_said(
+    server: ConfdServer, key_file: Path
+) -> None:
+    done = await run_cli(
+        "bench", *peer_args([server]), "--key-file", str(key_file),
+        "--requests", "5", "--json",
+    )  # fmt: skip
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "--concurrency 64 is more than --requests 5: 5 in flight" in done.stderr.decode()
+    assert set(json.loads(done.stdout)) == {"sequential", "5 in flight"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--requests", "0"], "argument --requests: 0 is less than 1"),
+        (["--concurrency", "x"], "argument --concurrency: 'x' is not a number"),
+        (["--progress-interval", "nan"], "argument --progress-interval: nan is less than"),
+    ],
+)
+async def test_a_wrong_option_shows_benchs_usage(args: list[str], message: str) -> None:
+    done = await run_cli("bench", *args)
+    assert done.returncode == EXIT_USAGE
+    stderr = done.stderr.decode()
+    assert stderr.startswith("usage: trioconfd bench ")
+    assert "--concurrency" in stderr  # bench's options, not the list of commands
+    assert f"trioconfd bench: error: {message}" in stderr
+
+
+async def test_ctrl_c_prints_the_figures_so_far_and_exits_130(
+    server: ConfdServer, key_file: Path
+) -> None:
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable, "-m", "trioconfd", "bench", *peer_args([server]),
+            "--key-file", str(key_file), "--requests", str(10**8),
+            "--progress-interval", "0.05", "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        first = await LineReader(process.stderr).next()
+        assert first.startswith("sequential: ")
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(20):
+            output = b""
+            while chunk := await process.stdout.receive_some():
+                output += chunk
+            assert await process.wait() == 130
+    finally:
+        process.kill()
+    figures = json.loads(output)
+    assert list(figures) == ["sequential"]  # the second phase never started
+    assert figures["sequential"]["interrupted"] is True
+    assert 0 < figures["sequential"]["queries"] < 10**8
+    assert figures["sequential"]["p50_ms"] > 0
