@@ -162,6 +162,10 @@ class ConfdClient:
                 f"the new peers are {family.name}, but this client's socket is {self._family.name}"
             )
         self._peers = addresses
+        # Round trips of peers no longer asked are of no further use.
+        rtt = self._router.rtt
+        for gone in rtt.keys() - set(addresses):
+            del rtt[gone]
 
     # -- queries and streams -------------------------------------------------
 

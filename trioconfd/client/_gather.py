@@ -30,6 +30,9 @@ from ..protocol import (
 from ._router import Route, Router
 from ._stats import DISCARD_REASONS
 
+# A task woken this long after its retry time found the event loop saturated.
+_LATE_WAKE = 0.02
+
 
 class Exchange:
     """One request read by one task: its route, its reply channel, its verdict, its resends.
@@ -43,17 +46,20 @@ class Exchange:
         "_channel",
         "_closed",
         "_discards_before",
+        "_last_sent",
         "_outbox",
         "_peers",
         "_policy",
         "_reader_waiting",
-        "_resends",
         "_rng",
+        "_round_at",
+        "_rounds",
         "_route",
         "_router",
         "_send_failures",
         "_sent_at",
         "_taken",
+        "_tries",
         "aggregator",
         "deadline",
         "resend_at",
@@ -95,7 +101,13 @@ class Exchange:
         self._send_failures: dict[Address, str] = {}
         self._discards_before = router.stats.discard_counts()
         self._sent_at = trio.current_time()
-        self._resends = 0
+        # Retransmission rounds so far and when the last went (the first
+        # send is round 0); per peer, once there is a round: sends so far,
+        # and when the last one went (until then: each target once, now).
+        self._rounds = 0
+        self._round_at = self._sent_at
+        self._tries: dict[Address, int] | None = None
+        self._last_sent: dict[Address, float] = {}
         self.resend_at = self._sent_at + policy.interval(1) if policy.enabled else math.inf
         self._taken = 0
         self._closed = False
@@ -132,16 +144,63 @@ class Exchange:
         finally:
             self._reader_waiting = False
         self._taken += 1
+        if self._policy.adaptive:
+            self._measure(peer_reply.address)
         return peer_reply
+
+    def _measure(self, peer: Address) -> None:
+        # Karn's rule: a round trip counts only if the peer was asked once.
+        tries = self._tries
+        if tries is None:
+            self._router.rtt_of(peer).sample(trio.current_time() - self._sent_at)
+        elif tries.get(peer) == 1:
+            sent_at = self._last_sent.get(peer, self._sent_at)
+            self._router.rtt_of(peer).sample(trio.current_time() - sent_at)
+        else:
+            last = self._last_sent.get(peer, self._sent_at)
+            self._router.rtt_of(peer).answered_after(trio.current_time() - last)
 
     def plan_resend(self) -> None:
         """At a retry time: the silent peers are asked again by the next :meth:`send_due`.
 
-        Once hedging is due, one peer outside the sample is asked too.
+        Retransmissions go in rounds, ``policy.interval(n)`` apart, stretched
+        when adaptive to the slowest silent peer's timeout; if that timeout
+        has grown since the round was planned (other queries found the peer
+        silent too), the round waits. Once hedging is due, each round also
+        asks one peer outside the sample.
         """
         now = trio.current_time()
-        route, aggregator, policy = self._route, self.aggregator, self._policy
+        route, aggregator, policy, router = self._route, self.aggregator, self._policy, self._router
         silent = [target for target in route.targets if target not in route.answered]
+        if policy.adaptive and silent:
+            if now - self.resend_at > _LATE_WAKE:
+                # This task waited for the CPU: the event loop is saturated,
+                # and the replies may be queued, unread, in our own socket.
+                # Asking again would add to the load it is drowning in.
+                router.stats.deferred += 1
+                late = now - self.resend_at
+                self.resend_at = now + max(late, self._interval(silent[0], self._rounds + 1))
+                return
+            if self._rounds == 0:
+                # The first retransmission was planned before the peers'
+                # timeouts were looked at: wait for one known to be longer
+                # (not for one other queries grew just now: their silences
+                # may be lost datagrams, which waiting does not help).
+                due = self._round_at + max(
+                    policy.interval_for(
+                        1, router.rtt_of(peer).timeout_for(policy.max_interval, self._sent_at)
+                    )
+                    for peer in silent
+                )
+                if due > now:
+                    self.resend_at = due
+                    return
+            waited = now - self._round_at
+            for peer in silent:
+                router.rtt_of(peer).timed_out(now, waited)
+        tries = self._tries
+        if tries is None:
+            tries = self._tries = dict.fromkeys(route.targets, 1)
         if (
             policy.hedges(now - self._sent_at, aggregator.received, aggregator.needed)
             and len(route.targets) < self._capacity
@@ -152,13 +211,28 @@ class Exchange:
                 route.ask(extra)
                 aggregator.ask_more(1)
                 silent.append(extra)
-                self._router.stats.hedged += 1
-        self._resends += 1
-        self.resend_at = now + policy.interval(self._resends + 1)
+                router.stats.hedged += 1
+        for peer in silent:
+            tries[peer] = tries.get(peer, 0) + 1
+            self._last_sent[peer] = now
+        self._rounds += 1
+        self._round_at = now
+        rounds = self._rounds + 1
+        self.resend_at = now + max(
+            (self._interval(peer, rounds) for peer in silent), default=policy.interval(rounds)
+        )
         if silent:
-            self._router.stats.retransmitted += len(silent)
+            router.stats.retransmitted += len(silent)
             # Packed again: a fresh timestamp, so long deadlines never go stale.
-            self._outbox = (pack_request(route.request, self._router.key), silent)
+            self._outbox = (pack_request(route.request, router.key), silent)
+
+    def _interval(self, peer: Address, retransmission: int) -> float:
+        """Seconds before retransmission round ``retransmission``, as far as ``peer`` goes."""
+        policy = self._policy
+        if not policy.adaptive:
+            return policy.interval(retransmission)
+        timeout = self._router.rtt_of(peer).timeout_for(policy.max_interval)
+        return policy.interval_for(retransmission, timeout)
 
     def result(self, *, timed_out: bool = False) -> QueryResult:
         """The verdict so far; without a quorum, with what the client saw meanwhile."""

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
+from typing import Any
+
+#: The socket receive buffer asked for, by the client and the in-process
+#: server alike: room for a burst of datagrams (the kernel may grant less;
+#: see ``net.core.rmem_max``).
+RECEIVE_BUFFER_SIZE = 4 * 1024 * 1024
+
+
+def ask_for_a_large_receive_buffer(sock: Any) -> None:
+    """Ask the kernel for :data:`RECEIVE_BUFFER_SIZE` bytes of receive buffer for ``sock``.
+
+    The default (about 200 KB on Linux) holds a few hundred datagrams: a
+    burst of replies, or of requests, longer than that is dropped. A
+    simulated network's socket has no kernel buffer: its default serves.
+    """
+    with contextlib.suppress(OSError, NotImplementedError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
 
 
 def udp_socket_drops(fd: int, family: socket.AddressFamily) -> int | None:

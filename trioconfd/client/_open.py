@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import socket
@@ -25,6 +24,7 @@ from ..protocol import (
 )
 from ._background import background_tasks
 from ._client import Callback, ConfdClient
+from ._kernel import ask_for_a_large_receive_buffer
 from ._logs import DEFAULT_LOG_INTERVAL, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import (
@@ -39,10 +39,6 @@ from ._router import Router
 
 _LOGGER = logging.getLogger("trioconfd")
 
-#: The socket receive buffer asked for: room for a burst of replies to many
-#: queries in flight (the kernel may grant less; see ``net.core.rmem_max``).
-RECEIVE_BUFFER_SIZE = 4 * 1024 * 1024
-
 #: How many requests may be outstanding at once by default.
 DEFAULT_MAX_OUTSTANDING = 65536
 
@@ -51,12 +47,6 @@ def _check_max_outstanding(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfdClientError(f"max_outstanding must be a positive integer, not {value!r}")
     return value
-
-
-def _ask_for_a_large_receive_buffer(sock: trio.socket.SocketType) -> None:
-    # A simulated network's socket has no kernel buffer: its default serves.
-    with contextlib.suppress(OSError, NotImplementedError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
 
 
 @asynccontextmanager
@@ -115,7 +105,7 @@ async def open_confd_client(
     bind_to = parse_local_address(local_address, family)
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:
-        _ask_for_a_large_receive_buffer(sock)
+        ask_for_a_large_receive_buffer(sock)
         try:
             await sock.bind(bind_to)
         except OSError as exc:

@@ -26,6 +26,7 @@ from ..protocol import (
     ConfdSignatureError,
     HmacKey,
     PeerReply,
+    RttEstimate,
     unpack_reply,
 )
 from ._logs import LogSummary
@@ -131,6 +132,15 @@ class Router:
         self.on_reply: Callable[[Route, PeerReply], None] | None = None
         self._max_outstanding = max_outstanding
         self._pool: dict[int, list[tuple[ReplySender, ReplyReceiver]]] = {}
+        # Each peer's round trips, for adaptive retransmission.
+        self.rtt: dict[Address, RttEstimate] = {}
+
+    def rtt_of(self, peer: Address) -> RttEstimate:
+        """``peer``'s round-trip estimate (made at its first use)."""
+        estimate = self.rtt.get(peer)
+        if estimate is None:
+            estimate = self.rtt[peer] = RttEstimate()
+        return estimate
 
     # -- the table ---------------------------------------------------------------
 

@@ -35,6 +35,8 @@ class ClientStats:
     slow_callbacks: int = 0
     #: datagrams sent again to peers that had not answered
     retransmitted: int = 0
+    #: retransmission rounds put off because the event loop was saturated
+    deferred: int = 0
     #: peers outside a query's sample asked because the sample stayed silent
     hedged: int = 0
     #: requests refused because ``max_outstanding`` were waiting already

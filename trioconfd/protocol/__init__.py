@@ -37,6 +37,7 @@ from ._errors import (
 from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
 from ._quorum import QuorumRule, needed_replies, quorum_of
 from ._retry import RetryPolicy
+from ._rtt import RttEstimate
 from ._wire import (
     HmacKey,
     KeyLike,
@@ -81,6 +82,7 @@ __all__ = [
     "ReplyStatus",
     "RequestType",
     "RetryPolicy",
+    "RttEstimate",
     "UpcallType",
     "as_hmac_key",
     "needed_replies",

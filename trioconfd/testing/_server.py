@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import trio
 
 from ..client._background import background_tasks
+from ..client._kernel import ask_for_a_large_receive_buffer
 from ..client._peers import format_address
 from ..protocol import (
     MAX_REQUEST_SIZE,
@@ -160,6 +161,9 @@ async def serve_confd(
     family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
     sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
     with sock:
+        # A burst of requests (thousands of queries at once) must wait in the
+        # buffer, not be dropped: each drop would cost the client a retry.
+        ask_for_a_large_receive_buffer(sock)
         server = ConfdServer(sock, key, config)
         try:
             await sock.bind((host, port))
