@@ -46,7 +46,7 @@ class Exchange:
         "_channel",
         "_closed",
         "_discards_before",
-        "_last_sent",
+        "_hedged",
         "_outbox",
         "_peers",
         "_policy",
@@ -59,7 +59,6 @@ class Exchange:
         "_send_failures",
         "_sent_at",
         "_taken",
-        "_tries",
         "aggregator",
         "deadline",
         "resend_at",
@@ -98,16 +97,16 @@ class Exchange:
         self.deadline = deadline
         self.timeout = timeout
         # What a verdict without a quorum explains itself with.
-        self._send_failures: dict[Address, str] = {}
+        self._send_failures: dict[Address, str] | None = None
         self._discards_before = router.stats.discard_counts()
         self._sent_at = trio.current_time()
         # Retransmission rounds so far and when the last went (the first
-        # send is round 0); per peer, once there is a round: sends so far,
-        # and when the last one went (until then: each target once, now).
+        # send is round 0). Every round asks every peer still silent, so a
+        # peer's sends follow from the round it joined in: 0 for the sample,
+        # later for a hedge (kept here, and only then is there a dict).
         self._rounds = 0
         self._round_at = self._sent_at
-        self._tries: dict[Address, int] | None = None
-        self._last_sent: dict[Address, float] = {}
+        self._hedged: dict[Address, int] | None = None
         self.resend_at = self._sent_at + policy.interval(1) if policy.enabled else math.inf
         self._taken = 0
         self._closed = False
@@ -127,7 +126,11 @@ class Exchange:
         if self._outbox is not None:
             datagram, targets = self._outbox
             self._outbox = None
-            await self._router.send(datagram, targets, self._send_failures)
+            failures = await self._router.send(datagram, targets)
+            if failures:
+                if self._send_failures is None:
+                    self._send_failures = {}
+                self._send_failures.update(failures)
 
     async def receive(self) -> PeerReply:
         """The next reply from the channel (raises if the client or the request closes)."""
@@ -149,16 +152,15 @@ class Exchange:
         return peer_reply
 
     def _measure(self, peer: Address) -> None:
-        # Karn's rule: a round trip counts only if the peer was asked once.
-        tries = self._tries
-        if tries is None:
-            self._router.rtt_of(peer).sample(trio.current_time() - self._sent_at)
-        elif tries.get(peer) == 1:
-            sent_at = self._last_sent.get(peer, self._sent_at)
-            self._router.rtt_of(peer).sample(trio.current_time() - sent_at)
+        # A silent peer is asked in every round, the last at _round_at. Karn's
+        # rule: a round trip counts only if it was asked once.
+        joined = 0 if self._hedged is None else self._hedged.get(peer, 0)
+        elapsed = trio.current_time() - self._round_at
+        estimate = self._router.rtt_of(peer)
+        if joined == self._rounds:
+            estimate.sample(elapsed)
         else:
-            last = self._last_sent.get(peer, self._sent_at)
-            self._router.rtt_of(peer).answered_after(trio.current_time() - last)
+            estimate.answered_after(elapsed)
 
     def plan_resend(self) -> None:
         """At a retry time: the silent peers are asked again by the next :meth:`send_due`.
@@ -198,9 +200,6 @@ class Exchange:
             waited = now - self._round_at
             for peer in silent:
                 router.rtt_of(peer).timed_out(now, waited)
-        tries = self._tries
-        if tries is None:
-            tries = self._tries = dict.fromkeys(route.targets, 1)
         if (
             policy.hedges(now - self._sent_at, aggregator.received, aggregator.needed)
             and len(route.targets) < self._capacity
@@ -212,9 +211,9 @@ class Exchange:
                 aggregator.ask_more(1)
                 silent.append(extra)
                 router.stats.hedged += 1
-        for peer in silent:
-            tries[peer] = tries.get(peer, 0) + 1
-            self._last_sent[peer] = now
+                if self._hedged is None:
+                    self._hedged = {}
+                self._hedged[extra] = self._rounds + 1  # it joins in this round
         self._rounds += 1
         self._round_at = now
         rounds = self._rounds + 1
@@ -249,7 +248,7 @@ class Exchange:
         )
         return replace(
             result,
-            send_errors=tuple(self._send_failures.items()),
+            send_errors=tuple((self._send_failures or {}).items()),
             discards=discards,
             timeout=self.timeout,
         )

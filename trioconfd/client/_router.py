@@ -190,27 +190,27 @@ class Router:
     # -- sending -----------------------------------------------------------------
 
     async def send(
-        self,
-        datagram: bytes,
-        targets: Iterable[Address],
-        failures: dict[Address, str] | None = None,
-    ) -> None:
+        self, datagram: bytes, targets: Iterable[Address]
+    ) -> list[tuple[Address, str]] | None:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
-        Each failure is counted, and noted in ``failures`` (peer → OS error) if given.
+        Each failure is counted and returned, with its OS error (None: none failed).
         """
         sendto = self.socket.sendto
+        failures = None
         for target in targets:
             try:
                 await sendto(datagram, target)
             except OSError as exc:
                 self.check_open()  # a closed socket fails every send: say why
                 self.stats.send_errors += 1
-                if failures is not None:
-                    failures[target] = str(exc)
+                if failures is None:
+                    failures = []
+                failures.append((target, str(exc)))
                 self.log.log(
                     "send errors", logging.DEBUG, "could not send to %s:%d: %s", *target[:2], exc
                 )
+        return failures
 
     # -- receiving ---------------------------------------------------------------
 
