@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,6 +44,30 @@ async def run_cli(
         capture_stderr=True,
         check=False,
         env={**os.environ, **(env or {})},
+    )
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], check=False).returncode == 0
+
+
+async def run_cli_without_a_network(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The command in a network namespace of its own, whose loopback is down.
+
+    Every send fails with ENETUNREACH and no resolver is reachable, so
+    nothing can leave the machine. CI must be able to make one (as root).
+    """
+    if not _can_unshare():
+        if os.environ.get("CI"):
+            pytest.fail("unshare -n is needed in CI (run as root)")
+        pytest.skip("unshare -n is not permitted here")
+    return await trio.run_process(
+        ["unshare", "-n", sys.executable, "-m", "trioconfd", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
 
 

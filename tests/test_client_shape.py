@@ -78,9 +78,10 @@ class RecordingSocket(trio.socket.SocketType):
 
 
 class RecordingFactory(trio.abc.SocketFactory):
-    def __init__(self) -> None:
+    def __init__(self, socket_class: type[RecordingSocket] | None = None) -> None:
         self.calls: Counter[str] = Counter()
         self.fail_receive: list[BaseException] = []
+        self._socket_class = socket_class or RecordingSocket
 
     def socket(
         self,
@@ -88,7 +89,7 @@ class RecordingFactory(trio.abc.SocketFactory):
         type: socket.SocketKind | int = socket.SOCK_DGRAM,
         proto: int = 0,
     ) -> trio.socket.SocketType:
-        return RecordingSocket(family, self.calls, self.fail_receive)
+        return self._socket_class(family, self.calls, self.fail_receive)
 
 
 @contextmanager

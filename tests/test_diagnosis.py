@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 
 from trioconfd import (
@@ -25,6 +21,7 @@ from trioconfd import (
 )
 
 from .responders import run_responders, silent
+from .test_cli import run_cli_without_a_network
 from .test_client_shape import RecordingFactory, RecordingSocket, installed
 
 KEY = b"diagnosis key\n"
@@ -39,19 +36,9 @@ class UnreachableSocket(RecordingSocket):
         raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
 
 
-class UnreachableFactory(RecordingFactory):
-    def socket(
-        self,
-        family: socket.AddressFamily | int = socket.AF_INET,
-        type: socket.SocketKind | int = socket.SOCK_DGRAM,
-        proto: int = 0,
-    ) -> trio.socket.SocketType:
-        return UnreachableSocket(family, self.calls, self.fail_receive)
-
-
 async def test_send_failures_are_named_with_the_os_error() -> None:
     peers = [("127.0.0.1", 9), ("127.0.0.2", 9)]
-    with installed(UnreachableFactory()):
+    with installed(RecordingFactory(UnreachableSocket)):
         async with open_confd_client(KEY, peers) as client:
             result = await client.query(RequestType.PING, coverage=-1, timeout=0.3)
             assert client.stats.send_errors >= 2
@@ -150,44 +137,15 @@ async def test_a_streams_verdict_explains_itself_too() -> None:
     assert "bad signature" in result.verdict
 
 
-def _can_unshare() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-n", "true"], check=False).returncode == 0
-
-
 async def test_the_cli_names_send_failures_in_a_namespace_without_a_network() -> None:
-    # A network namespace of our own whose loopback is down: every send fails
-    # with ENETUNREACH, and nothing can leave the machine.
-    if not _can_unshare():
-        if os.environ.get("CI"):
-            pytest.fail("unshare -n is needed in CI (run as root)")
-        pytest.skip("unshare -n is not permitted here")
-    done = await trio.run_process(
-        [
-            "unshare",
-            "-n",
-            sys.executable,
-            "-m",
-            "trioconfd",
-            "ping",
-            "--peer",
-            "127.0.0.1:1814",
-            "--peer",
-            "127.0.0.2:1814",
-            "--hmac-key",
-            "k",
-            "--timeout",
-            "0.3",
-        ],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
+    done = await run_cli_without_a_network(
+        "ping", "--peer", "127.0.0.1:1814", "--peer", "127.0.0.2:1814",
+        "--hmac-key", "k", "--timeout", "0.3",
+    )  # fmt: skip
     assert done.returncode == 3
     stderr = done.stderr.decode()
     assert (
         "could not send to 127.0.0.1:1814, 127.0.0.2:1814: [Errno 101] Network is unreachable"
-        in (stderr)
+        in stderr
     )
     assert "wrong key" not in stderr
