@@ -165,38 +165,17 @@ class Exchange:
     def plan_resend(self) -> None:
         """At a retry time: the silent peers are asked again by the next :meth:`send_due`.
 
-        Retransmissions go in rounds, ``policy.interval(n)`` apart, stretched
-        when adaptive to the slowest silent peer's timeout; if that timeout
-        has grown since the round was planned (other queries found the peer
-        silent too), the round waits. Once hedging is due, each round also
-        asks one peer outside the sample.
+        Retransmissions go in rounds, ``policy.interval(n)`` apart, each
+        stretched, when adaptive, to the slowest silent peer's timeout; a
+        round may also be put off (:meth:`_put_off`). Once hedging is due,
+        each round also asks one peer outside the sample.
         """
         now = trio.current_time()
         route, aggregator, policy, router = self._route, self.aggregator, self._policy, self._router
         silent = [target for target in route.targets if target not in route.answered]
         if policy.adaptive and silent:
-            if now - self.resend_at > _LATE_WAKE:
-                # This task waited for the CPU: the event loop is saturated,
-                # and the replies may be queued, unread, in our own socket.
-                # Asking again would add to the load it is drowning in.
-                router.stats.deferred += 1
-                late = now - self.resend_at
-                self.resend_at = now + max(late, self._interval(silent[0], self._rounds + 1))
+            if self._put_off(now, silent):
                 return
-            if self._rounds == 0:
-                # The first retransmission was planned before the peers'
-                # timeouts were looked at: wait for one known to be longer
-                # (not for one other queries grew just now: their silences
-                # may be lost datagrams, which waiting does not help).
-                due = self._round_at + max(
-                    policy.interval_for(
-                        1, router.rtt_of(peer).timeout_for(policy.max_interval, self._sent_at)
-                    )
-                    for peer in silent
-                )
-                if due > now:
-                    self.resend_at = due
-                    return
             waited = now - self._round_at
             for peer in silent:
                 router.rtt_of(peer).timed_out(now, waited)
@@ -224,6 +203,36 @@ class Exchange:
             router.stats.retransmitted += len(silent)
             # Packed again: a fresh timestamp, so long deadlines never go stale.
             self._outbox = (pack_request(route.request, router.key), silent)
+
+    def _put_off(self, now: float, silent: list[Address]) -> bool:
+        """Whether the round due now waits (then ``resend_at`` says until when).
+
+        It waits if this task woke late, or, for the first round (planned
+        by the schedule alone, at no cost per query), if a peer's timeout
+        known when the query started is longer.
+        """
+        late = now - self.resend_at
+        if late > _LATE_WAKE:
+            # This task waited for the CPU: the event loop is saturated, and
+            # the replies may be queued, unread, in our own socket. Asking
+            # again would add to the load it is drowning in.
+            self._router.stats.deferred += 1
+            self.resend_at = now + max(late, self._interval(silent[0], self._rounds + 1))
+            return True
+        if self._rounds == 0:
+            # Not a backoff other queries grew just now: their silences may
+            # be lost datagrams, which waiting does not help.
+            policy, router = self._policy, self._router
+            due = self._round_at + max(
+                policy.interval_for(
+                    1, router.rtt_of(peer).timeout_for(policy.max_interval, self._sent_at)
+                )
+                for peer in silent
+            )
+            if due > now:
+                self.resend_at = due
+                return True
+        return False
 
     def _interval(self, peer: Address, retransmission: int) -> float:
         """Seconds before retransmission round ``retransmission``, as far as ``peer`` goes."""
