@@ -93,3 +93,15 @@ async def test_a_cluster_serves_one_config_per_server_and_checks_its_arguments()
         with pytest.raises(ConfdClientError, match="size must be"):
             async with serve_cluster(configs[0], size=size):
                 pass
+
+
+async def test_a_bad_config_is_its_own_error_not_a_busy_port() -> None:
+    import pytest
+
+    from trioconfd import ConfdError
+    from trioconfd.testing import serve_cluster
+
+    with pytest.raises(ConfdError, match="not a Ganeti configuration") as refused:
+        async with serve_cluster({"cluster": {}}):
+            pass
+    assert "no port was free" not in str(refused.value)

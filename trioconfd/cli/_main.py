@@ -368,7 +368,7 @@ def result_as_json(result: QueryResult) -> dict[str, Any]:
         "discards": dict(result.discards),
         "replies": [
             {
-                "peer": f"{reply.address[0]}:{reply.address[1]}",
+                "peer": format_address(reply.address),
                 "status": reply.reply.status.name,
                 "serial": reply.reply.serial,
                 "answer": reply.reply.answer,

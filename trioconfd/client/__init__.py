@@ -8,6 +8,7 @@ interval; ``_client`` is the public :class:`ConfdClient` that ties them
 together.
 """
 
+from ..protocol import format_address
 from ._client import SLOW_CALLBACK, Callback, ConfdClient, Upcall
 from ._gather import ReplyStream
 from ._logs import DEFAULT_LOG_INTERVAL
@@ -23,7 +24,6 @@ from ._peers import (
     PeerSpec,
     check_port,
     default_port,
-    format_address,
     parse_peer_text,
     parse_peers,
     resolve_peers,

@@ -195,10 +195,7 @@ class Exchange:
                 self._hedged[extra] = self._rounds + 1  # it joins in this round
         self._rounds += 1
         self._round_at = now
-        rounds = self._rounds + 1
-        self.resend_at = now + max(
-            (self._interval(peer, rounds) for peer in silent), default=policy.interval(rounds)
-        )
+        self.resend_at = now + self._round_interval(silent, self._rounds + 1)
         if silent:
             router.stats.retransmitted += len(silent)
             # Packed again: a fresh timestamp, so long deadlines never go stale.
@@ -217,7 +214,7 @@ class Exchange:
             # the replies may be queued, unread, in our own socket. Asking
             # again would add to the load it is drowning in.
             self._router.stats.deferred += 1
-            self.resend_at = now + max(late, self._interval(silent[0], self._rounds + 1))
+            self.resend_at = now + max(late, self._round_interval(silent, self._rounds + 1))
             return True
         if self._rounds == 0:
             # Not a backoff other queries grew just now: their silences may
@@ -234,13 +231,15 @@ class Exchange:
                 return True
         return False
 
-    def _interval(self, peer: Address, retransmission: int) -> float:
-        """Seconds before retransmission round ``retransmission``, as far as ``peer`` goes."""
+    def _round_interval(self, silent: list[Address], retransmission: int) -> float:
+        """Seconds before retransmission round ``retransmission``: the slowest silent peer's."""
         policy = self._policy
-        if not policy.adaptive:
+        if not policy.adaptive or not silent:
             return policy.interval(retransmission)
-        timeout = self._router.rtt_of(peer).timeout_for(policy.max_interval)
-        return policy.interval_for(retransmission, timeout)
+        rtt_of, cap = self._router.rtt_of, policy.max_interval
+        return max(
+            policy.interval_for(retransmission, rtt_of(peer).timeout_for(cap)) for peer in silent
+        )
 
     def result(self, *, timed_out: bool = False) -> QueryResult:
         """The verdict so far; without a quorum, with what the client saw meanwhile."""

@@ -38,12 +38,6 @@ def check_port(port: object, what: str = "port") -> int:
     return port
 
 
-def format_address(address: tuple[str, int]) -> str:
-    """``IP:PORT``, or ``[IPv6]:PORT``: how peers are written on a command line."""
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # A DNS host name: dot-separated labels of letters, digits, '-' and '_', not
 # starting or ending with '-'; an optional final dot.
 _HOST_NAME = re.compile(
@@ -93,7 +87,7 @@ def parse_peer_text(text: str) -> PeerSpec:
             if not rest.startswith(":"):
                 raise ConfdClientError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
             port = rest[1:]
-        if not isinstance(_ip(host), ipaddress.IPv6Address) and ":" not in host:
+        if ":" not in host:
             raise ConfdClientError(f"bad peer {text!r}: [...] is for IPv6 addresses")
     elif text.count(":") == 1:
         host, port = text.split(":")
@@ -252,14 +246,11 @@ def parse_local_address(
         host, given_port = local_address
         if not (type(given_port) is int and given_port == 0):  # 0: any free port
             port = check_port(given_port, f"the port of {what}")
-    if not isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address):
+    ip = (
+        _ip(host) if isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address) else None
+    )
+    if ip is None:
         raise ConfdClientError(f"{what} is not an IP address")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfdClientError(f"{what} is not an IP address") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     ip_family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
     if ip_family != family:
         raise ConfdClientError(

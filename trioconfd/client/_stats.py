@@ -41,7 +41,7 @@ class ClientStats:
     hedged: int = 0
     #: requests refused because ``max_outstanding`` were waiting already
     refused: int = 0
-    _discard_cache: tuple[tuple[int, int], tuple[int, ...]] | None = field(
+    _discard_cache: tuple[int, tuple[int, ...]] | None = field(
         default=None, repr=False, compare=False
     )
 
@@ -62,7 +62,9 @@ class ClientStats:
         Taken by every query, so one tuple serves until a datagram is
         discarded: no allocation per query while none are.
         """
-        key = (self.received - self.accepted, self.socket_errors)
+        # Every datagram read is accepted or discarded: their difference
+        # changes with each discard (socket errors are counted apart).
+        key = self.received - self.accepted + self.socket_errors
         cached = self._discard_cache
         if cached is not None and cached[0] == key:
             return cached[1]

@@ -6,7 +6,7 @@ Trio client (:mod:`trioconfd.client`), the in-process server and the tests
 all share one implementation of the protocol.
 """
 
-from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator
+from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator, format_address
 from ._constants import (
     DEFAULT_COVERAGE,
     DEFAULT_PORT,
@@ -85,6 +85,7 @@ __all__ = [
     "RttEstimate",
     "UpcallType",
     "as_hmac_key",
+    "format_address",
     "needed_replies",
     "new_rsalt",
     "pack_reply",

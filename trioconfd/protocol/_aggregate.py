@@ -13,6 +13,12 @@ from ._quorum import QuorumRule, needed_replies, quorum_of
 Address: TypeAlias = tuple[str, int]
 
 
+def format_address(address: Address) -> str:
+    """``IP:PORT``, or ``[IPv6]:PORT``: how peers are written on a command line."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class PeerReply(NamedTuple):
     """One peer's reply to a request (a named tuple: made once per reply, cheaply)."""
 
@@ -105,9 +111,8 @@ class QueryResult:
             causes.append("a zero timeout can't wait for any reply: give one above 0")
         if self.send_errors:
             by_error: dict[str, list[str]] = {}
-            for (host, port), error in self.send_errors:
-                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                by_error.setdefault(error, []).append(shown)
+            for peer, error in self.send_errors:
+                by_error.setdefault(error, []).append(format_address(peer))
             causes.extend(
                 f"could not send to {', '.join(peers)}: {error}"
                 for error, peers in by_error.items()

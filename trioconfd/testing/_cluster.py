@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from ..client._peers import format_address
-from ..protocol import ConfdClientError, ConfdError, KeyLike
+from ..protocol import ConfdClientError, ConfdError, KeyLike, format_address
 from ._ganeti import free_udp_port
-from ._server import ConfdServer, ConfigSource, serve_confd
+from ._server import ConfdServer, ConfigSource, load_config, serve_confd
 
 # Ports tried before giving up: a free port on 127.0.0.1 is rarely taken on
 # 127.0.0.2 and .3, but it can be.
@@ -74,6 +73,8 @@ async def serve_cluster(
         configs = [config] * size
     if not configs:
         raise ConfdClientError("a cluster needs at least one config")
+    # Read now, so that a bad config is its own error, not a bind that "failed".
+    configs = [load_config(one) for one in configs]
     if hmac_key is None:
         key = secrets.token_hex(20).encode() + b"\n"
     elif isinstance(hmac_key, bytes | str):
@@ -91,7 +92,7 @@ async def serve_cluster(
                     )
                     for index, one in enumerate(configs)
                 ]
-            except ConfdError as exc:  # the port was taken on another address
+            except ConfdError as exc:  # the configs are read: the port was taken
                 last_error = exc
                 continue
             yield ConfdCluster(servers, key, port)

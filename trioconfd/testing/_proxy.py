@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from ..client._background import background_tasks
-from ..client._peers import format_address
+from ..protocol import format_address
 from ._faults import DirectionStats, Faults, decide
 
 _RECEIVE_SIZE = 65536

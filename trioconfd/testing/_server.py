@@ -16,7 +16,6 @@ import trio
 
 from ..client._background import background_tasks
 from ..client._kernel import ask_for_a_large_receive_buffer
-from ..client._peers import format_address
 from ..protocol import (
     MAX_REQUEST_SIZE,
     ConfdClientError,
@@ -25,6 +24,7 @@ from ..protocol import (
     HmacKey,
     KeyLike,
     as_hmac_key,
+    format_address,
     pack_reply,
     unpack_request,
 )
