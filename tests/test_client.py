@@ -79,7 +79,9 @@ async def test_default_and_maximum_coverage() -> None:
         result = await client.query(RequestType.PING)
         assert result.sent == 6  # min(peers, 6)
         assert asked(responders) == 6
-        assert result.received == trioconfd.needed_replies(6)
+        # The quorum, and any reply already accepted when it was reached.
+        assert trioconfd.needed_replies(6) <= result.received <= 6
+        assert result.received == client.stats.accepted
         for r in responders:
             r.requests.clear()
         result = await client.query(RequestType.PING, coverage=-1)

@@ -66,7 +66,8 @@ async def test_the_client_uses_a_custom_rule() -> None:
         result = await query(KEY, peers, RequestType.PING, quorum=lambda peers: peers)
         assert (result.needed, result.received) == (3, 3)
         result = await query(KEY, peers, RequestType.PING)
-        assert (result.needed, result.received) == (2, 2)
+        assert result.needed == 2
+        assert result.received >= 2  # and any reply already in when the quorum was
 
 
 def test_a_verdict_without_a_timeout_is_not_timed_out() -> None:

@@ -38,6 +38,7 @@ from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
 from ._quorum import QuorumRule, needed_replies, quorum_of
 from ._retry import RetryPolicy
 from ._rtt import RttEstimate
+from ._schedule import LATE_WAKE, Due, SendSchedule
 from ._wire import (
     HmacKey,
     KeyLike,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_COVERAGE",
     "DEFAULT_PORT",
     "EXPIRE_TIMEOUT",
+    "LATE_WAKE",
     "MAGIC",
     "MAX_CLOCK_SKEW",
     "MAX_DATAGRAM_SIZE",
@@ -68,6 +70,7 @@ __all__ = [
     "ConfdReply",
     "ConfdRequest",
     "ConfdSignatureError",
+    "Due",
     "ErrorCode",
     "HmacKey",
     "KeyLike",
@@ -83,6 +86,7 @@ __all__ = [
     "RequestType",
     "RetryPolicy",
     "RttEstimate",
+    "SendSchedule",
     "UpcallType",
     "as_hmac_key",
     "format_address",

@@ -29,12 +29,15 @@ class RetryPolicy:
     retransmission also asks one of them (hedging; ``None`` never hedges).
     Hedged peers count towards the quorum of the first sample.
 
-    When ``adaptive`` (the default), each peer's intervals also follow its
-    retransmission timeout, estimated as TCP does (:class:`RttEstimate`):
-    from its measured round trips, ``srtt + 4 * rttvar``, doubled while it
-    stays silent, and used up to ``max_timeout``. A slow or overloaded peer
-    is asked again later than the schedule above, never sooner; a quick one
-    whose datagrams are lost keeps the schedule's pace.
+    Each peer keeps its own times (:class:`SendSchedule`): a peer whose
+    datagram was lost is asked again on its own schedule, whoever else is
+    silent. When ``adaptive`` (the default), a peer's intervals also stretch
+    to its retransmission timeout, estimated from its replies as TCP does
+    (:class:`RttEstimate`, ``srtt + 4 * rttvar``), when that is longer, up
+    to ``max_timeout``: a peer seen to answer slowly is asked again when its
+    reply is overdue, not before. Silence alone stretches nothing (a lost
+    datagram looks like silence too), so no peer is ever asked sooner than
+    the schedule above, and a prompt one exactly on it.
 
     The defaults suit a LAN: with 30% of datagrams lost each way, a 3-peer
     query has eight tries per peer in 3 s and fails to reach its quorum about
@@ -83,7 +86,8 @@ class RetryPolicy:
         return min(self.max_interval, self.initial * float(self.multiplier) ** (retransmission - 1))
 
     def interval_for(self, retransmission: int, timeout: float) -> float:
-        """:meth:`interval`, stretched to a peer's retransmission ``timeout`` when adaptive.
+        """:meth:`interval`, stretched to a peer's measured retransmission ``timeout``
+        when adaptive.
 
         The timeout counts up to ``max_timeout``; the result is never below
         :meth:`interval`.

@@ -1,14 +1,17 @@
 """A peer's retransmission timeout, estimated from its round trips as TCP does (sans-IO).
 
 RFC 6298: the smoothed round-trip time and its variation give the timeout,
-``srtt + 4 * rttvar``. Only replies to requests sent once are measured
-(Karn's rule: the reply to a request sent twice could answer either send).
-A peer that stays silent past its timeout has the timeout doubled, once per
-timeout period however many queries noticed it, so that a slow or
-overloaded peer is asked less often, not more; its next measured round trip
-sets the timeout afresh. So does a reply to a request sent more than once
-that comes within the measured timeout of the last send: the peer is quick,
-and its silence was a lost datagram, which waiting longer does not help.
+``srtt + 4 * rttvar``. A reply to a request sent once is a round trip
+(:meth:`RttEstimate.sample`). A reply to a request sent several times could
+answer any of its copies (Karn's problem); :meth:`RttEstimate.answered_last`
+takes from it only what cannot mislead: that the round trip is at least the
+time since the last copy, and that a reply far quicker than the estimate
+means the peer has turned quick again.
+
+Silence teaches nothing here. A lost datagram and a slow peer look alike
+until a reply comes, and waiting longer helps only the second: so silence
+never stretches a peer's timeout (each query's own schedule backs off), and
+only replies seen to come late do.
 """
 
 from __future__ import annotations
@@ -20,94 +23,96 @@ _ALPHA = 1 / 8
 _BETA = 1 / 4
 _K = 4
 _GRANULARITY = 0.001
-# A backed-off timeout stops doubling here (RFC 6298 allows 60 s and more).
-_MAX_BACKOFF = 60.0
+# A round trip this many times quicker than the smoothed one starts the
+# estimate afresh: the peer has turned quick (a daemon back from overload,
+# a route repaired), and averaging would take dozens of replies to notice.
+_RESTART_RATIO = 4
+# Queries in a row that gave up on the peer while its estimate held a
+# retransmission back, before the estimate is doubted. (One is too few: with
+# every peer slow, some peer is the last to answer in every query.)
+_DOUBT_AFTER = 3
 
 
 class RttEstimate:
     """One peer's round trips and the retransmission timeout they give."""
 
-    __slots__ = ("_backoff", "_backoff_since", "_quiet_until", "rttvar", "slow", "srtt")
+    __slots__ = ("_unheard", "doubted", "rttvar", "srtt")
 
     def __init__(self) -> None:
         self.srtt: float | None = None
         self.rttvar = 0.0
-        self._backoff = 0.0
-        self._backoff_since = -math.inf
-        self._quiet_until = -math.inf
-        #: Whether its replies have come later than its measured timeout
-        #: (a slow or overloaded peer), rather than promptly or not at all.
-        self.slow = False
+        self._unheard = 0
+        #: Whether queries ended, three in a row, while this peer, asked later
+        #: than the schedule for its estimate's sake, stayed silent: then the
+        #: estimate may be out of date, and until a reply confirms one,
+        #: :attr:`timeout` is 0.
+        self.doubted = False
 
     def __repr__(self) -> str:
-        srtt = "unmeasured" if self.srtt is None else f"srtt={self.srtt * 1e3:.2f}ms"
-        return f"<RttEstimate {srtt} rto={self.timeout * 1e3:.2f}ms>"
-
-    @property
-    def measured(self) -> float:
-        """The timeout its round trips give, ``srtt + 4 * rttvar`` (0: none measured yet)."""
-        return 0.0 if self.srtt is None else self.srtt + max(_GRANULARITY, _K * self.rttvar)
-
-    @property
-    def backoff(self) -> float:
-        """The timeout its silences have grown to since its last measured round trip."""
-        return self._backoff
+        if self.srtt is None:
+            return "<RttEstimate unmeasured>"
+        doubted = " doubted" if self.doubted else ""
+        return f"<RttEstimate srtt={self.srtt * 1e3:.2f}ms rto={self.timeout * 1e3:.2f}ms{doubted}>"
 
     @property
     def timeout(self) -> float:
-        """Seconds to wait for a reply before asking again (0: nothing known yet)."""
-        return max(self.measured, self._backoff)
-
-    def timeout_for(self, silence_cap: float, known_at: float = math.inf) -> float:
-        """The timeout to wait by: measured, or grown by silences (up to ``silence_cap``
-        unless the peer is :attr:`slow`), leaving out growth after ``known_at``.
-
-        Silence alone cannot tell a lost datagram from a slow peer; only a
-        peer seen to answer late may have its silences stretch the wait
-        without bound.
-        """
-        silence = self._backoff if self._backoff_since <= known_at else 0.0
-        if not self.slow:
-            silence = min(silence, silence_cap)
-        return max(self.measured, silence)
+        """Seconds to wait for a reply before asking again: ``srtt + 4 * rttvar``
+        (at least 1 ms more than ``srtt``); 0 while nothing is measured or
+        the estimate is :attr:`doubted`."""
+        if self.srtt is None or self.doubted:
+            return 0.0
+        return self.srtt + max(_GRANULARITY, _K * self.rttvar)
 
     def sample(self, rtt: float) -> None:
-        """A reply came ``rtt`` seconds after the one send of its request."""
-        if not rtt >= 0 or rtt == math.inf:
+        """A reply came ``rtt`` seconds after the one send of its request.
+
+        Smoothed as RFC 6298 says, with two changes for quicker replies:
+        the deviation of one below ``srtt`` counts an eighth, as in Linux (a
+        peer turning quicker must not look erratic, which would raise its
+        timeout), and one four times quicker than ``srtt`` restarts the
+        estimate.
+        """
+        if not 0 <= rtt < math.inf:
             return  # a clock that went backwards, or nonsense: no information
-        self.slow = False
-        if self.srtt is None:
+        self.doubted, self._unheard = False, 0
+        srtt = self.srtt
+        if srtt is None or rtt * _RESTART_RATIO < srtt:
             self.srtt, self.rttvar = rtt, rtt / 2
+        elif rtt < srtt:
+            # As Linux does: a quicker reply's deviation counts an eighth.
+            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * (srtt - rtt) / 8
+            self.srtt = (1 - _ALPHA) * srtt + _ALPHA * rtt
         else:
-            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - rtt)
-            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * rtt
-        self._backoff = 0.0
-        self._quiet_until = -math.inf
+            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * (rtt - srtt)
+            self.srtt = (1 - _ALPHA) * srtt + _ALPHA * rtt
 
-    def answered_after(self, seconds: float) -> None:
-        """A reply came ``seconds`` after the last of several sends (no round trip to measure).
+    def answered_last(self, seconds: float) -> None:
+        """A reply came ``seconds`` after the last of several sends of its request.
 
-        Within the measured timeout, the peer answered the last send
-        promptly: it was a datagram lost, not a peer slowed, so the silences'
-        backoff goes. Later, the peer is :attr:`slow`.
+        The round trip was at least ``seconds``: longer than ``srtt`` (or
+        with nothing measured yet), that is a sample, and the estimate grows
+        towards what the peer shows. Four times quicker than ``srtt``, the
+        peer answered the last copy promptly: it has turned quick, and the
+        estimate restarts from there. Between the two, the reply may answer
+        any copy; it teaches no round trip, but shows the peer has not
+        turned quick, which is all a :attr:`doubted` estimate waited for.
         """
-        if self.srtt is None or not seconds >= 0:
+        if not 0 <= seconds < math.inf:
             return
-        if seconds <= self.measured:
-            self._backoff = 0.0
-            self._quiet_until = -math.inf
-            self.slow = False
+        srtt = self.srtt
+        if srtt is None or seconds > srtt or seconds * _RESTART_RATIO < srtt:
+            self.sample(seconds)
         else:
-            self.slow = True
+            self.doubted, self._unheard = False, 0
 
-    def timed_out(self, now: float, waited: float) -> None:
-        """The peer was silent for ``waited`` seconds and is asked again at ``now``.
+    def doubt(self) -> None:
+        """A query gave up on this peer while its estimate held a retransmission back.
 
-        The timeout doubles, at most once per timeout period: a thousand
-        queries that find the peer silent at once back it off once.
+        The peer may have changed (turned quick, but losing datagrams): had
+        it been asked on the schedule, it might have answered. The third time
+        in a row, the estimate is :attr:`doubted` until a reply is measured,
+        and the schedule rules.
         """
-        if now < self._quiet_until:
-            return
-        self._backoff = min(_MAX_BACKOFF, 2 * max(waited, self.timeout))
-        self._backoff_since = now
-        self._quiet_until = now + self._backoff
+        if self.srtt is not None:
+            self._unheard += 1
+            self.doubted = self._unheard >= _DOUBT_AFTER

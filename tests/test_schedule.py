@@ -1,0 +1,343 @@
+"""A query's timing without Trio: the send schedule, the round-trip estimate, and the
+claim that adapting never loses to the fixed schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trioconfd.protocol import LATE_WAKE, Address, RetryPolicy, RttEstimate, SendSchedule
+
+from .timing import Kind, Peer, drops_first, lossy, prompt, run_queries, slow
+
+A: Address = ("192.0.2.1", 1814)
+B: Address = ("192.0.2.2", 1814)
+C: Address = ("192.0.2.3", 1814)
+D: Address = ("192.0.2.4", 1814)
+FIXED = RetryPolicy(adaptive=False)
+
+
+def estimates() -> tuple[dict[Address, RttEstimate], Callable[[Address], RttEstimate]]:
+    known: dict[Address, RttEstimate] = {}
+
+    def estimate_of(peer: Address) -> RttEstimate:
+        return known.setdefault(peer, RttEstimate())
+
+    return known, estimate_of
+
+
+# -- the estimate --------------------------------------------------------------
+
+
+def test_the_first_round_trip_sets_srtt_and_half_of_it_as_variation() -> None:
+    estimate = RttEstimate()
+    assert estimate.timeout == 0.0  # nothing known: the policy's schedule rules
+    assert repr(estimate) == "<RttEstimate unmeasured>"
+    estimate.sample(0.2)
+    assert (estimate.srtt, estimate.rttvar) == (0.2, 0.1)
+    assert estimate.timeout == pytest.approx(0.2 + 4 * 0.1)
+    assert repr(estimate) == "<RttEstimate srtt=200.00ms rto=600.00ms>"
+
+
+def test_slower_round_trips_are_smoothed_as_rfc_6298_says() -> None:
+    estimate = RttEstimate()
+    estimate.sample(0.1)
+    estimate.sample(0.2)
+    # rttvar = 3/4 * 0.05 + 1/4 * |0.1 - 0.2|; srtt = 7/8 * 0.1 + 1/8 * 0.2
+    assert estimate.rttvar == pytest.approx(0.0625)
+    assert estimate.srtt == pytest.approx(0.1125)
+
+
+def test_a_quicker_round_trips_deviation_counts_an_eighth() -> None:
+    estimate = RttEstimate()
+    estimate.sample(0.2)
+    estimate.sample(0.1)  # quicker, but not four times: smoothed
+    assert estimate.srtt == pytest.approx(0.1875)
+    # 3/4 of 0.1, and a quarter of an eighth of the deviation (as Linux does).
+    assert estimate.rttvar == pytest.approx(0.075 + 0.1 / 32)
+    before = estimate.timeout
+    estimate.sample(0.15)
+    assert estimate.timeout < before  # a peer turning quicker never looks more erratic
+
+
+def test_a_round_trip_four_times_quicker_restarts_the_estimate() -> None:
+    estimate = RttEstimate()
+    for _ in range(20):
+        estimate.sample(3.0)
+    estimate.sample(0.8)  # not yet four times quicker: smoothed
+    assert estimate.srtt == pytest.approx(3.0 - (3.0 - 0.8) / 8)
+    estimate.sample(0.001)  # the slow peer has turned prompt
+    assert (estimate.srtt, estimate.rttvar) == (0.001, 0.0005)
+    assert estimate.timeout == pytest.approx(0.003)
+
+
+def test_the_timeout_is_at_least_a_millisecond_above_srtt() -> None:
+    estimate = RttEstimate()
+    for _ in range(100):
+        estimate.sample(0.01)
+    assert estimate.rttvar < 0.00025
+    assert estimate.timeout == pytest.approx(0.011)
+
+
+@pytest.mark.parametrize("nonsense", [-1.0, math.nan, math.inf])
+def test_nonsense_round_trips_teach_nothing(nonsense: float) -> None:
+    estimate = RttEstimate()
+    estimate.sample(nonsense)
+    estimate.answered_last(nonsense)
+    assert estimate.srtt is None
+    estimate.sample(0.5)
+    for _ in range(3):
+        estimate.doubt()
+    estimate.sample(nonsense)
+    estimate.answered_last(nonsense)
+    assert estimate.srtt == 0.5
+    assert estimate.doubted
+
+
+def test_a_reply_after_several_sends_teaches_only_what_cannot_mislead() -> None:
+    estimate = RttEstimate()
+    estimate.answered_last(0.002)  # nothing measured: the round trip was at least this
+    assert estimate.srtt == 0.002
+    estimate.sample(0.3)  # 150 times slower: smoothed, as any slower round trip
+    assert estimate.srtt == pytest.approx(0.002 * 7 / 8 + 0.3 / 8)
+    estimate = RttEstimate()
+    estimate.sample(0.3)
+    estimate.answered_last(0.2)  # between: it may answer any copy
+    assert estimate.srtt == 0.3
+    estimate.answered_last(0.5)  # longer than srtt: the peer is at least this slow
+    assert estimate.srtt == pytest.approx(0.3 * 7 / 8 + 0.5 / 8)
+    estimate.answered_last(0.05)  # six times quicker than srtt: it answered the last copy
+    assert estimate.srtt == 0.05
+
+
+def test_a_doubted_estimate_holds_nothing_back_until_a_reply_confirms_it() -> None:
+    estimate = RttEstimate()
+    estimate.doubt()  # nothing to doubt
+    assert not estimate.doubted
+    estimate.sample(1.0)
+    estimate.doubt()
+    estimate.doubt()
+    assert not estimate.doubted  # twice in a row may be bad luck
+    estimate.doubt()
+    assert estimate.doubted
+    assert estimate.timeout == 0.0
+    assert repr(estimate).endswith("doubted>")
+    estimate.answered_last(0.5)  # not quick: the peer is as slow as it was
+    assert not estimate.doubted
+    assert estimate.timeout == pytest.approx(1.0 + 4 * 0.5)
+    for _ in range(3):
+        estimate.doubt()
+    estimate.sample(0.9)
+    assert not estimate.doubted
+
+
+# -- the schedule --------------------------------------------------------------
+
+
+def test_each_peer_is_asked_again_on_its_own_schedule() -> None:
+    known, estimate_of = estimates()
+    slow_peer = known[A] = RttEstimate()
+    slow_peer.srtt, slow_peer.rttvar = 1.0, 0.125  # rto 1.5 s
+    schedule = SendSchedule(
+        RetryPolicy(),
+        [A, B, C],
+        0.0,
+        needed=2,
+        estimate_of=estimate_of,
+    )
+    assert schedule.wake_at == pytest.approx(0.1)
+    assert schedule.due(0.05).peers == []  # nothing due yet
+    # B and C on the schedule; A when its reply is overdue.
+    assert schedule.due(0.1).peers == [B, C]
+    schedule.answered(C, 0.1005)
+    wakes = []
+    while schedule.wake_at < 1.6:
+        wakes.append(round(schedule.wake_at, 9))
+        assert schedule.due(schedule.wake_at).peers == ([A] if wakes[-1] == 1.5 else [B])
+    assert wakes == [0.3, 0.7, 1.2, 1.5]
+    # Past its timeout, A too is asked on the schedule's pace.
+    assert schedule.wake_at == pytest.approx(1.5 + 0.2)
+    assert schedule.sends_to(A) == 2
+    assert schedule.sends_to(B) == 5  # 0, 0.1, 0.3, 0.7 and 1.2
+    assert schedule.sends_to(C) == 0
+    assert schedule.silent == [A, B]
+    assert known[C].srtt == pytest.approx(0.0005)  # one send, one reply: a round trip
+
+
+def test_the_fixed_schedule_ignores_what_is_known() -> None:
+    known, estimate_of = estimates()
+    known[A] = RttEstimate()
+    known[A].sample(2.0)
+    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    assert schedule.due(0.1).peers == [A, B]
+    schedule.answered(A, 0.15)
+    assert known[A].srtt == 2.0  # nothing learned either
+
+
+def test_a_policy_that_is_off_never_sends_again() -> None:
+    _, estimate_of = estimates()
+    schedule = SendSchedule(
+        RetryPolicy.off(),
+        [A, B],
+        0.0,
+        needed=2,
+        peers=[A, B, C],
+        estimate_of=estimate_of,
+    )
+    assert schedule.wake_at == math.inf
+    assert schedule.due(100.0).peers == []
+
+
+def test_hedging_asks_one_more_peer_at_a_time_while_the_quorum_is_short() -> None:
+    policy = RetryPolicy(initial=0.1, max_interval=0.4, hedge_after=0.25, adaptive=False)
+    schedule = SendSchedule(
+        policy, [A, B], 0.0, needed=2, peers=[A, B, C, D], choose=lambda spare: spare[0]
+    )
+    assert schedule.due(0.1).peers == [A, B]
+    assert schedule.wake_at == pytest.approx(0.25)
+    due = schedule.due(schedule.wake_at)
+    assert (due.peers, due.hedge) == ([C], C)
+    assert schedule.due(schedule.wake_at).peers == [A, B]  # at 0.3
+    assert schedule.wake_at == pytest.approx(0.35)  # C's own first retransmission
+    assert schedule.due(schedule.wake_at).peers == [C]
+    assert schedule.wake_at == pytest.approx(0.55)  # C again, and hedging due again (+0.4)
+    schedule.answered(C, 0.41)
+    assert schedule.wake_at == pytest.approx(0.65)  # the next hedge: the quorum is short
+    schedule.answered(B, 0.42)  # the quorum: no more hedges
+    assert schedule.wake_at == pytest.approx(0.7)  # A alone, on its schedule
+    due = schedule.due(schedule.wake_at)
+    assert (due.peers, due.hedge) == ([A], None)
+
+
+def test_hedging_stops_when_every_peer_was_asked() -> None:
+    policy = RetryPolicy(initial=1.0, max_interval=1.0, hedge_after=0.1, adaptive=False)
+    schedule = SendSchedule(policy, [A], 0.0, needed=1, peers=[A, B])
+    assert schedule.wake_at == pytest.approx(0.1)
+    assert schedule.due(0.1).hedge == B
+    assert schedule.wake_at == pytest.approx(1.0)  # no hedge left: the next send
+    assert schedule.due(1.0).peers == [A]
+
+
+def test_a_late_wake_puts_the_retransmissions_off_when_adaptive() -> None:
+    _, estimate_of = estimates()
+    schedule = SendSchedule(RetryPolicy(), [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    late = 0.1 + LATE_WAKE * 2
+    due = schedule.due(late)
+    assert due.deferred
+    assert due.peers == []
+    assert schedule.wake_at == pytest.approx(late + 0.1)  # an interval on, at least
+    assert schedule.due(late + 0.1).peers == [A, B]
+    fixed = SendSchedule(FIXED, [A, B], 0.0, needed=2)
+    assert fixed.due(late).peers == [A, B]  # the fixed schedule sends anyway
+
+
+def test_ending_doubts_only_estimates_that_held_a_send_back() -> None:
+    known, estimate_of = estimates()
+    for peer in (A, B):
+        known[peer] = RttEstimate()
+    known[A].sample(1.0)  # rto 1.5 s: held back at 0.1 s
+    schedule = SendSchedule(RetryPolicy(), [A, B, C], 0.0, needed=3, estimate_of=estimate_of)
+    for _ in range(3):
+        schedule.end(0.05)  # before the schedule's first retransmission: nothing held back
+    assert not known[A].doubted
+    for _ in range(3):
+        schedule.end(0.2)
+    assert known[A].doubted
+    assert not known[B].doubted  # unmeasured: asked on the schedule anyway
+
+
+def test_replies_from_peers_not_asked_or_twice_change_nothing() -> None:
+    _, estimate_of = estimates()
+    schedule = SendSchedule(RetryPolicy(), [A], 0.0, needed=1, estimate_of=estimate_of)
+    schedule.answered(B, 0.001)
+    assert schedule.silent == [A]
+    schedule.answered(A, 0.001)
+    schedule.answered(A, 0.002)
+    assert schedule.silent == []
+    assert schedule.wake_at == math.inf
+
+
+# -- adaptive never loses to fixed ---------------------------------------------
+
+PROMPT = st.builds(prompt, st.floats(0.0002, 0.005))
+SLOW = st.builds(slow, st.floats(0.1, 2.0))
+LOSSY = st.builds(lossy, st.sampled_from([0.1, 0.3, 0.5]), st.floats(0.0002, 0.005))
+DROPS_FIRST = st.builds(drops_first, st.floats(0.0002, 0.005))
+KINDS = st.one_of(PROMPT, SLOW, LOSSY, DROPS_FIRST)
+QUERIES = 60
+
+
+@st.composite
+def peers(draw: st.DrawFn) -> Peer:
+    kinds: tuple[Kind, ...] = tuple(draw(st.lists(KINDS, min_size=1, max_size=3)))
+    starts = draw(
+        st.lists(
+            st.integers(1, QUERIES - 1),
+            min_size=len(kinds) - 1,
+            max_size=len(kinds) - 1,
+            unique=True,
+        )
+    )
+    return Peer(kinds, (0, *sorted(starts)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(peers(), min_size=1, max_size=5), st.integers(0, 2**16))
+def test_adapting_never_loses_to_the_fixed_schedule(cluster: list[Peer], seed: int) -> None:
+    adaptive = run_queries(RetryPolicy(), cluster, queries=QUERIES, seed=seed)
+    fixed = run_queries(FIXED, cluster, queries=QUERIES, seed=seed)
+    # Query for query, with the same luck, adaptive ends as soon as fixed,
+    # but for three queries per change of a peer's kind (a slow peer turned
+    # quick but lossy is asked on its old pace until a reply restarts the
+    # estimate, or three queries in a row doubt it).
+    changes = sum(len(peer.changes) - 1 for peer in cluster)
+    assert adaptive.timeouts <= fixed.timeouts + 3 * changes
+    later = [
+        query
+        for query, (mine, theirs) in enumerate(
+            zip(adaptive.latencies, fixed.latencies, strict=True)
+        )
+        if (math.inf if mine is None else mine) > (math.inf if theirs is None else theirs) + 0.005
+    ]
+    assert len(later) <= 3 * changes, later
+    if changes == 0:
+        for fraction in (0.5, 0.9, 0.99, 1.0):
+            assert adaptive.percentile(fraction) <= fixed.percentile(fraction) + 0.005
+        assert adaptive.datagrams <= fixed.datagrams
+    # And it never asks a peer sooner than the schedule would.
+    schedule = RetryPolicy()
+    for _, _, copy, gap in adaptive.gaps:
+        if copy > 1:
+            assert gap >= schedule.interval(copy - 1) - 1e-9
+
+
+@pytest.mark.parametrize(
+    ("name", "cluster"),
+    [
+        ("30% loss each way", [Peer((lossy(0.3),))] * 3),
+        ("drops every first copy", [Peer((drops_first(),))] * 3),
+        ("slow, lossy, prompt", [Peer((slow(1.0),)), Peer((lossy(0.5),)), Peer((prompt(),))]),
+        ("slow, then prompt and lossy", [Peer((slow(3.0), lossy(0.25)), (0, 20))] * 3),
+    ],
+)
+def test_the_issues_cases_keep_the_fixed_schedules_latencies(
+    name: str, cluster: list[Peer]
+) -> None:
+    adaptive = run_queries(RetryPolicy(), cluster, queries=300, seed=7)
+    fixed = run_queries(FIXED, cluster, queries=300, seed=7)
+    assert adaptive.timeouts == fixed.timeouts
+    for fraction in (0.5, 0.9, 0.99):
+        assert adaptive.percentile(fraction) <= fixed.percentile(fraction) + 0.001, fraction
+    assert adaptive.datagrams <= fixed.datagrams
+
+
+def test_slow_peers_cost_fewer_datagrams_when_adapting() -> None:
+    cluster = [Peer((slow(1.0),))] * 3
+    adaptive = run_queries(RetryPolicy(), cluster, queries=100)
+    fixed = run_queries(FIXED, cluster, queries=100)
+    assert adaptive.latencies == fixed.latencies
+    assert adaptive.datagrams < 0.85 * fixed.datagrams

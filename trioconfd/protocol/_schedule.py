@@ -1,0 +1,231 @@
+"""One request's sends over time: to whom, when, and when to look again (sans-IO).
+
+A :class:`SendSchedule` is handed the time and answers "what to send now, to
+whom, and when to wake next". Each peer asked keeps its own retransmission
+time: a quick peer whose datagram was lost is asked again on its own
+schedule, not a slow peer's. The query's Trio function only sends what
+:meth:`SendSchedule.due` returns, waits until :attr:`SendSchedule.wake_at`
+(or its deadline) and reports each reply with :meth:`SendSchedule.answered`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from ._aggregate import Address
+from ._retry import RetryPolicy
+from ._rtt import RttEstimate
+
+#: A query woken this long (seconds) after its retry time found the event
+#: loop saturated: its replies may be waiting, unread, in the client's socket.
+LATE_WAKE = 0.02
+
+
+class Due(NamedTuple):
+    """What :meth:`SendSchedule.due` says to send now."""
+
+    #: send the request to these now: retransmissions, and the hedge if any
+    peers: list[Address]
+    #: a peer outside the first sample, asked for the first time (among ``peers``)
+    hedge: Address | None = None
+    #: the retransmissions due were put off, because the wake came late
+    deferred: bool = False
+
+
+_NOTHING = Due([])
+
+
+class _Sends:
+    """The sends to one silent peer: how many, the last, and when the next is due."""
+
+    __slots__ = ("estimate", "last_sent", "next_at", "sends")
+
+    def __init__(self, estimate: RttEstimate | None, now: float, next_at: float) -> None:
+        self.estimate = estimate
+        self.sends = 1
+        self.last_sent = now
+        self.next_at = next_at
+
+
+class SendSchedule:
+    """When one request goes to each of its peers, from its first send to its verdict.
+
+    ``targets`` are asked at ``now`` (the caller sends that first fan-out).
+    Each silent peer is asked again ``policy.interval(n)`` after its previous
+    send. When ``policy.adaptive``, the first of those waits stretches to the
+    peer's measured retransmission timeout if longer (at most
+    ``policy.max_timeout``): a peer known to be slow is asked again once its
+    reply is overdue. Silence past that is evidence against the estimate,
+    and the schedule's pace resumes. No wait is ever shorter than the
+    schedule's. Once ``policy.hedge_after`` seconds have passed with fewer
+    than ``needed`` replies, one peer of ``peers`` not asked yet is asked too,
+    and another every ``policy.max_interval`` while the quorum is still short.
+    ``estimate_of`` gives each peer's :class:`RttEstimate` (shared between
+    requests), which :meth:`answered` updates; without it, nothing is learned.
+    """
+
+    __slots__ = (
+        "_adaptive",
+        "_asked",
+        "_choose",
+        "_estimate_of",
+        "_hedge_at",
+        "_needed",
+        "_peers",
+        "_policy",
+        "_received",
+        "_silent",
+        "wake_at",
+    )
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        targets: Sequence[Address],
+        now: float,
+        *,
+        needed: int,
+        peers: Sequence[Address] = (),
+        estimate_of: Callable[[Address], RttEstimate] | None = None,
+        choose: Callable[[Sequence[Address]], Address] = random.choice,
+    ) -> None:
+        self._policy = policy
+        self._adaptive = policy.enabled and policy.adaptive and estimate_of is not None
+        self._needed = needed
+        self._received = 0
+        self._peers = peers
+        self._choose = choose
+        self._estimate_of = estimate_of if self._adaptive else None
+        self._silent: dict[Address, _Sends] = {}
+        self._asked: list[Address] = []  # while hedging may come: who may not be a hedge
+        first = policy.interval(1) if policy.enabled else math.inf
+        for peer in targets:
+            if not self._adaptive or estimate_of is None:
+                self._silent[peer] = _Sends(None, now, now + first)
+            else:
+                estimate = estimate_of(peer)
+                self._silent[peer] = _Sends(
+                    estimate, now, now + policy.interval_for(1, estimate.timeout)
+                )
+        hedge_after = policy.hedge_after
+        if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
+            self._hedge_at = math.inf
+        else:
+            self._asked = list(targets)
+            self._hedge_at = now + hedge_after
+        self.wake_at = self._earliest()
+
+    @property
+    def silent(self) -> list[Address]:
+        """The peers asked that have not answered, in the order they were asked."""
+        return list(self._silent)
+
+    def sends_to(self, peer: Address) -> int:
+        """How many times ``peer`` has been sent the request (0: never, or it answered)."""
+        sends = self._silent.get(peer)
+        return 0 if sends is None else sends.sends
+
+    def due(self, now: float) -> Due:
+        """What to send at ``now``; the sends it returns count as made at ``now``.
+
+        A wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
+        an adaptive schedule, puts the retransmissions due off instead (at
+        least as long again as the wake was late): the event loop is
+        saturated, and asking again would add to the load it is drowning in.
+        """
+        if now < self.wake_at:
+            return _NOTHING
+        late = now - self.wake_at
+        policy = self._policy
+        if self._adaptive and late > LATE_WAKE:
+            for sends in self._silent.values():
+                if sends.next_at <= now:
+                    sends.next_at = now + max(late, self._interval(sends, sends.sends))
+            self._hedge_at = max(self._hedge_at, now + late)
+            self.wake_at = self._earliest()
+            return Due([], None, True)
+        peers = []
+        for peer, sends in self._silent.items():
+            if sends.next_at <= now:
+                sends.sends += 1
+                sends.last_sent = now
+                sends.next_at = now + self._interval(sends, sends.sends)
+                peers.append(peer)
+        hedge = None
+        if now >= self._hedge_at:
+            hedge = self._hedge(now)
+            self._hedge_at = now + policy.max_interval if hedge is not None else math.inf
+            if hedge is not None:
+                peers.append(hedge)
+        self.wake_at = self._earliest()
+        return Due(peers, hedge)
+
+    def answered(self, peer: Address, now: float) -> None:
+        """``peer`` replied at ``now``: it is asked no more, and its round trip is learned.
+
+        A reply to a request sent once is a round trip; to one sent several
+        times, :meth:`RttEstimate.answered_last` takes what it can. A peer
+        not asked, or answered before, changes nothing.
+        """
+        sends = self._silent.pop(peer, None)
+        if sends is None:
+            return
+        self._received += 1
+        estimate = sends.estimate
+        if estimate is not None:
+            if sends.sends == 1:
+                estimate.sample(now - sends.last_sent)
+            else:
+                estimate.answered_last(now - sends.last_sent)
+        if self._received == self._needed or sends.next_at <= self.wake_at:
+            # The quorum is in (no more hedges), or this peer's send was next.
+            self._hedge_at = math.inf if self._received >= self._needed else self._hedge_at
+            self.wake_at = self._earliest()
+
+    def end(self, now: float) -> None:
+        """The request ends at ``now``, its silent peers unheard.
+
+        A peer whose estimate held back a retransmission the schedule would
+        have sent by now is :meth:`doubted <RttEstimate.doubt>`: its estimate
+        may be out of date, and it is no longer tested while it is trusted.
+        """
+        policy = self._policy
+        for sends in self._silent.values():
+            estimate = sends.estimate
+            scheduled = sends.last_sent + policy.interval(sends.sends)
+            if estimate is not None and now > scheduled and sends.next_at > scheduled:
+                estimate.doubt()
+
+    def _interval(self, sends: _Sends, retransmission: int) -> float:
+        # Only the first wait stretches to the estimate: silence past the
+        # peer's timeout is evidence against the estimate (it has changed, or
+        # the datagram was lost), and the schedule's pace is right for both.
+        estimate = sends.estimate
+        if estimate is None or retransmission > 1:
+            return self._policy.interval(retransmission)
+        return self._policy.interval_for(1, estimate.timeout)
+
+    def _hedge(self, now: float) -> Address | None:
+        """A peer not asked yet, now asked too; None if every peer was."""
+        if self._received >= self._needed:
+            return None
+        asked = self._asked
+        spare = [peer for peer in self._peers if peer not in asked]
+        if not spare:
+            return None
+        peer = self._choose(spare)
+        asked.append(peer)
+        estimate = None if self._estimate_of is None else self._estimate_of(peer)
+        sends = _Sends(estimate, now, now)
+        sends.next_at = now + self._interval(sends, 1)
+        self._silent[peer] = sends
+        return peer
+
+    def _earliest(self) -> float:
+        earliest = self._hedge_at if self._received < self._needed else math.inf
+        for sends in self._silent.values():
+            earliest = min(earliest, sends.next_at)
+        return earliest
