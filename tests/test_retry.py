@@ -16,10 +16,6 @@ def test_retry_policy_schedule() -> None:
     assert [policy.interval(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
     assert policy.interval(10_000) == 0.5
     assert not RetryPolicy.off().enabled
-    assert policy.hedges(0.6, received=1, needed=2)
-    assert not policy.hedges(0.4, received=1, needed=2)
-    assert not policy.hedges(0.6, received=2, needed=2)
-    assert not RetryPolicy(hedge_after=None).hedges(99, 0, 2)
 
 
 @pytest.mark.parametrize(
@@ -59,10 +55,7 @@ def test_retry_intervals_for_other_multipliers(multiplier: float, intervals: lis
     assert RetryPolicy(initial=2.0, max_interval=0.5).interval(1) == 0.5
 
 
-def test_hedging_starts_exactly_at_hedge_after() -> None:
-    policy = RetryPolicy(hedge_after=0.5)
-    assert policy.hedges(0.5, received=1, needed=2)
-    assert not policy.hedges(0.49, received=0, needed=2)  # too early, however few replied
+def test_off_is_off() -> None:
     assert RetryPolicy.off().enabled is False
     assert RetryPolicy().enabled is True
 

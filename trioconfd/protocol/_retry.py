@@ -25,19 +25,21 @@ class RetryPolicy:
     once), ``initial`` seconds after it was first sent, then at intervals
     growing ``multiplier`` times, at most ``max_interval`` apart, until the
     quorum or the deadline. If by ``hedge_after`` seconds fewer replies than
-    the quorum have come and some peers were not in the sample, each
-    retransmission also asks one of them (hedging; ``None`` never hedges).
-    Hedged peers count towards the quorum of the first sample.
+    the quorum have come and some peers were not in the sample, one of them
+    is asked too, and another every ``max_interval`` while the quorum is
+    still short (hedging; ``None`` never hedges). Hedged peers count towards
+    the quorum of the first sample.
 
     Each peer keeps its own times (:class:`SendSchedule`): a peer whose
     datagram was lost is asked again on its own schedule, whoever else is
-    silent. When ``adaptive`` (the default), a peer's intervals also stretch
+    silent. When ``adaptive`` (the default), a peer's first wait stretches
     to its retransmission timeout, estimated from its replies as TCP does
     (:class:`RttEstimate`, ``srtt + 4 * rttvar``), when that is longer, up
     to ``max_timeout``: a peer seen to answer slowly is asked again when its
-    reply is overdue, not before. Silence alone stretches nothing (a lost
-    datagram looks like silence too), so no peer is ever asked sooner than
-    the schedule above, and a prompt one exactly on it.
+    reply is overdue, not before; past that, the schedule's pace resumes.
+    Silence alone stretches nothing (a lost datagram looks like silence
+    too), so no peer is ever asked sooner than the schedule above, and a
+    prompt one exactly on it.
 
     The defaults suit a LAN: with 30% of datagrams lost each way, a 3-peer
     query has eight tries per peer in 3 s and fails to reach its quorum about
@@ -96,7 +98,3 @@ class RetryPolicy:
         if not self.adaptive or not timeout > scheduled:
             return scheduled
         return max(scheduled, min(timeout, self.max_timeout))
-
-    def hedges(self, elapsed: float, received: int, needed: int) -> bool:
-        """Whether a retransmission ``elapsed`` seconds in should also ask a new peer."""
-        return self.hedge_after is not None and elapsed >= self.hedge_after and received < needed
