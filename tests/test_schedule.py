@@ -341,3 +341,163 @@ def test_slow_peers_cost_fewer_datagrams_when_adapting() -> None:
     fixed = run_queries(FIXED, cluster, queries=100)
     assert adaptive.latencies == fixed.latencies
     assert adaptive.datagrams < 0.85 * fixed.datagrams
+
+
+# -- boundaries and corners (each kills a mutant that survived the tests above)
+
+
+def test_a_new_estimate_knows_nothing() -> None:
+    estimate = RttEstimate()
+    assert (estimate.srtt, estimate.rttvar, estimate.doubted) == (None, 0.0, False)
+
+
+def test_the_restart_needs_strictly_four_times_quicker() -> None:
+    estimate = RttEstimate()
+    estimate.sample(1.0)
+    estimate.sample(0.25)  # exactly four times: smoothed, not a restart
+    assert estimate.srtt == pytest.approx(1.0 - 0.75 / 8)
+    estimate = RttEstimate()
+    estimate.sample(1.0)
+    estimate.answered_last(0.25)  # exactly four times, after several sends: teaches nothing
+    estimate.answered_last(1.0)  # exactly srtt: nothing either (not longer)
+    assert (estimate.srtt, estimate.rttvar) == (1.0, 0.5)
+
+
+def test_a_reply_at_once_after_several_sends_is_a_round_trip_of_zero() -> None:
+    estimate = RttEstimate()
+    estimate.answered_last(0.0)
+    assert estimate.srtt == 0.0
+
+
+def test_a_confirmed_estimate_takes_three_new_doubts() -> None:
+    estimate = RttEstimate()
+    estimate.sample(1.0)
+    estimate.doubt()
+    estimate.answered_last(0.5)  # confirms it
+    estimate.doubt()
+    estimate.doubt()
+    assert not estimate.doubted
+    estimate.doubt()
+    assert estimate.doubted
+
+
+def test_no_spare_peer_means_no_wake_for_hedging() -> None:
+    policy = RetryPolicy(initial=1.0, max_interval=1.0, hedge_after=0.1, adaptive=False)
+    assert SendSchedule(policy, [A, B], 0.0, needed=2, peers=[A, B]).wake_at == 1.0
+
+
+def test_a_wake_exactly_late_wake_late_still_sends() -> None:
+    _, estimate_of = estimates()
+    schedule = SendSchedule(RetryPolicy(), [A], -0.1, needed=1, estimate_of=estimate_of)
+    assert schedule.wake_at == 0.0
+    due = schedule.due(LATE_WAKE)
+    assert (due.peers, due.deferred) == ([A], False)
+
+
+def test_a_late_wake_puts_a_due_hedge_off_too() -> None:
+    _, estimate_of = estimates()
+    policy = RetryPolicy(initial=0.1, hedge_after=0.1)
+    schedule = SendSchedule(policy, [A], 0.0, needed=1, peers=[A, B], estimate_of=estimate_of)
+    due = schedule.due(0.5)  # 0.4 s late for both
+    assert due.deferred
+    assert due.hedge is None
+    assert schedule.wake_at >= 0.5 + 0.4
+
+
+def test_a_hedge_with_none_left_to_ask_stops_the_hedging_wakes() -> None:
+    known, estimate_of = estimates()
+    for peer in (A, B):
+        known[peer] = RttEstimate()
+        known[peer].srtt, known[peer].rttvar = 2.0, 0.25  # rto 3 s
+    policy = RetryPolicy(hedge_after=0.1, max_interval=0.5)
+    schedule = SendSchedule(policy, [A, B], 0.0, needed=2, peers=[A, B, C], estimate_of=estimate_of)
+    assert schedule.due(0.1).hedge == C
+    schedule.answered(C, 0.15)  # 1 of 2: the quorum is still short
+    assert schedule.wake_at == pytest.approx(0.6)  # the next hedge is due then...
+    assert schedule.due(0.6) == ([], None, False)  # ...but no peer is left to ask
+    assert schedule.wake_at == pytest.approx(3.0)  # A and B, when overdue
+
+
+def test_no_hedge_once_the_quorum_is_in_even_when_woken_for_a_retransmission() -> None:
+    policy = RetryPolicy(initial=0.5, max_interval=0.5, hedge_after=0.5, adaptive=False)
+    schedule = SendSchedule(policy, [A, B], 0.0, needed=1, peers=[A, B, C])
+    schedule.answered(A, 0.01)  # the quorum; a stream still waits for B
+    assert schedule.due(0.5) == ([B], None, False)
+
+
+def test_each_hedge_is_a_peer_not_asked_before() -> None:
+    policy = RetryPolicy(initial=5.0, max_interval=0.5, hedge_after=0.5, adaptive=False)
+    schedule = SendSchedule(
+        policy, [A], 0.0, needed=2, peers=[A, B, C, D], choose=lambda spare: spare[0]
+    )
+    assert [schedule.due(t).hedge for t in (0.5, 1.0, 1.5, 2.0)] == [B, C, D, None]
+
+
+def test_a_hedged_peer_is_timed_and_measured_by_its_own_estimate() -> None:
+    known, estimate_of = estimates()
+    known[B] = RttEstimate()
+    known[B].srtt, known[B].rttvar = 1.0, 0.125  # rto 1.5 s
+    policy = RetryPolicy(hedge_after=0.2)
+    schedule = SendSchedule(
+        policy, [A], 0.0, needed=1, peers=[A, B, C], estimate_of=estimate_of, choose=min
+    )
+    assert schedule.due(0.1).peers == [A]
+    assert schedule.due(0.2).hedge == B
+    assert schedule.sends_to(B) == 1
+    schedule.answered(A, 0.25)
+    assert schedule.wake_at == pytest.approx(0.2 + 1.5)  # B's own, stretched first wait
+    fixed = SendSchedule(
+        RetryPolicy(hedge_after=0.2, adaptive=False),
+        [A],
+        0.0,
+        needed=1,
+        peers=[A, B, C],
+        choose=min,
+    )
+    fixed.due(0.1)
+    assert fixed.due(0.2).hedge == B
+    fixed.answered(A, 0.25)
+    assert fixed.wake_at == pytest.approx(0.2 + 0.1)  # no estimate: the schedule's wait
+    schedule.answered(B, 0.8)  # one send, one reply 0.6 s later: a round trip
+    assert known[B].srtt == pytest.approx(1.0 * 7 / 8 + 0.6 / 8)
+    known[C] = RttEstimate()
+    unlearning = SendSchedule(
+        RetryPolicy(hedge_after=0.2, adaptive=False),
+        [A],
+        0.0,
+        needed=2,
+        peers=[A, C],
+        estimate_of=estimate_of,
+    )
+    assert unlearning.due(0.2).hedge == C
+    unlearning.answered(C, 0.3)
+    assert known[C].srtt is None  # the fixed schedule learns nothing, hedges included
+
+
+def test_ending_exactly_when_the_schedule_would_have_sent_doubts_nothing() -> None:
+    known, estimate_of = estimates()
+    known[A] = RttEstimate()
+    known[A].sample(1.0)
+    policy = RetryPolicy(initial=0.125, max_interval=0.5)
+    for _ in range(3):
+        SendSchedule(policy, [A], 0.0, needed=1, estimate_of=estimate_of).end(0.125)
+    assert not known[A].doubted
+
+
+def test_a_late_wake_puts_off_every_send_due_by_then() -> None:
+    known, estimate_of = estimates()
+    known[B] = RttEstimate()
+    known[B].srtt, known[B].rttvar = 0.3, 0.05  # rto 0.5 s
+    schedule = SendSchedule(RetryPolicy(), [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    due = schedule.due(0.5)  # late for A (0.1), and exactly B's time
+    assert due.deferred
+    assert schedule.wake_at > 0.5  # B too was put off
+
+
+def test_a_peer_asked_on_the_schedule_is_not_doubted() -> None:
+    known, estimate_of = estimates()
+    known[A] = RttEstimate()
+    known[A].sample(0.002)  # quick: its first wait is the schedule's
+    for _ in range(3):
+        SendSchedule(RetryPolicy(), [A], 0.0, needed=1, estimate_of=estimate_of).end(0.2)
+    assert not known[A].doubted

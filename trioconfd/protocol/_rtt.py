@@ -97,8 +97,8 @@ class RttEstimate:
         any copy; it teaches no round trip, but shows the peer has not
         turned quick, which is all a :attr:`doubted` estimate waited for.
         """
-        if not 0 <= seconds < math.inf:
-            return
+        if not seconds >= 0:
+            return  # a clock that went backwards, or NaN (inf is ignored by sample)
         srtt = self.srtt
         if srtt is None or seconds > srtt or seconds * _RESTART_RATIO < srtt:
             self.sample(seconds)

@@ -101,15 +101,9 @@ class SendSchedule:
         self._estimate_of = estimate_of if self._adaptive else None
         self._silent: dict[Address, _Sends] = {}
         self._asked: list[Address] = []  # while hedging may come: who may not be a hedge
-        first = policy.interval(1) if policy.enabled else math.inf
         for peer in targets:
-            if not self._adaptive or estimate_of is None:
-                self._silent[peer] = _Sends(None, now, now + first)
-            else:
-                estimate = estimate_of(peer)
-                self._silent[peer] = _Sends(
-                    estimate, now, now + policy.interval_for(1, estimate.timeout)
-                )
+            estimate = None if self._estimate_of is None else self._estimate_of(peer)
+            self._silent[peer] = _Sends(estimate, now, now + self._wait(estimate, 1))
         hedge_after = policy.hedge_after
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
             self._hedge_at = math.inf
@@ -132,18 +126,17 @@ class SendSchedule:
         """What to send at ``now``; the sends it returns count as made at ``now``.
 
         A wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
-        an adaptive schedule, puts the retransmissions due off instead (at
-        least as long again as the wake was late): the event loop is
+        an adaptive schedule, puts the retransmissions due off instead (by
+        the schedule's interval, or as long again as the wake was late): the event loop is
         saturated, and asking again would add to the load it is drowning in.
         """
         if now < self.wake_at:
             return _NOTHING
         late = now - self.wake_at
-        policy = self._policy
         if self._adaptive and late > LATE_WAKE:
             for sends in self._silent.values():
                 if sends.next_at <= now:
-                    sends.next_at = now + max(late, self._interval(sends, sends.sends))
+                    sends.next_at = now + max(late, self._policy.interval(sends.sends))
             self._hedge_at = max(self._hedge_at, now + late)
             self.wake_at = self._earliest()
             return Due([], None, True)
@@ -152,14 +145,13 @@ class SendSchedule:
             if sends.next_at <= now:
                 sends.sends += 1
                 sends.last_sent = now
-                sends.next_at = now + self._interval(sends, sends.sends)
+                # A retransmission, so the schedule's wait (only a first
+                # wait stretches to the estimate).
+                sends.next_at = now + self._policy.interval(sends.sends)
                 peers.append(peer)
-        hedge = None
-        if now >= self._hedge_at:
-            hedge = self._hedge(now)
-            self._hedge_at = now + policy.max_interval if hedge is not None else math.inf
-            if hedge is not None:
-                peers.append(hedge)
+        hedge = self._hedge(now) if now >= self._hedge_at else None
+        if hedge is not None:
+            peers.append(hedge)
         self.wake_at = self._earliest()
         return Due(peers, hedge)
 
@@ -182,7 +174,6 @@ class SendSchedule:
                 estimate.answered_last(now - sends.last_sent)
         if self._received == self._needed or sends.next_at <= self.wake_at:
             # The quorum is in (no more hedges), or this peer's send was next.
-            self._hedge_at = math.inf if self._received >= self._needed else self._hedge_at
             self.wake_at = self._earliest()
 
     def end(self, now: float) -> None:
@@ -199,29 +190,29 @@ class SendSchedule:
             if estimate is not None and now > scheduled and sends.next_at > scheduled:
                 estimate.doubt()
 
-    def _interval(self, sends: _Sends, retransmission: int) -> float:
+    def _wait(self, estimate: RttEstimate | None, retransmission: int) -> float:
+        """Seconds from a peer's previous send to retransmission ``retransmission``."""
+        policy = self._policy
+        if not policy.enabled:
+            return math.inf
         # Only the first wait stretches to the estimate: silence past the
         # peer's timeout is evidence against the estimate (it has changed, or
         # the datagram was lost), and the schedule's pace is right for both.
-        estimate = sends.estimate
         if estimate is None or retransmission > 1:
-            return self._policy.interval(retransmission)
-        return self._policy.interval_for(1, estimate.timeout)
+            return policy.interval(retransmission)
+        return policy.interval_for(1, estimate.timeout)
 
     def _hedge(self, now: float) -> Address | None:
-        """A peer not asked yet, now asked too; None if every peer was."""
-        if self._received >= self._needed:
-            return None
-        asked = self._asked
-        spare = [peer for peer in self._peers if peer not in asked]
-        if not spare:
+        """A peer not asked yet, asked now (the next one a ``max_interval`` on); or None."""
+        spare = [peer for peer in self._peers if peer not in self._asked]
+        if self._received >= self._needed or not spare:
+            self._hedge_at = math.inf
             return None
         peer = self._choose(spare)
-        asked.append(peer)
+        self._asked.append(peer)
         estimate = None if self._estimate_of is None else self._estimate_of(peer)
-        sends = _Sends(estimate, now, now)
-        sends.next_at = now + self._interval(sends, 1)
-        self._silent[peer] = sends
+        self._silent[peer] = _Sends(estimate, now, now + self._wait(estimate, 1))
+        self._hedge_at = now + self._policy.max_interval
         return peer
 
     def _earliest(self) -> float:
