@@ -3,7 +3,10 @@ always fire, closed means closed, and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,12 +18,20 @@ import trio
 import trio.testing
 
 from trioconfd import (
+    ConfdClientBrokenError,
     ConfdClientClosedError,
     ConfdClientError,
     ConfdRequest,
     RequestType,
     RetryPolicy,
     open_confd_client,
+)
+from trioconfd.testing import (
+    ConfdServer,
+    FaultProxy,
+    fault_proxy,
+    make_cluster_config,
+    serve_confd,
 )
 
 from .responders import answer_ping, run_responders, silent, wait_until
@@ -55,6 +66,10 @@ class RecordingSocket(trio.socket.SocketType):
 
     def getsockname(self) -> Any:
         return self._inner.getsockname()
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return self._inner.family
 
     async def sendto(self, *args: Any) -> int:
         self._calls["sendto"] += 1
@@ -237,11 +252,12 @@ async def test_a_dead_receive_task_closes_the_client() -> None:
                 async def wait_in_flight(client: Any) -> None:
                     try:
                         await client.query(RequestType.PING, timeout=60)
-                    except ConfdClientClosedError as exc:
+                    except ConfdClientBrokenError as exc:
                         waiting.append(exc)
 
-                # The receive task's own failure surfaces as Trio's tasks' failures do.
-                with pytest.raises(ExceptionGroup) as failed:  # noqa: PT012
+                # The receive task's own failure surfaces from the client's block,
+                # unwrapped: it is the one failure there.
+                with pytest.raises(RuntimeError, match="a bug in the socket"):  # noqa: PT012
                     async with open_confd_client(KEY, [r.address for r in responders]) as client:
                         outer.start_soon(wait_in_flight, client)
                         await wait_until(lambda: client.outstanding == 1)
@@ -249,11 +265,12 @@ async def test_a_dead_receive_task_closes_the_client() -> None:
                         # Wake the receive task so that its next read fails.
                         await responders[0].sock.sendto(b"x", client.local_address[:2])
                         await trio.sleep_forever()
-    assert failed.group_contains(RuntimeError, match="a bug in the socket")
     assert len(waiting) == 1
     assert "receive task has stopped" in str(waiting[0])
+    assert isinstance(waiting[0], trio.BrokenResourceError)
+    assert isinstance(waiting[0].__cause__, RuntimeError)
     assert client.closed
-    with pytest.raises(ConfdClientClosedError, match="receive task has stopped"):
+    with pytest.raises(ConfdClientBrokenError, match="receive task has stopped"):
         await client.query(RequestType.PING)
 
 
@@ -360,7 +377,8 @@ async def test_a_socket_that_keeps_failing_does_not_hog_the_loop() -> None:
         with installed(factory):
             async with open_confd_client(KEY, [r.address for r in responders]) as client:
                 ticks = 0
-                factory.fail_receive.extend(OSError("no route") for _ in range(200))
+                unreachable = OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))
+                factory.fail_receive.extend(unreachable for _ in range(200))
                 while factory.fail_receive:  # the receive task works through them...
                     ticks += 1
                     await trio.lowlevel.checkpoint()
@@ -405,3 +423,140 @@ async def test_a_bad_quorum_rule_is_named_and_leaves_nothing_behind(
             await client.wait_for_reply(request.rsalt, timeout=1)
         assert client.outstanding == 1  # only the send_request one, until it expires
         assert client.stats.accepted <= 3
+
+
+async def test_a_second_reader_of_an_ended_stream_steals_no_later_reply() -> None:
+    # Two tasks read one stream; one gives up, then the block exits while the
+    # other still waits. That reader must be told at once that the request
+    # ended, and the channel must not serve the next query under its feet.
+    slow_retry = RetryPolicy(initial=5, max_interval=5)
+    async with (
+        run_responders(2, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders], retry=slow_retry) as client,
+    ):
+        outcomes: list[BaseException | None] = []
+        stolen: list[object] = []
+
+        async def read(replies: Any) -> None:
+            try:
+                async for peer_reply in replies:
+                    stolen.append(peer_reply)
+                outcomes.append(None)
+            except trio.ClosedResourceError as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as readers:
+            async with client.request(RequestType.PING, coverage=-1, timeout=5) as replies:
+                readers.start_soon(read, replies)  # one reader waits...
+                await trio.testing.wait_all_tasks_blocked()
+                with trio.move_on_after(0.05):
+                    await replies.__anext__()  # ...another gives up
+            await trio.testing.wait_all_tasks_blocked()
+            # The block has exited: the waiting reader has ended already.
+            assert len(outcomes) == 1
+            for r in responders:
+                r.handler = answer_ping(serial=6)
+            result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+        assert stolen == []
+        assert isinstance(outcomes[0], ConfdClientError)
+        assert "has ended" in str(outcomes[0])
+        assert (result.received, result.serial) == (2, 6)
+
+
+class FullBufferSocket(RecordingSocket):
+    """A socket whose send buffer is full until ``drained`` is set; as a real trio
+    socket does, it refuses a second task's send while one waits to send."""
+
+    drained = trio.Event()
+    busy = False
+
+    async def sendto(self, *args: Any) -> int:
+        cls = FullBufferSocket
+        if cls.busy:
+            raise trio.BusyResourceError("another task is using this socket")
+        if not cls.drained.is_set():
+            cls.busy = True
+            try:
+                await cls.drained.wait()
+            finally:
+                cls.busy = False
+        return await super().sendto(*args)
+
+
+async def test_concurrent_sends_wait_their_turn_when_the_send_buffer_is_full() -> None:
+    FullBufferSocket.drained = trio.Event()
+    async with run_responders(2, KEY, answer_ping(serial=8)) as responders:
+        with installed(RecordingFactory(FullBufferSocket)):
+            async with (
+                open_confd_client(KEY, [r.address for r in responders]) as client,
+                trio.open_nursery() as nursery,
+            ):
+                results: list[Any] = []
+
+                async def ask() -> None:
+                    results.append(await client.query(RequestType.PING, coverage=-1, timeout=5))
+
+                for _ in range(3):
+                    nursery.start_soon(ask)
+                await trio.testing.wait_all_tasks_blocked()
+                FullBufferSocket.drained.set()
+    assert [(result.ok, result.serial) for result in results] == [(True, 8)] * 3
+
+
+async def test_a_socket_error_that_is_no_unreachable_peer_closes_the_client_with_it() -> None:
+    async with run_responders(1, KEY, answer_ping(serial=2)) as responders:
+        factory = RecordingFactory()
+        with installed(factory), pytest.raises(OSError, match="Invalid argument"):  # noqa: PT012
+            async with open_confd_client(KEY, [r.address for r in responders]) as client:
+                factory.fail_receive.append(OSError(errno.EINVAL, os.strerror(errno.EINVAL)))
+                await responders[0].sock.sendto(b"wake", client.local_address[:2])
+                await trio.sleep(5)  # (a swallowed error: the test fails after this)
+    assert client.closed
+    with pytest.raises(ConfdClientBrokenError, match=r"the socket failed: .*Invalid argument"):
+        await client.query(RequestType.PING)
+
+
+@pytest.mark.parametrize("server_side", ["serve_confd", "fault_proxy"])
+async def test_the_servers_read_on_past_an_unreachable_peer_and_stop_on_other_errors(
+    server_side: str,
+) -> None:
+    config = make_cluster_config(nodes=3)
+    factory = RecordingFactory()
+    refused = OSError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+    invalid = OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    async with serve_confd(config, KEY) as upstream:
+        with installed(factory):
+            opened: contextlib.AbstractAsyncContextManager[ConfdServer | FaultProxy]
+            if server_side == "serve_confd":
+                opened = serve_confd(config, KEY)
+            else:
+                opened = fault_proxy(upstream.address)
+            with pytest.raises(OSError, match="Invalid argument"):  # noqa: PT012
+                async with opened as server:
+                    factory.fail_receive.append(refused)
+                    async with open_confd_client(KEY, [server.address]) as client:
+                        result = await client.query(RequestType.PING, timeout=5)
+                        assert result.ok  # served on past the refusal
+                        factory.fail_receive.append(invalid)
+                        await client.query(RequestType.PING, timeout=0.5)
+                    await trio.sleep(5)  # (a swallowed error: the test fails after this)
+
+
+def test_errors_are_builtin_kinds_and_print_with_public_names() -> None:
+    import traceback
+
+    import trioconfd
+
+    with pytest.raises(ValueError, match="MasterField") as value_error:
+        trioconfd.requests.cluster_master(fields=["no such field"])  # type: ignore[list-item]
+    assert isinstance(value_error.value, ConfdClientError)
+    with pytest.raises(TypeError, match="query must be") as type_error:
+        ConfdRequest(RequestType.PING, 3)  # type: ignore[arg-type]
+    assert isinstance(type_error.value, ConfdClientError)
+    shown = "".join(traceback.format_exception_only(type_error.value))
+    assert shown.startswith("trioconfd.ConfdArgument")
+    for name in trioconfd.__all__:
+        value = getattr(trioconfd, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert value.__module__ == "trioconfd", name
+            assert "trioconfd." + name == f"{value.__module__}.{value.__qualname__}"

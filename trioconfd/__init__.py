@@ -15,7 +15,9 @@ from .client import (
     Callback,
     ClientStats,
     ConfdClient,
+    ConfdClientBrokenError,
     ConfdClientClosedError,
+    ConfdRequestEndedError,
     InsecureKeyFileWarning,
     LocalAddress,
     PeerSpec,
@@ -42,6 +44,8 @@ from .protocol import (
     UPCALL_EXPIRE,
     UPCALL_REPLY,
     Address,
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdError,
     ConfdMagicError,
@@ -87,7 +91,10 @@ __all__ = [
     "Address",
     "Callback",
     "ClientStats",
+    "ConfdArgumentError",
+    "ConfdArgumentTypeError",
     "ConfdClient",
+    "ConfdClientBrokenError",
     "ConfdClientClosedError",
     "ConfdClientError",
     "ConfdError",
@@ -95,6 +102,7 @@ __all__ = [
     "ConfdProtocolError",
     "ConfdReply",
     "ConfdRequest",
+    "ConfdRequestEndedError",
     "ConfdSignatureError",
     "ErrorCode",
     "HmacKey",
@@ -133,3 +141,16 @@ __all__ = [
     "unpack_reply",
     "unpack_request",
 ]
+
+
+def _publish_exceptions() -> None:
+    """Errors print as ``trioconfd.ConfdClientError``, where users catch them, not
+    as the private module that defines them."""
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if isinstance(value, type) and issubclass(value, BaseException):
+            value.__module__ = __name__
+
+
+_publish_exceptions()

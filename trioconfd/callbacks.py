@@ -12,12 +12,17 @@ import logging
 from typing import Any
 
 from .client import Callback, Upcall
-from .protocol import ConfdClientError, ConfdReply, UpcallType
+from .protocol import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
+    ConfdReply,
+    UpcallType,
+)
 
 
 def _check_callable(callback: object) -> None:
     if not callable(callback):
-        raise ConfdClientError(f"callback must be callable, not {type(callback).__name__}")
+        raise ConfdArgumentTypeError(f"callback must be callable, not {type(callback).__name__}")
 
 
 class FilterCallback:
@@ -83,7 +88,7 @@ class CountingCallback:
     def register_query(self, salt: str) -> None:
         """Start counting replies to the request with rsalt ``salt``."""
         if salt in self._answers:
-            raise ConfdClientError(f"query {salt!r} is registered already")
+            raise ConfdArgumentError(f"query {salt!r} is registered already")
         self._answers[salt] = 0
 
     def all_answered(self) -> bool:

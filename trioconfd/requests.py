@@ -15,12 +15,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from .protocol import ConfdClientError, ConfdRequest, MasterField, QueryKey, RequestType
+from .protocol import (
+    ConfdArgumentError,
+    ConfdRequest,
+    MasterField,
+    QueryKey,
+    RequestType,
+)
 
 
 def _name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfdClientError(f"{what} must be a non-empty string, not {value!r}")
+        raise ConfdArgumentError(f"{what} must be a non-empty string, not {value!r}")
     return value
 
 
@@ -31,7 +37,7 @@ def _ip(value: object, what: str) -> str:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        raise ConfdClientError(f"{what} must be an IP address, not {value!r}") from None
+        raise ConfdArgumentError(f"{what} must be an IP address, not {value!r}") from None
     return text
 
 
@@ -54,7 +60,7 @@ def cluster_master(fields: Iterable[MasterField | int] | None = None) -> ConfdRe
         # The daemon drops the request unless every field is a JSON integer.
         wire = [int(MasterField(field)) for field in fields]
     except (TypeError, ValueError):
-        raise ConfdClientError(f"fields must be MasterField values, not {fields!r}") from None
+        raise ConfdArgumentError(f"fields must be MasterField values, not {fields!r}") from None
     return ConfdRequest(RequestType.CLUSTER_MASTER, {QueryKey.FIELDS.value: wire})
 
 
@@ -72,7 +78,7 @@ def node_pip_by_instance_ip(ip: str, link: str | None = None) -> ConfdRequest:
 def node_pips_by_instance_ips(ips: Iterable[str], link: str | None = None) -> ConfdRequest:
     """NODE_PIP_BY_INSTANCE_IP with an IP list: one ``[status, answer, serial]`` per IP."""
     if isinstance(ips, str):
-        raise ConfdClientError("ips must be a list of addresses, not one string")
+        raise ConfdArgumentError("ips must be a list of addresses, not one string")
     wire = [_ip(ip, "each ip") for ip in ips]
     query = _with_link({QueryKey.IPLIST.value: wire}, link)
     return ConfdRequest(RequestType.NODE_PIP_BY_INSTANCE_IP, query)
@@ -114,7 +120,7 @@ def config_query(pointer: str) -> ConfdRequest:
     """CONFIG_QUERY: the configuration value at an RFC 6901 JSON pointer."""
     # The daemon answers "" and relative paths with an ARGUMENT error.
     if not isinstance(pointer, str) or not pointer.startswith("/"):
-        raise ConfdClientError(f"a JSON pointer starts with '/', not {pointer!r}")
+        raise ConfdArgumentError(f"a JSON pointer starts with '/', not {pointer!r}")
     return ConfdRequest(RequestType.CONFIG_QUERY, pointer)
 
 

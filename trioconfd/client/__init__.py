@@ -28,7 +28,7 @@ from ._peers import (
     parse_peers,
     resolve_peers,
 )
-from ._router import ConfdClientClosedError
+from ._router import ConfdClientBrokenError, ConfdClientClosedError, ConfdRequestEndedError
 from ._stats import ClientStats
 
 __all__ = [
@@ -37,7 +37,9 @@ __all__ = [
     "Callback",
     "ClientStats",
     "ConfdClient",
+    "ConfdClientBrokenError",
     "ConfdClientClosedError",
+    "ConfdRequestEndedError",
     "InsecureKeyFileWarning",
     "LocalAddress",
     "PeerSpec",

@@ -12,20 +12,23 @@ import trio
 async def background_tasks() -> AsyncIterator[trio.Nursery]:
     """Yield a nursery whose tasks are cancelled when the caller's block ends.
 
-    An exception from the caller's block is held until the nursery has closed
-    and then raised as itself, not wrapped in an ExceptionGroup, so callers of
-    a context manager built on this catch exactly what their block raised.
+    The nursery collects everything: the block's own exception and those of
+    its tasks. A lone one comes out as itself, not wrapped in an
+    ExceptionGroup, so callers of a context manager built on this catch
+    exactly what their block raised; several come out as the group, so none
+    is lost (as trio-websocket's ``open_websocket`` does).
     """
-    caller_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            yield nursery
-        except BaseException as exc:
-            caller_error = exc
-        finally:
-            nursery.cancel_scope.cancel()
-    if caller_error is not None:
-        try:
-            raise caller_error
-        finally:
-            caller_error = None  # no reference cycle through the traceback
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                yield nursery
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            lone = group.exceptions[0]
+            try:
+                raise lone from lone.__cause__
+            finally:
+                del lone, group  # no reference cycle through the traceback
+        raise

@@ -16,7 +16,8 @@ import trio
 from ..protocol import (
     EXPIRE_TIMEOUT,
     Address,
-    ConfdClientError,
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdReply,
     ConfdRequest,
     PeerReply,
@@ -158,7 +159,7 @@ class ConfdClient:
         """
         family, addresses = parse_peers(peers, self._port)
         if family != self._family:
-            raise ConfdClientError(
+            raise ConfdArgumentError(
                 f"the new peers are {family.name}, but this client's socket is {self._family.name}"
             )
         self._peers = addresses
@@ -240,7 +241,7 @@ class ConfdClient:
         seconds = check_timeout(timeout)
         deadline = trio.current_time() + seconds
         if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+            raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
         return Exchange(
@@ -271,9 +272,11 @@ class ConfdClient:
         """
         self._router.check_open()
         if not isinstance(request, ConfdRequest):
-            raise ConfdClientError(f"request must be a ConfdRequest, not {type(request).__name__}")
+            raise ConfdArgumentTypeError(
+                f"request must be a ConfdRequest, not {type(request).__name__}"
+            )
         if request.sent:
-            raise ConfdClientError(
+            raise ConfdArgumentError(
                 f"this ConfdRequest (rsalt {request.rsalt!r}) was sent before: a reply to that "
                 "send would be taken as an answer to this one; send request.renewed() instead"
             )

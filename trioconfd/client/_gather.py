@@ -19,7 +19,6 @@ import trio.lowlevel
 
 from ..protocol import (
     Address,
-    ConfdClientError,
     ConfdRequest,
     PeerReply,
     QueryResult,
@@ -29,8 +28,10 @@ from ..protocol import (
     SendSchedule,
     pack_request,
 )
-from ._router import Route, Router
+from ._router import ConfdRequestEndedError, Route, Router
 from ._stats import DISCARD_REASONS
+
+_ENDED = "this request has ended: its async with block has exited"
 
 
 class Exchange:
@@ -46,7 +47,6 @@ class Exchange:
         "_closed",
         "_discards_before",
         "_first_send",
-        "_reader_waiting",
         "_route",
         "_router",
         "_send_failures",
@@ -99,7 +99,6 @@ class Exchange:
         self._discards_before = router.stats.discard_counts()
         self._taken = 0
         self._closed = False
-        self._reader_waiting = False
 
     @property
     def request(self) -> ConfdRequest:
@@ -138,17 +137,14 @@ class Exchange:
     async def receive(self) -> PeerReply:
         """The next reply from the channel, counted (raises if the client or request closes)."""
         if self._closed:
-            raise ConfdClientError("this request has ended: its async with block has exited")
-        self._reader_waiting = True
+            raise ConfdRequestEndedError(_ENDED)
         try:
             peer_reply = await self._channel[1].receive()
-        except trio.EndOfChannel:
+        except trio.EndOfChannel:  # the client closed
             self._router.check_open()
-            raise ConfdClientError(
-                "this request has ended: its async with block has exited"
-            ) from None
-        finally:
-            self._reader_waiting = False
+            raise ConfdRequestEndedError(_ENDED) from None
+        except trio.ClosedResourceError:  # the request ended while this task waited
+            raise ConfdRequestEndedError(_ENDED) from None
         self._take(peer_reply)
         return peer_reply
 
@@ -203,11 +199,6 @@ class Exchange:
         self._closed = True
         self.schedule.end(trio.current_time())
         self._router.remove(self._route)
-        if self._reader_waiting:
-            # Another task still reads this stream: end its wait, and let the
-            # channel go rather than hand it to the next query.
-            self._channel[0].close()
-            return
         unread = len(self._route.answered) - self._taken
         self._router.recycle_channel(self._channel, self._capacity, unread)
 

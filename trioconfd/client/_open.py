@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..protocol import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdRequest,
     KeyLike,
@@ -45,7 +47,7 @@ DEFAULT_MAX_OUTSTANDING = 65536
 
 def _check_max_outstanding(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfdClientError(f"max_outstanding must be a positive integer, not {value!r}")
+        raise ConfdArgumentError(f"max_outstanding must be a positive integer, not {value!r}")
     return value
 
 
@@ -93,14 +95,14 @@ async def open_confd_client(
         peers = read_master_candidate_ips()
     port = default_port() if port is None else check_port(port)
     if callback is not None and not callable(callback):
-        raise ConfdClientError(f"callback must be callable, not {type(callback).__name__}")
+        raise ConfdArgumentTypeError(f"callback must be callable, not {type(callback).__name__}")
     if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfdClientError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
     max_outstanding = _check_max_outstanding(max_outstanding)
     try:
         log_interval = check_log_interval(log_interval)
     except ValueError as exc:
-        raise ConfdClientError(str(exc)) from None
+        raise ConfdArgumentError(str(exc)) from None
     family, addresses = await resolve_peers(peers, port)
     bind_to = parse_local_address(local_address, family)
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)

@@ -11,7 +11,14 @@ from typing import TypeAlias
 
 import trio
 
-from ..protocol import DEFAULT_PORT, SERVICE_NAME, Address, ConfdClientError
+from ..protocol import (
+    DEFAULT_PORT,
+    SERVICE_NAME,
+    Address,
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
+    ConfdClientError,
+)
 
 #: A peer: an IP address or host name (the client's port applies), an
 #: (address, port) pair, or "HOST:PORT" / "[IPv6]:PORT".
@@ -34,7 +41,7 @@ def default_port() -> int:
 def check_port(port: object, what: str = "port") -> int:
     """``port`` if it is a valid UDP port number, else a clear :class:`ConfdClientError`."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise ConfdClientError(f"{what} must be an integer from 1 to 65535, not {port!r}")
+        raise ConfdArgumentError(f"{what} must be an integer from 1 to 65535, not {port!r}")
     return port
 
 
@@ -66,7 +73,7 @@ def _is_host_name(host: str) -> bool:
 
 def _check_host(host: str, text: str) -> None:
     if _ip(host) is None and not _is_host_name(host):
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             f"bad peer {text!r}: {host!r} is not an IP address"
             + ("" if host.replace(".", "").isdigit() else " or a host name")
         )
@@ -79,27 +86,27 @@ def parse_peer_text(text: str) -> PeerSpec:
     A bad one is a :class:`ConfdClientError` that quotes it.
     """
     if not isinstance(text, str):
-        raise ConfdClientError(f"a peer written as text must be a str, not {text!r}")
+        raise ConfdArgumentTypeError(f"a peer written as text must be a str, not {text!r}")
     host, port = text, None
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
             if not rest.startswith(":"):
-                raise ConfdClientError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
+                raise ConfdArgumentError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
             port = rest[1:]
         if ":" not in host:
-            raise ConfdClientError(f"bad peer {text!r}: [...] is for IPv6 addresses")
+            raise ConfdArgumentError(f"bad peer {text!r}: [...] is for IPv6 addresses")
     elif text.count(":") == 1:
         host, port = text.split(":")
     _check_host(host, text)
     if port is None:
         return host
     if not (port.isascii() and port.isdigit()):
-        raise ConfdClientError(f"bad peer {text!r}: port {port!r} is not a number")
+        raise ConfdArgumentError(f"bad peer {text!r}: port {port!r} is not a number")
     try:
         return (host, check_port(int(port)))
     except ConfdClientError as exc:
-        raise ConfdClientError(f"bad peer {text!r}: {exc}") from None
+        raise ConfdArgumentError(f"bad peer {text!r}: {exc}") from None
 
 
 def _endpoint(peer: object, port: int) -> tuple[str, int]:
@@ -108,7 +115,7 @@ def _endpoint(peer: object, port: int) -> tuple[str, int]:
         peer = parse_peer_text(peer)
     if isinstance(peer, tuple):
         if len(peer) != 2:
-            raise ConfdClientError(f"peer {peer!r} must be an address or an (address, port) pair")
+            raise ConfdArgumentError(f"peer {peer!r} must be an address or an (address, port) pair")
         host, port = peer
         port = check_port(port, f"the port of peer {peer!r}")
     else:
@@ -116,12 +123,12 @@ def _endpoint(peer: object, port: int) -> tuple[str, int]:
     if isinstance(host, ipaddress.IPv4Address | ipaddress.IPv6Address):
         host = str(host)
     if not isinstance(host, str):
-        raise ConfdClientError(f"peer {peer!r} is not an IP address or a host name")
+        raise ConfdArgumentError(f"peer {peer!r} is not an IP address or a host name")
     ip = _ip(host)
     if ip is not None:
         return (str(ip), port)
     if not _is_host_name(host):
-        raise ConfdClientError(f"peer {peer!r} is not an IP address or a host name")
+        raise ConfdArgumentError(f"peer {peer!r} is not an IP address or a host name")
     return (host, port)
 
 
@@ -131,7 +138,9 @@ def _family(address: Address) -> socket.AddressFamily:
 
 def _as_list(peers: Iterable[PeerSpec]) -> list[PeerSpec]:
     if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
-        raise ConfdClientError(f"peers must be a list of addresses, not {type(peers).__name__}")
+        raise ConfdArgumentTypeError(
+            f"peers must be a list of addresses, not {type(peers).__name__}"
+        )
     return list(peers)
 
 
@@ -140,10 +149,10 @@ def _one_family(addresses: Iterable[Address]) -> tuple[socket.AddressFamily, lis
     # could only count once.
     unique = list(dict.fromkeys(addresses))
     if not unique:
-        raise ConfdClientError("the peer list is empty")
+        raise ConfdArgumentError("the peer list is empty")
     families = {_family(address) for address in unique}
     if len(families) > 1:
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             "peers mix IPv4 and IPv6 addresses (::ffff:a.b.c.d counts as IPv4); "
             "one client speaks one family"
         )
@@ -162,7 +171,7 @@ def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFam
     endpoints = [_endpoint(peer, port) for peer in _as_list(peers)]
     for host, _ in endpoints:
         if _ip(host) is None:
-            raise ConfdClientError(
+            raise ConfdArgumentError(
                 f"peer {host!r} is a host name; names are resolved when a client opens, "
                 "or by await trioconfd.resolve_peers(...): give addresses here"
             )
@@ -237,12 +246,12 @@ def parse_local_address(
         try:
             local_address = parse_peer_text(local_address)
         except ConfdClientError as exc:
-            raise ConfdClientError(str(exc).replace("bad peer", "bad local_address")) from None
+            raise ConfdArgumentError(str(exc).replace("bad peer", "bad local_address")) from None
     host: object = local_address
     port = 0
     if isinstance(local_address, tuple):
         if len(local_address) != 2:
-            raise ConfdClientError(f"{what} must be an address or an (address, port) pair")
+            raise ConfdArgumentError(f"{what} must be an address or an (address, port) pair")
         host, given_port = local_address
         if not (type(given_port) is int and given_port == 0):  # 0: any free port
             port = check_port(given_port, f"the port of {what}")
@@ -250,10 +259,10 @@ def parse_local_address(
         _ip(host) if isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address) else None
     )
     if ip is None:
-        raise ConfdClientError(f"{what} is not an IP address")
+        raise ConfdArgumentError(f"{what} is not an IP address")
     ip_family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
     if ip_family != family:
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             f"{what} is IPv{ip.version}, but the peers are "
             f"IPv{4 if family == socket.AF_INET else 6}: the socket speaks one family"
         )

@@ -20,6 +20,7 @@ import trio
 from ..protocol import (
     MAX_DATAGRAM_SIZE,
     Address,
+    ConfdArgumentError,
     ConfdClientError,
     ConfdMagicError,
     ConfdRequest,
@@ -29,6 +30,7 @@ from ..protocol import (
     RttEstimate,
     unpack_reply,
 )
+from ._kernel import PEER_UNREACHABLE, SOCKET_CLOSED
 from ._logs import LogSummary
 from ._stats import ClientStats
 
@@ -50,6 +52,15 @@ ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
 
 class ConfdClientClosedError(ConfdClientError, trio.ClosedResourceError):
     """The client is closed: its ``async with`` block has exited or its receive task stopped."""
+
+
+class ConfdClientBrokenError(ConfdClientError, trio.BrokenResourceError):
+    """The client broke: its receive task stopped, for the reason the message gives
+    (and ``__cause__``, when an exception stopped it)."""
+
+
+class ConfdRequestEndedError(ConfdClientError, trio.ClosedResourceError):
+    """A stream read after its request ended: its ``async with`` block has exited."""
 
 
 class Route:
@@ -129,9 +140,12 @@ class Router:
         self.stats = ClientStats()
         self.table: dict[str, Route] = {}
         self.closed_reason: str | None = None
+        self._broken = False
+        self._failure: BaseException | None = None
         self.on_reply: Callable[[Route, PeerReply], None] | None = None
         self._max_outstanding = max_outstanding
         self._pool: dict[int, list[tuple[ReplySender, ReplyReceiver]]] = {}
+        self._send_lock = trio.Lock()
         # Each peer's round trips, for adaptive retransmission.
         self.rtt: dict[Address, RttEstimate] = {}
 
@@ -145,17 +159,22 @@ class Router:
     # -- the table ---------------------------------------------------------------
 
     def check_open(self) -> None:
-        """Raise :class:`ConfdClientClosedError` if the client is closed."""
-        if self.closed_reason is not None:
-            raise ConfdClientClosedError(f"the confd client is closed: {self.closed_reason}")
+        """Raise :class:`ConfdClientClosedError` if the client was closed, or
+        :class:`ConfdClientBrokenError` if its receive task stopped."""
+        if self.closed_reason is None:
+            return
+        message = f"the confd client is closed: {self.closed_reason}"
+        if self._broken:
+            raise ConfdClientBrokenError(message) from self._failure
+        raise ConfdClientClosedError(message)
 
     def add(self, route: Route) -> None:
         """Put ``route`` in the table; before its request is sent, so no reply beats it."""
         rsalt = route.request.rsalt
         if not rsalt:
-            raise ConfdClientError("the request has an empty rsalt")
+            raise ConfdArgumentError("the request has an empty rsalt")
         if rsalt in self.table:
-            raise ConfdClientError(f"duplicate request rsalt {rsalt!r}")
+            raise ConfdArgumentError(f"duplicate request rsalt {rsalt!r}")
         if len(self.table) >= self._max_outstanding:
             self.stats.refused += 1
             raise ConfdClientError(
@@ -178,11 +197,20 @@ class Router:
     def recycle_channel(
         self, pair: tuple[ReplySender, ReplyReceiver], capacity: int, unread: int
     ) -> None:
-        """Return a finished route's channel to the pool, emptied of its ``unread`` replies."""
+        """Return a finished route's channel to the pool, emptied of its ``unread`` replies.
+
+        A channel some task still waits on is closed instead, which ends that
+        wait at once (``trio.ClosedResourceError``): reused, it would hand
+        that task the next request's replies.
+        """
         if self.closed_reason is not None:
             return  # closed channels are no use to anyone
+        receiver = pair[1]
+        if receiver.statistics().tasks_waiting_receive:
+            receiver.close()
+            return
         for _ in range(unread):
-            pair[1].receive_nowait()
+            receiver.receive_nowait()
         pooled = self._pool.setdefault(capacity, [])
         if len(pooled) < _POOL_LIMIT:
             pooled.append(pair)
@@ -195,7 +223,24 @@ class Router:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
         Each failure is counted and returned, with its OS error (None: none failed).
+        Sends take turns, as in ``trio/_dtls.py``: a task whose send waits for
+        room in a full send buffer holds the socket's send side, and a second
+        task's ``sendto`` would raise ``trio.BusyResourceError``. The lock is
+        taken without a checkpoint when free (``sendto`` checkpoints anyway).
         """
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            return await self._send_each(datagram, targets)
+        finally:
+            lock.release()
+
+    async def _send_each(
+        self, datagram: bytes, targets: Iterable[Address]
+    ) -> list[tuple[Address, str]] | None:
         sendto = self.socket.sendto
         failures = None
         for target in targets:
@@ -215,27 +260,47 @@ class Router:
     # -- receiving ---------------------------------------------------------------
 
     async def receive_loop(self) -> None:
-        """Read and route datagrams until cancelled; then the client is closed."""
+        """Read and route datagrams until cancelled or the socket closes; then the
+        client is closed.
+
+        An error that says a peer is unreachable is counted and the loop reads
+        on; any other socket error ends it, and the client closes with it as
+        the reason (the error goes on to the client's nursery).
+        """
         receive = self.socket.recvfrom
         route = self._route
+        reason = "its receive task has stopped"
+        failure: BaseException | None = None
         try:
             while True:
                 try:
                     datagram, sender = await receive(_RECEIVE_SIZE)
+                except trio.ClosedResourceError:
+                    return  # the socket was closed: the client is closing
                 except OSError as exc:
-                    # e.g. ECONNREFUSED after an ICMP port-unreachable: a peer
-                    # is down, which is no reason to stop hearing the others.
+                    if exc.errno in SOCKET_CLOSED:
+                        return
+                    if exc.errno not in PEER_UNREACHABLE:
+                        reason = f"its receive task stopped: the socket failed: {exc}"
+                        failure = exc
+                        raise
                     self.stats.socket_errors += 1
                     self.log.log(
                         "socket errors", logging.DEBUG, "the socket reported %s; receiving on", exc
                     )
-                    # A failed call does not yield: let the others run before
-                    # trying again, so a socket that keeps failing cannot hog the loop.
+                    # Trio's own sockets checkpoint even when a call fails; a
+                    # custom socket (a simulated network) may not: let the
+                    # others run, so a socket that keeps failing cannot hog
+                    # the loop.
                     await trio.lowlevel.checkpoint()
                     continue
                 route(datagram, sender)
+        except Exception as exc:
+            failure = failure or exc
+            raise
         finally:
-            self.close("its receive task has stopped")
+            # (After the client's block has exited, the client is closed already.)
+            self.close(reason, broken=True, failure=failure)
 
     def _route(self, datagram: bytes, sender: Any) -> None:
         """Check one datagram and hand it on if it is a reply a request waits for."""
@@ -329,11 +394,18 @@ class Router:
 
     # -- closing -----------------------------------------------------------------
 
-    def close(self, reason: str) -> None:
-        """Close the client: every route ends now, every later call raises."""
+    def close(
+        self, reason: str, *, broken: bool = False, failure: BaseException | None = None
+    ) -> None:
+        """Close the client: every route ends now, every later call raises.
+
+        ``broken``: it did not close on purpose (its receive task stopped,
+        by ``failure`` if an exception stopped it).
+        """
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
+        self._broken, self._failure = broken, failure
         self.log.flush()
         routes = list(self.table.values())
         self.table.clear()

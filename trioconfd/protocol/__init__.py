@@ -28,6 +28,8 @@ from ._constants import (
     UpcallType,
 )
 from ._errors import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdError,
     ConfdMagicError,
@@ -63,6 +65,8 @@ __all__ = [
     "UPCALL_EXPIRE",
     "UPCALL_REPLY",
     "Address",
+    "ConfdArgumentError",
+    "ConfdArgumentTypeError",
     "ConfdClientError",
     "ConfdError",
     "ConfdMagicError",

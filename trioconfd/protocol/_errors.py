@@ -11,6 +11,14 @@ class ConfdClientError(ConfdError):
     """A request or a client was used or configured wrongly."""
 
 
+class ConfdArgumentError(ConfdClientError, ValueError):
+    """An argument has a value trioconfd cannot use (also a ``ValueError``)."""
+
+
+class ConfdArgumentTypeError(ConfdArgumentError, TypeError):
+    """An argument is of a type trioconfd cannot use (also a ``TypeError``)."""
+
+
 class ConfdProtocolError(ConfdError):
     """A datagram is not an acceptable confd message."""
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from ._constants import PROTOCOL_VERSION, ErrorCode, ReplyStatus, RequestType
-from ._errors import ConfdClientError
+from ._errors import ConfdArgumentError, ConfdArgumentTypeError
 
 #: What a request's ``query`` may be on the wire: null, a string, or a dict
 #: keyed by :class:`QueryKey` values.
@@ -36,7 +36,7 @@ def _as_request_type(value: object) -> RequestType:
             return RequestType(value)
         except ValueError:
             pass
-    raise ConfdClientError(f"unknown request type {value!r}")
+    raise ConfdArgumentError(f"unknown request type {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +64,9 @@ class ConfdRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", _as_request_type(self.type))
         if not isinstance(self.rsalt, str):
-            raise ConfdClientError(f"rsalt must be a string, not {self.rsalt!r}")
+            raise ConfdArgumentTypeError(f"rsalt must be a string, not {self.rsalt!r}")
         if self.query is not None and not isinstance(self.query, str | Mapping):
-            raise ConfdClientError(
+            raise ConfdArgumentTypeError(
                 f"query must be None, a string or a dict, not {type(self.query).__name__}"
             )
 

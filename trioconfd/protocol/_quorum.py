@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeAlias
 
-from ._errors import ConfdClientError
+from ._errors import ConfdArgumentError
 
 #: A quorum rule maps the number of peers contacted to the replies needed.
 QuorumRule: TypeAlias = Callable[[int], int]
@@ -37,7 +37,7 @@ def quorum_of(rule: QuorumRule, peer_count: int) -> int:
     try:
         needed = rule(peer_count)
     except Exception as exc:
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             f"the quorum rule {_name(rule)} raised {exc!r} for {peer_count} peers"
         ) from exc
     if (
@@ -45,7 +45,7 @@ def quorum_of(rule: QuorumRule, peer_count: int) -> int:
         or not isinstance(needed, int)
         or not (1 <= needed <= peer_count or needed == peer_count == 0)
     ):
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             f"the quorum rule {_name(rule)} gave {needed!r} for {peer_count} peers; "
             f"it must give a whole number from 1 to {peer_count}"
         )

@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._errors import ConfdClientError
+from ._errors import ConfdArgumentError
 
 
 def _check_seconds(name: str, value: float | None, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfdClientError(f"{name} must be a positive number of seconds, not {value!r}")
+        raise ConfdArgumentError(f"{name} must be a positive number of seconds, not {value!r}")
     if not math.isfinite(value):
-        raise ConfdClientError(f"{name} must be finite, not {value!r}")
+        raise ConfdArgumentError(f"{name} must be finite, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +60,13 @@ class RetryPolicy:
         _check_seconds("hedge_after", self.hedge_after, allow_none=True)
         _check_seconds("max_timeout", self.max_timeout)
         if not isinstance(self.adaptive, bool):
-            raise ConfdClientError(f"adaptive must be True or False, not {self.adaptive!r}")
+            raise ConfdArgumentError(f"adaptive must be True or False, not {self.adaptive!r}")
         if (
             isinstance(self.multiplier, bool)
             or not isinstance(self.multiplier, int | float)
             or not 1 <= self.multiplier < math.inf
         ):
-            raise ConfdClientError(f"multiplier must be a number >= 1, not {self.multiplier!r}")
+            raise ConfdArgumentError(f"multiplier must be a number >= 1, not {self.multiplier!r}")
 
     @classmethod
     def off(cls) -> RetryPolicy:

@@ -18,7 +18,12 @@ from typing import Any, TypeAlias
 
 from ._constants import MAGIC, MAX_CLOCK_SKEW, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
 from ._decode import decode_request
-from ._errors import ConfdClientError, ConfdMagicError, ConfdSignatureError
+from ._errors import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
+    ConfdMagicError,
+    ConfdSignatureError,
+)
 from ._messages import ConfdReply, ConfdRequest
 
 _openssl_hmac_new: Callable[..., Any] | None
@@ -69,13 +74,17 @@ class HmacKey:
             try:
                 key = key.encode("utf-8")
             except UnicodeEncodeError:
-                raise ConfdClientError("the HMAC key is a str that is not valid Unicode") from None
+                raise ConfdArgumentError(
+                    "the HMAC key is a str that is not valid Unicode"
+                ) from None
         elif isinstance(key, bytearray | memoryview):
             key = bytes(key)
         elif not isinstance(key, bytes):
-            raise ConfdClientError(f"the HMAC key must be bytes or str, not {type(key).__name__}")
+            raise ConfdArgumentTypeError(
+                f"the HMAC key must be bytes or str, not {type(key).__name__}"
+            )
         if not key:
-            raise ConfdClientError("the HMAC key is empty")
+            raise ConfdArgumentError("the HMAC key is empty")
         self._keyed = _keyed_sha1(key)
 
     def sign(self, data: bytes) -> str:
@@ -119,7 +128,7 @@ def _pack(text: str, salt: str, key: HmacKey) -> bytes:
     envelope = f'{{"hmac":"{signature}","msg":{_quote(text)},"salt":{_quote(salt)}}}'
     datagram = MAGIC + envelope.encode("ascii")
     if len(datagram) > MAX_DATAGRAM_SIZE:
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             f"the message is {len(datagram)} bytes, "
             f"over the {MAX_DATAGRAM_SIZE}-byte datagram limit"
         )
@@ -146,7 +155,7 @@ def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) 
     )
     datagram = _pack(text, salt, as_hmac_key(key))
     if len(datagram) > MAX_REQUEST_SIZE:
-        raise ConfdClientError(
+        raise ConfdArgumentError(
             f"the request is {len(datagram)} bytes; the daemon reads at most {MAX_REQUEST_SIZE}"
         )
     return datagram

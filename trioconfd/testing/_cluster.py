@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from ..protocol import ConfdClientError, ConfdError, KeyLike, format_address
+from ..protocol import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
+    ConfdError,
+    KeyLike,
+    format_address,
+)
 from ._ganeti import free_udp_port
 from ._server import ConfdServer, ConfigSource, load_config, serve_confd
 
@@ -44,9 +50,9 @@ class ConfdCluster:
         chosen = range(len(self.servers)) if servers is None else servers
         for index in chosen:
             if isinstance(index, bool) or not isinstance(index, int):
-                raise ConfdClientError(f"server indexes are integers, not {index!r}")
+                raise ConfdArgumentTypeError(f"server indexes are integers, not {index!r}")
             if not 0 <= index < len(self.servers):
-                raise ConfdClientError(f"no server {index}: the cluster has {len(self.servers)}")
+                raise ConfdArgumentError(f"no server {index}: the cluster has {len(self.servers)}")
         for index in chosen:
             self.servers[index].set_config(config)
 
@@ -69,10 +75,10 @@ async def serve_cluster(
         configs = list(config)
     else:
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 254:
-            raise ConfdClientError(f"size must be an integer from 1 to 254, not {size!r}")
+            raise ConfdArgumentError(f"size must be an integer from 1 to 254, not {size!r}")
         configs = [config] * size
     if not configs:
-        raise ConfdClientError("a cluster needs at least one config")
+        raise ConfdArgumentError("a cluster needs at least one config")
     # Read now, so that a bad config is its own error, not a bind that "failed".
     configs = [load_config(one) for one in configs]
     if hmac_key is None:
@@ -80,7 +86,9 @@ async def serve_cluster(
     elif isinstance(hmac_key, bytes | str):
         key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
     else:
-        raise ConfdClientError("hmac_key must be bytes or str here, so that tests can read it")
+        raise ConfdArgumentTypeError(
+            "hmac_key must be bytes or str here, so that tests can read it"
+        )
     last_error: ConfdError | None = None
     for _ in range(_PORT_ATTEMPTS):
         port = free_udp_port()

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ..protocol import ConfdClientError
+from ..protocol import ConfdArgumentError
 
 _CTIME = 1700000000.0
 _NODE_NET = ipaddress.ip_network("192.0.2.0/24")
@@ -120,7 +120,7 @@ def _cluster_section(
 
 def _check_count(value: int, name: str, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfdClientError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+        raise ConfdArgumentError(f"{name} must be an integer from {low} to {high}, not {value!r}")
 
 
 def make_cluster_config(
@@ -162,7 +162,7 @@ def make_cluster_config(
         _check_count(value, name, 0, 2**53)
     _check_count(instance_serial, "instance_serial", 0, 2**53)
     if isinstance(links, str) or not links or not all(isinstance(x, str) and x for x in links):
-        raise ConfdClientError(f"links must be a non-empty list of link names, not {links!r}")
+        raise ConfdArgumentError(f"links must be a non-empty list of link names, not {links!r}")
 
     rng = random.Random(seed)
 

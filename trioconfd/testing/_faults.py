@@ -10,12 +10,12 @@ import math
 import random
 from dataclasses import dataclass
 
-from ..protocol import ConfdClientError
+from ..protocol import ConfdArgumentError
 
 
 def _check_rate(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfdClientError(f"{name} must be a probability from 0 to 1, not {value!r}")
+        raise ConfdArgumentError(f"{name} must be a probability from 0 to 1, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,11 @@ class Faults:
             _check_rate(name, getattr(self, name))
         low, high = self.delay_range
         if not 0 <= low <= high or not math.isfinite(high):
-            raise ConfdClientError(f"delay_range must be 0 <= low <= high, not {self.delay_range}")
+            raise ConfdArgumentError(
+                f"delay_range must be 0 <= low <= high, not {self.delay_range}"
+            )
         if not 0 < self.hold_limit < math.inf:
-            raise ConfdClientError(f"hold_limit must be positive, not {self.hold_limit}")
+            raise ConfdArgumentError(f"hold_limit must be positive, not {self.hold_limit}")
 
 
 @dataclass

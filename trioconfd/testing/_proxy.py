@@ -10,6 +10,7 @@ generator seeded from ``seed``, so a run can be repeated exactly.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import socket as stdlib_socket
 from collections.abc import AsyncIterator
@@ -20,10 +21,16 @@ from typing import Any
 import trio
 
 from ..client._background import background_tasks
+from ..client._kernel import receive_datagram
 from ..protocol import format_address
 from ._faults import DirectionStats, Faults, decide
 
 _RECEIVE_SIZE = 65536
+_LOGGER = logging.getLogger(__name__)
+
+
+def _relay_on(error: OSError) -> None:
+    _LOGGER.debug("the socket reported %s; relaying on", error)
 
 
 @dataclass
@@ -93,10 +100,10 @@ class FaultProxy:
 
     async def _relay_from_clients(self) -> None:
         while True:
-            try:
-                datagram, client = await self._listener.recvfrom(_RECEIVE_SIZE)
-            except OSError:
-                continue
+            received = await receive_datagram(self._listener, _RECEIVE_SIZE, _relay_on)
+            if received is None:
+                return  # the listener was closed
+            datagram, client = received
             upstream = self._sockets.get(client)
             if upstream is None:
                 upstream = await self._open_upstream(client)
@@ -112,10 +119,10 @@ class FaultProxy:
     async def _relay_to_client(self, upstream: trio.socket.SocketType, client: Any) -> None:
         with upstream:
             while True:
-                try:
-                    datagram, _ = await upstream.recvfrom(_RECEIVE_SIZE)
-                except OSError:
-                    continue
+                received = await receive_datagram(upstream, _RECEIVE_SIZE, _relay_on)
+                if received is None:
+                    return
+                datagram = received[0]
                 await self._apply(self._inbound, datagram, self._listener, client)
 
     async def _apply(
@@ -148,8 +155,10 @@ class FaultProxy:
             try:
                 await sock.sendto(datagram, to)
                 way.stats.forwarded += 1
-            except OSError:
-                pass
+            except OSError as exc:
+                # That address refused this datagram (unreachable, too large,
+                # gone): a network loses it, and the proxy relays on.
+                _LOGGER.debug("could not relay a datagram to %s: %s", to, exc)
 
     async def _send_later(
         self,

@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import trio
 
 from ..client._background import background_tasks
-from ..client._kernel import ask_for_a_large_receive_buffer
+from ..client._kernel import ask_for_a_large_receive_buffer, receive_datagram
 from ..protocol import (
     MAX_REQUEST_SIZE,
     ConfdClientError,
@@ -119,13 +119,12 @@ class ConfdServer:
 
     async def serve(self) -> None:
         while True:
-            try:
-                # Like the daemon, read at most MAX_REQUEST_SIZE bytes (one more
-                # so that a longer request is seen, and dropped, as too long).
-                datagram, sender = await self._socket.recvfrom(MAX_REQUEST_SIZE + 1)
-            except OSError as exc:
-                _LOGGER.debug("the socket reported %s; serving on", exc)
-                continue
+            # Like the daemon, read at most MAX_REQUEST_SIZE bytes (one more so
+            # that a longer request is seen, and dropped, as too long).
+            received = await receive_datagram(self._socket, MAX_REQUEST_SIZE + 1, _serve_on)
+            if received is None:
+                return  # the socket was closed
+            datagram, sender = received
             try:
                 reply = self.reply_to(datagram)
             except Exception:
@@ -139,7 +138,13 @@ class ConfdServer:
             try:
                 await self._socket.sendto(reply, sender)
             except OSError as exc:
+                # One client's address refused (unreachable, too large...): the
+                # others are still served.
                 _LOGGER.debug("could not reply to %s: %s", sender, exc)
+
+
+def _serve_on(error: OSError) -> None:
+    _LOGGER.debug("the socket reported %s; serving on", error)
 
 
 @asynccontextmanager

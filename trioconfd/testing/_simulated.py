@@ -10,7 +10,7 @@ import trio
 
 from ..client._background import background_tasks
 from ..client._peers import check_port
-from ..protocol import ConfdClientError, KeyLike
+from ..protocol import ConfdArgumentError, KeyLike
 from ._faults import Faults
 from ._server import ConfdServer, ConfigSource, serve_confd
 from ._simnet import Endpoint, LinkStats, SimulatedNetwork
@@ -47,7 +47,7 @@ class SimulatedCluster:
             or not isinstance(index, int)
             or not 0 <= index < len(self.peers)
         ):
-            raise ConfdClientError(f"no peer {index!r}: the cluster has {len(self.peers)}")
+            raise ConfdArgumentError(f"no peer {index!r}: the cluster has {len(self.peers)}")
         return index
 
     def _update(self, index: int) -> None:
@@ -129,7 +129,7 @@ async def simulated_cluster(
     retransmissions and deadlines in milliseconds.
     """
     if not configs:
-        raise ConfdClientError("a simulated cluster needs at least one config")
+        raise ConfdArgumentError("a simulated cluster needs at least one config")
     port = check_port(port)
     network = SimulatedNetwork(seed, latency=latency)
     network.default_to_server = to_server or Faults()
