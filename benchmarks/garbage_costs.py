@@ -26,9 +26,9 @@ from trioconfd import (
     ConfdReply,
     HmacKey,
     ReplyStatus,
-    pack_reply,
     unpack_reply,
 )
+from trioconfd.protocol import pack_reply
 from trioconfd.protocol._wire import _load
 
 _KEY = HmacKey(b"garbage benchmark key\n")

@@ -45,8 +45,8 @@ from trioconfd import RequestType
 from trioconfd.testing import (
     GanetiConfd,
     make_cluster_config,
-    run_ganeti_confd,
-    serve_confd,
+    open_confd_server,
+    open_ganeti_confd,
 )
 
 from .garbage_costs import measure_garbage_costs, print_garbage_costs
@@ -290,8 +290,8 @@ async def long_run(total: int, in_flight: int = 64) -> dict[str, Any]:
     samples = []
     step = max(1, total // 10)
     async with (
-        serve_confd(config, KEY) as one,
-        serve_confd(config, KEY) as two,
+        open_confd_server(config, KEY) as one,
+        open_confd_server(config, KEY) as two,
         trioconfd.open_confd_client(KEY, [one.address, two.address]) as client,
     ):
         done = timeouts = 0
@@ -337,7 +337,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             for index in range(max(FAN_OUT)):
                 daemons.append(
                     await stack.enter_async_context(
-                        run_ganeti_confd(config, KEY, Path(tmp, f"d{index}"))
+                        open_ganeti_confd(config, KEY, Path(tmp, f"d{index}"))
                     )
                 )
             daemon = daemons[0]

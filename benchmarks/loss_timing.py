@@ -5,7 +5,7 @@ process of its own (``--client``), so that neither steals the other's event
 loop. Cases (three peers, every query to all three, quorum 2):
 
 - ``proxy, loss 30%``: three in-process confd servers behind
-  ``fault_proxy(drop=0.3)`` both ways;
+  ``open_fault_proxy(drop=0.3)`` both ways;
 - ``loss 30%``: scripted peers that lose 30% of datagrams each way (the
   same luck for both policies, request for request);
 - ``drops first copies``: every peer ignores the first copy of each request;
@@ -36,7 +36,7 @@ import trio
 import trioconfd
 from trioconfd import ConfdReply, ReplyStatus, RequestType, RetryPolicy
 from trioconfd.protocol import ConfdProtocolError, format_address, pack_reply, unpack_request
-from trioconfd.testing import Faults, fault_proxy, make_cluster_config, serve_confd
+from trioconfd.testing import Faults, make_cluster_config, open_confd_server, open_fault_proxy
 
 KEY = b"loss timing key\n"
 TIMEOUT = 3.0
@@ -133,8 +133,8 @@ async def _serve_behind_proxy(
     config: dict[str, Any], faults: Faults, seed: int, *, task_status: Any
 ) -> None:
     async with (
-        serve_confd(config, KEY) as server,
-        fault_proxy(server.address, to_server=faults, to_client=faults, seed=seed) as proxy,
+        open_confd_server(config, KEY) as server,
+        open_fault_proxy(server.address, to_server=faults, to_client=faults, seed=seed) as proxy,
     ):
         task_status.started(proxy.address)
         await trio.sleep_forever()

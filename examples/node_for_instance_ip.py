@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("ip")
     parser.add_argument("--link", help="the NIC link (default: the cluster's default)")
     parser.add_argument(
-        "--peer", action="append", type=trioconfd.parse_peer, help="IP, IP:PORT or [IPv6]:PORT"
+        "--peer", action="append", type=trioconfd.parse_peer_text, help="IP, IP:PORT or [IPv6]:PORT"
     )
     parser.add_argument("--port", type=int)
     parser.add_argument("--key-file", type=Path)

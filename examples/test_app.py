@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import trioconfd
 from trioconfd import requests
-from trioconfd.testing import make_cluster_config, serve_confd
+from trioconfd.testing import make_cluster_config, open_confd_server
 
 KEY = b"test key"
 
@@ -24,8 +24,8 @@ async def primary_node_of(client: trioconfd.ConfdClient, instance_ip: str) -> st
 async def test_finds_the_node() -> None:
     config = make_cluster_config(nodes=3, instances=3)
     async with (
-        serve_confd(config, KEY) as one,
-        serve_confd(config, KEY) as two,
+        open_confd_server(config, KEY) as one,
+        open_confd_server(config, KEY) as two,
         trioconfd.open_confd_client(KEY, [one.address, two.address]) as client,
     ):
         assert await primary_node_of(client, "198.18.0.2") == "192.0.2.2"
@@ -39,9 +39,9 @@ async def test_a_stale_server_is_outvoted() -> None:
     instance = next(i for i in new["instances"].values() if i["name"].startswith("instance1"))
     instance["primary_node"] = list(new["nodes"])[2]
     async with (
-        serve_confd(new, KEY) as one,
-        serve_confd(new, KEY) as two,
-        serve_confd(old, KEY) as stale,
+        open_confd_server(new, KEY) as one,
+        open_confd_server(new, KEY) as two,
+        open_confd_server(old, KEY) as stale,
         trioconfd.open_confd_client(KEY, [one.address, two.address, stale.address]) as client,
     ):
         for _ in range(10):  # whichever two answer first, the newest wins

@@ -44,7 +44,7 @@ async def watch(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--peer", action="append", type=trioconfd.parse_peer, help="IP, IP:PORT or [IPv6]:PORT"
+        "--peer", action="append", type=trioconfd.parse_peer_text, help="IP, IP:PORT or [IPv6]:PORT"
     )
     parser.add_argument("--port", type=int)
     parser.add_argument("--key-file", type=Path)

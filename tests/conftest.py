@@ -15,7 +15,7 @@ from trioconfd.testing import (
     GanetiConfdError,
     find_ganeti_confd,
     make_cluster_config,
-    run_ganeti_confd,
+    open_ganeti_confd,
 )
 
 # "default": quick enough for every run; "fuzz": the long nox session.
@@ -68,7 +68,7 @@ class Cluster:
     async def start(self, config: dict[str, Any], key: bytes, name: str) -> GanetiConfd:
         try:
             return await self.stack.enter_async_context(
-                run_ganeti_confd(config, key, self.root / name, binary=self.binary)
+                open_ganeti_confd(config, key, self.root / name, binary=self.binary)
             )
         except GanetiConfdError as exc:
             _unavailable(f"the real ganeti-confd could not be started: {exc}")

@@ -1,4 +1,4 @@
-"""The differential fuzzer: the same bytes to ganeti-confd and to serve_confd.
+"""The differential fuzzer: the same bytes to ganeti-confd and to open_confd_server.
 
 Each round generates a configuration (a generated cluster, then seeded
 mutations of the kinds real clusters hold), starts the real daemon and the
@@ -33,7 +33,12 @@ from typing import Any
 import trio
 
 from trioconfd import MAGIC, ConfdProtocolError, HmacKey, unpack_reply
-from trioconfd.testing import find_ganeti_confd, make_cluster_config, run_ganeti_confd, serve_confd
+from trioconfd.testing import (
+    find_ganeti_confd,
+    make_cluster_config,
+    open_confd_server,
+    open_ganeti_confd,
+)
 
 KEY = b"differential key\n"
 
@@ -395,9 +400,9 @@ async def campaign(
         probes = probes[:requests] if requests < len(probes) else probes
         async with AsyncExitStack() as stack:
             daemon = await stack.enter_async_context(
-                run_ganeti_confd(config, KEY, root / f"round{number}", binary=binary)
+                open_ganeti_confd(config, KEY, root / f"round{number}", binary=binary)
             )
-            server = await stack.enter_async_context(serve_confd(config, KEY))
+            server = await stack.enter_async_context(open_confd_server(config, KEY))
             real = await outcomes(daemon.address, probes)
             ours = await outcomes(server.address, probes)
         for probe, theirs, mine in zip(probes, real, ours, strict=True):
@@ -406,7 +411,7 @@ async def campaign(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="ganeti-confd against serve_confd")
+    parser = argparse.ArgumentParser(description="ganeti-confd against open_confd_server")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=1000)

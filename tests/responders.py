@@ -17,9 +17,8 @@ from trioconfd import (
     ConfdRequest,
     HmacKey,
     ReplyStatus,
-    pack_reply,
-    unpack_request,
 )
+from trioconfd.protocol import pack_reply, unpack_request
 
 #: Given the request and the responder's index, the reply to send (None: stay
 #: silent; a str: the message text, signed as it is, for replies pack_reply

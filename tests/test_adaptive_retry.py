@@ -24,7 +24,7 @@ from trioconfd import (
     Upcall,
     open_confd_client,
 )
-from trioconfd.testing import Faults, make_cluster_config, serve_confd, simulated_cluster
+from trioconfd.testing import Faults, make_cluster_config, open_confd_server, open_simulated_cluster
 from trioconfd.testing._simnet import SimulatedSocket
 
 from .responders import ANSWER_PING, Handler, Responder, run_responders, silent
@@ -84,7 +84,7 @@ async def _retransmissions_to_slow_peers(policy: RetryPolicy, queries: int) -> t
     """(retransmissions, queries that reached their quorum) against peers 250-300 ms away."""
     slow = Faults(delay=1.0, delay_range=(0.25, 0.3))
     async with (
-        simulated_cluster([CONFIG] * 3, KEY, to_client=slow) as cluster,
+        open_simulated_cluster([CONFIG] * 3, KEY, to_client=slow) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port, retry=policy) as client,
     ):
         ok = 0
@@ -106,7 +106,7 @@ async def test_slow_peers_are_not_hammered(autojump_clock: trio.testing.MockCloc
 
 async def test_the_learned_timeout_is_per_peer(autojump_clock: trio.testing.MockClock) -> None:
     async with (
-        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         for _ in range(5):
@@ -126,7 +126,9 @@ async def test_lossy_peers_keep_the_schedules_pace(autojump_clock: trio.testing.
     # max_interval, so retries under loss are as frequent as without adapting.
     lossy = Faults(drop=0.3)
     async with (
-        simulated_cluster([CONFIG] * 3, KEY, to_server=lossy, to_client=lossy, seed=3) as cluster,
+        open_simulated_cluster(
+            [CONFIG] * 3, KEY, to_server=lossy, to_client=lossy, seed=3
+        ) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         results = []
@@ -149,7 +151,7 @@ def _receive_buffer(sock: trio.socket.SocketType) -> int:
 async def test_the_server_asks_for_a_large_receive_buffer() -> None:
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
         default = _receive_buffer(plain)
-    async with serve_confd(CONFIG, KEY) as server:
+    async with open_confd_server(CONFIG, KEY) as server:
         granted = _receive_buffer(server._socket)
     # Linux doubles what it grants; it grants up to net.core.rmem_max.
     assert granted > default
@@ -331,7 +333,7 @@ async def test_every_reply_accepted_before_the_verdict_is_in_it(
     # (a full send buffer), so the fourth reply is routed while the query
     # task is still sending; with ``busy``, another task then holds the
     # event loop past the deadline (0.35 s) before the query task runs.
-    async with simulated_cluster([SEVEN] * 7, KEY) as cluster:
+    async with open_simulated_cluster([SEVEN] * 7, KEY) as cluster:
         silent_peers = set(cluster.peers[4:])
         for index in range(4, 7):
             cluster.crash(index)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from trioconfd.cli._histogram import LatencyHistogram
 from trioconfd.cli._main import EXIT_OK, EXIT_USAGE
-from trioconfd.testing import ConfdServer, make_cluster_config, serve_confd
+from trioconfd.testing import ConfdServer, make_cluster_config, open_confd_server
 
 from .conftest import write_key_file
 from .test_cli import LineReader, peer_args, run_cli
@@ -30,7 +30,7 @@ KEY = b"bench key\n"
 
 @pytest.fixture
 async def server() -> AsyncIterator[ConfdServer]:
-    async with serve_confd(make_cluster_config(), KEY) as server:
+    async with open_confd_server(make_cluster_config(), KEY) as server:
         yield server
 
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from trioconfd import QueryResult, RequestType, open_confd_client
-from trioconfd.testing import Faults, fault_proxy
+from trioconfd.testing import Faults, open_fault_proxy
 
 from .conftest import CLUSTER_KEY, Cluster
 
@@ -37,7 +37,7 @@ async def test_chaos(ganeti_cluster: Cluster, case: str) -> None:
     async with AsyncExitStack() as stack:
         proxies = [
             await stack.enter_async_context(
-                fault_proxy(daemon.address, to_server=faults, to_client=faults, seed=index)
+                open_fault_proxy(daemon.address, to_server=faults, to_client=faults, seed=index)
             )
             for index, daemon in enumerate(ganeti_cluster.daemons)
         ]

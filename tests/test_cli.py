@@ -24,7 +24,7 @@ from trioconfd.cli._main import (
     UsageError,
     parse_peer,
 )
-from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, serve_confd
+from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, open_confd_server
 
 from .conftest import write_key_file
 from .responders import run_responders, silent
@@ -78,7 +78,7 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def servers() -> AsyncIterator[list[ConfdServer]]:
-    async with serve_confd(CONFIG, KEY) as one, serve_confd(CONFIG, KEY) as two:
+    async with open_confd_server(CONFIG, KEY) as one, open_confd_server(CONFIG, KEY) as two:
         yield [one, two]
 
 
@@ -229,7 +229,7 @@ def test_parse_peer() -> None:
         with pytest.raises(UsageError, match="bad peer"):
             parse_peer(bad)
         with pytest.raises(ConfdClientError, match="bad peer"):
-            trioconfd.parse_peer(bad)  # the library's own, for programs
+            trioconfd.parse_peer_text(bad)  # the library's own, for programs
 
 
 async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
@@ -376,7 +376,7 @@ async def test_answers_holding_lone_surrogates_are_printed_escaped(key_file: Pat
     """A lone surrogate (a JSON escape in the configuration) cannot be written as UTF-8."""
     config = json.loads(json.dumps(CONFIG))
     config["cluster"]["cluster_name"] = "odd\udcffname"
-    async with serve_confd(config, KEY) as server:
+    async with open_confd_server(config, KEY) as server:
         peer = f"--peer={server.address[0]}:{server.address[1]}"
         done = await run_cli("config", "/cluster/cluster_name", peer, "--key-file", str(key_file))
     assert "Traceback" not in done.stderr.decode()

@@ -23,9 +23,9 @@ from trioconfd import (
     RequestType,
     Upcall,
     open_confd_client,
-    pack_reply,
 )
-from trioconfd.testing import SimulatedCluster, make_cluster_config, simulated_cluster
+from trioconfd.protocol import pack_reply
+from trioconfd.testing import SimulatedCluster, make_cluster_config, open_simulated_cluster
 
 from .responders import Responder, answer_ping, run_responders, silent, wait_until
 
@@ -35,7 +35,7 @@ KEY = b"test-key\n"
 @asynccontextmanager
 async def silent_cluster(count: int) -> AsyncIterator[SimulatedCluster]:
     """Simulated peers that hear nothing (crashed), for tests of timing in simulated time."""
-    async with simulated_cluster([make_cluster_config()] * count, KEY) as cluster:
+    async with open_simulated_cluster([make_cluster_config()] * count, KEY) as cluster:
         for index in range(count):
             cluster.crash(index)
         yield cluster

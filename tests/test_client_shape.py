@@ -29,9 +29,9 @@ from trioconfd import (
 from trioconfd.testing import (
     ConfdServer,
     FaultProxy,
-    fault_proxy,
     make_cluster_config,
-    serve_confd,
+    open_confd_server,
+    open_fault_proxy,
 )
 
 from .responders import answer_ping, run_responders, silent, wait_until
@@ -297,7 +297,7 @@ async def test_ten_thousand_queries_leave_nothing_behind() -> None:
         router = client._router
         assert client.outstanding == 0
         assert router.table == {}
-        assert client._parity._pending == {}
+        assert client._sent_requests._pending == {}
         # The channel pool is bounded by what was in flight at once, not by
         # how many queries ran.
         assert sum(len(pairs) for pairs in router._pool.values()) <= 50
@@ -516,7 +516,7 @@ async def test_a_socket_error_that_is_no_unreachable_peer_closes_the_client_with
         await client.query(RequestType.PING)
 
 
-@pytest.mark.parametrize("server_side", ["serve_confd", "fault_proxy"])
+@pytest.mark.parametrize("server_side", ["open_confd_server", "open_fault_proxy"])
 async def test_the_servers_read_on_past_an_unreachable_peer_and_stop_on_other_errors(
     server_side: str,
 ) -> None:
@@ -524,13 +524,13 @@ async def test_the_servers_read_on_past_an_unreachable_peer_and_stop_on_other_er
     factory = RecordingFactory()
     refused = OSError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
     invalid = OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    async with serve_confd(config, KEY) as upstream:
+    async with open_confd_server(config, KEY) as upstream:
         with installed(factory):
             opened: contextlib.AbstractAsyncContextManager[ConfdServer | FaultProxy]
-            if server_side == "serve_confd":
-                opened = serve_confd(config, KEY)
+            if server_side == "open_confd_server":
+                opened = open_confd_server(config, KEY)
             else:
-                opened = fault_proxy(upstream.address)
+                opened = open_fault_proxy(upstream.address)
             with pytest.raises(OSError, match="Invalid argument"):  # noqa: PT012
                 async with opened as server:
                     factory.fail_receive.append(refused)

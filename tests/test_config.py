@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from trioconfd import ConfdClientError, NodeRole, RequestType, open_confd_client, requests
-from trioconfd.testing import ConfigAnswers, Faults, fault_proxy, make_cluster_config
+from trioconfd.testing import ConfigAnswers, Faults, make_cluster_config, open_fault_proxy
 
 from .conftest import Cluster
 
@@ -114,7 +114,7 @@ async def test_the_real_daemon_loads_what_it_makes(
 async def test_proxy_in_front_of_the_real_daemon(ganeti_cluster: Cluster) -> None:
     daemon = ganeti_cluster.daemons[0]
     async with (
-        fault_proxy(daemon.address, to_client=Faults(duplicate=1.0)) as proxy,
+        open_fault_proxy(daemon.address, to_client=Faults(duplicate=1.0)) as proxy,
         open_confd_client(ganeti_cluster.key, [proxy.address]) as client,
     ):
         result = await client.query(requests.cluster_master(), timeout=5)

@@ -16,9 +16,8 @@ from trioconfd import (
     ReplyStatus,
     RequestType,
     open_confd_client,
-    pack_reply,
-    unpack_request,
 )
+from trioconfd.protocol import pack_reply, unpack_request
 
 from .responders import run_responders, silent
 from .test_cli import run_cli_without_a_network

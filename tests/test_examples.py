@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from trioconfd.testing import ConfdServer, make_cluster_config, serve_confd
+from trioconfd.testing import ConfdServer, make_cluster_config, open_confd_server
 
 from .conftest import write_key_file
 from .test_cli import LineReader
@@ -30,7 +30,7 @@ def key_file(tmp_path: Path) -> Path:
 
 async def test_watch_master_reacts_to_a_change(key_file: Path) -> None:
     config = make_cluster_config(nodes=3, serial=1)
-    async with serve_confd(config, KEY) as one, serve_confd(config, KEY) as two:
+    async with open_confd_server(config, KEY) as one, open_confd_server(config, KEY) as two:
         process = await trio.lowlevel.open_process(
             [
                 sys.executable,
@@ -61,7 +61,7 @@ async def test_watch_master_reacts_to_a_change(key_file: Path) -> None:
 
 async def test_node_for_instance_ip(key_file: Path) -> None:
     config = make_cluster_config(nodes=3, instances=3)
-    async with serve_confd(config, KEY) as one, serve_confd(config, KEY) as two:
+    async with open_confd_server(config, KEY) as one, open_confd_server(config, KEY) as two:
         script = [sys.executable, str(EXAMPLES / "node_for_instance_ip.py")]
         common = [*peers(one, two), "--key-file", str(key_file)]
         done = await trio.run_process([*script, "198.18.0.3", *common], capture_stdout=True)

@@ -24,11 +24,10 @@ from trioconfd import (
     RetryPolicy,
     Upcall,
     open_confd_client,
-    pack_reply,
     query,
-    unpack_request,
 )
 from trioconfd.client._logs import LogSummary
+from trioconfd.protocol import pack_reply, unpack_request
 from trioconfd.testing import free_udp_port
 
 from .garbage import COSTLY_GARBAGE

@@ -20,10 +20,10 @@ from trioconfd import (
 from trioconfd.cli._main import EXIT_ERROR_REPLY, EXIT_OK, EXIT_USAGE, build_parser
 from trioconfd.testing import (
     ConfdServer,
-    fault_proxy,
     make_cluster_config,
-    serve_confd,
-    simulated_cluster,
+    open_confd_server,
+    open_fault_proxy,
+    open_simulated_cluster,
 )
 
 from .conftest import write_key_file
@@ -35,7 +35,7 @@ CONFIG = make_cluster_config(nodes=3, instances=2, serial=7)
 
 @pytest.fixture
 async def server() -> AsyncIterator[ConfdServer]:
-    async with serve_confd(CONFIG, KEY) as server:
+    async with open_confd_server(CONFIG, KEY) as server:
         yield server
 
 
@@ -195,7 +195,7 @@ async def test_reprs_say_what_things_are_and_never_the_key(server: ConfdServer) 
     host, port = server.address
     expected = f"<ConfdServer {host}:{port} serial=7 answered=0 dropped=0 errors=0>"
     assert repr(server) == expected
-    async with fault_proxy(server.address) as proxy:
+    async with open_fault_proxy(server.address) as proxy:
         assert repr(proxy) == f"<FaultProxy {host}:{proxy.address[1]} -> {host}:{port} clients=0>"
     async with open_confd_client(KEY, [server.address]) as client:
         result = await client.query(RequestType.PING)
@@ -207,7 +207,7 @@ async def test_reprs_say_what_things_are_and_never_the_key(server: ConfdServer) 
 
 
 async def test_a_failed_querys_repr_says_so() -> None:
-    async with simulated_cluster([CONFIG, CONFIG, CONFIG], KEY) as cluster:
+    async with open_simulated_cluster([CONFIG, CONFIG, CONFIG], KEY) as cluster:
         assert repr(cluster) == (
             "<SimulatedCluster peers=3 port=1814 up=3 reachable=3 serials=[7] seed=0>"
         )

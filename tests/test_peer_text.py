@@ -27,7 +27,7 @@ from trioconfd import (
     resolve_peers,
 )
 from trioconfd.cli._main import EXIT_OK, EXIT_USAGE
-from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, serve_confd
+from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, open_confd_server
 
 from .conftest import write_key_file
 from .test_cli import run_cli, run_cli_without_a_network
@@ -81,7 +81,7 @@ def resolving(table: dict[str, list[str]]) -> Iterator[HostsResolver]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[ConfdServer]:
-    async with serve_confd(CONFIG, KEY) as server:
+    async with open_confd_server(CONFIG, KEY) as server:
         yield server
 
 
@@ -94,7 +94,7 @@ async def test_peers_as_ip_port_strings(server: ConfdServer) -> None:
 
 
 async def test_ipv6_peers_as_bracketed_strings() -> None:
-    async with serve_confd(CONFIG, KEY, host="::1") as server:
+    async with open_confd_server(CONFIG, KEY, host="::1") as server:
         result = await query(KEY, [f"[::1]:{server.address[1]}"], RequestType.PING)
     assert result.ok
 

@@ -15,7 +15,7 @@ from trioconfd import (
     pack_request,
     unpack_reply,
 )
-from trioconfd.testing import Faults, fault_proxy, make_cluster_config, serve_confd
+from trioconfd.testing import Faults, make_cluster_config, open_confd_server, open_fault_proxy
 
 from .responders import wait_until
 
@@ -25,8 +25,8 @@ CONFIG = make_cluster_config(serial=4)
 
 async def test_clean_relay() -> None:
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address) as proxy,
         open_confd_client(KEY, [proxy.address]) as client,
     ):
         for _ in range(3):
@@ -38,8 +38,8 @@ async def test_clean_relay() -> None:
 
 async def test_dropping_everything_means_silence() -> None:
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_server=Faults(drop=1.0)) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address, to_server=Faults(drop=1.0)) as proxy,
         open_confd_client(KEY, [proxy.address]) as client,
     ):
         result = await client.query(RequestType.PING, timeout=0.3)
@@ -55,8 +55,8 @@ async def test_dropping_everything_means_silence() -> None:
 
 async def test_duplicates_count_once() -> None:
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_client=Faults(duplicate=1.0)) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address, to_client=Faults(duplicate=1.0)) as proxy,
         open_confd_client(KEY, [proxy.address]) as client,
     ):
         async with client.request(RequestType.PING, timeout=5) as replies:
@@ -70,8 +70,8 @@ async def test_duplicates_count_once() -> None:
 
 async def test_corruption_is_caught() -> None:
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_client=Faults(corrupt=1.0), seed=3) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address, to_client=Faults(corrupt=1.0), seed=3) as proxy,
         open_confd_client(KEY, [proxy.address]) as client,
     ):
         for _ in range(10):
@@ -86,8 +86,10 @@ async def test_corruption_is_caught() -> None:
 
 async def test_delay() -> None:
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_server=Faults(delay=1.0, delay_range=(0.2, 0.2))) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(
+            server.address, to_server=Faults(delay=1.0, delay_range=(0.2, 0.2))
+        ) as proxy,
         open_confd_client(KEY, [proxy.address]) as client,
     ):
         start = trio.current_time()
@@ -100,8 +102,8 @@ async def test_delay() -> None:
 async def test_reorder() -> None:
     faults = Faults(reorder=1.0, hold_limit=2.0)
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_client=faults) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address, to_client=faults) as proxy,
     ):
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with sock:
@@ -116,8 +118,8 @@ async def test_reorder() -> None:
 async def test_held_datagram_is_released_after_the_hold_limit() -> None:
     faults = Faults(reorder=1.0, hold_limit=0.1)
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_client=faults) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address, to_client=faults) as proxy,
         open_confd_client(KEY, [proxy.address]) as client,
     ):
         result = await client.query(RequestType.PING, timeout=5)
@@ -127,8 +129,8 @@ async def test_held_datagram_is_released_after_the_hold_limit() -> None:
 async def _run_lossy(seed: int) -> tuple[int, set[str]]:
     """Send 40 pings through a proxy that drops half; which got answers?"""
     async with (
-        serve_confd(CONFIG, KEY) as server,
-        fault_proxy(server.address, to_server=Faults(drop=0.5), seed=seed) as proxy,
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address, to_server=Faults(drop=0.5), seed=seed) as proxy,
     ):
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         answered: set[str] = set()

@@ -73,10 +73,10 @@ async def test_a_cluster_serves_one_config_per_server_and_checks_its_arguments()
     import pytest
 
     from trioconfd import ConfdClientError, RequestType, query
-    from trioconfd.testing import make_cluster_config, serve_cluster
+    from trioconfd.testing import make_cluster_config, open_confd_cluster
 
     configs = [make_cluster_config(serial=serial) for serial in (5, 6)]
-    async with serve_cluster(configs, "a key") as cluster:
+    async with open_confd_cluster(configs, "a key") as cluster:
         assert [server.serial for server in cluster.servers] == [5, 6]
         assert cluster.key == b"a key"
         assert repr(cluster) == (
@@ -91,7 +91,7 @@ async def test_a_cluster_serves_one_config_per_server_and_checks_its_arguments()
         assert cluster.serial == 6  # nothing was changed by a refused call
     for size in (0, 255, True):
         with pytest.raises(ConfdClientError, match="size must be"):
-            async with serve_cluster(configs[0], size=size):
+            async with open_confd_cluster(configs[0], size=size):
                 pass
 
 
@@ -99,9 +99,9 @@ async def test_a_bad_config_is_its_own_error_not_a_busy_port() -> None:
     import pytest
 
     from trioconfd import ConfdError
-    from trioconfd.testing import serve_cluster
+    from trioconfd.testing import open_confd_cluster
 
     with pytest.raises(ConfdError, match="not a Ganeti configuration") as refused:
-        async with serve_cluster({"cluster": {}}):
+        async with open_confd_cluster({"cluster": {}}):
             pass
     assert "no port was free" not in str(refused.value)

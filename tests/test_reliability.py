@@ -26,14 +26,14 @@ from trioconfd import (
     RetryPolicy,
     Upcall,
     open_confd_client,
-    pack_reply,
 )
+from trioconfd.protocol import pack_reply
 from trioconfd.testing import (
     Faults,
     SimulatedCluster,
     make_cluster_config,
-    serve_confd,
-    simulated_cluster,
+    open_confd_server,
+    open_simulated_cluster,
 )
 
 from .responders import Responder, answer_ping, run_responders, silent, wait_until
@@ -53,7 +53,7 @@ async def test_silent_peers_are_asked_again_with_the_same_rsalt(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
         trio.open_nursery() as nursery,
     ):
@@ -81,7 +81,7 @@ async def test_silent_peers_are_asked_again_with_the_same_rsalt(
 
 async def test_retry_off_for_the_whole_client(autojump_clock: trio.testing.MockClock) -> None:
     async with (
-        simulated_cluster([CONFIG], KEY) as cluster,
+        open_simulated_cluster([CONFIG], KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port, retry=RetryPolicy.off()) as client,
         trio.open_nursery() as nursery,
     ):
@@ -107,7 +107,7 @@ async def test_hedging_asks_peers_outside_a_silent_sample(
 ) -> None:
     fast = RetryPolicy(initial=0.02, max_interval=0.05, hedge_after=0.05)
     async with (
-        simulated_cluster([CONFIG] * 5, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 5, KEY) as cluster,
         open_confd_client(
             KEY, cluster.peers, port=cluster.port, retry=fast, rng=FirstPeers()
         ) as client,
@@ -137,7 +137,9 @@ async def test_thirty_percent_loss_each_way_still_reaches_quorum(
 ) -> None:
     loss = Faults(drop=0.3)
     async with (
-        simulated_cluster([CONFIG] * 3, KEY, seed=1, to_server=loss, to_client=loss) as cluster,
+        open_simulated_cluster(
+            [CONFIG] * 3, KEY, seed=1, to_server=loss, to_client=loss
+        ) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         results = []
@@ -251,8 +253,8 @@ def rss_bytes() -> int:
 async def test_flood_of_garbage_during_live_queries() -> None:
     count = 100_000
     async with (
-        serve_confd(CONFIG, KEY) as one,
-        serve_confd(CONFIG, KEY) as two,
+        open_confd_server(CONFIG, KEY) as one,
+        open_confd_server(CONFIG, KEY) as two,
         open_confd_client(KEY, [one.address, two.address]) as client,
     ):
         for _ in range(200):  # warm up caches and allocator pools

@@ -25,7 +25,7 @@ from trioconfd import (
     requests,
     unpack_reply,
 )
-from trioconfd.testing import ConfigAnswers, make_cluster_config, serve_confd
+from trioconfd.testing import ConfigAnswers, make_cluster_config, open_confd_server
 from trioconfd.testing._answers import haskell_show
 
 KEY = b"server key"
@@ -36,8 +36,8 @@ async def test_client_queries_the_server_and_sees_a_live_swap(tmp_path: Path) ->
     path = tmp_path / "config.data"
     path.write_text(json.dumps(config))
     async with (
-        serve_confd(path, KEY) as one,
-        serve_confd(config, KEY) as two,
+        open_confd_server(path, KEY) as one,
+        open_confd_server(config, KEY) as two,
         open_confd_client(KEY, [one.address, two.address]) as client,
     ):
         result = await client.query(requests.cluster_master())
@@ -54,7 +54,7 @@ async def test_client_queries_the_server_and_sees_a_live_swap(tmp_path: Path) ->
 
 
 async def test_server_drops_what_the_daemon_drops() -> None:
-    async with serve_confd(make_cluster_config(), KEY) as server:
+    async with open_confd_server(make_cluster_config(), KEY) as server:
         good = pack_request(ConfdRequest(RequestType.PING), KEY)
         assert server.reply_to(good) is not None
         assert server.reply_to(pack_request(ConfdRequest(RequestType.PING), b"other")) is None
@@ -80,18 +80,18 @@ async def test_bad_configurations_are_refused(
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(ConfdError, match=message):
-        async with serve_confd(path, KEY):
+        async with open_confd_server(path, KEY):
             pass
-    async with serve_confd(make_cluster_config(), KEY) as server:
+    async with open_confd_server(make_cluster_config(), KEY) as server:
         with pytest.raises(ConfdError, match=message):
             server.set_config(path)
         assert server.serial == 1  # the old configuration is still served
 
 
 async def test_bind_failure_is_a_clear_error() -> None:
-    async with serve_confd(make_cluster_config(), KEY) as server:
+    async with open_confd_server(make_cluster_config(), KEY) as server:
         with pytest.raises(ConfdError, match="cannot bind"):
-            async with serve_confd(make_cluster_config(), KEY, port=server.address[1]):
+            async with open_confd_server(make_cluster_config(), KEY, port=server.address[1]):
                 pass
 
 
@@ -132,7 +132,7 @@ def _signed_request(msg: str, key: bytes = KEY) -> bytes:
 async def test_surrogates_in_the_rsalt_are_answered(rsalt: str) -> None:
     """The daemon answers these; packing the reply used to kill the server."""
     msg = '{"protocol":1,"type":0,"query":null,"rsalt":"%s"}' % rsalt  # noqa: UP031
-    async with serve_confd(make_cluster_config(), KEY) as server:
+    async with open_confd_server(make_cluster_config(), KEY) as server:
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             await sock.sendto(_signed_request(msg), server.address)
             with trio.fail_after(5):
@@ -149,7 +149,7 @@ async def test_surrogates_in_the_rsalt_are_answered(rsalt: str) -> None:
 
 async def test_a_client_rsalt_with_a_lone_surrogate_round_trips() -> None:
     async with (
-        serve_confd(make_cluster_config(serial=4), KEY) as server,
+        open_confd_server(make_cluster_config(serial=4), KEY) as server,
         open_confd_client(KEY, [server.address]) as client,
     ):
         result = await client.query(ConfdRequest(RequestType.CLUSTER_MASTER, rsalt="\udfff"))
@@ -160,7 +160,7 @@ async def test_a_datagram_that_finds_a_bug_does_not_stop_the_server(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with (
-        serve_confd(make_cluster_config(), KEY) as server,
+        open_confd_server(make_cluster_config(), KEY) as server,
         open_confd_client(KEY, [server.address], retry=RetryPolicy.off()) as client,
     ):
         answer = server._answers.answer
@@ -188,10 +188,54 @@ def test_a_str_key_that_is_not_unicode_is_refused() -> None:
 
 async def test_the_server_sends_replies_up_to_the_largest_ipv4_udp_payload() -> None:
     config = make_cluster_config(serial=4)
-    async with serve_confd(config, KEY) as server:
+    async with open_confd_server(config, KEY) as server:
         for padding in (62_000, 65_300):  # replies of about 62,170 and 65,470 bytes
             config["cluster"]["tags"] = ["x" * padding]
             server.set_config(config)
             async with open_confd_client(KEY, [server.address]) as client:
                 result = await client.query(RequestType.CONFIG_QUERY, "/cluster/tags", timeout=5)
             assert result.answer == ["x" * padding]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("serve_confd", "open_confd_server"),
+        ("serve_cluster", "open_confd_cluster"),
+        ("fault_proxy", "open_fault_proxy"),
+        ("simulated_cluster", "open_simulated_cluster"),
+        ("run_ganeti_confd", "open_ganeti_confd"),
+    ],
+)
+def test_the_old_names_still_work_for_a_release_and_say_so(old: str, new: str) -> None:
+    import trioconfd.testing
+
+    with pytest.warns(DeprecationWarning, match=f"testing.{old} is deprecated: use .*{new}"):
+        assert getattr(trioconfd.testing, old) is getattr(trioconfd.testing, new)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        trioconfd.testing.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("trioconfd", "pack_reply", "trioconfd.protocol.pack_reply"),
+        ("trioconfd", "unpack_request", "trioconfd.protocol.unpack_request"),
+        ("trioconfd", "parse_peer", "trioconfd.parse_peer_text"),
+        ("trioconfd", "ConfdMagicError", "trioconfd.ConfdMalformedError"),
+        ("trioconfd.protocol", "ConfdMagicError", "trioconfd.protocol.ConfdMalformedError"),
+    ],
+)
+def test_moved_names_still_work_for_a_release_and_say_where_they_went(
+    module: str, old: str, new: str
+) -> None:
+    import importlib
+
+    namespace = importlib.import_module(module)
+    new_module, _, new_name = new.rpartition(".")
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated: use .*{new_name}"):
+        value = getattr(namespace, old)
+    assert value is getattr(importlib.import_module(new_module), new_name)
+    assert old not in namespace.__all__
+    with pytest.raises(AttributeError, match="nothing_here"):
+        namespace.nothing_here  # noqa: B018

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from trioconfd import MAGIC, HmacKey, unpack_reply
-from trioconfd.testing import ConfdServer, GanetiConfd, make_cluster_config, serve_confd
+from trioconfd.testing import ConfdServer, GanetiConfd, make_cluster_config, open_confd_server
 
 from .conftest import Cluster, interop_config
 
@@ -200,14 +200,14 @@ def _plain_xen_config() -> dict[str, Any]:
 async def test_server_answers_like_the_daemon(ganeti_cluster: Cluster, which: str) -> None:
     config = interop_config() if which == "drbd cluster" else _plain_xen_config()
     daemon = await ganeti_cluster.start(config, KEY, "parity")
-    async with serve_confd(config, KEY) as server:
+    async with open_confd_server(config, KEY) as server:
         await _assert_same(daemon, server, config)
 
 
 async def test_live_config_swap_matches_the_daemon_reload(ganeti_cluster: Cluster) -> None:
     config = interop_config()
     daemon = await ganeti_cluster.start(config, KEY, "parity")
-    async with serve_confd(config, KEY) as server:
+    async with open_confd_server(config, KEY) as server:
         newer = interop_config(serial=150)
         newer["cluster"]["master_node"] = list(newer["nodes"])[1]
         daemon.write_config(newer)

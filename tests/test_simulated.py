@@ -15,7 +15,7 @@ from trioconfd.testing import (
     Faults,
     SimulatedNetwork,
     make_cluster_config,
-    simulated_cluster,
+    open_simulated_cluster,
 )
 
 KEY = b"simulated key\n"
@@ -28,7 +28,9 @@ def lossy_run(seed: int) -> tuple[list[tuple[bool, int, int, float, Any]], dict[
     async def program() -> tuple[list[tuple[bool, int, int, float, Any]], dict[str, int]]:
         loss = Faults(drop=0.3)
         async with (
-            simulated_cluster([CONFIG] * 5, KEY, seed=seed, to_server=loss, to_client=loss) as c,
+            open_simulated_cluster(
+                [CONFIG] * 5, KEY, seed=seed, to_server=loss, to_client=loss
+            ) as c,
             open_confd_client(KEY, c.peers, port=c.port, rng=random.Random(seed)) as client,
         ):
             start = trio.current_time()
@@ -62,7 +64,7 @@ async def test_a_majority_crashed_times_out_at_the_deadline_exactly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        simulated_cluster([CONFIG] * 5, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 5, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         for index in (0, 1, 2):
@@ -82,7 +84,7 @@ async def test_a_majority_crashed_times_out_at_the_deadline_exactly(
 
 async def test_partition_and_heal(autojump_clock: trio.testing.MockClock) -> None:
     async with (
-        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         cluster.partition([2])
@@ -98,7 +100,7 @@ async def test_a_newer_serial_on_a_majority_is_trusted(
 ) -> None:
     newer = make_cluster_config(serial=9)
     async with (
-        simulated_cluster([CONFIG] * 5, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 5, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         for index in (1, 3, 4):
@@ -112,7 +114,7 @@ async def test_a_newer_serial_on_a_majority_is_trusted(
 
 async def test_faults_on_one_link(autojump_clock: trio.testing.MockClock) -> None:
     async with (
-        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         cluster.set_faults(0, to_client=Faults(drop=1.0))
@@ -130,7 +132,7 @@ async def test_retransmissions_happen_at_their_exact_times(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
-        simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
         for index in range(3):
@@ -157,7 +159,7 @@ async def test_retransmissions_happen_at_their_exact_times(
 
 
 async def test_one_shot_query_and_the_real_clock() -> None:
-    async with simulated_cluster([CONFIG] * 3, KEY, seed=1) as cluster:
+    async with open_simulated_cluster([CONFIG] * 3, KEY, seed=1) as cluster:
         result = await trioconfd.query(
             KEY, cluster.peers, RequestType.CLUSTER_MASTER, port=cluster.port, timeout=5
         )
@@ -172,9 +174,9 @@ async def test_one_shot_query_and_the_real_clock() -> None:
 
 async def test_bad_cluster_arguments() -> None:
     with pytest.raises(ConfdClientError, match="at least one config"):
-        async with simulated_cluster([], KEY):
+        async with open_simulated_cluster([], KEY):
             pass  # pragma: no cover
-    async with simulated_cluster([CONFIG], KEY) as cluster:
+    async with open_simulated_cluster([CONFIG], KEY) as cluster:
         with pytest.raises(ConfdClientError, match="no peer 1"):
             cluster.crash(1)
         with pytest.raises(ConfdClientError, match="no peer -1"):

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from trioconfd import PeerReply, ReplyAggregator
-from trioconfd.client._gather import Exchange
+from trioconfd.client._gather import RequestInFlight
 from trioconfd.testing.properties import ClientStateMachine, check_client
 
 SETTINGS = settings(
@@ -79,9 +79,9 @@ def test_trusting_the_first_reply_is_caught_and_shrunk(monkeypatch: pytest.Monke
 def test_counting_a_retransmitted_peer_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     # The bug: the client forgets who has answered as soon as it reads a reply,
     # and the aggregator trusts the client never to hand it a peer twice.
-    take = Exchange._take
+    take = RequestInFlight._take
 
-    def forgetful_take(self: Exchange, peer_reply: PeerReply) -> None:
+    def forgetful_take(self: RequestInFlight, peer_reply: PeerReply) -> None:
         take(self, peer_reply)
         self._route.answered = frozenset()
 
@@ -91,7 +91,7 @@ def test_counting_a_retransmitted_peer_twice_is_caught(monkeypatch: pytest.Monke
             self.best = peer_reply.reply
         return True
 
-    monkeypatch.setattr(Exchange, "_take", forgetful_take)
+    monkeypatch.setattr(RequestInFlight, "_take", forgetful_take)
     monkeypatch.setattr(ReplyAggregator, "add_reply", add_without_looking)
     with pytest.raises(AssertionError, match="counted twice") as failure:
         check_client(peers=3, max_examples=1000, steps=3, derandomize=True)

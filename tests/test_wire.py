@@ -16,7 +16,7 @@ from trioconfd import (
     MAX_DATAGRAM_SIZE,
     MAX_REQUEST_SIZE,
     ConfdClientError,
-    ConfdMagicError,
+    ConfdMalformedError,
     ConfdProtocolError,
     ConfdReply,
     ConfdRequest,
@@ -24,11 +24,10 @@ from trioconfd import (
     HmacKey,
     ReplyStatus,
     RequestType,
-    pack_reply,
     pack_request,
     unpack_reply,
-    unpack_request,
 )
+from trioconfd.protocol import pack_reply, unpack_request
 from trioconfd.testing import strategies
 
 from .garbage import COSTLY_GARBAGE
@@ -142,49 +141,53 @@ GOOD_MSG = '{"protocol":1,"status":0,"answer":1,"serial":5}'
 @pytest.mark.parametrize(
     ("datagram", "error", "message"),
     [
-        (b"", ConfdMagicError, "wrong magic"),
-        (b"plj1{}", ConfdMagicError, "wrong magic"),
-        (b"plj0", ConfdMagicError, "not a JSON object of strings: expected {"),
-        (b"plj0{nope", ConfdMagicError, "expected a member name"),
-        (b"plj0\xff\xfe{}", ConfdMagicError, "expected {"),  # read as 8-bit: "\xff\xfe{}"
-        (b"plj0[1, 2]", ConfdMagicError, "expected {"),
-        (b"plj0" + b"[" * 100000, ConfdMagicError, "over the"),
-        (b"plj0" + b"[" * 50000 + b"]" * 50000, ConfdMagicError, "over the"),
-        (b"plj0" + b"[" * 30000 + b"]" * 30000, ConfdMagicError, "expected {"),
-        (b'plj0{"msg": [[[[[[', ConfdMagicError, "expected a string as the value of 'msg'"),
-        (b'plj0{"msg": "x" "salt"}', ConfdMagicError, "expected ',' or '}'"),
-        (b'plj0{"msg" "x"}', ConfdMagicError, "expected ':'"),
-        (b'plj0{"msg": "x}', ConfdMagicError, "Unterminated string"),
-        (b'plj0{"msg": "x"} []', ConfdMagicError, "nothing after the envelope"),
-        (b'plj0{"a":"","b":"","c":"","d":"","e":""}', ConfdMagicError, "the end of the envelope"),
+        (b"", ConfdMalformedError, "wrong magic"),
+        (b"plj1{}", ConfdMalformedError, "wrong magic"),
+        (b"plj0", ConfdMalformedError, "not a JSON object of strings: expected {"),
+        (b"plj0{nope", ConfdMalformedError, "expected a member name"),
+        (b"plj0\xff\xfe{}", ConfdMalformedError, "expected {"),  # read as 8-bit: "\xff\xfe{}"
+        (b"plj0[1, 2]", ConfdMalformedError, "expected {"),
+        (b"plj0" + b"[" * 100000, ConfdMalformedError, "over the"),
+        (b"plj0" + b"[" * 50000 + b"]" * 50000, ConfdMalformedError, "over the"),
+        (b"plj0" + b"[" * 30000 + b"]" * 30000, ConfdMalformedError, "expected {"),
+        (b'plj0{"msg": [[[[[[', ConfdMalformedError, "expected a string as the value of 'msg'"),
+        (b'plj0{"msg": "x" "salt"}', ConfdMalformedError, "expected ',' or '}'"),
+        (b'plj0{"msg" "x"}', ConfdMalformedError, "expected ':'"),
+        (b'plj0{"msg": "x}', ConfdMalformedError, "Unterminated string"),
+        (b'plj0{"msg": "x"} []', ConfdMalformedError, "nothing after the envelope"),
+        (
+            b'plj0{"a":"","b":"","c":"","d":"","e":""}',
+            ConfdMalformedError,
+            "the end of the envelope",
+        ),
         (b'plj0{"msg": "x", "salt": "s"}', ConfdSignatureError, "lacks"),
-        (b'plj0{"msg": 1, "salt": "s", "hmac": "h"}', ConfdMagicError, "value of 'msg'"),
+        (b'plj0{"msg": 1, "salt": "s", "hmac": "h"}', ConfdMalformedError, "value of 'msg'"),
         (
             b'plj0{"msg": "x", "salt": "s", "hmac": "h", "key_selector": 3}',
-            ConfdMagicError,
+            ConfdMalformedError,
             "value of 'key_selector'",
         ),
         (b'plj0{"msg": "x", "salt": "s", "hmac": "00"}', ConfdSignatureError, "mismatch"),
         (b'plj0{"msg": "x", "salt": "s", "hmac": "\\u00e9"}', ConfdSignatureError, "mismatch"),
         (b'plj0{"msg": "\\ud800", "salt": "s", "hmac": "0"}', ConfdSignatureError, "mismatch"),
         (_signed(GOOD_MSG, "s", b"otherkey"), ConfdSignatureError, "mismatch"),
-        (_signed("not json", "s"), ConfdMagicError, "not valid JSON"),
-        (_signed("[]", "s"), ConfdMagicError, "not a JSON object"),
-        (_signed('{"protocol":1,"status":0,"answer":1}', "s"), ConfdMagicError, "serial"),
-        (_signed('{"protocol":1,"status":0,"serial":1}', "s"), ConfdMagicError, "answer"),
+        (_signed("not json", "s"), ConfdMalformedError, "not valid JSON"),
+        (_signed("[]", "s"), ConfdMalformedError, "not a JSON object"),
+        (_signed('{"protocol":1,"status":0,"answer":1}', "s"), ConfdMalformedError, "serial"),
+        (_signed('{"protocol":1,"status":0,"serial":1}', "s"), ConfdMalformedError, "answer"),
         (
             _signed('{"protocol":1,"status":7,"answer":1,"serial":1}', "s"),
-            ConfdMagicError,
+            ConfdMalformedError,
             "status",
         ),
         (
             _signed('{"protocol":1,"status":0,"answer":1,"serial":true}', "s"),
-            ConfdMagicError,
+            ConfdMalformedError,
             "serial",
         ),
         (
             _signed('{"protocol":"1","status":0,"answer":1,"serial":1}', "s"),
-            ConfdMagicError,
+            ConfdMalformedError,
             "protocol",
         ),
     ],
@@ -198,7 +201,7 @@ def test_malformed_replies_raise_protocol_errors(
 
 def test_oversized_datagram_is_refused_even_if_signed() -> None:
     msg = json.dumps({"protocol": 1, "status": 0, "answer": "x" * MAX_DATAGRAM_SIZE, "serial": 1})
-    with pytest.raises(ConfdMagicError, match="over the 65527-byte limit"):
+    with pytest.raises(ConfdMalformedError, match="over the 65527-byte limit"):
         unpack_reply(_signed(msg, "s"), KEY)
 
 
@@ -281,7 +284,7 @@ def test_the_daemon_reads_the_first_4096_bytes_of_a_request() -> None:
     with pytest.raises(ConfdClientError, match="reads at most 4096"):
         pack_request(big, KEY)
     msg = json.dumps(big.to_wire())
-    with pytest.raises(ConfdMagicError, match="Unterminated string"):
+    with pytest.raises(ConfdMalformedError, match="Unterminated string"):
         unpack_request(_signed(msg, "1000"), KEY, now=1000)
     # What still parses once cut (white space after the envelope) is answered.
     padded = _signed('{"protocol":1,"type":0,"query":null,"rsalt":"r"}', "1000")
@@ -328,7 +331,7 @@ def test_request_envelopes_are_read_as_strictly_as_the_daemon_reads_them() -> No
     msg = '{"protocol":1,"type":0,"query":null,"rsalt":"r"}'
     signature = HmacKey(KEY).sign(("1000" + msg).encode())
     envelope = {"msg": msg, "salt": "1000", "hmac": signature}
-    with pytest.raises(ConfdMagicError, match="does not follow the magic"):
+    with pytest.raises(ConfdMalformedError, match="does not follow the magic"):
         unpack_request(MAGIC + b" " + json.dumps(envelope).encode(), KEY, now=1000)
     for extra in ({"key_selector": ""}, {"version": "1"}):
         with pytest.raises(ConfdSignatureError, match="msg, salt and hmac only"):
@@ -426,10 +429,10 @@ def test_any_flipped_byte_is_caught(reply: ConfdReply, salt: str, data: st.DataO
     ],
 )
 def test_a_signed_message_must_be_one_whole_json_document(msg: str) -> None:
-    with pytest.raises(ConfdMagicError, match="not valid JSON"):
+    with pytest.raises(ConfdMalformedError, match="not valid JSON"):
         unpack_reply(_signed(msg, "s"), KEY)
     request = '{"protocol":1,"type":0,"query":null,"rsalt":"r"}'
-    with pytest.raises(ConfdMagicError, match="not valid JSON"):
+    with pytest.raises(ConfdMalformedError, match="not valid JSON"):
         unpack_request(_signed(request + "x", "1000"), KEY, now=1000)
 
 
@@ -445,7 +448,7 @@ def _padded_reply(size: int) -> bytes:
 def test_datagrams_of_exactly_the_size_limit() -> None:
     reply, _ = unpack_reply(_padded_reply(MAX_DATAGRAM_SIZE), KEY)
     assert len(reply.answer) > 61000
-    with pytest.raises(ConfdMagicError, match="over the 65527-byte limit"):
+    with pytest.raises(ConfdMalformedError, match="over the 65527-byte limit"):
         unpack_reply(_padded_reply(MAX_DATAGRAM_SIZE + 1), KEY)
     base = len(pack_reply(ConfdReply(ReplyStatus.OK, "", 1), "s", KEY))
     largest = "x" * (MAX_DATAGRAM_SIZE - base)
@@ -467,7 +470,7 @@ def test_requests_of_exactly_the_size_limit() -> None:
         pack_request(request_of(MAX_REQUEST_SIZE + 1), KEY, now=1000)
     one_over = _signed(json.dumps(request_of(MAX_REQUEST_SIZE + 1).to_wire()), "1000")
     assert len(one_over) > MAX_REQUEST_SIZE
-    with pytest.raises(ConfdMagicError, match="Unterminated"):  # cut where the daemon cuts
+    with pytest.raises(ConfdMalformedError, match="Unterminated"):  # cut where the daemon cuts
         unpack_request(one_over, KEY, now=1000)
 
 
@@ -527,7 +530,7 @@ def test_long_timestamps_are_far_off(salt: str) -> None:
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_numbers_are_refused(number: str) -> None:
     msg = '{"protocol":1,"type":%s,"query":null,"rsalt":"r"}' % number  # noqa: UP031
-    with pytest.raises(ConfdMagicError, match="is not JSON"):
+    with pytest.raises(ConfdMalformedError, match="is not JSON"):
         unpack_request(_signed(msg, "1000"), KEY, now=1000)
 
 
@@ -547,9 +550,9 @@ def test_costly_garbage_never_reaches_a_json_parser(
     for name in ("_scan_json", "_decode_json"):
         monkeypatch.setattr(_wire, name, must_not_run)
     monkeypatch.setattr(HmacKey, "verify", must_not_run)
-    with pytest.raises(ConfdMagicError, match=r"not a JSON object of strings|over the"):
+    with pytest.raises(ConfdMalformedError, match=r"not a JSON object of strings|over the"):
         unpack_reply(garbage, KEY)
-    with pytest.raises(ConfdMagicError):
+    with pytest.raises(ConfdMalformedError):
         unpack_request(garbage[:MAX_REQUEST_SIZE], KEY)
 
 
@@ -588,7 +591,7 @@ def test_the_envelope_reader_accepts_only_what_json_reads_the_same(text: str) ->
 
     try:
         members = _envelope_members(text)
-    except ConfdMagicError:
+    except ConfdMalformedError:
         try:
             value = json.loads(text)
         except ValueError:
@@ -643,7 +646,7 @@ def test_requests_are_not_read_as_8_bit() -> None:
     msg = json.dumps(request.to_wire(), ensure_ascii=False)
     signature = HmacKey(KEY).sign(("1000" + msg).encode("utf-8"))
     envelope = json.dumps({"hmac": signature, "msg": msg, "salt": "1000"}, ensure_ascii=False)
-    with pytest.raises(ConfdMagicError, match="not UTF-8"):
+    with pytest.raises(ConfdMalformedError, match="not UTF-8"):
         unpack_request(MAGIC + envelope.encode("latin-1"), KEY, now=1000)
     assert unpack_request(MAGIC + envelope.encode("utf-8"), KEY, now=1000)[0] == request
 

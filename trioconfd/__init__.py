@@ -7,6 +7,9 @@ without I/O (messages, packing, the quorum rule, verdicts);
 :mod:`trioconfd.testing` has the in-process server and the test tools.
 """
 
+import importlib
+import warnings
+
 from . import callbacks, requests
 from ._version import __version__
 from .client import (
@@ -26,12 +29,12 @@ from .client import (
     default_port,
     ganeti_data_dir,
     open_confd_client,
+    parse_peer_text,
     query,
     read_hmac_key,
     read_master_candidate_ips,
     resolve_peers,
 )
-from .client import parse_peer_text as parse_peer
 from .protocol import (
     DEFAULT_COVERAGE,
     DEFAULT_PORT,
@@ -48,7 +51,7 @@ from .protocol import (
     ConfdArgumentTypeError,
     ConfdClientError,
     ConfdError,
-    ConfdMagicError,
+    ConfdMalformedError,
     ConfdProtocolError,
     ConfdReply,
     ConfdRequest,
@@ -69,10 +72,8 @@ from .protocol import (
     UpcallType,
     needed_replies,
     new_rsalt,
-    pack_reply,
     pack_request,
     unpack_reply,
-    unpack_request,
 )
 
 __all__ = [
@@ -98,7 +99,7 @@ __all__ = [
     "ConfdClientClosedError",
     "ConfdClientError",
     "ConfdError",
-    "ConfdMagicError",
+    "ConfdMalformedError",
     "ConfdProtocolError",
     "ConfdReply",
     "ConfdRequest",
@@ -130,16 +131,14 @@ __all__ = [
     "needed_replies",
     "new_rsalt",
     "open_confd_client",
-    "pack_reply",
     "pack_request",
-    "parse_peer",
+    "parse_peer_text",
     "query",
     "read_hmac_key",
     "read_master_candidate_ips",
     "requests",
     "resolve_peers",
     "unpack_reply",
-    "unpack_request",
 ]
 
 
@@ -154,3 +153,24 @@ def _publish_exceptions() -> None:
 
 
 _publish_exceptions()
+
+# Names that moved, kept for one release with a DeprecationWarning: the
+# server's side of the wire is trioconfd.protocol's, and parse_peer was a
+# second name for parse_peer_text.
+_MOVED = {
+    "pack_reply": ("trioconfd.protocol", "pack_reply"),
+    "unpack_request": ("trioconfd.protocol", "unpack_request"),
+    "parse_peer": ("trioconfd", "parse_peer_text"),
+    "ConfdMagicError": ("trioconfd", "ConfdMalformedError"),
+}
+
+
+def __getattr__(name: str) -> object:
+    moved = _MOVED.get(name)
+    if moved is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, new = moved
+    warnings.warn(
+        f"trioconfd.{name} is deprecated: use {module}.{new}", DeprecationWarning, stacklevel=2
+    )
+    return getattr(importlib.import_module(module), new)

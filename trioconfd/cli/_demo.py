@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from .. import requests
 from ..client import ConfdClient, Upcall, open_confd_client, query
 from ..protocol import ConfdRequest, NodeRole, QueryResult
-from ..testing import ConfdServer, make_cluster_config, serve_confd
+from ..testing import ConfdServer, make_cluster_config, open_confd_server
 
 KEY = b"demo cluster key\n"
 NEW_SERIAL = 42
@@ -131,7 +131,7 @@ async def run_demo(out: TextIO) -> int:
     upcalls: list[Upcall] = []
     async with AsyncExitStack() as stack:
         servers = [
-            await stack.enter_async_context(serve_confd(config, KEY))
+            await stack.enter_async_context(open_confd_server(config, KEY))
             for config in (current, current, stale)
         ]
         tour = Tour(out, servers)

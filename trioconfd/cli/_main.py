@@ -54,7 +54,7 @@ class UsageError(Exception):
 
 
 def parse_peer(text: str) -> PeerSpec:
-    """:func:`trioconfd.parse_peer`, with a usage error for a bad one."""
+    """:func:`trioconfd.parse_peer_text`, with a usage error for a bad one."""
     try:
         return parse_peer_text(text)
     except ConfdError as exc:

@@ -11,7 +11,7 @@ import trio
 
 from ..client import check_port, default_port, parse_peer_text, read_hmac_key, resolve_peers
 from ..protocol import ConfdError
-from ..testing import ConfdServer, serve_confd
+from ..testing import ConfdServer, open_confd_server
 
 #: How often the configuration file is checked for changes, in seconds.
 POLL_INTERVAL = 0.5
@@ -58,7 +58,7 @@ async def where_to_bind(bind: str, port: int | None) -> tuple[str, int]:
 async def run_serve(args: argparse.Namespace, out: TextIO) -> int:
     key = read_hmac_key(args.key_file)
     host, port = await where_to_bind(args.bind, args.port)
-    async with serve_confd(args.config, key, host=host, port=port) as server:
+    async with open_confd_server(args.config, key, host=host, port=port) as server:
         host, bound_port = server.address
         print(
             f"serving {args.config} (serial {server.serial}) on {host}:{bound_port}; Ctrl-C stops",

@@ -29,11 +29,11 @@ from ..protocol import (
     UpcallType,
 )
 from ._arguments import as_request, check_timeout, choose_targets
-from ._gather import Exchange, ReplyStream, gather
+from ._gather import ReplyStream, RequestInFlight, gather
 from ._kernel import udp_socket_drops
-from ._parity import ParityRequests
+from ._parity import SentRequests
 from ._peers import PeerSpec, parse_peers
-from ._router import Route, Router
+from ._router import Router, RoutingEntry
 from ._stats import ClientStats
 
 
@@ -94,7 +94,7 @@ class ConfdClient:
         self._quorum = quorum
         self._retry = retry
         self._rng = rng
-        self._parity = ParityRequests(router, nursery, quorum, self._upcall_expire)
+        self._sent_requests = SentRequests(router, nursery, quorum, self._upcall_expire)
         if callback is not None:
             router.on_reply = self._upcall_reply
 
@@ -188,11 +188,11 @@ class ConfdClient:
         result has ``timed_out`` set and holds what did arrive. A
         :class:`ConfdRequest` sent before goes out as ``request.renewed()``.
         """
-        exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
+        in_flight = self._open_exchange(type_or_request, query, coverage, timeout, retry)
         try:
-            return await gather(exchange)
+            return await gather(in_flight)
         finally:
-            exchange.close()  # the table entry goes now: nothing stays behind
+            in_flight.close()  # the table entry goes now: nothing stays behind
 
     @asynccontextmanager
     async def request(
@@ -216,13 +216,13 @@ class ConfdClient:
         policy) says. Leaving the block forgets the request; later replies to
         it are discarded and counted.
         """
-        exchange = self._open_exchange(type_or_request, query, coverage, timeout, retry)
+        in_flight = self._open_exchange(type_or_request, query, coverage, timeout, retry)
         try:
-            with trio.move_on_at(exchange.deadline):
-                await exchange.send_due()
-            yield ReplyStream(exchange)
+            with trio.move_on_at(in_flight.deadline):
+                await in_flight.send_due()
+            yield ReplyStream(in_flight)
         finally:
-            exchange.close()
+            in_flight.close()
 
     def _open_exchange(
         self,
@@ -231,7 +231,7 @@ class ConfdClient:
         coverage: int,
         timeout: float | None,
         retry: RetryPolicy | None,
-    ) -> Exchange:
+    ) -> RequestInFlight:
         self._router.check_open()
         request = as_request(type_or_request, query)
         if request.sent:
@@ -244,7 +244,7 @@ class ConfdClient:
             raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
-        return Exchange(
+        return RequestInFlight(
             self._router,
             request,
             targets,
@@ -280,7 +280,9 @@ class ConfdClient:
                 f"this ConfdRequest (rsalt {request.rsalt!r}) was sent before: a reply to that "
                 "send would be taken as an answer to this one; send request.renewed() instead"
             )
-        await self._parity.send(request, args, choose_targets(self._peers, coverage, self._rng))
+        await self._sent_requests.send(
+            request, args, choose_targets(self._peers, coverage, self._rng)
+        )
 
     async def wait_for_reply(
         self, salt: str, timeout: float = EXPIRE_TIMEOUT
@@ -292,15 +294,15 @@ class ConfdClient:
         so that it does not expire while waited on.
         """
         self._router.check_open()
-        return await self._parity.wait(salt, check_timeout(timeout))
+        return await self._sent_requests.wait(salt, check_timeout(timeout))
 
     def expire_requests(self) -> None:
         """Forget every request past its expiry, firing an ``EXPIRE`` upcall for each."""
-        self._parity.expire_overdue()
+        self._sent_requests.expire_overdue()
 
     # -- upcalls -------------------------------------------------------------
 
-    def _upcall_reply(self, route: Route, peer_reply: PeerReply) -> None:
+    def _upcall_reply(self, route: RoutingEntry, peer_reply: PeerReply) -> None:
         address, reply = peer_reply
         request = route.request
         self._upcall(
@@ -316,7 +318,7 @@ class ConfdClient:
             )
         )
 
-    def _upcall_expire(self, route: Route) -> None:
+    def _upcall_expire(self, route: RoutingEntry) -> None:
         request = route.request
         self._upcall(Upcall(UpcallType.EXPIRE, request.rsalt, request, route.args, self))
 

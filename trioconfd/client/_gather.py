@@ -28,13 +28,13 @@ from ..protocol import (
     SendSchedule,
     pack_request,
 )
-from ._router import ConfdRequestEndedError, Route, Router
+from ._router import ConfdRequestEndedError, Router, RoutingEntry
 from ._stats import DISCARD_REASONS
 
 _ENDED = "this request has ended: its async with block has exited"
 
 
-class Exchange:
+class RequestInFlight:
     """One request read by one task: its route, its reply channel, its schedule, its verdict.
 
     Made by :meth:`ConfdClient.query` and :meth:`ConfdClient.request`, which
@@ -77,7 +77,7 @@ class Exchange:
         # Hedging may ask every known peer: room for a reply from each.
         self._capacity = len(peers)
         self._channel = router.open_channel(self._capacity)
-        self._route = Route(request, targets, self._channel[0])
+        self._route = RoutingEntry(request, targets, self._channel[0])
         router.add(self._route)
         request.mark_sent()
         # The first fan-out, sent by the first send_due().
@@ -203,26 +203,26 @@ class Exchange:
         self._router.recycle_channel(self._channel, self._capacity, unread)
 
 
-async def gather(exchange: Exchange) -> QueryResult:
+async def gather(in_flight: RequestInFlight) -> QueryResult:
     """Send the request, read replies until the quorum, resend to the silent; the verdict.
 
     If the deadline passes first, the verdict counts every reply already
     accepted, and has ``timed_out`` set if they fall short of the quorum.
     """
-    aggregator = exchange.aggregator
+    aggregator = in_flight.aggregator
     while True:
         # What is due goes out by the deadline; then the wait lasts until the
         # next send due or the deadline, whichever comes first. (One cancel
         # scope per wait, its deadline moved: another, nested, would cost
         # ~10 µs more on every query.)
-        with trio.move_on_at(exchange.deadline) as waiting:
-            await exchange.send_due()
-            waiting.deadline = exchange.wake_at
+        with trio.move_on_at(in_flight.deadline) as waiting:
+            await in_flight.send_due()
+            waiting.deadline = in_flight.wake_at
             while not aggregator.quorum_reached:
-                await exchange.receive()
-            return exchange.verdict()
-        if trio.current_time() >= exchange.deadline:
-            return exchange.verdict()
+                await in_flight.receive()
+            return in_flight.verdict()
+        if trio.current_time() >= in_flight.deadline:
+            return in_flight.verdict()
 
 
 class ReplyStream:
@@ -233,12 +233,12 @@ class ReplyStream:
     Silent peers are asked again while the stream waits.
     """
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.request: ConfdRequest = exchange.request
-        self.deadline = exchange.deadline
+    def __init__(self, in_flight: RequestInFlight) -> None:
+        self.request: ConfdRequest = in_flight.request
+        self.deadline = in_flight.deadline
         self.timed_out = False
-        self._exchange = exchange
-        self._aggregator = exchange.aggregator
+        self._exchange = in_flight
+        self._aggregator = in_flight.aggregator
 
     @property
     def sent(self) -> int:
@@ -265,19 +265,19 @@ class ReplyStream:
         return self
 
     async def __anext__(self) -> PeerReply:
-        exchange = self._exchange
+        in_flight = self._exchange
         if self.timed_out or self._aggregator.complete:
             await trio.lowlevel.checkpoint()  # a checkpoint, as every async call should be
             raise StopAsyncIteration
         while True:
             # The next reply, until the next send due or the deadline.
-            with trio.move_on_at(exchange.deadline) as waiting:
-                await exchange.send_due()
-                waiting.deadline = exchange.wake_at
-                return await exchange.receive()
-            if trio.current_time() >= exchange.deadline:
+            with trio.move_on_at(in_flight.deadline) as waiting:
+                await in_flight.send_due()
+                waiting.deadline = in_flight.wake_at
+                return await in_flight.receive()
+            if trio.current_time() >= in_flight.deadline:
                 # What was accepted before the deadline still comes out.
-                arrived = exchange.receive_arrived()
+                arrived = in_flight.receive_arrived()
                 if arrived is not None:
                     return arrived
                 self.timed_out = True

@@ -20,19 +20,46 @@ from ..protocol import (
     EXPIRE_TIMEOUT,
     Address,
     ConfdRequest,
+    PeerReply,
     QuorumRule,
     pack_request,
     quorum_of,
 )
-from ._router import Route, Router
+from ._router import Router, RoutingEntry
 
 
-def _expiry(route: Route) -> float:
-    assert route.timer is not None
+class SentRequest(RoutingEntry):
+    """A request sent with ``send_request``: no task reads its replies. They go to
+    the callback; a task in ``wait_for_reply`` is woken by ``changed`` to count
+    them; its expiry task sleeps in ``timer``, whose deadline is the expiry."""
+
+    __slots__ = ("changed", "timer")
+
+    def __init__(self, request: ConfdRequest, targets: list[Address], args: Any) -> None:
+        super().__init__(request, targets, None, args)
+        self.changed: trio.Event | None = None
+        self.timer = trio.CancelScope(deadline=trio.current_time() + EXPIRE_TIMEOUT)
+
+    def deliver(self, peer_reply: PeerReply) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake a task waiting in ``wait_for_reply`` to look again."""
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+    def end(self) -> None:
+        """The client is closing: its expiry task and its waiters wake."""
+        self.timer.cancel()
+        self.wake()
+
+
+def _expiry(route: SentRequest) -> float:
     return route.timer.deadline
 
 
-class ParityRequests:
+class SentRequests:
     """The requests sent with ``send_request``, until they expire.
 
     ``on_expire`` is called for each, in order of expiry (the client's upcall).
@@ -43,7 +70,7 @@ class ParityRequests:
         router: Router,
         nursery: trio.Nursery,
         quorum: QuorumRule,
-        on_expire: Callable[[Route], None],
+        on_expire: Callable[[SentRequest], None],
     ) -> None:
         self._router = router
         self._nursery = nursery
@@ -51,14 +78,13 @@ class ParityRequests:
         self._on_expire = on_expire
         # In order of expiry, but for a request whose wait moved it later
         # (its own timer task expires that one on time).
-        self._pending: dict[str, Route] = {}
+        self._pending: dict[str, SentRequest] = {}
 
     async def send(self, request: ConfdRequest, args: Any, targets: list[Address]) -> None:
         """Register ``request`` with an expiry timer, then send it to ``targets``."""
         self.expire_overdue()  # first, as Ganeti's SendRequest does: an expired salt is free
         datagram = pack_request(request, self._router.key)
-        route = Route(request, targets, None, args)
-        route.timer = trio.CancelScope(deadline=trio.current_time() + EXPIRE_TIMEOUT)
+        route = SentRequest(request, targets, args)
         self._router.add(route)
         request.mark_sent()
         self._pending[request.rsalt] = route
@@ -73,7 +99,6 @@ class ParityRequests:
         """Wait until a quorum of the peers asked has replied: ``(timed_out, sent, received)``."""
         route = self._pending.get(salt)
         if route is not None:
-            assert route.timer is not None
             # Waiting moves the expiry later, so that it does not expire while waited on.
             route.timer.deadline += timeout
             self._pending[salt] = self._pending.pop(salt)
@@ -104,8 +129,7 @@ class ParityRequests:
         for route in sorted(overdue, key=_expiry):
             self._expire(route)
 
-    async def _expire_when_due(self, route: Route) -> None:
-        assert route.timer is not None
+    async def _expire_when_due(self, route: SentRequest) -> None:
         # Its deadline is the expiry (a wait moves it later); when the request
         # goes some other way, forgetting it cancels the scope.
         with route.timer:
@@ -114,15 +138,13 @@ class ParityRequests:
         if self._pending.get(route.request.rsalt) is route:
             self._expire(route)
 
-    def _expire(self, route: Route) -> None:
+    def _expire(self, route: SentRequest) -> None:
         self._forget(route)
         self._router.stats.expired += 1
         self._on_expire(route)
 
-    def _forget(self, route: Route) -> None:
+    def _forget(self, route: SentRequest) -> None:
         if self._pending.get(route.request.rsalt) is route:
             del self._pending[route.request.rsalt]
         self._router.remove(route)
-        if route.timer is not None:
-            route.timer.cancel()
-        route.wake()
+        route.end()

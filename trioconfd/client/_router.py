@@ -1,6 +1,6 @@
 """The client's socket side: the routing table, the receive task, and sending.
 
-Every request in flight is a :class:`Route` in the table, keyed by its rsalt.
+Every request in flight is a :class:`RoutingEntry` in the table, keyed by its rsalt.
 The receive task reads each datagram from the client's ``trio.socket`` UDP
 socket and checks it: size and magic, HMAC, a known rsalt, an address the
 request went to, a peer not yet counted. What passes goes to the route's
@@ -22,7 +22,7 @@ from ..protocol import (
     Address,
     ConfdArgumentError,
     ConfdClientError,
-    ConfdMagicError,
+    ConfdMalformedError,
     ConfdRequest,
     ConfdSignatureError,
     HmacKey,
@@ -63,15 +63,15 @@ class ConfdRequestEndedError(ConfdClientError, trio.ClosedResourceError):
     """A stream read after its request ended: its ``async with`` block has exited."""
 
 
-class Route:
-    """A request in the table: where it went, who has answered, where replies go.
+class RoutingEntry:
+    """A request in the routing table: where it went, who has answered, where replies go.
 
-    A query or a stream reads its replies from ``replies`` (a memory
-    channel); a request sent with ``send_request`` has no channel, and
-    ``changed`` wakes whoever waits on it instead.
+    A query's or a stream's entry hands each reply to the memory channel its
+    task reads (``replies``). Ganeti's ``send_request`` entries, which have
+    no reader, are :class:`~trioconfd.client._parity.SentRequest`.
     """
 
-    __slots__ = ("answered", "args", "changed", "replies", "request", "targets", "timer")
+    __slots__ = ("answered", "args", "replies", "request", "targets")
 
     def __init__(
         self,
@@ -86,11 +86,8 @@ class Route:
         # Shared and empty until the first reply: most requests in flight have none.
         self.answered: set[Address] | frozenset[Address] = frozenset()
         self.replies = replies
+        #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
         self.args = args
-        # Ganeti's send/wait/expire API only: a waiter's wake-up, and the
-        # cancel scope of its expiry task (the deadline is the expiry).
-        self.changed: trio.Event | None = None
-        self.timer: trio.CancelScope | None = None
 
     def ask(self, address: Address) -> None:
         """Add a peer the request goes to (hedging)."""
@@ -99,19 +96,16 @@ class Route:
         else:
             self.targets.append(address)
 
-    def wake(self) -> None:
-        """Wake a task waiting in ``wait_for_reply`` to look again."""
-        if self.changed is not None:
-            self.changed.set()
-            self.changed = None
+    def deliver(self, peer_reply: PeerReply) -> None:
+        """Hand on an accepted reply: to the channel (room for one reply per peer
+        that may be asked, and each peer counts once: this never blocks)."""
+        assert self.replies is not None
+        self.replies.send_nowait(peer_reply)
 
     def end(self) -> None:
-        """The client is closing: its reader gets ``EndOfChannel``, its waiters wake."""
+        """The client is closing: the reader gets ``EndOfChannel``."""
         if self.replies is not None:
             self.replies.close()
-        if self.timer is not None:
-            self.timer.cancel()
-        self.wake()
 
 
 class Router:
@@ -138,11 +132,11 @@ class Router:
         self.log = LogSummary(logger, log_interval)
         self._unasked_replies = 0
         self.stats = ClientStats()
-        self.table: dict[str, Route] = {}
+        self.table: dict[str, RoutingEntry] = {}
         self.closed_reason: str | None = None
         self._broken = False
         self._failure: BaseException | None = None
-        self.on_reply: Callable[[Route, PeerReply], None] | None = None
+        self.on_reply: Callable[[RoutingEntry, PeerReply], None] | None = None
         self._max_outstanding = max_outstanding
         self._pool: dict[int, list[tuple[ReplySender, ReplyReceiver]]] = {}
         self._send_lock = trio.Lock()
@@ -168,7 +162,7 @@ class Router:
             raise ConfdClientBrokenError(message) from self._failure
         raise ConfdClientClosedError(message)
 
-    def add(self, route: Route) -> None:
+    def add(self, route: RoutingEntry) -> None:
         """Put ``route`` in the table; before its request is sent, so no reply beats it."""
         rsalt = route.request.rsalt
         if not rsalt:
@@ -182,7 +176,7 @@ class Router:
             )
         self.table[rsalt] = route
 
-    def remove(self, route: Route) -> None:
+    def remove(self, route: RoutingEntry) -> None:
         """Take ``route`` out of the table; its late replies count as ``unknown_salt``."""
         if self.table.get(route.request.rsalt) is route:
             del self.table[route.request.rsalt]
@@ -308,7 +302,7 @@ class Router:
         stats.received += 1
         try:
             reply, salt = unpack_reply(datagram, self.key)
-        except ConfdMagicError as exc:
+        except ConfdMalformedError as exc:
             stats.malformed += 1
             self.log.log(
                 "malformed datagrams",
@@ -360,12 +354,7 @@ class Router:
         else:
             route.answered = {address}
         peer_reply = PeerReply(address, reply)
-        if route.replies is not None:
-            # Room for one reply per peer that may be asked, and each peer
-            # counts once: this never blocks.
-            route.replies.send_nowait(peer_reply)
-        else:
-            route.wake()
+        route.deliver(peer_reply)
         if self.on_reply is not None:
             self.on_reply(route, peer_reply)
 

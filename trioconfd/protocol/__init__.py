@@ -6,6 +6,8 @@ Trio client (:mod:`trioconfd.client`), the in-process server and the tests
 all share one implementation of the protocol.
 """
 
+import warnings
+
 from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator, format_address
 from ._constants import (
     DEFAULT_COVERAGE,
@@ -32,7 +34,7 @@ from ._errors import (
     ConfdArgumentTypeError,
     ConfdClientError,
     ConfdError,
-    ConfdMagicError,
+    ConfdMalformedError,
     ConfdProtocolError,
     ConfdSignatureError,
 )
@@ -69,7 +71,7 @@ __all__ = [
     "ConfdArgumentTypeError",
     "ConfdClientError",
     "ConfdError",
-    "ConfdMagicError",
+    "ConfdMalformedError",
     "ConfdProtocolError",
     "ConfdReply",
     "ConfdRequest",
@@ -102,3 +104,14 @@ __all__ = [
     "unpack_reply",
     "unpack_request",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "ConfdMagicError":  # its name until it said what it is (0.1)
+        warnings.warn(
+            "trioconfd.protocol.ConfdMagicError is deprecated: use ConfdMalformedError",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ConfdMalformedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from ._constants import MasterField, QueryKey, RequestType
-from ._errors import ConfdMagicError
+from ._errors import ConfdMalformedError
 from ._messages import ConfdRequest, Query
 
 _REQUEST_KEYS = frozenset({"protocol", "type", "query", "rsalt"})
@@ -28,7 +28,7 @@ def _whole_number(value: object, what: str) -> int:
     A number too large for a double (``1e400``) is infinite, which it rounds to 0.
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfdMagicError(f"{what} is {value!r}, not a number")
+        raise ConfdMalformedError(f"{what} is {value!r}, not a number")
     if math.isinf(value):
         return 0
     return (round(value) + 2**63) % 2**64 - 2**63
@@ -40,13 +40,13 @@ def _rsalt(value: object) -> str:
         return value
     if isinstance(value, list) and all(isinstance(c, str) and len(c) == 1 for c in value):
         return "".join(value)
-    raise ConfdMagicError(f"the rsalt is {value!r}, not a string")
+    raise ConfdMalformedError(f"the rsalt is {value!r}, not a string")
 
 
 def _optional_string(query: dict[str, Any], key: QueryKey) -> str | None:
     value = query.get(key.value)
     if value is not None and not isinstance(value, str):
-        raise ConfdMagicError(f"query key {key.value!r} holds {value!r}, not a string")
+        raise ConfdMalformedError(f"query key {key.value!r} holds {value!r}, not a string")
     return value
 
 
@@ -55,7 +55,7 @@ def _string_list(query: dict[str, Any], key: QueryKey) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfdMagicError(f"query key {key.value!r} holds {value!r}, not a list of strings")
+        raise ConfdMalformedError(f"query key {key.value!r} holds {value!r}, not a list of strings")
     return value
 
 
@@ -64,10 +64,10 @@ def decode_query(query: Any) -> Query:
     if query is None or isinstance(query, str):
         return query
     if not isinstance(query, dict):
-        raise ConfdMagicError(f"the query is a JSON {type(query).__name__}")
+        raise ConfdMalformedError(f"the query is a JSON {type(query).__name__}")
     unknown = set(query) - {key.value for key in QueryKey}
     if unknown:
-        raise ConfdMagicError(f"the query has unknown keys {sorted(unknown)}")
+        raise ConfdMalformedError(f"the query has unknown keys {sorted(unknown)}")
     canonical: dict[str, Any] = {}
     for key in (QueryKey.LINK, QueryKey.IP):
         value = _optional_string(query, key)
@@ -79,28 +79,29 @@ def decode_query(query: Any) -> Query:
     raw_fields = query.get(QueryKey.FIELDS.value)
     if raw_fields is not None:
         if not isinstance(raw_fields, list):
-            raise ConfdMagicError(f"query key '3' holds {raw_fields!r}, not a list")
+            raise ConfdMalformedError(f"query key '3' holds {raw_fields!r}, not a list")
         fields = [_whole_number(field, "a master field") for field in raw_fields]
         if any(field not in _FIELDS for field in fields):
-            raise ConfdMagicError(f"unknown master field in {raw_fields!r}")
+            raise ConfdMalformedError(f"unknown master field in {raw_fields!r}")
         if fields:
             canonical[QueryKey.FIELDS.value] = fields
     return canonical
 
 
 def decode_request(message: Any) -> ConfdRequest:
-    """The request in a decoded message, or :class:`ConfdMagicError` if the daemon would drop it."""
+    """The request in a decoded message; :class:`ConfdMalformedError` if the daemon
+    would drop it."""
     if not isinstance(message, dict):
-        raise ConfdMagicError("the request is not a JSON object")
+        raise ConfdMalformedError("the request is not a JSON object")
     extra = set(message) - _REQUEST_KEYS
     if extra:
-        raise ConfdMagicError(f"the request has superfluous keys {sorted(extra)}")
+        raise ConfdMalformedError(f"the request has superfluous keys {sorted(extra)}")
     for key in ("protocol", "type", "rsalt"):
         if key not in message:
-            raise ConfdMagicError(f"the request has no {key!r}")
+            raise ConfdMalformedError(f"the request has no {key!r}")
     request_type = _whole_number(message["type"], "the request type")
     if request_type not in _TYPES:
-        raise ConfdMagicError(f"unknown request type {request_type}")
+        raise ConfdMalformedError(f"unknown request type {request_type}")
     rsalt = _rsalt(message["rsalt"])
     return ConfdRequest(
         type=_TYPES[request_type],

@@ -23,7 +23,7 @@ class ConfdProtocolError(ConfdError):
     """A datagram is not an acceptable confd message."""
 
 
-class ConfdMagicError(ConfdProtocolError):
+class ConfdMalformedError(ConfdProtocolError):
     """A datagram is malformed: wrong magic, size, encoding, JSON or fields."""
 
 

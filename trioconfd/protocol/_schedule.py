@@ -103,7 +103,7 @@ class SendSchedule:
         self._asked: list[Address] = []  # while hedging may come: who may not be a hedge
         for peer in targets:
             estimate = None if self._estimate_of is None else self._estimate_of(peer)
-            self._silent[peer] = _Sends(estimate, now, now + self._wait(estimate, 1))
+            self._silent[peer] = _Sends(estimate, now, now + self._first_wait(estimate))
         hedge_after = policy.hedge_after
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
             self._hedge_at = math.inf
@@ -145,8 +145,7 @@ class SendSchedule:
             if sends.next_at <= now:
                 sends.sends += 1
                 sends.last_sent = now
-                # A retransmission, so the schedule's wait (only a first
-                # wait stretches to the estimate).
+                # Past the first, every wait is the schedule's.
                 sends.next_at = now + self._policy.interval(sends.sends)
                 peers.append(peer)
         hedge = self._hedge(now) if now >= self._hedge_at else None
@@ -190,16 +189,18 @@ class SendSchedule:
             if estimate is not None and now > scheduled and sends.next_at > scheduled:
                 estimate.doubt()
 
-    def _wait(self, estimate: RttEstimate | None, retransmission: int) -> float:
-        """Seconds from a peer's previous send to retransmission ``retransmission``."""
+    def _first_wait(self, estimate: RttEstimate | None) -> float:
+        """Seconds from a peer's first send to its first retransmission.
+
+        Only this wait stretches to the estimate: silence past the peer's
+        timeout is evidence against the estimate (it has changed, or the
+        datagram was lost), and the schedule's pace is right for both.
+        """
         policy = self._policy
         if not policy.enabled:
             return math.inf
-        # Only the first wait stretches to the estimate: silence past the
-        # peer's timeout is evidence against the estimate (it has changed, or
-        # the datagram was lost), and the schedule's pace is right for both.
-        if estimate is None or retransmission > 1:
-            return policy.interval(retransmission)
+        if estimate is None:
+            return policy.interval(1)
         return policy.interval_for(1, estimate.timeout)
 
     def _hedge(self, now: float) -> Address | None:
@@ -211,7 +212,7 @@ class SendSchedule:
         peer = self._choose(spare)
         self._asked.append(peer)
         estimate = None if self._estimate_of is None else self._estimate_of(peer)
-        self._silent[peer] = _Sends(estimate, now, now + self._wait(estimate, 1))
+        self._silent[peer] = _Sends(estimate, now, now + self._first_wait(estimate))
         self._hedge_at = now + self._policy.max_interval
         return peer
 

@@ -21,7 +21,7 @@ from ._decode import decode_request
 from ._errors import (
     ConfdArgumentError,
     ConfdArgumentTypeError,
-    ConfdMagicError,
+    ConfdMalformedError,
     ConfdSignatureError,
 )
 from ._messages import ConfdReply, ConfdRequest
@@ -181,9 +181,9 @@ def _load(text: str | bytes, what: str) -> Any:
             return value
         return _decode_json(text)
     except UnicodeDecodeError:
-        raise ConfdMagicError(f"{what} is not UTF-8") from None
+        raise ConfdMalformedError(f"{what} is not UTF-8") from None
     except (ValueError, RecursionError) as exc:
-        raise ConfdMagicError(f"{what} is not valid JSON: {exc}") from None
+        raise ConfdMalformedError(f"{what} is not valid JSON: {exc}") from None
 
 
 def _skip_space(text: str, position: int) -> int:
@@ -193,8 +193,8 @@ def _skip_space(text: str, position: int) -> int:
     return match.end()
 
 
-def _envelope_error(text: str, position: int, expected: str) -> ConfdMagicError:
-    return ConfdMagicError(
+def _envelope_error(text: str, position: int, expected: str) -> ConfdMalformedError:
+    return ConfdMalformedError(
         f"the envelope is not a JSON object of strings: expected {expected} "
         f"(at character {min(position, len(text))})"
     )
@@ -214,7 +214,7 @@ def _string(text: str, position: int, expected: str, strict: bool) -> tuple[str,
     try:
         value, position = _scan_string(text, position + 1, strict)
     except ValueError as exc:  # JSONDecodeError: a bad escape, a control character, no end
-        raise ConfdMagicError(f"the envelope is not a JSON object of strings: {exc}") from None
+        raise ConfdMalformedError(f"the envelope is not a JSON object of strings: {exc}") from None
     return value, _skip_space(text, position)
 
 
@@ -276,17 +276,19 @@ def _open_envelope(datagram: bytes, key: HmacKey, *, eight_bit: bool = False) ->
     read again as ganeti-confd 3.0 writes its replies (see below).
     """
     if len(datagram) > MAX_DATAGRAM_SIZE:
-        raise ConfdMagicError(
+        raise ConfdMalformedError(
             f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
         )
     if not datagram.startswith(MAGIC):
-        raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
+        raise ConfdMalformedError(
+            f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}"
+        )
     body = datagram[_MAGIC_LEN:]
     try:
         msg, salt = _authenticate(body.decode("utf-8"), key)
     except UnicodeDecodeError:
         if not eight_bit:
-            raise ConfdMagicError("the envelope is not UTF-8") from None
+            raise ConfdMalformedError("the envelope is not UTF-8") from None
         msg, salt = _authenticate(body.decode("latin-1"), key, strict=False)
     except ConfdSignatureError:
         if not eight_bit or body.isascii():
@@ -304,7 +306,7 @@ def _open_envelope(datagram: bytes, key: HmacKey, *, eight_bit: bool = False) ->
 def _int_field(message: dict[str, Any], name: str) -> int:
     value = message.get(name)
     if type(value) is not int:  # exactly int: JSON true is a bool, not a number
-        raise ConfdMagicError(f"field {name!r} is {value!r}, not an integer")
+        raise ConfdMalformedError(f"field {name!r} is {value!r}, not an integer")
     return value
 
 
@@ -314,16 +316,16 @@ def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
     A reply is read as UTF-8, or as the 8-bit text ganeti-confd 3.0 writes
     when that is what its signature verifies.
 
-    Raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`, nothing else.
+    Raises :class:`ConfdMalformedError` or :class:`ConfdSignatureError`, nothing else.
     """
     message, salt = _open_envelope(datagram, as_hmac_key(key), eight_bit=True)
     if not isinstance(message, dict):
-        raise ConfdMagicError("the reply is not a JSON object")
+        raise ConfdMalformedError("the reply is not a JSON object")
     status = _int_field(message, "status")
     if status not in _STATUSES:
-        raise ConfdMagicError(f"unknown reply status {status}")
+        raise ConfdMalformedError(f"unknown reply status {status}")
     if "answer" not in message:
-        raise ConfdMagicError("the reply has no answer field")
+        raise ConfdMalformedError("the reply has no answer field")
     reply = ConfdReply(
         status=_STATUSES[status],
         answer=message["answer"],
@@ -387,13 +389,15 @@ def read_haskell_integer(text: str) -> int | None:
 def _open_request(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
     """The request's decoded message and salt, read as the daemon reads them."""
     if not datagram.startswith(MAGIC):
-        raise ConfdMagicError(f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}")
+        raise ConfdMalformedError(
+            f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}"
+        )
     try:
         text = datagram[_MAGIC_LEN:].decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfdMagicError("the envelope is not UTF-8") from None
+        raise ConfdMalformedError("the envelope is not UTF-8") from None
     if text[:1] in _JSON_SPACE:  # also "": nothing after the magic
-        raise ConfdMagicError("the envelope does not follow the magic at once")
+        raise ConfdMalformedError("the envelope does not follow the magic at once")
     envelope = _envelope_members(text, first_wins=True)
     if envelope.keys() != _REQUEST_ENVELOPE:
         raise ConfdSignatureError(
@@ -403,11 +407,11 @@ def _open_request(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
     if not key.verify(_signed_bytes(salt + msg), envelope["hmac"].lower()):
         raise ConfdSignatureError("HMAC mismatch")
     if msg[:1] in _JSON_SPACE:
-        raise ConfdMagicError("the message starts with white space, which the daemon refuses")
+        raise ConfdMalformedError("the message starts with white space, which the daemon refuses")
     try:
         return _request_decoder.decode(msg), salt
     except (ValueError, RecursionError) as exc:
-        raise ConfdMagicError(f"the message is not valid JSON: {exc}") from None
+        raise ConfdMalformedError(f"the message is not valid JSON: {exc}") from None
 
 
 def unpack_request(
@@ -421,7 +425,7 @@ def unpack_request(
     Haskell reads an integer, and more than :data:`MAX_CLOCK_SKEW` whole
     seconds from ``now`` (default: the clock) is stale; the message must
     decode as the daemon decodes it (see ``_decode``). Whatever the daemon
-    would drop raises :class:`ConfdMagicError` or :class:`ConfdSignatureError`.
+    would drop raises :class:`ConfdMalformedError` or :class:`ConfdSignatureError`.
     """
     message, salt = _open_request(datagram[:MAX_REQUEST_SIZE], as_hmac_key(key))
     timestamp = read_haskell_integer(salt)

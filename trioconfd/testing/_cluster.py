@@ -15,7 +15,7 @@ from ..protocol import (
     format_address,
 )
 from ._ganeti import free_udp_port
-from ._server import ConfdServer, ConfigSource, load_config, serve_confd
+from ._server import ConfdServer, ConfigSource, load_config, open_confd_server
 
 # Ports tried before giving up: a free port on 127.0.0.1 is rarely taken on
 # 127.0.0.2 and .3, but it can be.
@@ -58,7 +58,7 @@ class ConfdCluster:
 
 
 @asynccontextmanager
-async def serve_cluster(
+async def open_confd_cluster(
     config: ConfigSource | Sequence[ConfigSource],
     hmac_key: KeyLike | None = None,
     *,
@@ -96,7 +96,7 @@ async def serve_cluster(
             try:
                 servers = [
                     await stack.enter_async_context(
-                        serve_confd(one, key, host=f"127.0.0.{index + 1}", port=port)
+                        open_confd_server(one, key, host=f"127.0.0.{index + 1}", port=port)
                     )
                     for index, one in enumerate(configs)
                 ]

@@ -112,7 +112,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 @asynccontextmanager
-async def run_ganeti_confd(
+async def open_ganeti_confd(
     config: Mapping[str, Any],
     hmac_key: bytes,
     root: Path,

@@ -34,7 +34,7 @@ from ..client import ConfdClient, open_confd_client
 from ..protocol import QueryResult, QuorumRule, RequestType, RetryPolicy, needed_replies
 from ._config import make_cluster_config
 from ._faults import Faults
-from ._simulated import SimulatedCluster, simulated_cluster
+from ._simulated import SimulatedCluster, open_simulated_cluster
 
 T = TypeVar("T")
 
@@ -119,7 +119,7 @@ class _SimulatedRun:
         machine = self._machine
         configs = [version_config(1)] * machine.peer_count
         async with (
-            simulated_cluster(configs, machine.key, seed=machine.seed) as cluster,
+            open_simulated_cluster(configs, machine.key, seed=machine.seed) as cluster,
             open_confd_client(
                 machine.key,
                 cluster.peers,

@@ -43,7 +43,7 @@ class _Direction:
 
 
 class FaultProxy:
-    """A running proxy; see :func:`fault_proxy`."""
+    """A running proxy; see :func:`open_fault_proxy`."""
 
     def __init__(
         self,
@@ -190,7 +190,7 @@ class FaultProxy:
 
 
 @asynccontextmanager
-async def fault_proxy(
+async def open_fault_proxy(
     upstream: tuple[str, int],
     *,
     to_server: Faults | None = None,

@@ -66,7 +66,7 @@ class ServerStats:
 
 
 class ConfdServer:
-    """A running in-process confd server; see :func:`serve_confd`."""
+    """A running in-process confd server; see :func:`open_confd_server`."""
 
     def __init__(self, sock: trio.socket.SocketType, key: HmacKey, config: ConfigSource) -> None:
         self._socket = sock
@@ -148,7 +148,7 @@ def _serve_on(error: OSError) -> None:
 
 
 @asynccontextmanager
-async def serve_confd(
+async def open_confd_server(
     config: ConfigSource,
     hmac_key: KeyLike,
     *,

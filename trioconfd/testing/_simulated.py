@@ -12,7 +12,7 @@ from ..client._background import background_tasks
 from ..client._peers import check_port
 from ..protocol import ConfdArgumentError, KeyLike
 from ._faults import Faults
-from ._server import ConfdServer, ConfigSource, serve_confd
+from ._server import ConfdServer, ConfigSource, open_confd_server
 from ._simnet import Endpoint, LinkStats, SimulatedNetwork
 
 
@@ -22,7 +22,7 @@ def peer_host(index: int) -> str:
 
 
 class SimulatedCluster:
-    """The cluster yielded by :func:`simulated_cluster`."""
+    """The cluster yielded by :func:`open_simulated_cluster`."""
 
     def __init__(self, network: SimulatedNetwork, servers: list[ConfdServer], port: int) -> None:
         self.network = network
@@ -106,7 +106,7 @@ class SimulatedCluster:
 
 
 @asynccontextmanager
-async def simulated_cluster(
+async def open_simulated_cluster(
     configs: Sequence[ConfigSource],
     hmac_key: KeyLike,
     *,
@@ -122,7 +122,7 @@ async def simulated_cluster(
     one, so the unmodified :func:`~trioconfd.open_confd_client` and
     :func:`~trioconfd.query` talk to the simulated peers at
     ``cluster.peers``. The peers answer with the in-process server's engine,
-    as :func:`serve_confd` does. ``to_server`` and ``to_client`` are the
+    as :func:`open_confd_server` does. ``to_server`` and ``to_client`` are the
     faults of every peer's link; each is drawn from a generator seeded from
     ``seed``, per link and direction. Use it with
     ``trio.testing.MockClock(autojump_threshold=0)`` to run minutes of
@@ -141,7 +141,7 @@ async def simulated_cluster(
             servers = []
             for index, config in enumerate(configs):
                 server = await stack.enter_async_context(
-                    serve_confd(config, hmac_key, host=peer_host(index), port=port)
+                    open_confd_server(config, hmac_key, host=peer_host(index), port=port)
                 )
                 network.link(server.address)  # its faults apply from the first datagram
                 servers.append(server)

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from ._cluster import ConfdCluster, serve_cluster
+from ._cluster import ConfdCluster, open_confd_cluster
 from ._config import make_cluster_config
-from ._simulated import SimulatedCluster, simulated_cluster
+from ._simulated import SimulatedCluster, open_simulated_cluster
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ async def confd_cluster(
     confd_config: dict[str, Any], confd_key: bytes, confd_cluster_size: int
 ) -> AsyncIterator[ConfdCluster]:
     """In-process confd servers on loopback, one port, answering as ganeti-confd does."""
-    async with serve_cluster(confd_config, confd_key, size=confd_cluster_size) as cluster:
+    async with open_confd_cluster(confd_config, confd_key, size=confd_cluster_size) as cluster:
         yield cluster
 
 
@@ -62,5 +62,5 @@ async def simulated_confd_cluster(
     confd_config: dict[str, Any], confd_key: bytes, confd_cluster_size: int
 ) -> AsyncIterator[SimulatedCluster]:
     """Confd peers on a simulated network: crash, partition and fault them at will."""
-    async with simulated_cluster([confd_config] * confd_cluster_size, confd_key) as cluster:
+    async with open_simulated_cluster([confd_config] * confd_cluster_size, confd_key) as cluster:
         yield cluster
