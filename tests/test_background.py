@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioconfd.client._background import background_tasks
+from trioconfd._tasks import background_tasks
 
 
 async def test_the_blocks_own_exception_comes_out_as_itself() -> None:

@@ -26,7 +26,7 @@ from trioconfd import (
     unpack_reply,
 )
 from trioconfd.testing import ConfigAnswers, make_cluster_config, open_confd_server
-from trioconfd.testing._answers import haskell_show
+from trioconfd.testing._haskell import haskell_show
 
 KEY = b"server key"
 

@@ -316,7 +316,7 @@ def test_the_daemon_reads_the_first_4096_bytes_of_a_request() -> None:
     ],
 )
 def test_timestamps_are_read_as_haskell_reads_an_integer(salt: str, value: int | None) -> None:
-    from trioconfd.protocol._wire import read_haskell_integer
+    from trioconfd.protocol._request_wire import read_haskell_integer
 
     assert read_haskell_integer(salt) == value
     msg = '{"protocol":1,"type":0,"query":null,"rsalt":"r"}'
@@ -557,13 +557,13 @@ def test_costly_garbage_never_reaches_a_json_parser(
 
 
 def test_the_envelope_reader_reads_strings_exactly_as_json_does() -> None:
-    from trioconfd.protocol._wire import _envelope_members
+    from trioconfd.protocol._wire import envelope_members
 
     text = '{ "msg" : "a\\"b\\\\c\\/d\\u00e9\\ud83d\\ude00\\n" ,"salt":"\\u0073"\t}\r\n'
-    assert _envelope_members(text) == json.loads(text)
-    assert _envelope_members("{}") == {}
+    assert envelope_members(text) == json.loads(text)
+    assert envelope_members("{}") == {}
     # Duplicate names: the last wins, as in json.loads.
-    assert _envelope_members('{"msg":"a","msg":"b"}') == {"msg": "b"}
+    assert envelope_members('{"msg":"a","msg":"b"}') == {"msg": "b"}
 
 
 @pytest.mark.fuzz
@@ -587,10 +587,10 @@ _envelope_like_texts = st.one_of(
 @given(_envelope_like_texts)
 def test_the_envelope_reader_accepts_only_what_json_reads_the_same(text: str) -> None:
     """Sound: what it accepts, json.loads reads as the same flat object of strings."""
-    from trioconfd.protocol._wire import _envelope_members
+    from trioconfd.protocol._wire import envelope_members
 
     try:
-        members = _envelope_members(text)
+        members = envelope_members(text)
     except ConfdMalformedError:
         try:
             value = json.loads(text)

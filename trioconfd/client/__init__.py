@@ -9,7 +9,8 @@ together.
 """
 
 from ..protocol import format_address
-from ._client import SLOW_CALLBACK, Callback, ConfdClient, Upcall
+from ._client import ConfdClient
+from ._errors import ConfdClientBrokenError, ConfdClientClosedError, ConfdRequestEndedError
 from ._gather import ReplyStream
 from ._logs import DEFAULT_LOG_INTERVAL
 from ._node import (
@@ -28,8 +29,8 @@ from ._peers import (
     parse_peers,
     resolve_peers,
 )
-from ._router import ConfdClientBrokenError, ConfdClientClosedError, ConfdRequestEndedError
 from ._stats import ClientStats
+from ._upcalls import SLOW_CALLBACK, Callback, Upcall
 
 __all__ = [
     "DEFAULT_LOG_INTERVAL",

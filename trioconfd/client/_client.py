@@ -6,10 +6,9 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import trio
 
@@ -18,7 +17,6 @@ from ..protocol import (
     Address,
     ConfdArgumentError,
     ConfdArgumentTypeError,
-    ConfdReply,
     ConfdRequest,
     PeerReply,
     Query,
@@ -29,40 +27,14 @@ from ..protocol import (
     UpcallType,
 )
 from ._arguments import as_request, check_timeout, choose_targets
+from ._entry import RoutingEntry
 from ._gather import ReplyStream, RequestInFlight, gather
 from ._kernel import udp_socket_drops
 from ._parity import SentRequests
 from ._peers import PeerSpec, parse_peers
-from ._router import Router, RoutingEntry
+from ._router import Router
 from ._stats import ClientStats
-
-
-@dataclass(frozen=True, slots=True)
-class Upcall:
-    """The argument of a client callback, like Ganeti's ``ConfdUpcallPayload``.
-
-    A ``REPLY`` upcall has every field; an ``EXPIRE`` upcall has no
-    ``server_reply``, ``server_ip`` or ``server_port``.
-    """
-
-    type: UpcallType
-    salt: str
-    orig_request: ConfdRequest
-    extra_args: Any
-    client: ConfdClient
-    server_reply: ConfdReply | None = None
-    server_ip: str | None = None
-    server_port: int | None = None
-
-
-#: A client callback: called once per accepted reply and once per expiry. It
-#: runs in the client's receive task (expiries: in the request's expiry task),
-#: so it must return quickly and never block.
-Callback: TypeAlias = Callable[[Upcall], object]
-
-#: A callback that takes longer than this (seconds) is counted in
-#: ``stats.slow_callbacks`` and draws a warning (at most one per log interval).
-SLOW_CALLBACK = 0.005
+from ._upcalls import SLOW_CALLBACK, Callback, Upcall
 
 
 class ConfdClient:

@@ -28,7 +28,9 @@ from ..protocol import (
     SendSchedule,
     pack_request,
 )
-from ._router import ConfdRequestEndedError, Router, RoutingEntry
+from ._entry import RoutingEntry
+from ._errors import ConfdRequestEndedError
+from ._router import Router
 from ._stats import DISCARD_REASONS
 
 _ENDED = "this request has ended: its async with block has exited"

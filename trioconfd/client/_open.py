@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from .._tasks import background_tasks
+from .._udp import ask_for_a_large_receive_buffer
 from ..protocol import (
     ConfdArgumentError,
     ConfdArgumentTypeError,
@@ -24,9 +26,7 @@ from ..protocol import (
     as_hmac_key,
     needed_replies,
 )
-from ._background import background_tasks
-from ._client import Callback, ConfdClient
-from ._kernel import ask_for_a_large_receive_buffer
+from ._client import ConfdClient
 from ._logs import DEFAULT_LOG_INTERVAL, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import (
@@ -38,6 +38,7 @@ from ._peers import (
     resolve_peers,
 )
 from ._router import Router
+from ._upcalls import Callback
 
 _LOGGER = logging.getLogger("trioconfd")
 

@@ -25,7 +25,8 @@ from ..protocol import (
     pack_request,
     quorum_of,
 )
-from ._router import Router, RoutingEntry
+from ._entry import RoutingEntry
+from ._router import Router
 
 
 class SentRequest(RoutingEntry):

@@ -17,20 +17,21 @@ from typing import Any
 
 import trio
 
+from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED
 from ..protocol import (
     MAX_DATAGRAM_SIZE,
     Address,
     ConfdArgumentError,
     ConfdClientError,
     ConfdMalformedError,
-    ConfdRequest,
     ConfdSignatureError,
     HmacKey,
     PeerReply,
     RttEstimate,
     unpack_reply,
 )
-from ._kernel import PEER_UNREACHABLE, SOCKET_CLOSED
+from ._entry import ReplyReceiver, ReplySender, RoutingEntry
+from ._errors import ConfdClientBrokenError, ConfdClientClosedError
 from ._logs import LogSummary
 from ._stats import ClientStats
 
@@ -45,67 +46,6 @@ _MULTIHOMED_HINT_AFTER = 3
 # Channel pairs kept for reuse, per buffer size. Opening a pair costs about
 # 6 µs, a third of a query's own work; a pooled pair costs nothing.
 _POOL_LIMIT = 512
-
-ReplySender = trio.MemorySendChannel[PeerReply]
-ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
-
-
-class ConfdClientClosedError(ConfdClientError, trio.ClosedResourceError):
-    """The client is closed: its ``async with`` block has exited or its receive task stopped."""
-
-
-class ConfdClientBrokenError(ConfdClientError, trio.BrokenResourceError):
-    """The client broke: its receive task stopped, for the reason the message gives
-    (and ``__cause__``, when an exception stopped it)."""
-
-
-class ConfdRequestEndedError(ConfdClientError, trio.ClosedResourceError):
-    """A stream read after its request ended: its ``async with`` block has exited."""
-
-
-class RoutingEntry:
-    """A request in the routing table: where it went, who has answered, where replies go.
-
-    A query's or a stream's entry hands each reply to the memory channel its
-    task reads (``replies``). Ganeti's ``send_request`` entries, which have
-    no reader, are :class:`~trioconfd.client._parity.SentRequest`.
-    """
-
-    __slots__ = ("answered", "args", "replies", "request", "targets")
-
-    def __init__(
-        self,
-        request: ConfdRequest,
-        targets: list[Address],
-        replies: ReplySender | None,
-        args: Any = None,
-    ) -> None:
-        self.request = request
-        # A short list is smaller than a set and as quick to search.
-        self.targets: list[Address] | set[Address] = targets if len(targets) <= 8 else set(targets)
-        # Shared and empty until the first reply: most requests in flight have none.
-        self.answered: set[Address] | frozenset[Address] = frozenset()
-        self.replies = replies
-        #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
-        self.args = args
-
-    def ask(self, address: Address) -> None:
-        """Add a peer the request goes to (hedging)."""
-        if isinstance(self.targets, set):
-            self.targets.add(address)
-        else:
-            self.targets.append(address)
-
-    def deliver(self, peer_reply: PeerReply) -> None:
-        """Hand on an accepted reply: to the channel (room for one reply per peer
-        that may be asked, and each peer counts once: this never blocks)."""
-        assert self.replies is not None
-        self.replies.send_nowait(peer_reply)
-
-    def end(self) -> None:
-        """The client is closing: the reader gets ``EndOfChannel``."""
-        if self.replies is not None:
-            self.replies.close()
 
 
 class Router:

@@ -40,6 +40,7 @@ from ._errors import (
 )
 from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
 from ._quorum import QuorumRule, needed_replies, quorum_of
+from ._request_wire import unpack_request
 from ._retry import RetryPolicy
 from ._rtt import RttEstimate
 from ._schedule import LATE_WAKE, Due, SendSchedule
@@ -50,7 +51,6 @@ from ._wire import (
     pack_reply,
     pack_request,
     unpack_reply,
-    unpack_request,
 )
 
 __all__ = [

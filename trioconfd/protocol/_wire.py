@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from ._constants import MAGIC, MAX_CLOCK_SKEW, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
-from ._decode import decode_request
+from ._constants import MAGIC, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
 from ._errors import (
     ConfdArgumentError,
     ConfdArgumentTypeError,
@@ -111,7 +110,7 @@ def as_hmac_key(key: KeyLike) -> HmacKey:
     return key if isinstance(key, HmacKey) else HmacKey(key)
 
 
-def _signed_bytes(text: str) -> bytes:
+def signed_bytes(text: str) -> bytes:
     """The bytes a signature covers: UTF-8, lone surrogates in their 3-byte form.
 
     A lone surrogate comes from a JSON escape such as ``\\udfff`` in a
@@ -122,7 +121,7 @@ def _signed_bytes(text: str) -> bytes:
 
 def _pack(text: str, salt: str, key: HmacKey) -> bytes:
     """Sign the message ``text`` and wrap it in the envelope, as compact JSON."""
-    signature = key.sign(_signed_bytes(salt + text))
+    signature = key.sign(signed_bytes(salt + text))
     # The envelope written by hand with the C string quoter: the same bytes
     # as encoding the dict, at a fraction of the cost (this is per datagram).
     envelope = f'{{"hmac":"{signature}","msg":{_quote(text)},"salt":{_quote(salt)}}}'
@@ -218,9 +217,7 @@ def _string(text: str, position: int, expected: str, strict: bool) -> tuple[str,
     return value, _skip_space(text, position)
 
 
-def _envelope_members(
-    text: str, *, strict: bool = True, first_wins: bool = False
-) -> dict[str, str]:
+def envelope_members(text: str, *, strict: bool = True, first_wins: bool = False) -> dict[str, str]:
     """The envelope's members, read without a general JSON parser.
 
     An envelope is a flat JSON object of at most four string members, so
@@ -255,13 +252,13 @@ def _envelope_members(
 
 def _authenticate(text: str, key: HmacKey, *, strict: bool = True) -> tuple[str, str]:
     """The envelope ``text``'s message and salt, once its signature holds."""
-    envelope = _envelope_members(text, strict=strict)
+    envelope = envelope_members(text, strict=strict)
     msg = envelope.get("msg")
     salt = envelope.get("salt")
     signature = envelope.get("hmac")
     if msg is None or salt is None or signature is None:
         raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
-    signed = _signed_bytes(salt + envelope.get("key_selector", "") + msg)
+    signed = signed_bytes(salt + envelope.get("key_selector", "") + msg)
     if not key.verify(signed, signature.lower()):
         raise ConfdSignatureError("HMAC mismatch")
     return msg, salt
@@ -310,6 +307,9 @@ def _int_field(message: dict[str, Any], name: str) -> int:
     return value
 
 
+_STATUSES = {int(s): s for s in ReplyStatus}
+
+
 def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
     """Check and decode a reply datagram; return the reply and its salt (the rsalt).
 
@@ -333,106 +333,3 @@ def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
         protocol=_int_field(message, "protocol"),
     )
     return reply, salt
-
-
-_STATUSES = {int(s): s for s in ReplyStatus}
-
-
-_REQUEST_ENVELOPE = frozenset({"msg", "salt", "hmac"})
-_JSON_SPACE = " \t\n\r"
-
-
-def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members: dict[str, Any] = {}
-    for name, value in pairs:
-        members.setdefault(name, value)
-    return members
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-# The daemon's JSON reader: a repeated key keeps its first value; NaN and
-# Infinity are not JSON (1e400 is a number, which it reads as infinite).
-_request_decoder = json.JSONDecoder(object_pairs_hook=_first_wins, parse_constant=_no_constant)
-
-_HASKELL_INTEGER = re.compile(r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|[0-9]+")
-
-
-def read_haskell_integer(text: str) -> int | None:
-    """``text`` as Haskell's ``reads`` finds one whole Integer in it, else None.
-
-    Leading white space, any parentheses around the number (white space
-    inside them), and ``0x``/``0o`` forms are allowed; nothing may follow.
-    """
-    rest = text.lstrip()
-    depth = 0
-    while rest.startswith("("):
-        rest = rest[1:].lstrip()
-        depth += 1
-    number = _HASKELL_INTEGER.match(rest)
-    if number is None:
-        return None
-    digits = number.group()
-    base = {"x": 16, "o": 8}.get(digits[1:2].lower(), 10)
-    value = int(digits[2:] if base != 10 else digits, base)
-    rest = rest[number.end() :]
-    for _ in range(depth):
-        rest = rest.lstrip()
-        if not rest.startswith(")"):
-            return None
-        rest = rest[1:]
-    return None if rest else value
-
-
-def _open_request(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
-    """The request's decoded message and salt, read as the daemon reads them."""
-    if not datagram.startswith(MAGIC):
-        raise ConfdMalformedError(
-            f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}"
-        )
-    try:
-        text = datagram[_MAGIC_LEN:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfdMalformedError("the envelope is not UTF-8") from None
-    if text[:1] in _JSON_SPACE:  # also "": nothing after the magic
-        raise ConfdMalformedError("the envelope does not follow the magic at once")
-    envelope = _envelope_members(text, first_wins=True)
-    if envelope.keys() != _REQUEST_ENVELOPE:
-        raise ConfdSignatureError(
-            f"the envelope has members {sorted(envelope)}; the daemon reads msg, salt and hmac only"
-        )
-    msg, salt = envelope["msg"], envelope["salt"]
-    if not key.verify(_signed_bytes(salt + msg), envelope["hmac"].lower()):
-        raise ConfdSignatureError("HMAC mismatch")
-    if msg[:1] in _JSON_SPACE:
-        raise ConfdMalformedError("the message starts with white space, which the daemon refuses")
-    try:
-        return _request_decoder.decode(msg), salt
-    except (ValueError, RecursionError) as exc:
-        raise ConfdMalformedError(f"the message is not valid JSON: {exc}") from None
-
-
-def unpack_request(
-    datagram: bytes, key: KeyLike, now: float | None = None
-) -> tuple[ConfdRequest, str]:
-    """Check and decode a request datagram as the daemon does; return it and its salt.
-
-    The daemon reads the first :data:`MAX_REQUEST_SIZE` bytes of a request and
-    ignores the rest; its envelope must be exactly msg, salt and hmac (the
-    signature's hex in either case); the salt is the sender's Unix time as
-    Haskell reads an integer, and more than :data:`MAX_CLOCK_SKEW` whole
-    seconds from ``now`` (default: the clock) is stale; the message must
-    decode as the daemon decodes it (see ``_decode``). Whatever the daemon
-    would drop raises :class:`ConfdMalformedError` or :class:`ConfdSignatureError`.
-    """
-    message, salt = _open_request(datagram[:MAX_REQUEST_SIZE], as_hmac_key(key))
-    timestamp = read_haskell_integer(salt)
-    if timestamp is None:
-        raise ConfdSignatureError(f"the timestamp {salt[:32]!r} is not an integer")
-    # Whole seconds on both sides, as the daemon compares them.
-    skew = abs(int(time.time() if now is None else now) - timestamp)
-    if skew > MAX_CLOCK_SKEW:
-        raise ConfdSignatureError(f"the timestamp is {skew} s off, over {MAX_CLOCK_SKEW} s")
-    return decode_request(message), salt

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import random
-import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -30,11 +27,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ..client import ConfdClient, open_confd_client
 from ..protocol import QueryResult, QuorumRule, RequestType, RetryPolicy, needed_replies
 from ._config import make_cluster_config
 from ._faults import Faults
-from ._simulated import SimulatedCluster, open_simulated_cluster
+from ._simulated_run import SimulatedRun, tasks_below
 
 T = TypeVar("T")
 
@@ -84,85 +80,6 @@ def _master_of(version: int) -> str:
     return f"node1.v{version}.example.com"
 
 
-def _tasks_below(task: trio.lowlevel.Task) -> int:
-    return sum(1 + _tasks_below(child) for n in task.child_nurseries for child in n.child_tasks)
-
-
-class _SimulatedRun:
-    """A Trio run in a thread, holding a simulated cluster and a client open for the rules."""
-
-    def __init__(self, machine: ClientStateMachine) -> None:
-        self._machine = machine
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self._stop: trio.Event | None = None
-        # Time jumps only while a rule runs: an idle run with autojump on would
-        # keep waking to look for deadlines, and take the GIL from the machine.
-        self._clock = trio.testing.MockClock()
-        self.cluster: SimulatedCluster
-        self.client: ConfdClient
-        self.token: trio.lowlevel.TrioToken
-        self._thread = threading.Thread(target=self._run, name="simulated cluster", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        self._raise_failure()
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main, clock=self._clock)
-        except BaseException as exc:  # handed to the machine's thread
-            self._failure = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        machine = self._machine
-        configs = [version_config(1)] * machine.peer_count
-        async with (
-            open_simulated_cluster(configs, machine.key, seed=machine.seed) as cluster,
-            open_confd_client(
-                machine.key,
-                cluster.peers,
-                port=cluster.port,
-                quorum=machine.quorum,
-                retry=machine.retry,
-                rng=random.Random(machine.seed),
-            ) as client,
-        ):
-            self.cluster, self.client = cluster, client
-            self.token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            self._ready.set()
-            await self._stop.wait()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    async def _in_simulated_time(self, async_fn: Callable[[], Awaitable[T]]) -> T:
-        self._clock.autojump_threshold = 0
-        try:
-            return await async_fn()
-        finally:
-            self._clock.autojump_threshold = math.inf
-
-    def call(self, async_fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``async_fn`` in the simulation, time jumping as it waits; return its result."""
-        self._raise_failure()
-        try:
-            return trio.from_thread.run(self._in_simulated_time, async_fn, trio_token=self.token)
-        except trio.RunFinishedError:
-            self._thread.join()
-            self._raise_failure()
-            raise
-
-    def close(self) -> None:
-        if self._stop is not None and self._thread.is_alive():
-            trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
-        self._thread.join()
-        self._raise_failure()
-
-
 class ClientStateMachine(RuleBasedStateMachine):
     """Queries, crashes, partitions, new configs and faults; the quorum claims after each.
 
@@ -192,7 +109,13 @@ class ClientStateMachine(RuleBasedStateMachine):
         self._versions = [1] * self.peer_count
         self._newest = 1
         self._crashed: set[int] = set()
-        self._run = _SimulatedRun(self)
+        self._run = SimulatedRun(
+            [version_config(1)] * self.peer_count,
+            self.key,
+            seed=self.seed,
+            quorum=self.quorum,
+            retry=self.retry,
+        )
         self._baseline_tasks = self._run.call(self._count_tasks)
 
     def teardown(self) -> None:
@@ -207,7 +130,7 @@ class ClientStateMachine(RuleBasedStateMachine):
     async def _count_tasks(self) -> int:
         root = trio.lowlevel.current_root_task()
         assert root is not None
-        return _tasks_below(root)
+        return tasks_below(root)
 
     def _majority_serial(self) -> int:
         """The highest S that a strict majority of the peers hold serial >= S of."""

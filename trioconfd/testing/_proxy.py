@@ -20,8 +20,8 @@ from typing import Any
 
 import trio
 
-from ..client._background import background_tasks
-from ..client._kernel import receive_datagram
+from .._tasks import background_tasks
+from .._udp import receive_datagram
 from ..protocol import format_address
 from ._faults import DirectionStats, Faults, decide
 

@@ -14,8 +14,8 @@ from typing import Any, TypeAlias
 
 import trio
 
-from ..client._background import background_tasks
-from ..client._kernel import ask_for_a_large_receive_buffer, receive_datagram
+from .._tasks import background_tasks
+from .._udp import ask_for_a_large_receive_buffer, receive_datagram
 from ..protocol import (
     MAX_REQUEST_SIZE,
     ConfdClientError,

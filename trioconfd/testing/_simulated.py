@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
-from ..client._background import background_tasks
-from ..client._peers import check_port
+from .._tasks import background_tasks
+from ..client import check_port
 from ..protocol import ConfdArgumentError, KeyLike
 from ._faults import Faults
 from ._server import ConfdServer, ConfigSource, open_confd_server

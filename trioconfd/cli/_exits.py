@@ -1,0 +1,8 @@
+"""The ``trioconfd`` command's exit codes."""
+
+#: Exit codes: the answer was OK; the daemon answered with an error; the
+#: command line or its files were wrong; no quorum replied in time.
+EXIT_OK = 0
+EXIT_ERROR_REPLY = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3

@@ -1,0 +1,145 @@
+"""How a verdict is shown: its text, its JSON, and the exit code it means."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, TextIO
+
+from ..client import (
+    format_address,
+)
+from ..protocol import (
+    ConfdReply,
+    ConfdRequest,
+    NodeRole,
+    QueryKey,
+    QueryResult,
+    ReplyStatus,
+    RequestType,
+)
+from ._exits import EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "\n".join(value)
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def _describe(request: ConfdRequest, result: QueryResult) -> str:
+    answer = result.answer
+    if request.type is RequestType.NODE_ROLE_BYNAME and result.status is ReplyStatus.OK:
+        with contextlib.suppress(ValueError):  # a role this version does not know
+            answer = f"{NodeRole(answer).name.lower()} ({answer})"
+    ips = request.query.get(QueryKey.IPLIST.value) if isinstance(request.query, dict) else None
+    if ips is not None and isinstance(answer, list) and len(answer) == len(ips):
+        # One [status, answer, serial] per IP asked: say each one's outcome.
+        return "\n".join(_per_ip(ip, row) for ip, row in zip(ips, answer, strict=True))
+    return _render(answer)
+
+
+def _per_ip(ip: str, row: Any) -> str:
+    try:
+        reply = ConfdReply(ReplyStatus(row[0]), row[1], row[2])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return f"{ip} {json.dumps(row)}"
+    return f"{ip} {reply.answer if reply.ok else reply.error}"
+
+
+def error_as_json(result: QueryResult) -> dict[str, Any] | None:
+    """The error a result's trusted reply names: code, name and words; None if none."""
+    if result.best is None or result.best.ok:
+        return None
+    code = result.best.error_code
+    return {
+        "code": None if code is None else int(code),
+        "name": None if code is None else code.name,
+        "message": result.error,
+    }
+
+
+def result_as_json(result: QueryResult) -> dict[str, Any]:
+    return {
+        "answer": result.answer,
+        "serial": result.serial,
+        "status": None if result.status is None else result.status.name,
+        "error": error_as_json(result),
+        "sent": result.sent,
+        "received": result.received,
+        "needed": result.needed,
+        "timed_out": result.timed_out,
+        "consistent": result.consistent,
+        "diagnosis": list(result.diagnosis),
+        "send_errors": [
+            {"peer": format_address(peer), "error": error} for peer, error in result.send_errors
+        ],
+        "discards": dict(result.discards),
+        "replies": [
+            {
+                "peer": format_address(reply.address),
+                "status": reply.reply.status.name,
+                "serial": reply.reply.serial,
+                "answer": reply.reply.answer,
+            }
+            for reply in result.replies
+        ],
+    }
+
+
+def exit_code(result: QueryResult) -> int:
+    if result.timed_out or result.best is None:
+        return EXIT_TIMEOUT
+    return EXIT_OK if result.best.ok else EXIT_ERROR_REPLY
+
+
+def report(
+    request: ConfdRequest, result: QueryResult, as_json: bool, out: TextIO, err: TextIO
+) -> int:
+    """Print ``result`` for people (or as JSON) and return the exit code."""
+    code = exit_code(result)
+    if as_json:
+        print(json.dumps(result_as_json(result), indent=2), file=out)
+        return code
+    summary = (
+        f"serial {result.serial}, {result.received}/{result.sent} replies "
+        f"(quorum {result.needed}), "
+        + ("replies agree" if result.consistent else "REPLIES DISAGREE at one serial")
+    )
+    if code == EXIT_TIMEOUT:
+        print(
+            f"trioconfd: no quorum: {result.received}/{result.sent} replies in time, "
+            f"{result.needed} needed",
+            file=err,
+        )
+        for cause in result.diagnosis:
+            print(f"  {cause}", file=err)
+        if result.best is None:
+            return code
+    if code == EXIT_ERROR_REPLY:
+        print(f"trioconfd: the daemons answered with an error: {result.error}", file=err)
+        print(summary, file=err)
+        return code
+    print(_describe(request, result), file=out)
+    if request.type is RequestType.PING:
+        print(_explain_ping(result), file=err)
+    print(summary, file=err)
+    return code
+
+
+def _explain_ping(result: QueryResult) -> str:
+    version = result.answer
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        # Ganeti writes version major.minor.revision as major*10^6 + minor*10^4 + revision.
+        major, rest = divmod(version, 1_000_000)
+        minor, revision = divmod(rest, 10_000)
+        named = f" (Ganeti {major}.{minor}.{revision})"
+    else:
+        named = ""
+    return (
+        f"{version} is the configuration format version{named} of the daemons that "
+        f"replied: {result.received} of {result.sent} asked are up, read our key, and "
+        "find our clock within 300 s of theirs"
+    )

@@ -1,0 +1,57 @@
+"""An entry of the routing table: one request in flight, as the receive task sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ..protocol import Address, ConfdRequest, PeerReply
+
+ReplySender = trio.MemorySendChannel[PeerReply]
+ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
+
+
+class RoutingEntry:
+    """A request in the routing table: where it went, who has answered, where replies go.
+
+    A query's or a stream's entry hands each reply to the memory channel its
+    task reads (``replies``). Ganeti's ``send_request`` entries, which have
+    no reader, are :class:`~trioconfd.client._parity.SentRequest`.
+    """
+
+    __slots__ = ("answered", "args", "replies", "request", "targets")
+
+    def __init__(
+        self,
+        request: ConfdRequest,
+        targets: list[Address],
+        replies: ReplySender | None,
+        args: Any = None,
+    ) -> None:
+        self.request = request
+        # A short list is smaller than a set and as quick to search.
+        self.targets: list[Address] | set[Address] = targets if len(targets) <= 8 else set(targets)
+        # Shared and empty until the first reply: most requests in flight have none.
+        self.answered: set[Address] | frozenset[Address] = frozenset()
+        self.replies = replies
+        #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
+        self.args = args
+
+    def ask(self, address: Address) -> None:
+        """Add a peer the request goes to (hedging)."""
+        if isinstance(self.targets, set):
+            self.targets.add(address)
+        else:
+            self.targets.append(address)
+
+    def deliver(self, peer_reply: PeerReply) -> None:
+        """Hand on an accepted reply: to the channel (room for one reply per peer
+        that may be asked, and each peer counts once: this never blocks)."""
+        assert self.replies is not None
+        self.replies.send_nowait(peer_reply)
+
+    def end(self) -> None:
+        """The client is closing: the reader gets ``EndOfChannel``."""
+        if self.replies is not None:
+            self.replies.close()
