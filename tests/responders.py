@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
+import trio.testing
 
 from trioconfd import (
     MAGIC,
@@ -87,6 +88,20 @@ class Responder:
             elif reply is not None:
                 datagram = pack_reply(reply, request.rsalt, self.key)
                 nursery.start_soon(self._reply, datagram, sender)
+
+
+async def settle(condition: Callable[[], bool], rounds: int = 50) -> None:
+    """Let every task run until all wait, until ``condition`` holds (no clock polled).
+
+    On loopback a datagram is in its receiver's buffer once ``sendto``
+    returns, so when every task is blocked, everything sent has been read.
+    A few rounds allow for chains (a request, its reply, the reply's upcall).
+    """
+    for _ in range(rounds):
+        if condition():
+            return
+        await trio.testing.wait_all_tasks_blocked()
+    assert condition(), "still not so after every task had run and blocked"
 
 
 async def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:

@@ -18,7 +18,7 @@ from trioconfd import (
 )
 from trioconfd.callbacks import CountingCallback, FilterCallback, StoreResultCallback
 
-from .responders import run_responders, wait_until
+from .responders import run_responders, settle
 
 REQUEST = ConfdRequest(RequestType.PING, rsalt="s1")
 
@@ -101,7 +101,7 @@ async def test_helpers_behind_a_real_client() -> None:
         request = ConfdRequest(RequestType.PING)
         counter.register_query(request.rsalt)
         await client.send_request(request, coverage=-1)
-        await wait_until(counter.all_answered)
+        await settle(counter.all_answered)
         found, upcall = store.get_response(request.rsalt)
         assert found
         assert upcall is not None

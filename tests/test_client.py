@@ -27,7 +27,7 @@ from trioconfd import (
 from trioconfd.protocol import pack_reply
 from trioconfd.testing import SimulatedCluster, make_cluster_config, open_simulated_cluster
 
-from .responders import Responder, answer_ping, run_responders, silent, wait_until
+from .responders import Responder, answer_ping, run_responders, settle, silent, wait_until
 
 KEY = b"test-key\n"
 
@@ -86,7 +86,7 @@ async def test_default_and_maximum_coverage() -> None:
             r.requests.clear()
         result = await client.query(RequestType.PING, coverage=-1)
         assert result.sent == 8
-        await wait_until(lambda: asked(responders) == 8)
+        await settle(lambda: asked(responders) == 8)
         result = await client.query(RequestType.PING, coverage=2)
         assert (result.sent, result.received) == (2, 2)
 
@@ -101,7 +101,7 @@ async def test_targets_are_a_random_sample() -> None:
             request = ConfdRequest(RequestType.PING)
             await client.send_request(request, coverage=2)
             total = 2 * (len(samples_seen) + 1)
-            await wait_until(lambda: sum(len(r.requests) for r in responders) == total)  # noqa: B023
+            await settle(lambda: sum(len(r.requests) for r in responders) == total)  # noqa: B023
             samples_seen.append(frozenset(r.index for r in responders if request in r.requests))
         samples = set(samples_seen)
         assert all(len(sample) == 2 for sample in samples)
@@ -150,7 +150,7 @@ async def test_send_request_and_wait_for_reply_with_upcalls() -> None:
         assert not timed_out
         assert sent == 3
         assert received >= 2
-        await wait_until(lambda: len(upcalls) == 3)
+        await settle(lambda: len(upcalls) == 3)
         addresses = {r.address for r in responders}
         for upcall in upcalls:
             assert upcall.type is UPCALL_REPLY
@@ -254,7 +254,7 @@ async def test_peer_list_update() -> None:
         # new ones for its rsalt do not count.
         forged = pack_reply(ConfdReply(ReplyStatus.OK, 1, 1), in_flight.rsalt, KEY)
         await new[0].sock.sendto(forged, client.local_address[:2])
-        await wait_until(lambda: client.stats.unexpected_peer == 1)
+        await settle(lambda: client.stats.unexpected_peer == 1)
         assert client.stats.accepted == 2
         with pytest.raises(ConfdClientError, match="empty"):
             client.update_peer_list([])
@@ -436,7 +436,7 @@ async def test_oversized_datagram_is_counted_as_malformed() -> None:
         open_confd_client(KEY, [responders[0].address]) as client,
     ):
         await responders[0].sock.sendto(b"plj0" + b" " * 61500, client.local_address[:2])
-        await wait_until(lambda: client.stats.received == 1)
+        await settle(lambda: client.stats.received == 1)
         assert client.stats.malformed == 1
 
 
@@ -495,7 +495,7 @@ async def test_local_address_is_bound() -> None:
         probe = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with probe:
             await probe.sendto(b"x", ("127.0.0.1", port))
-            await wait_until(lambda: client.stats.malformed == 1)
+            await settle(lambda: client.stats.malformed == 1)
 
 
 async def test_errors_in_the_block_propagate_unwrapped() -> None:

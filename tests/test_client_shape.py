@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+import trioconfd
 from trioconfd import (
     ConfdClientBrokenError,
     ConfdClientClosedError,
@@ -34,7 +35,7 @@ from trioconfd.testing import (
     open_fault_proxy,
 )
 
-from .responders import answer_ping, run_responders, silent, wait_until
+from .responders import answer_ping, run_responders, settle, silent
 
 KEY = b"shape key\n"
 
@@ -128,7 +129,7 @@ async def test_every_send_and_receive_goes_through_the_trio_socket() -> None:
                     assert result.serial == 4
                 # Kernel extras degrade gracefully on a socket without them.
                 assert client.socket_drops() is None
-                await wait_until(lambda: client.stats.received == 15)
+                await settle(lambda: client.stats.received == 15)
     calls = factory.calls
     assert calls["bind"] == 1
     assert calls["sendto"] == 15  # 5 queries to 3 peers, nothing sent around the socket
@@ -260,7 +261,7 @@ async def test_a_dead_receive_task_closes_the_client() -> None:
                 with pytest.raises(RuntimeError, match="a bug in the socket"):  # noqa: PT012
                     async with open_confd_client(KEY, [r.address for r in responders]) as client:
                         outer.start_soon(wait_in_flight, client)
-                        await wait_until(lambda: client.outstanding == 1)
+                        await settle(lambda: client.outstanding == 1)
                         factory.fail_receive.append(RuntimeError("a bug in the socket"))
                         # Wake the receive task so that its next read fails.
                         await responders[0].sock.sendto(b"x", client.local_address[:2])
@@ -545,8 +546,6 @@ async def test_the_servers_read_on_past_an_unreachable_peer_and_stop_on_other_er
 def test_errors_are_builtin_kinds_and_print_with_public_names() -> None:
     import traceback
 
-    import trioconfd
-
     with pytest.raises(ValueError, match="MasterField") as value_error:
         trioconfd.requests.cluster_master(fields=["no such field"])  # type: ignore[list-item]
     assert isinstance(value_error.value, ConfdClientError)
@@ -560,3 +559,31 @@ def test_errors_are_builtin_kinds_and_print_with_public_names() -> None:
         if isinstance(value, type) and issubclass(value, BaseException):
             assert value.__module__ == "trioconfd", name
             assert "trioconfd." + name == f"{value.__module__}.{value.__qualname__}"
+
+
+async def test_every_public_async_call_checkpoints_even_when_it_has_nothing_to_wait_for() -> None:
+    async with (
+        run_responders(2, KEY, answer_ping(serial=1)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        with trio.testing.assert_checkpoints():
+            await client.query(RequestType.PING, coverage=-1, timeout=5)
+        with trio.testing.assert_checkpoints():
+            await client.query(RequestType.PING, timeout=0)  # nothing to wait for
+        async with client.request(RequestType.PING, coverage=-1, timeout=5) as replies:
+            async for _ in replies:
+                pass
+            # An ended stream still checkpoints.
+            with trio.testing.assert_checkpoints(), pytest.raises(StopAsyncIteration):
+                await replies.__anext__()
+        request = ConfdRequest(RequestType.PING)
+        with trio.testing.assert_checkpoints():
+            await client.send_request(request, coverage=-1)
+        with trio.testing.assert_checkpoints():
+            await client.wait_for_reply(request.rsalt, timeout=5)
+        with trio.testing.assert_checkpoints():
+            assert await client.wait_for_reply("no such salt", timeout=5) == (True, 0, 0)
+        with trio.testing.assert_checkpoints():
+            assert (
+                await trioconfd.query(KEY, [r.address for r in responders], RequestType.PING)
+            ).ok

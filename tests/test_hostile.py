@@ -31,7 +31,7 @@ from trioconfd.protocol import pack_reply, unpack_request
 from trioconfd.testing import free_udp_port
 
 from .garbage import COSTLY_GARBAGE
-from .responders import Handler, run_responders, wait_until
+from .responders import Handler, run_responders, settle
 
 KEY = b"hostile key\n"
 
@@ -130,7 +130,7 @@ async def test_a_reused_request_is_sent_renewed_so_a_captured_reply_cannot_answe
                 results.append(await client.query(request, timeout=0.5))
 
             nursery.start_soon(ask_again)
-            await wait_until(lambda: len(peer.requests) == 2)
+            await settle(lambda: len(peer.requests) == 2)
             # Replayed from the peer's own address, as a late duplicate would come.
             await peer.sock.sendto(captured, client_address(client))
         (result,) = results
@@ -151,7 +151,7 @@ async def test_send_request_refuses_a_request_sent_before() -> None:
         await client.query(request, timeout=5)  # a query sends it renewed
         await client.send_request(request.renewed())
         assert client.outstanding == 2
-        await wait_until(lambda: len(peer.requests) == 3)
+        await settle(lambda: len(peer.requests) == 3)
         assert len({r.rsalt for r in peer.requests if r.type is RequestType.PING}) == 3
 
 
@@ -231,7 +231,7 @@ async def test_a_slow_callback_is_counted_and_named_once_per_interval(
     ):
         for _ in range(3):
             await client.query(RequestType.PING, coverage=-1, timeout=5)
-        await wait_until(lambda: client.stats.accepted == 6)
+        await settle(lambda: client.stats.accepted == 6)
         assert client.stats.slow_callbacks == 6
     warnings = [r for r in caplog.records if "callback took" in r.getMessage()]
     assert len(warnings) == 1
@@ -249,7 +249,7 @@ async def test_a_quick_callback_draws_no_warning(caplog: pytest.LogCaptureFixtur
         open_confd_client(KEY, [r.address for r in responders], callback=seen.append) as client,
     ):
         await client.query(RequestType.PING, coverage=-1, timeout=5)
-        await wait_until(lambda: len(seen) == 2)
+        await settle(lambda: len(seen) == 2)
         assert client.stats.slow_callbacks == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -261,7 +261,7 @@ async def _flood(client: ConfdClient, count: int) -> None:
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
         for index in range(count):
             await attacker.sendto(b"plj0 garbage %d" % index, client_address(client))
-    await wait_until(lambda: client.stats.malformed == count)
+    await settle(lambda: client.stats.malformed == count)
 
 
 async def test_a_flood_of_discards_logs_one_line_per_reason(
@@ -380,7 +380,7 @@ async def test_local_address_is_the_source_of_every_request() -> None:
         async with open_confd_client(KEY, peers, local_address="::ffff:127.0.0.8") as client:
             assert client.local_address[0] == "127.0.0.8"
             assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
-        await wait_until(lambda: all(len(r.client_addresses) == 4 for r in responders))
+        await settle(lambda: all(len(r.client_addresses) == 4 for r in responders))
         for responder in responders:
             sources = [address[:2] for address in responder.client_addresses]
             assert [host for host, _ in sources] == [
@@ -401,7 +401,7 @@ async def test_local_address_with_ipv6_peers() -> None:
         port = free_udp_port("::1")
         result = await query(KEY, [peer.address], RequestType.PING, local_address=f"[::1]:{port}")
         assert result.ok
-        await wait_until(lambda: len(peer.client_addresses) == 2)
+        await settle(lambda: len(peer.client_addresses) == 2)
         assert [address[:2] for address in peer.client_addresses][1] == ("::1", port)
 
 

@@ -6,18 +6,26 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 
 from trioconfd import (
     ConfdClientError,
     ConfdRequest,
     RequestType,
+    RetryPolicy,
     open_confd_client,
     pack_request,
     unpack_reply,
 )
-from trioconfd.testing import Faults, make_cluster_config, open_confd_server, open_fault_proxy
+from trioconfd.testing import (
+    Faults,
+    make_cluster_config,
+    open_confd_server,
+    open_fault_proxy,
+    open_simulated_cluster,
+)
 
-from .responders import wait_until
+from .responders import settle
 
 KEY = b"proxy key"
 CONFIG = make_cluster_config(serial=4)
@@ -62,7 +70,7 @@ async def test_duplicates_count_once() -> None:
         async with client.request(RequestType.PING, timeout=5) as replies:
             got = [peer_reply async for peer_reply in replies]
             # The copy arrives while the request is still open: counted, not delivered.
-            await wait_until(lambda: client.stats.duplicate == 1)
+            await settle(lambda: client.stats.duplicate == 1)
         assert len(got) == 1
         assert proxy.stats["to_client"].duplicated == 1
         assert client.stats.accepted == 1
@@ -115,15 +123,22 @@ async def test_reorder() -> None:
         assert proxy.stats["to_client"].reordered == 1
 
 
-async def test_held_datagram_is_released_after_the_hold_limit() -> None:
+async def test_held_datagram_is_released_after_the_hold_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One request, sent once: its reply is held for reordering, and nothing
+    # follows it, so only the hold limit can release it.
     faults = Faults(reorder=1.0, hold_limit=0.1)
     async with (
-        open_confd_server(CONFIG, KEY) as server,
-        open_fault_proxy(server.address, to_client=faults) as proxy,
-        open_confd_client(KEY, [proxy.address]) as client,
+        open_simulated_cluster([CONFIG], KEY) as cluster,
+        open_fault_proxy(cluster.peers[0], to_client=faults) as proxy,
+        open_confd_client(KEY, [proxy.address], retry=RetryPolicy.off()) as client,
     ):
+        start = trio.current_time()
         result = await client.query(RequestType.PING, timeout=5)
         assert not result.timed_out
+        assert trio.current_time() - start == pytest.approx(0.1, abs=0.005)
+        assert proxy.stats["to_client"].reordered == 1
 
 
 async def _run_lossy(seed: int) -> tuple[int, set[str]]:

@@ -36,7 +36,7 @@ from trioconfd.testing import (
     open_simulated_cluster,
 )
 
-from .responders import Responder, answer_ping, run_responders, silent, wait_until
+from .responders import Responder, answer_ping, run_responders, settle, silent, wait_until
 
 KEY = b"reliability key\n"
 CONFIG = make_cluster_config(serial=21)
@@ -403,7 +403,7 @@ async def test_the_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
         await responders[0].sock.sendto(b"garbage", client.local_address[:2])
         forged = pack_reply(ConfdReply(ReplyStatus.OK, 1, 1), "x", b"other")
         await responders[0].sock.sendto(forged, client.local_address[:2])
-        await wait_until(lambda: client.stats.discarded == 2)
+        await settle(lambda: client.stats.discarded == 2)
         shown = [repr(client), repr(client.stats), repr(HmacKey(secret))]
     with pytest.raises(ConfdClientError) as refused:
         async with open_confd_client(secret, ["not an address"]):

@@ -6,7 +6,7 @@ import os
 import re
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from trioconfd import PeerReply, ReplyAggregator
@@ -101,10 +101,23 @@ def test_counting_a_retransmitted_peer_twice_is_caught(monkeypatch: pytest.Monke
 
 
 def test_a_subclass_checks_its_own_rule() -> None:
+    asked: list[int] = []
+
     class EveryPeer(ClientStateMachine):
         peer_count = 3
 
         def quorum(self, peers: int) -> int:
+            asked.append(peers)
             return peers  # safe, if slow: every peer must answer
 
     run_state_machine_as_test(EveryPeer, settings=SETTINGS)
+    assert asked  # the client used this rule...
+    assert set(asked) <= {1, 2, 3}  # ...for the peers it asked
+
+    class Unsafe(EveryPeer):
+        def quorum(self, peers: int) -> int:
+            return 1  # one reply of three trusted: not a majority
+
+    found = settings(SETTINGS, derandomize=True, database=None, phases=[Phase.generate])
+    with pytest.raises(AssertionError, match="a majority holds"):
+        run_state_machine_as_test(Unsafe, settings=found)
