@@ -496,8 +496,54 @@ def test_a_late_wake_puts_off_every_send_due_by_then() -> None:
 
 def test_a_peer_asked_on_the_schedule_is_not_doubted() -> None:
     known, estimate_of = estimates()
-    known[A] = RttEstimate()
+    known[A], known[B] = RttEstimate(), RttEstimate()
     known[A].sample(0.002)  # quick: its first wait is the schedule's
+    known[B].srtt, known[B].rttvar = 1.0, 0.125  # slow: held back, each peer its own time
     for _ in range(3):
-        SendSchedule(RetryPolicy(), [A], 0.0, needed=1, estimate_of=estimate_of).end(0.2)
+        SendSchedule(RetryPolicy(), [A, B], 0.0, needed=2, estimate_of=estimate_of).end(0.2)
     assert not known[A].doubted
+    assert known[B].doubted
+
+
+# -- the shared first wait (before per-peer times are made) --------------------
+
+
+def test_before_any_retransmission_each_peer_has_been_sent_the_request_once() -> None:
+    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
+    assert (schedule.sends_to(A), schedule.sends_to(B), schedule.sends_to(C)) == (1, 1, 0)
+    schedule.answered(A, 0.01)
+    assert (schedule.sends_to(A), schedule.sends_to(B)) == (0, 1)
+    assert schedule.silent == [B]
+
+
+def test_a_reply_counts_once_and_only_from_a_peer_asked_before_any_retransmission() -> None:
+    schedule = SendSchedule(FIXED, [A, B, C], 0.0, needed=3)
+    schedule.answered(D, 0.01)  # never asked
+    schedule.answered(A, 0.01)
+    schedule.answered(B, 0.02)
+    schedule.answered(B, 0.03)  # again
+    assert schedule.silent == [C]
+    assert schedule.wake_at == pytest.approx(0.1)  # C is still waited for
+    one = SendSchedule(FIXED, [A], 0.0, needed=1)
+    one.answered(B, 0.01)
+    assert one.wake_at == pytest.approx(0.1)
+    one.answered(A, 0.01)
+    one.answered(A, 0.02)
+    assert one.wake_at == math.inf
+
+
+def test_the_quorum_ends_hedging_before_any_retransmission() -> None:
+    policy = RetryPolicy(hedge_after=0.05, adaptive=False)
+    schedule = SendSchedule(policy, [A, B], 0.0, needed=1, peers=[A, B, C])
+    assert schedule.wake_at == pytest.approx(0.05)  # the hedge first
+    schedule.answered(A, 0.01)
+    assert schedule.wake_at == pytest.approx(0.1)  # the quorum: B's retransmission only
+    schedule.answered(B, 0.02)
+    assert schedule.wake_at == math.inf
+
+
+def test_a_reply_from_no_peer_asked_after_a_retransmission_changes_nothing() -> None:
+    schedule = SendSchedule(FIXED, [A], 0.0, needed=1)
+    assert schedule.due(0.1).peers == [A]
+    schedule.answered(B, 0.15)
+    assert schedule.silent == [A]

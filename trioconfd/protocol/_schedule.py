@@ -69,15 +69,19 @@ class SendSchedule:
 
     __slots__ = (
         "_adaptive",
+        "_answered",
         "_asked",
         "_choose",
         "_estimate_of",
+        "_first_at",
         "_hedge_at",
         "_needed",
         "_peers",
         "_policy",
         "_received",
         "_silent",
+        "_started",
+        "_targets",
         "wake_at",
     )
 
@@ -99,26 +103,44 @@ class SendSchedule:
         self._peers = peers
         self._choose = choose
         self._estimate_of = estimate_of if self._adaptive else None
-        self._silent: dict[Address, _Sends] = {}
-        self._asked: list[Address] = []  # while hedging may come: who may not be a hedge
-        for peer in targets:
-            estimate = None if self._estimate_of is None else self._estimate_of(peer)
-            self._silent[peer] = _Sends(estimate, now, now + self._first_wait(estimate))
+        self._targets = targets
+        self._started = now
+        self._asked: list[Address] = []  # who may not be a hedge (made with per-peer times)
+        # Until the first retransmission, most queries' peers all wait alike
+        # (the schedule's first interval): then they share one time, and who
+        # has answered is a set, made at the first reply. Per-peer times are
+        # made only when they differ, or when the first retransmission is due.
+        self._answered: set[Address] | None = None
+        self._silent: dict[Address, _Sends] | None = None
         hedge_after = policy.hedge_after
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
             self._hedge_at = math.inf
         else:
-            self._asked = list(targets)
             self._hedge_at = now + hedge_after
+        first = policy.interval(1) if policy.enabled else math.inf
+        self._first_at = now + first
+        learned = self._estimate_of
+        if learned is not None:
+            cap = policy.max_timeout
+            for peer in targets:
+                if min(learned(peer).timeout, cap) > first:
+                    # A peer known to be slow waits longer: each its own time.
+                    self._materialize()
+                    break
         self.wake_at = self._earliest()
 
     @property
     def silent(self) -> list[Address]:
         """The peers asked that have not answered, in the order they were asked."""
+        if self._silent is None:
+            answered = self._answered or ()
+            return [peer for peer in self._targets if peer not in answered]
         return list(self._silent)
 
     def sends_to(self, peer: Address) -> int:
         """How many times ``peer`` has been sent the request (0: never, or it answered)."""
+        if self._silent is None:
+            return int(peer in self.silent)
         sends = self._silent.get(peer)
         return 0 if sends is None else sends.sends
 
@@ -127,21 +149,23 @@ class SendSchedule:
 
         A wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
         an adaptive schedule, puts the retransmissions due off instead (by
-        the schedule's interval, or as long again as the wake was late): the event loop is
-        saturated, and asking again would add to the load it is drowning in.
+        the schedule's interval, or as long again as the wake was late): the
+        event loop is saturated, and asking again would add to the load it is
+        drowning in.
         """
         if now < self.wake_at:
             return _NOTHING
+        silent = self._materialize()
         late = now - self.wake_at
         if self._adaptive and late > LATE_WAKE:
-            for sends in self._silent.values():
+            for sends in silent.values():
                 if sends.next_at <= now:
                     sends.next_at = now + max(late, self._policy.interval(sends.sends))
             self._hedge_at = max(self._hedge_at, now + late)
             self.wake_at = self._earliest()
             return Due([], None, True)
         peers = []
-        for peer, sends in self._silent.items():
+        for peer, sends in silent.items():
             if sends.next_at <= now:
                 sends.sends += 1
                 sends.last_sent = now
@@ -161,6 +185,21 @@ class SendSchedule:
         times, :meth:`RttEstimate.answered_last` takes what it can. A peer
         not asked, or answered before, changes nothing.
         """
+        if self._silent is None:
+            # Every peer was sent the request once, at the start.
+            answered = self._answered
+            if (answered is not None and peer in answered) or peer not in self._targets:
+                return
+            if answered is None:
+                self._answered = {peer}
+            else:
+                answered.add(peer)
+            self._received = received = self._received + 1
+            if self._estimate_of is not None:
+                self._estimate_of(peer).sample(now - self._started)
+            if received == self._needed or received == len(self._targets):
+                self.wake_at = self._earliest()
+            return
         sends = self._silent.pop(peer, None)
         if sends is None:
             return
@@ -182,12 +221,30 @@ class SendSchedule:
         have sent by now is :meth:`doubted <RttEstimate.doubt>`: its estimate
         may be out of date, and it is no longer tested while it is trusted.
         """
+        if self._silent is None:
+            return  # every peer waited the schedule's first interval: nothing held back
         policy = self._policy
         for sends in self._silent.values():
             estimate = sends.estimate
             scheduled = sends.last_sent + policy.interval(sends.sends)
             if estimate is not None and now > scheduled and sends.next_at > scheduled:
                 estimate.doubt()
+
+    def _estimate(self, peer: Address) -> RttEstimate | None:
+        return None if self._estimate_of is None else self._estimate_of(peer)
+
+    def _materialize(self) -> dict[Address, _Sends]:
+        """Each silent peer's own sends and times (made once, when first needed)."""
+        silent = self._silent
+        if silent is None:
+            answered, started = self._answered or (), self._started
+            silent = self._silent = {}
+            for peer in self._targets:
+                if peer not in answered:
+                    estimate = self._estimate(peer)
+                    silent[peer] = _Sends(estimate, started, started + self._first_wait(estimate))
+            self._asked = list(self._targets)
+        return silent
 
     def _first_wait(self, estimate: RttEstimate | None) -> float:
         """Seconds from a peer's first send to its first retransmission.
@@ -211,13 +268,18 @@ class SendSchedule:
             return None
         peer = self._choose(spare)
         self._asked.append(peer)
-        estimate = None if self._estimate_of is None else self._estimate_of(peer)
+        estimate = self._estimate(peer)
+        assert self._silent is not None
         self._silent[peer] = _Sends(estimate, now, now + self._first_wait(estimate))
         self._hedge_at = now + self._policy.max_interval
         return peer
 
     def _earliest(self) -> float:
         earliest = self._hedge_at if self._received < self._needed else math.inf
+        if self._silent is None:
+            if self._received < len(self._targets):
+                earliest = min(earliest, self._first_at)
+            return earliest
         for sends in self._silent.values():
             earliest = min(earliest, sends.next_at)
         return earliest
