@@ -157,25 +157,8 @@ class Router:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
         Each failure is counted and returned, with its OS error (None: none failed).
-        Sends take turns, as in ``trio/_dtls.py``: a task whose send waits for
-        room in a full send buffer holds the socket's send side, and a second
-        task's ``sendto`` would raise ``trio.BusyResourceError``. The lock is
-        taken without a checkpoint when free (``sendto`` checkpoints anyway).
         """
-        lock = self._send_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            return await self._send_each(datagram, targets)
-        finally:
-            lock.release()
-
-    async def _send_each(
-        self, datagram: bytes, targets: Iterable[Address]
-    ) -> list[tuple[Address, str]] | None:
-        sendto = self.socket.sendto
+        sendto = self._sendto
         failures = None
         for target in targets:
             try:
@@ -190,6 +173,35 @@ class Router:
                     "send errors", logging.DEBUG, "could not send to %s:%d: %s", *target[:2], exc
                 )
         return failures
+
+    async def _sendto(self, datagram: bytes, target: Address) -> None:
+        """One ``sendto``, taking turns only when the socket's send buffer is full.
+
+        A task whose send waits for room holds the socket's send side, and a
+        second task's ``sendto`` raises ``trio.BusyResourceError``. That task
+        then takes the send lock and tries again until the first is through
+        (every 1 ms: a full UDP send buffer drains in microseconds); while it
+        holds the lock, other senders queue on it, as in ``trio/_dtls.py``.
+        In the common case (room in the buffer) no lock is taken: queueing
+        every send behind the last one's checkpoint cost about 10% of the
+        client's CPU at 256 queries in flight.
+        """
+        lock = self._send_lock
+        if not lock.locked():
+            try:
+                await self.socket.sendto(datagram, target)
+            except trio.BusyResourceError:
+                pass  # another task waits for room: take turns below
+            else:
+                return
+        async with lock:
+            while True:
+                try:
+                    await self.socket.sendto(datagram, target)
+                except trio.BusyResourceError:
+                    await trio.sleep(0.001)
+                else:
+                    return
 
     # -- receiving ---------------------------------------------------------------
 
