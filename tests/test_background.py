@@ -49,3 +49,14 @@ async def test_a_quiet_block_cancels_its_tasks() -> None:
     async with background_tasks() as nursery:
         nursery.start_soon(trio.sleep_forever)
     # (and returns: the task was cancelled)
+
+
+async def test_a_lone_exception_keeps_its_own_context() -> None:
+    with pytest.raises(RuntimeError) as caught:  # noqa: PT012
+        async with background_tasks():
+            try:
+                int("x")
+            except ValueError:
+                raise RuntimeError("handling failed")  # noqa: B904 - the context is the point
+    assert isinstance(caught.value.__context__, ValueError)
+    assert not caught.value.__suppress_context__

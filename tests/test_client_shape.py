@@ -23,6 +23,7 @@ from trioconfd import (
     ConfdClientClosedError,
     ConfdClientError,
     ConfdRequest,
+    ConfdRequestEndedError,
     RequestType,
     RetryPolicy,
     open_confd_client,
@@ -587,3 +588,22 @@ async def test_every_public_async_call_checkpoints_even_when_it_has_nothing_to_w
             assert (
                 await trioconfd.query(KEY, [r.address for r in responders], RequestType.PING)
             ).ok
+
+
+async def test_a_stream_read_after_its_block_sends_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        run_responders(2, KEY, silent) as responders,
+        open_confd_client(
+            KEY, [r.address for r in responders], retry=RetryPolicy(adaptive=False)
+        ) as client,
+    ):
+        async with client.request(RequestType.PING, coverage=-1, timeout=5) as kept:
+            pass
+        await trio.sleep(1)  # well past its retransmission times
+        with pytest.raises(ConfdRequestEndedError):
+            await kept.__anext__()
+        await settle(lambda: True)
+        assert client.stats.retransmitted == 0
+        assert sum(len(r.requests) for r in responders) == 2  # the first send only

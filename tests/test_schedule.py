@@ -547,3 +547,13 @@ def test_a_reply_from_no_peer_asked_after_a_retransmission_changes_nothing() -> 
     assert schedule.due(0.1).peers == [A]
     schedule.answered(B, 0.15)
     assert schedule.silent == [A]
+
+
+def test_late_wakes_put_retransmissions_off_once_in_a_row_at_most() -> None:
+    _, estimate_of = estimates()
+    schedule = SendSchedule(RetryPolicy(), [A], 0.0, needed=1, estimate_of=estimate_of)
+    outcomes = []
+    for _ in range(4):
+        due = schedule.due(schedule.wake_at + 0.03)  # every wake 30 ms late
+        outcomes.append((due.peers, due.deferred))
+    assert outcomes == [([], True), ([A], False), ([], True), ([A], False)]

@@ -27,8 +27,12 @@ async def background_tasks() -> AsyncIterator[trio.Nursery]:
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
             lone = group.exceptions[0]
+            # Raised from here, it would take the group as its context: keep
+            # the one it had ("During handling of ..." stays in tracebacks).
+            context, suppress = lone.__context__, lone.__suppress_context__
             try:
-                raise lone from lone.__cause__
+                raise lone
             finally:
-                del lone, group  # no reference cycle through the traceback
+                lone.__context__, lone.__suppress_context__ = context, suppress
+                del lone, group, context  # no reference cycle through the traceback
         raise

@@ -150,6 +150,11 @@ class RequestInFlight:
         self._take(peer_reply)
         return peer_reply
 
+    def check_open(self) -> None:
+        """Raise :class:`ConfdRequestEndedError` if the request has ended."""
+        if self._closed:
+            raise ConfdRequestEndedError(_ENDED)
+
     def receive_arrived(self) -> PeerReply | None:
         """A reply the receive task accepted that is still in the channel, counted; or None."""
         if self._closed or len(self._route.answered) <= self._taken:
@@ -271,6 +276,7 @@ class ReplyStream:
         if self.timed_out or self._aggregator.complete:
             await trio.lowlevel.checkpoint()  # a checkpoint, as every async call should be
             raise StopAsyncIteration
+        in_flight.check_open()  # an ended request sends nothing more
         while True:
             # The next reply, until the next send due or the deadline.
             with trio.move_on_at(in_flight.deadline) as waiting:

@@ -90,8 +90,6 @@ class Router:
             estimate = self.rtt[peer] = RttEstimate()
         return estimate
 
-    # -- the table ---------------------------------------------------------------
-
     def check_open(self) -> None:
         """Raise :class:`ConfdClientClosedError` if the client was closed, or
         :class:`ConfdClientBrokenError` if its receive task stopped."""
@@ -149,8 +147,6 @@ class Router:
         if len(pooled) < _POOL_LIMIT:
             pooled.append(pair)
 
-    # -- sending -----------------------------------------------------------------
-
     async def send(
         self, datagram: bytes, targets: Iterable[Address]
     ) -> list[tuple[Address, str]] | None:
@@ -178,13 +174,10 @@ class Router:
         """One ``sendto``, taking turns only when the socket's send buffer is full.
 
         A task whose send waits for room holds the socket's send side, and a
-        second task's ``sendto`` raises ``trio.BusyResourceError``. That task
-        then takes the send lock and tries again until the first is through
-        (every 1 ms: a full UDP send buffer drains in microseconds); while it
-        holds the lock, other senders queue on it, as in ``trio/_dtls.py``.
-        In the common case (room in the buffer) no lock is taken: queueing
-        every send behind the last one's checkpoint cost about 10% of the
-        client's CPU at 256 queries in flight.
+        second task's ``sendto`` raises ``trio.BusyResourceError``: that one
+        takes the send lock and tries again every 1 ms, while later senders
+        queue on the lock (as in ``trio/_dtls.py``). With room in the buffer
+        no lock is taken: queueing every send cost ~10% CPU at 256 in flight.
         """
         lock = self._send_lock
         if not lock.locked():
@@ -202,8 +195,6 @@ class Router:
                     await trio.sleep(0.001)
                 else:
                     return
-
-    # -- receiving ---------------------------------------------------------------
 
     async def receive_loop(self) -> None:
         """Read and route datagrams until cancelled or the socket closes; then the
@@ -332,8 +323,6 @@ class Router:
                 "from, or have its ganeti-confd bind to the listed one",
                 *address,
             )
-
-    # -- closing -----------------------------------------------------------------
 
     def close(
         self, reason: str, *, broken: bool = False, failure: BaseException | None = None

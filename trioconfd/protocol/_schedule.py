@@ -72,6 +72,7 @@ class SendSchedule:
         "_answered",
         "_asked",
         "_choose",
+        "_deferred",
         "_estimate_of",
         "_first_at",
         "_hedge_at",
@@ -105,6 +106,7 @@ class SendSchedule:
         self._estimate_of = estimate_of if self._adaptive else None
         self._targets = targets
         self._started = now
+        self._deferred = False
         self._asked: list[Address] = []  # who may not be a hedge (made with per-peer times)
         # Until the first retransmission, most queries' peers all wait alike
         # (the schedule's first interval): then they share one time, and who
@@ -151,13 +153,16 @@ class SendSchedule:
         an adaptive schedule, puts the retransmissions due off instead (by
         the schedule's interval, or as long again as the wake was late): the
         event loop is saturated, and asking again would add to the load it is
-        drowning in.
+        drowning in. The next wake sends, however late.
         """
         if now < self.wake_at:
             return _NOTHING
         silent = self._materialize()
         late = now - self.wake_at
-        if self._adaptive and late > LATE_WAKE:
+        # Put off once in a row at most: a loop late at every wake (or a
+        # stream read slowly) must not stop retransmission altogether.
+        self._deferred = deferring = self._adaptive and late > LATE_WAKE and not self._deferred
+        if deferring:
             for sends in silent.values():
                 if sends.next_at <= now:
                     sends.next_at = now + max(late, self._policy.interval(sends.sends))

@@ -59,6 +59,12 @@ __all__ = [
     "open_simulated_cluster",
 ]
 
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and issubclass(_value, BaseException):
+        _value.__module__ = __name__  # printed where users catch it
+del _name, _value
+
 # The names these had before 0.1: ``async with`` helpers are ``open_*`` in
 # Trio's style. Kept for one release, with a DeprecationWarning.
 _DEPRECATED = {
