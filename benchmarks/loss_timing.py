@@ -40,7 +40,7 @@ from trioconfd.testing import Faults, make_cluster_config, open_confd_server, op
 
 KEY = b"loss timing key\n"
 TIMEOUT = 3.0
-POLICIES = {"adaptive": RetryPolicy(), "fixed": RetryPolicy(adaptive=False)}
+POLICIES = {"adaptive": RetryPolicy(adaptive=True), "fixed": RetryPolicy()}
 
 # A peer's behaviour: given what it has heard, (answer?, delay before answering).
 Behaviour = Callable[[str, int, random.Random], tuple[bool, float]]

@@ -4,8 +4,8 @@ Three ``trioconfd serve`` processes on loopback (each its own process, as
 daemons are) answer bursts of queries, 1, 256, 2,000 and 10,000 in flight at
 once (coverage -1: three first sends each). An overloaded peer answers
 late, and a client that asks again on a fixed schedule multiplies the load
-it is drowning in; one that learns each peer's round trip (the default
-``RetryPolicy()``) waits for it. Both run in this process, one after the
+it is drowning in; one that learns each peer's round trip
+(``RetryPolicy(adaptive=True)``) waits for it. Both run in this process, one after the
 other, against the same servers::
 
     python -m benchmarks.overload [--levels 1,256,2000,10000] [--json FILE]
@@ -36,7 +36,7 @@ LEVELS = (1, 256, 2000, 10000)
 SEQUENTIAL = 200
 # Long enough for the largest burst to be answered, however it is retried.
 TIMEOUT = 60.0
-POLICIES = {"adaptive": RetryPolicy(), "fixed": RetryPolicy(adaptive=False)}
+POLICIES = {"adaptive": RetryPolicy(adaptive=True), "fixed": RetryPolicy()}
 
 
 @asynccontextmanager

@@ -30,6 +30,7 @@ from trioconfd.testing._simnet import SimulatedSocket
 from .responders import ANSWER_PING, Handler, Responder, run_responders, silent
 
 KEY = b"adaptive key\n"
+ADAPTIVE = RetryPolicy(adaptive=True)
 CONFIG = make_cluster_config(nodes=3)
 
 
@@ -43,6 +44,7 @@ CONFIG = make_cluster_config(nodes=3)
         multiplier=st.floats(1, 10),
         max_interval=st.floats(1e-3, 10),
         max_timeout=st.floats(1e-3, 100),
+        adaptive=st.just(True),
     ),
     st.integers(1, 10_000),
     st.floats(0, 1e6),
@@ -95,7 +97,7 @@ async def _retransmissions_to_slow_peers(policy: RetryPolicy, queries: int) -> t
 
 
 async def test_slow_peers_are_not_hammered(autojump_clock: trio.testing.MockClock) -> None:
-    adaptive, adaptive_ok = await _retransmissions_to_slow_peers(RetryPolicy(), 30)
+    adaptive, adaptive_ok = await _retransmissions_to_slow_peers(RetryPolicy(adaptive=True), 30)
     fixed, fixed_ok = await _retransmissions_to_slow_peers(RetryPolicy(adaptive=False), 30)
     assert adaptive_ok == fixed_ok == 30
     # The fixed schedule asks all three again at 0.1 s, every time.
@@ -107,7 +109,7 @@ async def test_slow_peers_are_not_hammered(autojump_clock: trio.testing.MockCloc
 async def test_the_learned_timeout_is_per_peer(autojump_clock: trio.testing.MockClock) -> None:
     async with (
         open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=ADAPTIVE) as client,
     ):
         for _ in range(5):
             assert (await client.query(RequestType.PING, coverage=-1)).ok
@@ -164,7 +166,7 @@ async def test_a_query_woken_late_does_not_retransmit_then(
     # saturated: the query puts its retransmission off instead of adding to it.
     async with (
         run_responders(3, KEY, silent) as responders,
-        open_confd_client(KEY, [r.address for r in responders]) as client,
+        open_confd_client(KEY, [r.address for r in responders], retry=ADAPTIVE) as client,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(partial(client.query, RequestType.PING, coverage=-1, timeout=5))
@@ -232,7 +234,7 @@ async def test_a_peer_that_drops_every_first_copy_keeps_the_schedules_pace(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with run_responders(1, KEY, drops_first_copies()) as responders:
-        adaptive = await _latencies(responders, RetryPolicy(), 30)
+        adaptive = await _latencies(responders, RetryPolicy(adaptive=True), 30)
         fixed = await _latencies(responders, RetryPolicy(adaptive=False), 30)
     # Asked again at 0.1 s, answered at once: every time, as the fixed schedule.
     assert max(adaptive) == pytest.approx(0.1, abs=0.01)
@@ -261,7 +263,7 @@ async def test_one_slow_peer_does_not_slow_the_others(
         responders[0].delay = 1.0
         peers = [r.address for r in responders]
         latencies: dict[bool, list[float]] = {}
-        for policy in (RetryPolicy(), RetryPolicy(adaptive=False)):
+        for policy in (RetryPolicy(adaptive=True), RetryPolicy()):
             async with open_confd_client(KEY, peers, retry=policy) as client:
                 # First A alone answers, and is measured slow.
                 responders[1].handler = responders[2].handler = silent
@@ -295,7 +297,7 @@ async def test_a_slow_peer_turned_prompt_is_asked_at_the_schedules_pace_at_once(
 
     async with (
         run_responders(1, KEY) as responders,
-        open_confd_client(KEY, [responders[0].address]) as client,
+        open_confd_client(KEY, [responders[0].address], retry=ADAPTIVE) as client,
     ):
         responders[0].delay = 3.0
         for _ in range(10):

@@ -18,7 +18,8 @@ A: Address = ("192.0.2.1", 1814)
 B: Address = ("192.0.2.2", 1814)
 C: Address = ("192.0.2.3", 1814)
 D: Address = ("192.0.2.4", 1814)
-FIXED = RetryPolicy(adaptive=False)
+FIXED = RetryPolicy()
+ADAPTIVE = RetryPolicy(adaptive=True)
 
 
 def estimates() -> tuple[dict[Address, RttEstimate], Callable[[Address], RttEstimate]]:
@@ -143,7 +144,7 @@ def test_each_peer_is_asked_again_on_its_own_schedule() -> None:
     slow_peer = known[A] = RttEstimate()
     slow_peer.srtt, slow_peer.rttvar = 1.0, 0.125  # rto 1.5 s
     schedule = SendSchedule(
-        RetryPolicy(),
+        ADAPTIVE,
         [A, B, C],
         0.0,
         needed=2,
@@ -224,7 +225,7 @@ def test_hedging_stops_when_every_peer_was_asked() -> None:
 
 def test_a_late_wake_puts_the_retransmissions_off_when_adaptive() -> None:
     _, estimate_of = estimates()
-    schedule = SendSchedule(RetryPolicy(), [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    schedule = SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of)
     late = 0.1 + LATE_WAKE * 2
     due = schedule.due(late)
     assert due.deferred
@@ -240,7 +241,7 @@ def test_ending_doubts_only_estimates_that_held_a_send_back() -> None:
     for peer in (A, B):
         known[peer] = RttEstimate()
     known[A].sample(1.0)  # rto 1.5 s: held back at 0.1 s
-    schedule = SendSchedule(RetryPolicy(), [A, B, C], 0.0, needed=3, estimate_of=estimate_of)
+    schedule = SendSchedule(ADAPTIVE, [A, B, C], 0.0, needed=3, estimate_of=estimate_of)
     for _ in range(3):
         schedule.end(0.05)  # before the schedule's first retransmission: nothing held back
     assert not known[A].doubted
@@ -252,7 +253,7 @@ def test_ending_doubts_only_estimates_that_held_a_send_back() -> None:
 
 def test_replies_from_peers_not_asked_or_twice_change_nothing() -> None:
     _, estimate_of = estimates()
-    schedule = SendSchedule(RetryPolicy(), [A], 0.0, needed=1, estimate_of=estimate_of)
+    schedule = SendSchedule(ADAPTIVE, [A], 0.0, needed=1, estimate_of=estimate_of)
     schedule.answered(B, 0.001)
     assert schedule.silent == [A]
     schedule.answered(A, 0.001)
@@ -288,7 +289,7 @@ def peers(draw: st.DrawFn) -> Peer:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(peers(), min_size=1, max_size=5), st.integers(0, 2**16))
 def test_adapting_never_loses_to_the_fixed_schedule(cluster: list[Peer], seed: int) -> None:
-    adaptive = run_queries(RetryPolicy(), cluster, queries=QUERIES, seed=seed)
+    adaptive = run_queries(ADAPTIVE, cluster, queries=QUERIES, seed=seed)
     fixed = run_queries(FIXED, cluster, queries=QUERIES, seed=seed)
     # Query for query, with the same luck, adaptive ends as soon as fixed,
     # but for three queries per change of a peer's kind (a slow peer turned
@@ -309,7 +310,7 @@ def test_adapting_never_loses_to_the_fixed_schedule(cluster: list[Peer], seed: i
             assert adaptive.percentile(fraction) <= fixed.percentile(fraction) + 0.005
         assert adaptive.datagrams <= fixed.datagrams
     # And it never asks a peer sooner than the schedule would.
-    schedule = RetryPolicy()
+    schedule = ADAPTIVE
     for _, _, copy, gap in adaptive.gaps:
         if copy > 1:
             assert gap >= schedule.interval(copy - 1) - 1e-9
@@ -327,7 +328,7 @@ def test_adapting_never_loses_to_the_fixed_schedule(cluster: list[Peer], seed: i
 def test_the_issues_cases_keep_the_fixed_schedules_latencies(
     name: str, cluster: list[Peer]
 ) -> None:
-    adaptive = run_queries(RetryPolicy(), cluster, queries=300, seed=7)
+    adaptive = run_queries(ADAPTIVE, cluster, queries=300, seed=7)
     fixed = run_queries(FIXED, cluster, queries=300, seed=7)
     assert adaptive.timeouts == fixed.timeouts
     for fraction in (0.5, 0.9, 0.99):
@@ -335,9 +336,21 @@ def test_the_issues_cases_keep_the_fixed_schedules_latencies(
     assert adaptive.datagrams <= fixed.datagrams
 
 
+def test_the_default_is_the_fixed_schedule_because_adapting_loses_to_slow_lossy_peers() -> None:
+    # The case outside the property above: a peer both slow and lossy. The
+    # fixed schedule's early copies race its losses; adapting waits out the
+    # slow round trip first, and a lost copy costs a whole one more.
+    assert RetryPolicy() == RetryPolicy(adaptive=False)
+    cluster = [Peer((slow(1.0), lossy(0.3, 1.0)), (0, 1))]
+    adaptive = run_queries(ADAPTIVE, cluster, queries=300, seed=7)
+    default = run_queries(RetryPolicy(), cluster, queries=300, seed=7)
+    assert adaptive.timeouts > default.timeouts + 20
+    assert adaptive.percentile(0.9) > default.percentile(0.9) + 0.5
+
+
 def test_slow_peers_cost_fewer_datagrams_when_adapting() -> None:
     cluster = [Peer((slow(1.0),))] * 3
-    adaptive = run_queries(RetryPolicy(), cluster, queries=100)
+    adaptive = run_queries(ADAPTIVE, cluster, queries=100)
     fixed = run_queries(FIXED, cluster, queries=100)
     assert adaptive.latencies == fixed.latencies
     assert adaptive.datagrams < 0.85 * fixed.datagrams
@@ -388,7 +401,7 @@ def test_no_spare_peer_means_no_wake_for_hedging() -> None:
 
 def test_a_wake_exactly_late_wake_late_still_sends() -> None:
     _, estimate_of = estimates()
-    schedule = SendSchedule(RetryPolicy(), [A], -0.1, needed=1, estimate_of=estimate_of)
+    schedule = SendSchedule(ADAPTIVE, [A], -0.1, needed=1, estimate_of=estimate_of)
     assert schedule.wake_at == 0.0
     due = schedule.due(LATE_WAKE)
     assert (due.peers, due.deferred) == ([A], False)
@@ -396,7 +409,7 @@ def test_a_wake_exactly_late_wake_late_still_sends() -> None:
 
 def test_a_late_wake_puts_a_due_hedge_off_too() -> None:
     _, estimate_of = estimates()
-    policy = RetryPolicy(initial=0.1, hedge_after=0.1)
+    policy = RetryPolicy(initial=0.1, hedge_after=0.1, adaptive=True)
     schedule = SendSchedule(policy, [A], 0.0, needed=1, peers=[A, B], estimate_of=estimate_of)
     due = schedule.due(0.5)  # 0.4 s late for both
     assert due.deferred
@@ -409,7 +422,7 @@ def test_a_hedge_with_none_left_to_ask_stops_the_hedging_wakes() -> None:
     for peer in (A, B):
         known[peer] = RttEstimate()
         known[peer].srtt, known[peer].rttvar = 2.0, 0.25  # rto 3 s
-    policy = RetryPolicy(hedge_after=0.1, max_interval=0.5)
+    policy = RetryPolicy(hedge_after=0.1, max_interval=0.5, adaptive=True)
     schedule = SendSchedule(policy, [A, B], 0.0, needed=2, peers=[A, B, C], estimate_of=estimate_of)
     assert schedule.due(0.1).hedge == C
     schedule.answered(C, 0.15)  # 1 of 2: the quorum is still short
@@ -437,7 +450,7 @@ def test_a_hedged_peer_is_timed_and_measured_by_its_own_estimate() -> None:
     known, estimate_of = estimates()
     known[B] = RttEstimate()
     known[B].srtt, known[B].rttvar = 1.0, 0.125  # rto 1.5 s
-    policy = RetryPolicy(hedge_after=0.2)
+    policy = RetryPolicy(hedge_after=0.2, adaptive=True)
     schedule = SendSchedule(
         policy, [A], 0.0, needed=1, peers=[A, B, C], estimate_of=estimate_of, choose=min
     )
@@ -478,7 +491,7 @@ def test_ending_exactly_when_the_schedule_would_have_sent_doubts_nothing() -> No
     known, estimate_of = estimates()
     known[A] = RttEstimate()
     known[A].sample(1.0)
-    policy = RetryPolicy(initial=0.125, max_interval=0.5)
+    policy = RetryPolicy(initial=0.125, max_interval=0.5, adaptive=True)
     for _ in range(3):
         SendSchedule(policy, [A], 0.0, needed=1, estimate_of=estimate_of).end(0.125)
     assert not known[A].doubted
@@ -488,7 +501,7 @@ def test_a_late_wake_puts_off_every_send_due_by_then() -> None:
     known, estimate_of = estimates()
     known[B] = RttEstimate()
     known[B].srtt, known[B].rttvar = 0.3, 0.05  # rto 0.5 s
-    schedule = SendSchedule(RetryPolicy(), [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    schedule = SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of)
     due = schedule.due(0.5)  # late for A (0.1), and exactly B's time
     assert due.deferred
     assert schedule.wake_at > 0.5  # B too was put off
@@ -500,7 +513,7 @@ def test_a_peer_asked_on_the_schedule_is_not_doubted() -> None:
     known[A].sample(0.002)  # quick: its first wait is the schedule's
     known[B].srtt, known[B].rttvar = 1.0, 0.125  # slow: held back, each peer its own time
     for _ in range(3):
-        SendSchedule(RetryPolicy(), [A, B], 0.0, needed=2, estimate_of=estimate_of).end(0.2)
+        SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of).end(0.2)
     assert not known[A].doubted
     assert known[B].doubted
 
@@ -551,7 +564,7 @@ def test_a_reply_from_no_peer_asked_after_a_retransmission_changes_nothing() -> 
 
 def test_late_wakes_put_retransmissions_off_once_in_a_row_at_most() -> None:
     _, estimate_of = estimates()
-    schedule = SendSchedule(RetryPolicy(), [A], 0.0, needed=1, estimate_of=estimate_of)
+    schedule = SendSchedule(ADAPTIVE, [A], 0.0, needed=1, estimate_of=estimate_of)
     outcomes = []
     for _ in range(4):
         due = schedule.due(schedule.wake_at + 0.03)  # every wake 30 ms late
