@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -15,6 +16,7 @@ import trio
 from ..protocol import (
     EXPIRE_TIMEOUT,
     Address,
+    AdmissionPolicy,
     ConfdArgumentError,
     ConfdArgumentTypeError,
     ConfdRequest,
@@ -25,16 +27,30 @@ from ..protocol import (
     RequestType,
     RetryPolicy,
     UpcallType,
+    pack_request,
 )
+from ._admission import Places
 from ._arguments import as_request, check_timeout, choose_targets
 from ._entry import RoutingEntry
-from ._gather import ReplyStream, RequestInFlight, gather
+from ._gather import ReplyStream, RequestInFlight, gather, unsent_result
 from ._kernel import udp_socket_drops
 from ._parity import SentRequests
 from ._peers import PeerSpec, parse_peers
 from ._router import Router
 from ._stats import ClientStats
 from ._upcalls import SLOW_CALLBACK, Callback, Upcall
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A query's checked arguments and its packed request, before it is sent."""
+
+    request: ConfdRequest
+    datagram: bytes
+    targets: list[Address]
+    policy: RetryPolicy
+    deadline: float
+    timeout: float
 
 
 class ConfdClient:
@@ -71,7 +87,11 @@ class ConfdClient:
             router.on_reply = self._upcall_reply
 
     def __repr__(self) -> str:
-        state = "closed" if self._router.closed_reason else f"outstanding={self.outstanding}"
+        state = (
+            "closed"
+            if self._router.closed_reason
+            else f"outstanding={self.outstanding} waiting={self.waiting}"
+        )
         return f"<ConfdClient local={self.local_address} peers={len(self._peers)} {state}>"
 
     # -- introspection -------------------------------------------------------
@@ -103,8 +123,18 @@ class ConfdClient:
 
     @property
     def outstanding(self) -> int:
-        """How many requests are in the table, waiting for replies or expiry."""
+        """How many requests are sent and in the table, waiting for replies or expiry."""
         return len(self._router.table)
+
+    @property
+    def waiting(self) -> int:
+        """How many queries wait, not yet sent, for room in their peers' windows."""
+        return self._router.waiting
+
+    @property
+    def admission(self) -> AdmissionPolicy:
+        """How many requests each peer may have in flight (see :class:`AdmissionPolicy`)."""
+        return self._router.admission.policy
 
     @property
     def closed(self) -> bool:
@@ -139,6 +169,8 @@ class ConfdClient:
         rtt = self._router.rtt
         for gone in rtt.keys() - set(addresses):
             del rtt[gone]
+        admission = self._router.admission
+        admission.forget(admission.windows.keys() - set(addresses))
 
     # -- queries and streams -------------------------------------------------
 
@@ -160,7 +192,11 @@ class ConfdClient:
         result has ``timed_out`` set and holds what did arrive. A
         :class:`ConfdRequest` sent before goes out as ``request.renewed()``.
         """
-        in_flight = self._open_exchange(type_or_request, query, coverage, timeout, retry)
+        plan = self._plan(type_or_request, query, coverage, timeout, retry)
+        places = await self._admit(plan)
+        if places is None:
+            return unsent_result(len(plan.targets), self._quorum, plan.timeout)
+        in_flight = self._open_exchange(plan, places)
         try:
             return await gather(in_flight)
         finally:
@@ -188,23 +224,28 @@ class ConfdClient:
         policy) says. Leaving the block forgets the request; later replies to
         it are discarded and counted.
         """
-        in_flight = self._open_exchange(type_or_request, query, coverage, timeout, retry)
+        plan = self._plan(type_or_request, query, coverage, timeout, retry)
+        places = await self._admit(plan)
+        in_flight = self._open_exchange(plan, places)
         try:
-            with trio.move_on_at(in_flight.deadline):
-                await in_flight.send_due()
+            if places is not None:
+                with trio.move_on_at(in_flight.deadline):
+                    await in_flight.send_due()
             yield ReplyStream(in_flight)
         finally:
             in_flight.close()
 
-    def _open_exchange(
+    def _plan(
         self,
         type_or_request: ConfdRequest | RequestType | int,
         query: Query,
         coverage: int,
         timeout: float | None,
         retry: RetryPolicy | None,
-    ) -> RequestInFlight:
-        self._router.check_open()
+    ) -> _Plan:
+        """Check a query's arguments, and pack its request (bad input fails here)."""
+        router = self._router
+        router.check_open()
         request = as_request(type_or_request, query)
         if request.sent:
             # Its rsalt is spent: a reply to the earlier send, captured or
@@ -216,15 +257,48 @@ class ConfdClient:
             raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
+        datagram = pack_request(request, router.key)
+        return _Plan(request, datagram, targets, policy, deadline, seconds)
+
+    async def _admit(self, plan: _Plan) -> Places | None:
+        """A place in each target's window, waiting for one (parked) while any is full.
+
+        None if the deadline passes first: the request is never sent.
+        """
+        router = self._router
+        admission = router.admission
+        places = admission.admit_nowait(plan.targets)
+        if places is not None:
+            return places
+        router.check_room()  # max_outstanding bounds the waiting too
+        router.waiting += 1
+        try:
+            with trio.move_on_at(plan.deadline):
+                places = await admission.admit(plan.targets)
+                if places is None:  # woken by the client closing
+                    router.check_open()
+        finally:
+            router.waiting -= 1
+        if places is None:
+            router.stats.saturated += 1
+            return None
+        # It waited: packed again, with a fresh timestamp.
+        plan.datagram = pack_request(plan.request, router.key)
+        return places
+
+    def _open_exchange(self, plan: _Plan, places: Places | None) -> RequestInFlight:
+        """The request in flight; with ``places`` None, one never sent (saturated)."""
         return RequestInFlight(
             self._router,
-            request,
-            targets,
+            plan.request,
+            plan.datagram,
+            plan.targets,
+            places=places,
             peers=self._peers,
             quorum=self._quorum,
-            policy=policy,
-            deadline=deadline,
-            timeout=seconds,
+            policy=plan.policy,
+            deadline=plan.deadline,
+            timeout=plan.timeout,
             rng=self._rng,
         )
 

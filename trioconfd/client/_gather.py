@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from functools import partial
 
 import trio
 import trio.lowlevel
@@ -27,7 +28,9 @@ from ..protocol import (
     RetryPolicy,
     SendSchedule,
     pack_request,
+    quorum_of,
 )
+from ._admission import Places
 from ._entry import RoutingEntry
 from ._errors import ConfdRequestEndedError
 from ._router import Router
@@ -49,6 +52,8 @@ class RequestInFlight:
         "_closed",
         "_discards_before",
         "_first_send",
+        "_places",
+        "_quorum",
         "_route",
         "_router",
         "_send_failures",
@@ -63,8 +68,10 @@ class RequestInFlight:
         self,
         router: Router,
         request: ConfdRequest,
+        datagram: bytes,
         targets: list[Address],
         *,
+        places: Places | None,
         peers: list[Address],
         quorum: QuorumRule,
         policy: RetryPolicy,
@@ -72,9 +79,9 @@ class RequestInFlight:
         timeout: float,
         rng: random.Random,
     ) -> None:
-        # Everything that can fail on bad input happens before the table
-        # entry exists, so a refused request leaves nothing behind.
-        datagram = pack_request(request, router.key)
+        # ``datagram`` is ``request`` packed (by the caller, before it waited
+        # for places: bad input fails before anything is held). Without
+        # ``places`` the request is never sent: the client was saturated.
         self.aggregator = ReplyAggregator(len(targets), quorum)
         # Hedging may ask every known peer: room for a reply from each.
         self._capacity = len(peers)
@@ -83,8 +90,14 @@ class RequestInFlight:
         router.add(self._route)
         request.mark_sent()
         # The first fan-out, sent by the first send_due().
-        self._first_send: tuple[bytes, list[Address]] | None = (datagram, targets)
+        self._first_send: tuple[bytes, list[Address]] | None = None
+        if places is None:
+            policy = RetryPolicy.off()
+        else:
+            self._first_send = (datagram, targets)
         self._router = router
+        self._places = places
+        self._quorum = quorum
         self.deadline = deadline
         self.timeout = timeout
         self.schedule = SendSchedule(
@@ -94,7 +107,7 @@ class RequestInFlight:
             needed=self.aggregator.needed,
             peers=peers,
             estimate_of=router.rtt_of,
-            choose=rng.choice,
+            choose=partial(router.admission.roomiest, rng=rng),
         )
         # What a verdict without a quorum explains itself with.
         self._send_failures: dict[Address, str] | None = None
@@ -123,13 +136,22 @@ class RequestInFlight:
                 stats.deferred += 1
             if not due.peers:
                 return
-            if due.hedge is not None:
-                self._route.ask(due.hedge)
+            hedge = due.hedge
+            places = self._places
+            assert places is not None  # an unsent request's schedule sends nothing
+            # Each copy takes a place in its peer's window, if it goes.
+            peers = [peer for peer in due.peers if places.again(peer, lost=peer != hedge)]
+            if hedge is not None:
+                self._route.ask(hedge)
                 self.aggregator.ask_more(1)
                 stats.hedged += 1
-            stats.retransmitted += len(due.peers) - (due.hedge is not None)
+            resent = len(peers) - (hedge is not None)
+            stats.retransmitted += resent
+            stats.held_back += len(due.peers) - len(peers)
+            if not peers:
+                return
             # Packed again: a fresh timestamp, so long deadlines never go stale.
-            datagram, targets = pack_request(self._route.request, self._router.key), due.peers
+            datagram, targets = pack_request(self._route.request, self._router.key), peers
         failures = await self._router.send(datagram, targets)
         if failures:
             if self._send_failures is None:
@@ -168,6 +190,8 @@ class RequestInFlight:
 
     def _take(self, peer_reply: PeerReply) -> None:
         self._taken += 1
+        if self._places is not None:
+            self._places.answered(peer_reply.address)
         self.schedule.answered(peer_reply.address, trio.current_time())
         self.aggregator.add_reply(peer_reply)
 
@@ -183,6 +207,8 @@ class RequestInFlight:
 
     def result(self, *, timed_out: bool = False) -> QueryResult:
         """The verdict so far; without a quorum, with what the client saw meanwhile."""
+        if self._places is None:
+            return unsent_result(self.aggregator.sent, self._quorum, self.timeout)
         result = self.aggregator.result(timed_out=timed_out)
         if result.quorum_reached:
             return result
@@ -204,10 +230,20 @@ class RequestInFlight:
     def close(self) -> None:
         """Forget the request now: late replies are discarded, the channel is reused."""
         self._closed = True
-        self.schedule.end(trio.current_time())
+        now = trio.current_time()
+        self.schedule.end(now)
+        if self._places is not None:
+            timed_out = now >= self.deadline and not self.aggregator.quorum_reached
+            self._places.give_back(timed_out=timed_out)
         self._router.remove(self._route)
         unread = len(self._route.answered) - self._taken
         self._router.recycle_channel(self._channel, self._capacity, unread)
+
+
+def unsent_result(targets: int, quorum: QuorumRule, timeout: float) -> QueryResult:
+    """The verdict on a query that never got places to send: saturated, timed out."""
+    needed = quorum_of(quorum, targets)
+    return QueryResult(None, (), 0, needed, True, True, timeout=timeout, saturated=True)
 
 
 async def gather(in_flight: RequestInFlight) -> QueryResult:

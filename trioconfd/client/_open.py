@@ -13,6 +13,7 @@ import trio
 from .._tasks import background_tasks
 from .._udp import ask_for_a_large_receive_buffer
 from ..protocol import (
+    AdmissionPolicy,
     ConfdArgumentError,
     ConfdArgumentTypeError,
     ConfdClientError,
@@ -62,6 +63,7 @@ async def open_confd_client(
     logger: logging.Logger | None = None,
     quorum: QuorumRule = needed_replies,
     retry: RetryPolicy | None = None,
+    admission: AdmissionPolicy | None = None,
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
     rng: random.Random | None = None,
     log_interval: float = DEFAULT_LOG_INTERVAL,
@@ -78,8 +80,12 @@ async def open_confd_client(
     ``ssconf_master_candidates_ips``). ``callback`` receives an
     :class:`Upcall` per accepted reply and per expired request.
     ``retry`` is how queries ask silent peers again (default
-    :class:`RetryPolicy()`; ``RetryPolicy.off()`` sends once). At most
-    ``max_outstanding`` requests may wait at once. Discarded datagrams are
+    :class:`RetryPolicy()`; ``RetryPolicy.off()`` sends once). ``admission``
+    is how many requests each peer may have in flight at once (default
+    :class:`AdmissionPolicy()`, a window that adapts to what the peer
+    answers; ``AdmissionPolicy.off()``: no bound); queries past it wait in the
+    client, their deadlines running. At most ``max_outstanding`` requests,
+    sent or waiting, are held at once. Discarded datagrams are
     counted in ``client.stats`` and logged at debug level, at most one line
     per reason every ``log_interval`` seconds (0: every one).
     ``local_address`` (an IP of the peers' family, optionally with a port)
@@ -99,6 +105,10 @@ async def open_confd_client(
         raise ConfdArgumentTypeError(f"callback must be callable, not {type(callback).__name__}")
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    if admission is not None and not isinstance(admission, AdmissionPolicy):
+        raise ConfdArgumentTypeError(
+            f"admission must be an AdmissionPolicy, not {type(admission).__name__}"
+        )
     max_outstanding = _check_max_outstanding(max_outstanding)
     try:
         log_interval = check_log_interval(log_interval)
@@ -116,7 +126,14 @@ async def open_confd_client(
                 f"cannot bind the client's socket to {bind_to[0]} port {bind_to[1]}: "
                 f"{exc.strerror or exc}"
             ) from None
-        router = Router(sock, key, logger or _LOGGER, max_outstanding, log_interval)
+        router = Router(
+            sock,
+            key,
+            logger or _LOGGER,
+            max_outstanding,
+            log_interval,
+            admission=admission or AdmissionPolicy(),
+        )
         async with background_tasks() as nursery:
             client = ConfdClient(
                 router,

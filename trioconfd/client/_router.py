@@ -21,6 +21,7 @@ from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED
 from ..protocol import (
     MAX_DATAGRAM_SIZE,
     Address,
+    AdmissionPolicy,
     ConfdArgumentError,
     ConfdClientError,
     ConfdMalformedError,
@@ -30,6 +31,7 @@ from ..protocol import (
     RttEstimate,
     unpack_reply,
 )
+from ._admission import Admission
 from ._entry import ReplyReceiver, ReplySender, RoutingEntry
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError
 from ._logs import LogSummary
@@ -63,6 +65,8 @@ class Router:
         logger: logging.Logger,
         max_outstanding: int,
         log_interval: float,
+        *,
+        admission: AdmissionPolicy,
     ) -> None:
         self.socket = sock
         # Read once, while the socket is open: a closed client's repr still says it.
@@ -78,6 +82,9 @@ class Router:
         self._failure: BaseException | None = None
         self.on_reply: Callable[[RoutingEntry, PeerReply], None] | None = None
         self._max_outstanding = max_outstanding
+        #: every peer's window of places; queries waiting for room are ``waiting``
+        self.admission = Admission(admission)
+        self.waiting = 0
         self._pool: dict[int, list[tuple[ReplySender, ReplyReceiver]]] = {}
         self._send_lock = trio.Lock()
         # Each peer's round trips, for adaptive retransmission.
@@ -107,12 +114,18 @@ class Router:
             raise ConfdArgumentError("the request has an empty rsalt")
         if rsalt in self.table:
             raise ConfdArgumentError(f"duplicate request rsalt {rsalt!r}")
-        if len(self.table) >= self._max_outstanding:
+        self.check_room()
+        self.table[rsalt] = route
+
+    def check_room(self) -> None:
+        """Raise :class:`ConfdClientError` if ``max_outstanding`` requests are held
+        already (sent, or waiting for places)."""
+        held = len(self.table) + self.waiting
+        if held >= self._max_outstanding:
             self.stats.refused += 1
             raise ConfdClientError(
-                f"{len(self.table)} requests are outstanding, the client's limit"
+                f"{held} requests are outstanding or waiting, the client's limit"
             )
-        self.table[rsalt] = route
 
     def remove(self, route: RoutingEntry) -> None:
         """Take ``route`` out of the table; its late replies count as ``unknown_salt``."""
@@ -340,5 +353,6 @@ class Router:
         routes = list(self.table.values())
         self.table.clear()
         self._pool.clear()
+        self.admission.close()
         for route in routes:
             route.end()

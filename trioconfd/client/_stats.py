@@ -37,10 +37,14 @@ class ClientStats:
     retransmitted: int = 0
     #: retransmission rounds put off because the event loop was saturated
     deferred: int = 0
+    #: retransmissions not sent: the peer was busy answering, its window full
+    held_back: int = 0
     #: peers outside a query's sample asked because the sample stayed silent
     hedged: int = 0
-    #: requests refused because ``max_outstanding`` were waiting already
+    #: requests refused because ``max_outstanding`` were held already
     refused: int = 0
+    #: queries never sent: the peers' windows stayed full until their deadline
+    saturated: int = 0
     _discard_cache: tuple[int, tuple[int, ...]] | None = field(
         default=None, repr=False, compare=False
     )

@@ -8,6 +8,7 @@ all share one implementation of the protocol.
 
 import warnings
 
+from ._admission import AdmissionPolicy, Window
 from ._aggregate import Address, PeerReply, QueryResult, ReplyAggregator, format_address
 from ._constants import (
     DEFAULT_COVERAGE,
@@ -67,6 +68,7 @@ __all__ = [
     "UPCALL_EXPIRE",
     "UPCALL_REPLY",
     "Address",
+    "AdmissionPolicy",
     "ConfdArgumentError",
     "ConfdArgumentTypeError",
     "ConfdClientError",
@@ -94,6 +96,7 @@ __all__ = [
     "RttEstimate",
     "SendSchedule",
     "UpcallType",
+    "Window",
     "as_hmac_key",
     "format_address",
     "needed_replies",

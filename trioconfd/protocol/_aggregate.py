@@ -40,7 +40,8 @@ class QueryResult:
     ``send_errors`` (each peer it could not send to, with the OS error),
     ``discards`` (datagrams it discarded while the query waited, by
     :class:`~trioconfd.ClientStats` counter) and ``timeout``; :attr:`diagnosis`
-    turns them into likely causes.
+    turns them into likely causes. ``saturated`` means the request was never
+    sent: the peers' windows stayed full until the deadline (``sent`` is 0).
     """
 
     best: ConfdReply | None
@@ -52,6 +53,7 @@ class QueryResult:
     send_errors: tuple[tuple[Address, str], ...] = ()
     discards: tuple[tuple[str, int], ...] = ()
     timeout: float | None = None
+    saturated: bool = False
 
     def __repr__(self) -> str:
         best = self.best
@@ -59,6 +61,7 @@ class QueryResult:
         return (
             f"<QueryResult {outcome} replies={self.received}/{self.sent} needed={self.needed}"
             f"{' timed_out' if self.timed_out else ''}"
+            f"{' saturated' if self.saturated else ''}"
             f"{'' if self.consistent else ' INCONSISTENT'}>"
         )
 
@@ -107,6 +110,11 @@ class QueryResult:
         if self.quorum_reached:
             return ()
         causes: list[str] = []
+        if self.saturated:
+            causes.append(
+                "not sent: the client was saturated (every place in a peer's window "
+                "stayed taken until the deadline): ask fewer at once, or give a longer timeout"
+            )
         if self.timeout == 0:
             causes.append("a zero timeout can't wait for any reply: give one above 0")
         if self.send_errors:

@@ -18,6 +18,7 @@ import warnings
 from typing import Any
 
 from ._answers import ConfigAnswers
+from ._capacity import Capacity, ServiceStats
 from ._cluster import ConfdCluster, open_confd_cluster
 from ._config import make_cluster_config
 from ._faults import DirectionStats, Faults
@@ -36,6 +37,7 @@ from ._simulated import SimulatedCluster, open_simulated_cluster
 
 __all__ = [
     "DEBIAN_GANETI_CONFD",
+    "Capacity",
     "ConfdCluster",
     "ConfdServer",
     "ConfigAnswers",
@@ -45,6 +47,7 @@ __all__ = [
     "GanetiConfd",
     "GanetiConfdError",
     "ServerStats",
+    "ServiceStats",
     "SimulatedCluster",
     "SimulatedNetwork",
     "SimulatedSocket",

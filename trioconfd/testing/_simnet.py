@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from ._capacity import Capacity, ServiceQueue, ServiceStats
 from ._faults import DirectionStats, Faults, decide
 
 Endpoint = tuple[str, int]
@@ -41,6 +42,8 @@ class LinkStats:
     to_client: DirectionStats = field(default_factory=DirectionStats)
     #: datagrams lost because the endpoint was crashed or cut off by a partition
     lost_while_down: int = 0
+    #: what the endpoint's :class:`Capacity` served and dropped
+    service: ServiceStats = field(default_factory=ServiceStats)
 
 
 @dataclass
@@ -59,6 +62,7 @@ class _Link:
     to_client: _Direction
     stats: LinkStats
     up: bool = True
+    service: ServiceQueue | None = None
 
 
 @dataclass(order=True)
@@ -135,6 +139,11 @@ class SimulatedNetwork(trio.abc.SocketFactory):
             self._links[endpoint] = link
         return link
 
+    def set_capacity(self, endpoint: Endpoint, capacity: Capacity | None) -> None:
+        """Serve requests to ``endpoint`` at ``capacity`` (None: at once, unbounded)."""
+        link = self.link(endpoint)
+        link.service = None if capacity is None else ServiceQueue(capacity, link.stats.service)
+
     # -- binding -----------------------------------------------------------------
 
     def bind(self, sock: SimulatedSocket, address: Any) -> Endpoint:
@@ -175,6 +184,12 @@ class SimulatedNetwork(trio.abc.SocketFactory):
         if not fate.copies:
             return
         at = now + self.latency + (fate.delay or 0.0)
+        service = link.service
+        if service is not None and way is link.to_server:
+            served_at = service.served_at(at)
+            if served_at is None:
+                return  # the peer's queue is full: dropped
+            at = served_at
         if fate.held:
             # Out at hold_limit at the latest, or just after the next datagram.
             way.held = self._queue_delivery(

@@ -11,6 +11,7 @@ import trio
 from .._tasks import background_tasks
 from ..client import check_port
 from ..protocol import ConfdArgumentError, KeyLike
+from ._capacity import Capacity
 from ._faults import Faults
 from ._server import ConfdServer, ConfigSource, open_confd_server
 from ._simnet import Endpoint, LinkStats, SimulatedNetwork
@@ -88,6 +89,10 @@ class SimulatedCluster:
         if to_client is not None:
             link.to_client.faults = to_client
 
+    def set_capacity(self, index: int, capacity: Capacity | None) -> None:
+        """Peer ``index`` serves requests at ``capacity`` from now on (None: unbounded)."""
+        self.network.set_capacity(self.peers[self._index(index)], capacity)
+
     def serial(self, index: int) -> int:
         """The cluster serial peer ``index`` serves."""
         return self._servers[self._index(index)].serial
@@ -100,6 +105,8 @@ class SimulatedCluster:
             "to_server": link.to_server,
             "to_client": link.to_client,
             "lost_while_down": link.lost_while_down,
+            "served": link.service.served,
+            "overflowed": link.service.overflowed,
             "answered": server.answered,
             "dropped": server.dropped,
         }
@@ -115,6 +122,7 @@ async def open_simulated_cluster(
     to_client: Faults | None = None,
     port: int = 1814,
     latency: float = 0.0002,
+    capacity: Capacity | None = None,
 ) -> AsyncIterator[SimulatedCluster]:
     """A confd peer per config on a simulated network, for the current ``trio.run``.
 
@@ -126,7 +134,9 @@ async def open_simulated_cluster(
     faults of every peer's link; each is drawn from a generator seeded from
     ``seed``, per link and direction. Use it with
     ``trio.testing.MockClock(autojump_threshold=0)`` to run minutes of
-    retransmissions and deadlines in milliseconds.
+    retransmissions and deadlines in milliseconds. ``capacity`` (a
+    :class:`Capacity`) makes every peer serve requests at a rate, dropping
+    what does not fit in its queue: a cluster that can be overloaded.
     """
     if not configs:
         raise ConfdArgumentError("a simulated cluster needs at least one config")
@@ -144,6 +154,7 @@ async def open_simulated_cluster(
                     open_confd_server(config, hmac_key, host=peer_host(index), port=port)
                 )
                 network.link(server.address)  # its faults apply from the first datagram
+                network.set_capacity(server.address, capacity)
                 servers.append(server)
             yield SimulatedCluster(network, servers, port)
     finally:
