@@ -344,7 +344,7 @@ def test_the_default_is_the_fixed_schedule_because_adapting_loses_to_slow_lossy_
     cluster = [Peer((slow(1.0), lossy(0.3, 1.0)), (0, 1))]
     adaptive = run_queries(ADAPTIVE, cluster, queries=300, seed=7)
     default = run_queries(RetryPolicy(), cluster, queries=300, seed=7)
-    assert adaptive.timeouts > default.timeouts + 20
+    assert (adaptive.timeouts, default.timeouts) == (40, 3)  # as README says
     assert adaptive.percentile(0.9) > default.percentile(0.9) + 0.5
 
 

@@ -35,7 +35,7 @@ class ClientStats:
     slow_callbacks: int = 0
     #: datagrams sent again to peers that had not answered
     retransmitted: int = 0
-    #: retransmission rounds put off because the event loop was saturated
+    #: retransmission rounds put off because the event loop was saturated (adaptive only)
     deferred: int = 0
     #: retransmissions not sent: the peer was busy answering, its window full
     held_back: int = 0

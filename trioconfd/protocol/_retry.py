@@ -36,11 +36,13 @@ class RetryPolicy:
     retransmission timeout, estimated from its replies as TCP does
     (:class:`RttEstimate`, ``srtt + 4 * rttvar``), when that is longer, up
     to ``max_timeout``: a peer seen to answer slowly is asked again when its
-    reply is overdue, not before, which saves datagrams to slow peers. It is
-    off by default because it gambles on the peer's reliability: a peer both
-    slow and lossy loses the early copies that race its losses, and its
-    queries end later than on the fixed schedule. No peer is ever asked
-    sooner than the schedule above, adaptive or not.
+    reply is overdue, not before, which saves datagrams to slow peers; and a
+    query whose task wakes late (a saturated event loop) puts its
+    retransmissions off once (``stats.deferred``). It is off by default
+    because it gambles on the peer's reliability: it holds back the early
+    copies that, on the fixed schedule, race a slow peer's losses, so a peer
+    both slow and lossy answers later. No peer is ever asked sooner than the
+    schedule above, adaptive or not.
 
     The defaults suit a LAN: with 30% of datagrams lost each way, a 3-peer
     query has eight tries per peer in 3 s and fails to reach its quorum about
