@@ -85,7 +85,7 @@ class RequestInFlight:
         self.aggregator = ReplyAggregator(len(targets), quorum)
         # Hedging may ask every known peer: room for a reply from each.
         self._capacity = len(peers)
-        self._channel = router.open_channel(self._capacity)
+        self._channel = router.channels.open(self._capacity)
         self._route = RoutingEntry(request, targets, self._channel[0])
         router.add(self._route)
         request.mark_sent()
@@ -237,7 +237,7 @@ class RequestInFlight:
             self._places.give_back(timed_out=timed_out)
         self._router.remove(self._route)
         unread = len(self._route.answered) - self._taken
-        self._router.recycle_channel(self._channel, self._capacity, unread)
+        self._router.channels.recycle(self._channel, self._capacity, unread)
 
 
 def unsent_result(targets: int, quorum: QuorumRule, timeout: float) -> QueryResult:

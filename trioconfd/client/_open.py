@@ -38,7 +38,7 @@ from ._peers import (
     parse_local_address,
     resolve_peers,
 )
-from ._router import Router
+from ._router import RECEIVE_TASKS, Router
 from ._upcalls import Callback
 
 _LOGGER = logging.getLogger("trioconfd")
@@ -146,7 +146,8 @@ async def open_confd_client(
                 retry=retry or RetryPolicy(),
                 rng=rng or random.Random(),
             )
-            nursery.start_soon(router.receive_loop)
+            for _ in range(RECEIVE_TASKS):
+                nursery.start_soon(router.receive_loop)
             try:
                 yield client
             finally:

@@ -32,7 +32,8 @@ from ..protocol import (
     unpack_reply,
 )
 from ._admission import Admission
-from ._entry import ReplyReceiver, ReplySender, RoutingEntry
+from ._channels import ChannelPool
+from ._entry import RoutingEntry
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError
 from ._logs import LogSummary
 from ._stats import ClientStats
@@ -45,9 +46,12 @@ _RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
 # that a peer may be multihomed (one such reply can be a stray).
 _MULTIHOMED_HINT_AFTER = 3
 
-# Channel pairs kept for reuse, per buffer size. Opening a pair costs about
-# 6 µs, a third of a query's own work; a pooled pair costs nothing.
-_POOL_LIMIT = 512
+#: Receive tasks taking turns on the client's socket.
+RECEIVE_TASKS = 4
+# Requests in flight above which a receive task that got a datagram wakes
+# another to read too; below, replies seldom pile up, and a wake for nothing
+# would cost a sequential query ~10% more.
+_READERS_BUSY = 16
 
 
 class Router:
@@ -85,8 +89,10 @@ class Router:
         #: every peer's window of places; queries waiting for room are ``waiting``
         self.admission = Admission(admission)
         self.waiting = 0
-        self._pool: dict[int, list[tuple[ReplySender, ReplyReceiver]]] = {}
+        #: reply channels, reused once their request ends
+        self.channels = ChannelPool()
         self._send_lock = trio.Lock()
+        self._idle_readers = trio.lowlevel.ParkingLot()
         # Each peer's round trips, for adaptive retransmission.
         self.rtt: dict[Address, RttEstimate] = {}
 
@@ -131,34 +137,6 @@ class Router:
         """Take ``route`` out of the table; its late replies count as ``unknown_salt``."""
         if self.table.get(route.request.rsalt) is route:
             del self.table[route.request.rsalt]
-
-    def open_channel(self, capacity: int) -> tuple[ReplySender, ReplyReceiver]:
-        """A memory channel with room for ``capacity`` replies, from the pool if one is free."""
-        pooled = self._pool.get(capacity)
-        if pooled:
-            return pooled.pop()
-        return trio.open_memory_channel[PeerReply](capacity)
-
-    def recycle_channel(
-        self, pair: tuple[ReplySender, ReplyReceiver], capacity: int, unread: int
-    ) -> None:
-        """Return a finished route's channel to the pool, emptied of its ``unread`` replies.
-
-        A channel some task still waits on is closed instead, which ends that
-        wait at once (``trio.ClosedResourceError``): reused, it would hand
-        that task the next request's replies.
-        """
-        if self.closed_reason is not None:
-            return  # closed channels are no use to anyone
-        receiver = pair[1]
-        if receiver.statistics().tasks_waiting_receive:
-            receiver.close()
-            return
-        for _ in range(unread):
-            receiver.receive_nowait()
-        pooled = self._pool.setdefault(capacity, [])
-        if len(pooled) < _POOL_LIMIT:
-            pooled.append(pair)
 
     async def send(
         self, datagram: bytes, targets: Iterable[Address]
@@ -213,18 +191,30 @@ class Router:
         """Read and route datagrams until cancelled or the socket closes; then the
         client is closed.
 
+        The client runs :data:`RECEIVE_TASKS` of these, taking turns on the
+        socket: one waits for it to become readable, the others are parked
+        until that one has read a datagram and, with more than a few requests
+        in flight, wakes one more to read too. So when replies have piled up,
+        each scheduler batch reads several, not one behind many runnable
+        tasks.
+
         An error that says a peer is unreachable is counted and the loop reads
         on; any other socket error ends it, and the client closes with it as
         the reason (the error goes on to the client's nursery).
         """
         receive = self.socket.recvfrom
         route = self._route
+        idle = self._idle_readers
         reason = "its receive task has stopped"
         failure: BaseException | None = None
         try:
             while True:
                 try:
                     datagram, sender = await receive(_RECEIVE_SIZE)
+                except trio.BusyResourceError:
+                    # Another receive task waits for the socket: wait for it.
+                    await idle.park()
+                    continue
                 except trio.ClosedResourceError:
                     return  # the socket was closed: the client is closing
                 except OSError as exc:
@@ -244,11 +234,14 @@ class Router:
                     # the loop.
                     await trio.lowlevel.checkpoint()
                     continue
+                if idle and len(self.table) > _READERS_BUSY:
+                    idle.unpark()  # under load there may be more: one more reader
                 route(datagram, sender)
         except Exception as exc:
             failure = failure or exc
             raise
         finally:
+            idle.unpark_all()  # one of them waits for the socket in our place
             # (After the client's block has exited, the client is closed already.)
             self.close(reason, broken=True, failure=failure)
 
@@ -352,7 +345,7 @@ class Router:
         self.log.flush()
         routes = list(self.table.values())
         self.table.clear()
-        self._pool.clear()
+        self.channels.close()
         self.admission.close()
         for route in routes:
             route.end()
