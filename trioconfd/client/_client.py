@@ -257,6 +257,7 @@ class ConfdClient:
             raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
+        targets.sort()  # the order places are taken in (see Admission.admit)
         datagram = pack_request(request, router.key)
         return _Plan(request, datagram, targets, policy, deadline, seconds)
 
