@@ -17,10 +17,11 @@ from trioconfd import (
     ConfdArgumentError,
     ConfdClientClosedError,
     ConfdClientError,
+    ConfdRequest,
     RequestType,
     open_confd_client,
 )
-from trioconfd.client._admission import Admission
+from trioconfd.client._admission import Admission, PeerWindow
 from trioconfd.protocol import Window
 from trioconfd.testing import Capacity, make_cluster_config, open_simulated_cluster
 
@@ -93,9 +94,10 @@ def test_no_admission_means_a_window_without_end() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"initial": 0}, "initial must be a positive integer"),
-        ({"minimum": 1.5}, "minimum must be a positive integer"),
-        ({"maximum": True}, "maximum must be a positive integer"),
+        ({"initial": 0}, "initial must be an integer from 1 to 1,000,000"),
+        ({"minimum": 1.5}, "minimum must be an integer from 1 to 1,000,000"),
+        ({"maximum": True}, "maximum must be an integer from 1 to 1,000,000"),
+        ({"maximum": 10**400}, "maximum must be an integer from 1 to 1,000,000"),
         ({"initial": 8, "minimum": 16}, "the window must start within its bounds"),
         ({"initial": 2048}, "the window must start within its bounds"),
         ({"decrease": 1}, "decrease must be a number between 0 and 1"),
@@ -121,6 +123,113 @@ def test_places_are_all_or_nothing_without_waiting() -> None:
     assert admission.admit_nowait([B]) is not None
     assert admission.admit_nowait([A, B]) is None
     assert admission.windows[A].window.in_use == 0  # A's place, taken, was given back
+
+
+async def test_a_parked_sample_is_handed_a_place_by_a_spare_peer_with_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = Admission(fixed(1))
+    held = {peer: admission.admit_nowait([peer]) for peer in (A, B, C)}
+    targets, spare = [C], [A, B]
+    admitted: list[Any] = []
+
+    async def wait() -> None:
+        admitted.append(await admission.admit(targets, spare))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert admission.samples_waiting == 1
+            assert sum(window.waiting for window in admission.windows.values()) == 1
+            places = held[B]
+            assert places is not None
+            places.give_back(timed_out=False)  # B has room and nobody in its line
+    assert targets == [B]
+    assert sorted(spare) == [A, C]
+    assert admitted[0].holds(B)
+    assert admission.windows[B].window.in_use == 1
+    assert admission.samples_waiting == 0
+
+
+async def test_samples_short_of_the_same_full_peers_are_admitted_in_turn(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each takes A, finds its other target full and gives A back: a place
+    # passed round between them for ever would never let simulated time move.
+    handed = 0
+    hand = PeerWindow.hand
+
+    def counted(window: PeerWindow, waiter: Any) -> None:
+        nonlocal handed
+        handed += 1
+        if handed > 100:
+            raise RuntimeError("a place passed round in a loop")
+        hand(window, waiter)
+
+    monkeypatch.setattr(PeerWindow, "hand", counted)
+    admission = Admission(fixed(1))
+    blocking = [admission.admit_nowait([peer]) for peer in (B, C)]
+    done: list[float] = []
+
+    async def wait(targets: list[Any], spare: list[Any]) -> None:
+        with trio.move_on_after(5):
+            places = await admission.admit(targets, spare)
+            assert places is not None
+            done.append(trio.current_time())
+            await trio.sleep(1)
+            places.give_back(timed_out=False)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, [A, B], [C])
+        nursery.start_soon(wait, [A, C], [B])
+        await trio.sleep(2)
+        for places in blocking:
+            assert places is not None
+            places.give_back(timed_out=False)
+    assert done == [2.0, 3.0]
+
+
+async def test_a_place_given_back_by_a_query_short_of_others_goes_to_a_sample_that_can_use_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = Admission(fixed(1))
+    blocking = {peer: admission.admit_nowait([peer]) for peer in (A, B, C)}
+    admitted: list[Any] = []
+
+    async def wait(targets: list[Any], spare: list[Any]) -> None:
+        admitted.append((await admission.admit(targets, spare), targets))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, [A, B], [])  # parks in A's line: all three are full
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(wait, [B], [A, C])  # a sample: parks in B's line
+            await trio.testing.wait_all_tasks_blocked()
+            places = blocking[A]
+            assert places is not None
+            # Handed to the first, which finds B full and gives A back: to
+            # the sample, as A has nothing else in flight to free it later.
+            places.give_back(timed_out=False)
+            await trio.testing.wait_all_tasks_blocked()
+            assert [targets for _, targets in admitted] == [[A]]
+            nursery.cancel_scope.cancel()
+    assert [targets for _, targets in admitted] == [[A]]
+
+
+async def test_a_window_with_queries_in_its_line_is_not_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = Admission(fixed(1))
+    assert admission.admit_nowait([A]) is not None
+    assert admission.admit_nowait([B]) is not None
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(admission.admit, [A])
+            await trio.testing.wait_all_tasks_blocked()
+            admission.forget([A, B])
+            assert list(admission.windows) == [A]  # B had nobody waiting
+            admission.close()  # which still reaches the query waiting in A's line
 
 
 # -- the client in simulated time --------------------------------------------
@@ -200,6 +309,8 @@ async def test_a_stream_never_let_in_ends_at_its_deadline_unsent(
             assert [reply async for reply in replies] == []
             assert replies.timed_out
             result = replies.result()
+            assert replies.sent == 0
+            assert client.outstanding == 1  # the unsent stream waits for nothing
         assert result.saturated
         assert result.sent == 0
         assert cluster.stats(0)["to_server"].received == sent_before  # nothing went out
@@ -305,6 +416,99 @@ async def test_retransmissions_take_places_and_cut_the_window_once_a_round(
         await trio.sleep(0.2)  # the deadlines: losses of the same round cut no more
         for peer in cluster.peers:
             assert (windows[peer].window.in_use, windows[peer].window.size) == (0, 32)
+
+
+async def test_a_request_that_cannot_be_made_gives_its_places_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def broken_rule(sent: int) -> int:
+        raise ZeroDivisionError("a bug in the rule")
+
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(
+            KEY, cluster.peers, port=cluster.port, admission=fixed(2), quorum=broken_rule
+        ) as client,
+    ):
+        for _ in range(10):
+            with pytest.raises(ConfdClientError, match="rule"):
+                await client.query(RequestType.PING)
+        for window in client._router.admission.windows.values():
+            assert window.window.in_use == 0
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(
+            KEY, cluster.peers, port=cluster.port, admission=fixed(2), max_outstanding=2
+        ) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for index in range(3):
+            cluster.crash(index)
+        for _ in range(2):
+            nursery.start_soon(lambda: client.query(RequestType.PING, timeout=1))
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(10):
+            with pytest.raises(ConfdClientError, match="outstanding"):
+                await client.query(RequestType.PING)
+        assert [w.window.in_use for w in client._router.admission.windows.values()] == [2] * 3
+
+
+async def test_one_request_asked_twice_while_waiting_goes_out_under_two_rsalts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(1)) as client,
+        trio.open_nursery() as nursery,
+    ):
+        request = ConfdRequest(RequestType.PING)
+        results: list[Any] = []
+
+        async def ask() -> None:
+            results.append(await client.query(request, timeout=5))
+
+        nursery.start_soon(lambda: client.query(RequestType.PING, timeout=0.5))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ask)
+        nursery.start_soon(ask)
+    # Without a fresh rsalt the second would fail: 'duplicate request rsalt'.
+    assert [result.ok for result in results] == [True, True]
+    assert client.stats.duplicate == 0
+
+
+async def test_a_peer_that_answers_nothing_does_not_hold_up_samples_without_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.crash(2)
+        results: list[Any] = []
+
+        async def one() -> None:
+            results.append(await client.query(RequestType.PING, coverage=2, timeout=5))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(one)
+    assert sum(result.ok for result in results) >= 990
+    assert not any(result.saturated for result in results)
+
+
+async def test_a_request_never_sent_cuts_no_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        for _ in range(3):
+            result = await client.query(RequestType.PING, timeout=0)
+            assert result.received == 0
+        assert cluster.stats(0)["to_server"].received == 0
+        for window in client._router.admission.windows.values():
+            assert window.window.size == AdmissionPolicy().initial
 
 
 # -- goodput under overload ---------------------------------------------------

@@ -71,6 +71,7 @@ def result_as_json(result: QueryResult) -> dict[str, Any]:
         "received": result.received,
         "needed": result.needed,
         "timed_out": result.timed_out,
+        "saturated": result.saturated,
         "consistent": result.consistent,
         "diagnosis": list(result.diagnosis),
         "send_errors": [

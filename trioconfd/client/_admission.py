@@ -2,19 +2,19 @@
 
 Each peer has a :class:`PeerWindow`, a ``trio.CapacityLimiter`` whose total
 adapts (the arithmetic is :class:`~trioconfd.protocol.Window`'s, sans-IO).
-A query takes a place in the window of every peer it asks, in one global
-order (by address, as locks are taken in one order, so two queries can
-never each hold what the other waits for), and waits, parked, while a
-window is full. A place goes back when its peer answers or the request
-ends; a retransmission or a hedge takes one more, room or not.
+A query takes a place in the window of every peer it asks, all at once or
+none, and waits, parked in one full window's line holding nothing, until
+that window hands it a place (:meth:`Admission.admit`). A place goes back
+when its peer answers or the request ends; a retransmission or a hedge
+takes one more, room or not.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Sequence
-from itertools import pairwise
 from typing import Any
 
 import trio
@@ -22,70 +22,119 @@ import trio.lowlevel
 
 from ..protocol import Address, AdmissionPolicy, Window
 
+# How far down another window's line a window with room looks for a
+# sample that may ask its peer instead (see Admission.waiter_for).
+_LOOK_AHEAD = 8
+
+
+class Waiter:
+    """One query parked until a window hands it a place (the parking lot's entry)."""
+
+    __slots__ = ("handed", "line", "spare", "targets", "task")
+
+    def __init__(self, targets: list[Address], spare: list[Address]) -> None:
+        self.targets = targets
+        self.spare = spare
+        self.task = trio.lowlevel.current_task()
+        #: the window whose line it waits in
+        self.line: PeerWindow | None = None
+        #: the window that handed it a place (None on waking: the client closed)
+        self.handed: PeerWindow | None = None
+
+    def __call__(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        """Cancelled while parked: it leaves the line (it holds nothing)."""
+        assert self.line is not None
+        del self.line.line[self]
+        self.line = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
 
 class PeerWindow:
     """The places one peer has for requests in flight: a limiter whose size adapts.
 
-    :meth:`take` is ``CapacityLimiter.acquire``: it waits, first come first
-    served, while the window is full; :meth:`give_back` hands the place to
-    the next waiter if the window still has room for it.
+    Like ``trio.CapacityLimiter`` on a ``ParkingLot``: queries wait in its
+    :attr:`line`, first come first served, while it is full, and
+    :meth:`give_back` hands a place to the next.
     """
 
-    __slots__ = ("_closed", "_lot", "answers", "window")
+    __slots__ = ("_admission", "answers", "line", "peer", "window")
 
-    def __init__(self, policy: AdmissionPolicy) -> None:
-        self.window = Window(policy)
+    def __init__(self, admission: Admission, peer: Address) -> None:
+        self.peer = peer
+        self.window = Window(admission.policy)
         #: replies from the peer so far (to tell a busy peer from a silent one)
         self.answers = 0
-        self._lot = trio.lowlevel.ParkingLot()
-        self._closed = False
+        #: the queries parked until it has room, in order
+        self.line: OrderedDict[Waiter, None] = OrderedDict()
+        self._admission = admission
 
     def __repr__(self) -> str:
-        return f"<PeerWindow {self.window.in_use}/{self.window.size:.1f} waiting={len(self._lot)}>"
+        return f"<PeerWindow {self.window.in_use}/{self.window.size:.1f} waiting={len(self.line)}>"
 
     @property
     def waiting(self) -> int:
-        """Tasks parked until this window has room."""
-        return len(self._lot)
+        """Queries parked until this window has room."""
+        return len(self.line)
+
+    def take_nowait_fails(self) -> bool:
+        """Whether :meth:`take_nowait` would find no place (without taking one)."""
+        return bool(self.line) or self.window.room < 1
 
     def take_nowait(self) -> int | None:
         """A place if one is free and nobody waits for it first (its round), else None."""
-        if self._lot or self.window.room < 1:
+        if self.line or self.window.room < 1:
             return None
         return self.window.take()
 
-    async def take(self) -> int | None:
-        """Wait for a place, first come first served; its round (None: the client closed)."""
-        taken = self.take_nowait()
-        if taken is not None:
-            return taken
-        await self.wait()
-        return self.taken_on_waking()
+    def wait(self, waiter: Waiter) -> Awaitable[None]:
+        """Park ``waiter`` at the end of the line until a window hands it a place.
 
-    def wait(self) -> Awaitable[None]:
-        """Park until a place is handed over (or the client closes); cancelled, none is taken.
-
-        The parking lot's own wait, so a parked query holds no frame of ours for it.
+        Trio's own wait, so a parked query holds no frame of ours for it;
+        cancelled, it leaves the line holding nothing.
         """
-        return self._lot.park()
+        waiter.line = self
+        waiter.handed = None
+        self.line[waiter] = None
+        # Returned, not awaited here: the caller awaits it (no frame of ours).
+        return trio.lowlevel.wait_task_rescheduled(waiter)  # noqa: ASYNC105
 
-    def taken_on_waking(self) -> int | None:
-        """After :meth:`wait`: the round of the place handed over, or None if the client closed."""
-        return None if self._closed else self.window.round
+    def hand(self, waiter: Waiter) -> None:
+        """Give ``waiter`` (just out of a line) a place here, and wake it."""
+        self.window.take()
+        waiter.line = None
+        waiter.handed = self
+        trio.lowlevel.reschedule(waiter.task)
 
     def give_back(self, *, answered: bool) -> None:
-        """Return a place; the next waiters get what room there is."""
+        """Return a place; the next waiters get what room there is.
+
+        With none waiting here, a sample waiting for another (full) window
+        that may ask this peer instead gets it. (It cannot pass round for
+        ever: the sample takes this peer among its targets, so this window
+        cannot hand it a place again unless it is full.)
+        """
         window = self.window
         window.give_back(answered=answered)
-        lot = self._lot
-        while lot and window.room >= 1:
-            window.take()
-            lot.unpark()
+        line = self.line
+        while window.room >= 1:
+            if line:
+                waiter = line.popitem(last=False)[0]
+            elif self._admission.samples_waiting:
+                found = self._admission.waiter_for(self)
+                if found is None:
+                    return
+                waiter = found
+            else:
+                return
+            self.hand(waiter)
 
     def close(self) -> None:
         """Wake every waiter, empty-handed."""
-        self._closed = True
-        self._lot.unpark_all()
+        line, self.line = self.line, OrderedDict()
+        for waiter in line:
+            waiter.line = None
+            waiter.handed = None
+            trio.lowlevel.reschedule(waiter.task)
 
 
 class Places:
@@ -97,6 +146,9 @@ class Places:
         self._admission = admission
         # peer -> [window, round of the first place, places, the window's answers then]
         self._held: dict[Address, list[Any]] = {}
+
+    def holds(self, peer: Address) -> bool:
+        return peer in self._held
 
     def hold(self, peer: Address, window: PeerWindow, taken: int) -> None:
         self._held[peer] = [window, taken, 1, window.answers]
@@ -155,16 +207,18 @@ class Places:
 class Admission:
     """Every peer's window, and the queries waiting for room in them."""
 
-    __slots__ = ("policy", "windows")
+    __slots__ = ("policy", "samples_waiting", "windows")
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self.policy = policy
         self.windows: dict[Address, PeerWindow] = {}
+        #: parked queries that may ask another peer instead (a sample's spare)
+        self.samples_waiting = 0
 
     def window_of(self, peer: Address) -> PeerWindow:
         window = self.windows.get(peer)
         if window is None:
-            window = self.windows[peer] = PeerWindow(self.policy)
+            window = self.windows[peer] = PeerWindow(self, peer)
         return window
 
     def room(self, peer: Address) -> float:
@@ -191,43 +245,131 @@ class Admission:
             places.hold(peer, window, taken)
         return places
 
-    async def admit(self, targets: Sequence[Address]) -> Places | None:
-        """Wait for a place with every target, taken in address order; None if the client closed.
+    async def admit(
+        self, targets: list[Address], spare: list[Address] | None = None
+    ) -> Places | None:
+        """Wait for a place with every target; None if the client closed.
 
-        Cancelled (the query's deadline), it gives back what it took. (Written
-        to hold little while it waits: 10,000 parked queries are 10,000 of
-        everything here, and the garbage collector walks them all.)
+        All or nothing: while a target's window is full, the query waits in
+        that window's line holding no place anywhere (so a peer that answers
+        nothing holds up only the queries that ask it). Handed a place
+        there, it takes the others if they have room; if one has none, it
+        gives back what it holds and waits in that one's line instead. So
+        every wake-up either admits the query or moves it to a window that
+        is full.
+
+        A sample (``spare``: the peers it may ask instead) swaps a full
+        target for a spare peer with room; waits in the line likely to move
+        first (fewest waiting for each place its window has: a peer that
+        answers nothing keeps a small window); and, parked, is handed a
+        place by a spare peer's window that has room and nobody waiting.
+        ``targets`` and ``spare`` are changed in place. Cancelled (the
+        query's deadline), it holds nothing.
         """
-        if any(a > b for a, b in pairwise(targets)):
-            targets = sorted(targets)  # the query's own are in order already
-        places: Places | None = None
-        index = 0
-        try:
-            while index < len(targets):
-                peer = targets[index]
-                index += 1
-                window = self.window_of(peer)
-                taken = window.take_nowait()
-                if taken is None:
-                    await window.wait()
-                    taken = window.taken_on_waking()
-                    if taken is None:
-                        if places is not None:
-                            places.give_back(timed_out=False)
-                        return None
-                if places is None:
-                    places = Places(self)
-                places.hold(peer, window, taken)
-        except BaseException:
-            if places is not None:
-                places.give_back(timed_out=False)
-            raise
-        return places
+        spare = spare or []
+        places = Places(self)
+        blocked = self._take_all(places, targets, spare)
+        if blocked is None:
+            return places
+        places.give_back(timed_out=False)
+        waiter = Waiter(targets, spare)
+        while True:
+            line = self._line_to_wait_in(blocked, targets, spare)
+            if spare:
+                self.samples_waiting += 1
+            try:
+                await line.wait(waiter)
+            finally:
+                if spare:
+                    self.samples_waiting -= 1
+            window = waiter.handed
+            if window is None:
+                return None  # the client closed
+            if window is not line:  # a spare peer's window, with room
+                index = spare.index(window.peer)
+                targets[blocked], spare[index] = spare[index], targets[blocked]
+            places = Places(self)
+            places.hold(window.peer, window, window.window.round)
+            blocked = self._take_all(places, targets, spare)
+            if blocked is None:
+                return places
+            places.give_back(timed_out=False)
+
+    def _take_all(self, places: Places, targets: list[Address], spare: list[Address]) -> int | None:
+        """Take a place with each target ``places`` lacks, a spare standing in for a full one.
+
+        None when all are held, else the index of the target that has none.
+        """
+        window_of = self.window_of
+        for index, target in enumerate(targets):
+            if places.holds(target):
+                continue
+            peer, window = target, window_of(target)
+            taken = window.take_nowait()
+            if taken is None:
+                for other_index, other in enumerate(spare):
+                    window = window_of(other)
+                    taken = window.take_nowait()
+                    if taken is not None:
+                        targets[index], spare[other_index] = other, target
+                        peer = other
+                        break
+                else:
+                    return index
+            places.hold(peer, window, taken)
+        return None
+
+    def _line_to_wait_in(
+        self, blocked: int, targets: list[Address], spare: list[Address]
+    ) -> PeerWindow:
+        """The blocked target's window, or a spare peer's whose line moves sooner."""
+        window_of = self.window_of
+
+        def backlog(peer: Address) -> float:
+            window = window_of(peer)
+            return (window.waiting + 1) / window.window.size
+
+        best = min(range(len(spare)), key=lambda index: backlog(spare[index]), default=None)
+        if best is not None and backlog(spare[best]) < backlog(targets[blocked]):
+            targets[blocked], spare[best] = spare[best], targets[blocked]
+        return window_of(targets[blocked])
+
+    def waiter_for(self, window: PeerWindow) -> Waiter | None:
+        """A sample parked in another window's line that may ask ``window``'s peer instead.
+
+        Taken out of the longest line (for each place its window has), from
+        the first few in it.
+        """
+        peer = window.peer
+        found: tuple[float, PeerWindow, Waiter] | None = None
+        for other in self.windows.values():
+            if other is window or not other.line:
+                continue
+            backlog = len(other.line) / other.window.size
+            if found is not None and backlog <= found[0]:
+                continue
+            for count, waiter in enumerate(other.line):
+                if count == _LOOK_AHEAD:
+                    break
+                if peer in waiter.spare:
+                    found = (backlog, other, waiter)
+                    break
+        if found is None:
+            return None
+        del found[1].line[found[2]]
+        return found[2]
 
     def forget(self, peers: Iterable[Address]) -> None:
-        """Drop the windows of peers no longer asked (requests holding places keep theirs)."""
+        """Drop the windows of peers no longer asked.
+
+        Requests holding places keep theirs; a window with queries in its
+        line stays until they are through it.
+        """
+        windows = self.windows
         for peer in peers:
-            self.windows.pop(peer, None)
+            window = windows.get(peer)
+            if window is not None and not window.line:
+                del windows[peer]
 
     def close(self) -> None:
         """Wake every waiting query, empty-handed (the client closed)."""

@@ -28,6 +28,7 @@ from ..protocol import (
     RetryPolicy,
     UpcallType,
     pack_request,
+    quorum_of,
 )
 from ._admission import Places
 from ._arguments import as_request, check_timeout, choose_targets
@@ -48,6 +49,8 @@ class _Plan:
     request: ConfdRequest
     datagram: bytes
     targets: list[Address]
+    #: the peers a sample may ask instead of a target whose window is full
+    spare: list[Address]
     policy: RetryPolicy
     deadline: float
     timeout: float
@@ -257,9 +260,17 @@ class ConfdClient:
             raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
-        targets.sort()  # the order places are taken in (see Admission.admit)
+        # A sample may ask a spare peer instead of one whose window is full
+        # (a peer that answers nothing fills its window): see Admission.admit.
+        spare = (
+            [peer for peer in self._peers if peer not in targets]
+            if len(targets) < len(self._peers)
+            else []
+        )
+        quorum_of(self._quorum, len(targets))  # a bad rule fails here, before any wait
+        router.check_room()
         datagram = pack_request(request, router.key)
-        return _Plan(request, datagram, targets, policy, deadline, seconds)
+        return _Plan(request, datagram, targets, spare, policy, deadline, seconds)
 
     async def _admit(self, plan: _Plan) -> Places | None:
         """A place in each target's window, waiting for one (parked) while any is full.
@@ -271,11 +282,10 @@ class ConfdClient:
         places = admission.admit_nowait(plan.targets)
         if places is not None:
             return places
-        router.check_room()  # max_outstanding bounds the waiting too
-        router.waiting += 1
+        router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
         try:
             with trio.move_on_at(plan.deadline):
-                places = await admission.admit(plan.targets)
+                places = await admission.admit(plan.targets, plan.spare)
                 if places is None:  # woken by the client closing
                     router.check_open()
         finally:
@@ -283,12 +293,26 @@ class ConfdClient:
         if places is None:
             router.stats.saturated += 1
             return None
+        if plan.request.sent:
+            # Another query sent the same request while this one waited.
+            plan.request = plan.request.renewed()
         # It waited: packed again, with a fresh timestamp.
         plan.datagram = pack_request(plan.request, router.key)
         return places
 
     def _open_exchange(self, plan: _Plan, places: Places | None) -> RequestInFlight:
-        """The request in flight; with ``places`` None, one never sent (saturated)."""
+        """The request in flight; with ``places`` None, one never sent (saturated).
+
+        If it cannot be made, its places go back.
+        """
+        try:
+            return self._new_exchange(plan, places)
+        except BaseException:
+            if places is not None:
+                places.give_back(timed_out=False)
+            raise
+
+    def _new_exchange(self, plan: _Plan, places: Places | None) -> RequestInFlight:
         return RequestInFlight(
             self._router,
             plan.request,

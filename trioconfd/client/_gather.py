@@ -57,6 +57,7 @@ class RequestInFlight:
         "_route",
         "_router",
         "_send_failures",
+        "_sent",
         "_taken",
         "aggregator",
         "deadline",
@@ -87,8 +88,9 @@ class RequestInFlight:
         self._capacity = len(peers)
         self._channel = router.channels.open(self._capacity)
         self._route = RoutingEntry(request, targets, self._channel[0])
-        router.add(self._route)
-        request.mark_sent()
+        if places is not None:  # an unsent request waits for no reply
+            router.add(self._route)
+            request.mark_sent()
         # The first fan-out, sent by the first send_due().
         self._first_send: tuple[bytes, list[Address]] | None = None
         if places is None:
@@ -114,10 +116,16 @@ class RequestInFlight:
         self._discards_before = router.stats.discard_counts()
         self._taken = 0
         self._closed = False
+        self._sent = False  # whether the first fan-out went out
 
     @property
     def request(self) -> ConfdRequest:
         return self._route.request
+
+    @property
+    def unsent(self) -> bool:
+        """Whether the request was never let out: the client was saturated until its deadline."""
+        return self._places is None
 
     @property
     def wake_at(self) -> float:
@@ -153,6 +161,7 @@ class RequestInFlight:
             # Packed again: a fresh timestamp, so long deadlines never go stale.
             datagram, targets = pack_request(self._route.request, self._router.key), peers
         failures = await self._router.send(datagram, targets)
+        self._sent = True
         if failures:
             if self._send_failures is None:
                 self._send_failures = {}
@@ -233,8 +242,9 @@ class RequestInFlight:
         now = trio.current_time()
         self.schedule.end(now)
         if self._places is not None:
-            timed_out = now >= self.deadline and not self.aggregator.quorum_reached
-            self._places.give_back(timed_out=timed_out)
+            # Unanswered at the deadline, a request that went out was lost.
+            lost = self._sent and now >= self.deadline and not self.aggregator.quorum_reached
+            self._places.give_back(timed_out=lost)
         self._router.remove(self._route)
         unread = len(self._route.answered) - self._taken
         self._router.channels.recycle(self._channel, self._capacity, unread)
@@ -285,8 +295,8 @@ class ReplyStream:
 
     @property
     def sent(self) -> int:
-        """Peers asked so far (hedges included)."""
-        return self._aggregator.sent
+        """Peers asked so far (hedges included; 0 if never sent: the client was saturated)."""
+        return 0 if self._exchange.unsent else self._aggregator.sent
 
     @property
     def needed(self) -> int:

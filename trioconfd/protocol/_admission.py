@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 from ._errors import ConfdArgumentError
 
+# The most places a window may have: far past any peer's capacity.
+_MOST = 1_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class AdmissionPolicy:
@@ -47,8 +50,10 @@ class AdmissionPolicy:
     def __post_init__(self) -> None:
         for name in ("initial", "minimum", "maximum"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfdArgumentError(f"{name} must be a positive integer, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MOST:
+                raise ConfdArgumentError(
+                    f"{name} must be an integer from 1 to {_MOST:,}, not {value!r}"
+                )
         if not self.minimum <= self.initial <= self.maximum:
             raise ConfdArgumentError(
                 f"the window must start within its bounds: minimum {self.minimum} <= "
