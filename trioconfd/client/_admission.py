@@ -2,9 +2,10 @@
 
 Each peer has a :class:`PeerWindow`, a ``trio.CapacityLimiter`` whose total
 adapts (the arithmetic is :class:`~trioconfd.protocol.Window`'s, sans-IO).
-A query takes a place in the window of every peer it asks, all at once or
-none, and waits, parked in one full window's line holding nothing, until
-that window hands it a place (:meth:`Admission.admit`). A place goes back
+A query takes a place in the window of every peer it asks, and waits,
+parked in a full window's line, until that window hands it a place
+(:meth:`Admission.admit`: places are held in one order of addresses while
+waiting, as locks are). A place goes back
 when its peer answers or the request ends; a retransmission or a hedge
 takes one more, room or not.
 """
@@ -194,6 +195,12 @@ class Places:
         for _ in range(held[2] - 1):
             window.give_back(answered=False)
 
+    def give_back_above(self, peer: Address) -> None:
+        """Give back the places held with peers of higher address than ``peer``."""
+        for other in [other for other in self._held if other > peer]:
+            window = self._held.pop(other)[0]
+            window.give_back(answered=False)
+
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self._held = self._held, {}
@@ -250,13 +257,12 @@ class Admission:
     ) -> Places | None:
         """Wait for a place with every target; None if the client closed.
 
-        All or nothing: while a target's window is full, the query waits in
-        that window's line holding no place anywhere (so a peer that answers
-        nothing holds up only the queries that ask it). Handed a place
-        there, it takes the others if they have room; if one has none, it
-        gives back what it holds and waits in that one's line instead. So
-        every wake-up either admits the query or moves it to a window that
-        is full.
+        It takes what room there is, and while a target's window is full it
+        waits in that window's line, holding only its places with peers of
+        lower address (those above go back first). As locks taken in one
+        order, no two queries can each hold what the other waits for; and a
+        query handed a place keeps it, so a freed place wakes one query,
+        not a line of them passing it on.
 
         A sample (``spare``: the peers it may ask instead) swaps a full
         target for a spare peer with room; waits in the line likely to move
@@ -264,36 +270,38 @@ class Admission:
         answers nothing keeps a small window); and, parked, is handed a
         place by a spare peer's window that has room and nobody waiting.
         ``targets`` and ``spare`` are changed in place. Cancelled (the
-        query's deadline), it holds nothing.
+        query's deadline), it gives back what it holds.
         """
         spare = spare or []
         places = Places(self)
-        blocked = self._take_all(places, targets, spare)
-        if blocked is None:
-            return places
-        places.give_back(timed_out=False)
-        waiter = Waiter(targets, spare)
-        while True:
-            line = self._line_to_wait_in(blocked, targets, spare)
-            if spare:
-                self.samples_waiting += 1
-            try:
-                await line.wait(waiter)
-            finally:
+        waiter: Waiter | None = None
+        try:
+            while True:
+                blocked = self._take_all(places, targets, spare)
+                if blocked is None:
+                    return places
+                line = self._line_to_wait_in(blocked, targets, spare)
+                places.give_back_above(line.peer)
+                if waiter is None:
+                    waiter = Waiter(targets, spare)
                 if spare:
-                    self.samples_waiting -= 1
-            window = waiter.handed
-            if window is None:
-                return None  # the client closed
-            if window is not line:  # a spare peer's window, with room
-                index = spare.index(window.peer)
-                targets[blocked], spare[index] = spare[index], targets[blocked]
-            places = Places(self)
-            places.hold(window.peer, window, window.window.round)
-            blocked = self._take_all(places, targets, spare)
-            if blocked is None:
-                return places
+                    self.samples_waiting += 1
+                try:
+                    await line.wait(waiter)
+                finally:
+                    if spare:
+                        self.samples_waiting -= 1
+                window = waiter.handed
+                if window is None:
+                    places.give_back(timed_out=False)
+                    return None  # the client closed
+                if window is not line:  # a spare peer's window, with room
+                    index = spare.index(window.peer)
+                    targets[blocked], spare[index] = spare[index], targets[blocked]
+                places.hold(window.peer, window, window.window.round)
+        except BaseException:
             places.give_back(timed_out=False)
+            raise
 
     def _take_all(self, places: Places, targets: list[Address], spare: list[Address]) -> int | None:
         """Take a place with each target ``places`` lacks, a spare standing in for a full one.
