@@ -235,7 +235,7 @@ async def test_a_window_with_queries_in_its_line_is_not_forgotten(
 ) -> None:
     admission = Admission(fixed(1))
     assert admission.admit_nowait([A]) is not None
-    assert admission.admit_nowait([B]) is not None
+    admission.window_of(B)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(admission.admit, [A])
@@ -243,6 +243,43 @@ async def test_a_window_with_queries_in_its_line_is_not_forgotten(
             admission.forget([A, B])
             assert list(admission.windows) == [A]  # B had nobody waiting
             admission.close()  # which still reaches the query waiting in A's line
+
+
+def test_a_window_whose_places_are_held_is_not_forgotten() -> None:
+    # Dropped, it would get places back that it could only hand to queries
+    # of other lines (which passed them round for ever), and a peer asked
+    # again would have two windows.
+    admission = Admission(fixed(2))
+    places = admission.admit_nowait([A, B])
+    assert places is not None
+    admission.forget([A, B])
+    assert set(admission.windows) == {A, B}
+    places.give_back(timed_out=False)
+    admission.forget([A, B])
+    assert admission.windows == {}
+
+
+async def test_a_query_handed_a_place_as_the_client_closes_does_not_wait_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = Admission(fixed(1))
+    held_a, held_b = admission.admit_nowait([A]), admission.admit_nowait([B])
+    assert held_a is not None
+    assert held_b is not None
+    admitted: list[Any] = []
+
+    async def wait() -> None:
+        admitted.append(await admission.admit([A, B], []))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            held_a.give_back(timed_out=False)  # A's place to the query ...
+            admission.close()  # ... and the client closes before it runs
+    assert admitted == [None]
+    assert admission.windows[A].window.in_use == 0  # what it was handed went back
+    assert admission.windows[B].waiting == 0
 
 
 # -- the client in simulated time --------------------------------------------

@@ -214,13 +214,15 @@ class Places:
 class Admission:
     """Every peer's window, and the queries waiting for room in them."""
 
-    __slots__ = ("policy", "samples_waiting", "windows")
+    __slots__ = ("closed", "policy", "samples_waiting", "windows")
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self.policy = policy
         self.windows: dict[Address, PeerWindow] = {}
         #: parked queries that may ask another peer instead (a sample's spare)
         self.samples_waiting = 0
+        #: set by :meth:`close`: no query waits any more
+        self.closed = False
 
     def window_of(self, peer: Address) -> PeerWindow:
         window = self.windows.get(peer)
@@ -261,8 +263,9 @@ class Admission:
         waits in that window's line, holding only its places with peers of
         lower address (those above go back first). As locks taken in one
         order, no two queries can each hold what the other waits for; and a
-        query handed a place keeps it, so a freed place wakes one query,
-        not a line of them passing it on.
+        query handed a place keeps it (unless a sample's swap leaves it
+        waiting for a window of lower address), so a freed place wakes one
+        query, not a line of them passing it on.
 
         A sample (``spare``: the peers it may ask instead) swaps a full
         target for a spare peer with room; waits in the line likely to move
@@ -273,6 +276,7 @@ class Admission:
         query's deadline), it gives back what it holds.
         """
         spare = spare or []
+        targets.sort()  # the order places are held in while waiting
         places = Places(self)
         waiter: Waiter | None = None
         try:
@@ -280,6 +284,9 @@ class Admission:
                 blocked = self._take_all(places, targets, spare)
                 if blocked is None:
                     return places
+                if self.closed:  # woken with a place just as the client closed
+                    places.give_back(timed_out=False)
+                    return None
                 line = self._line_to_wait_in(blocked, targets, spare)
                 places.give_back_above(line.peer)
                 if waiter is None:
@@ -368,18 +375,21 @@ class Admission:
         return found[2]
 
     def forget(self, peers: Iterable[Address]) -> None:
-        """Drop the windows of peers no longer asked.
+        """Drop the windows of peers no longer asked, once nothing holds or waits for them.
 
-        Requests holding places keep theirs; a window with queries in its
-        line stays until they are through it.
+        A window with places held or queries in its line stays until they
+        are through: a dropped window that later got a place back would
+        hand it to a query of another line, and a peer asked again would
+        have two windows.
         """
         windows = self.windows
         for peer in peers:
             window = windows.get(peer)
-            if window is not None and not window.line:
+            if window is not None and not window.line and window.window.in_use == 0:
                 del windows[peer]
 
     def close(self) -> None:
-        """Wake every waiting query, empty-handed (the client closed)."""
+        """Wake every waiting query, empty-handed (the client closed); none waits after."""
+        self.closed = True
         for window in self.windows.values():
             window.close()
