@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -32,7 +30,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -49,6 +46,12 @@ from trioconfd.testing import (
     open_ganeti_confd,
 )
 
+from .baselines import (
+    floor_throughput,
+    raw_fan_out,
+    raw_pipelined,
+    trioconfd_throughput,
+)
 from .garbage_costs import measure_garbage_costs, print_garbage_costs
 from .garbage_costs import ratios as garbage_ratios
 from .shape_costs import measure_shape_costs, print_shape_costs
@@ -58,83 +61,13 @@ GANETI_PYTHON = "/usr/bin/python3"
 GANETI_LIBRARY = "/usr/share/ganeti/3.0/ganeti/confd/client.py"
 IN_FLIGHT = (1, 16, 64, 256, 1024)
 FAN_OUT = (1, 3, 5, 9)
+COST_PEERS = (1, 3, 5)
+COST_IN_FLIGHT = 256
 
 
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-# -- the raw-socket baseline: the same work by hand, no framework -------------
-
-
-def _raw_request() -> tuple[bytes, str]:
-    rsalt = str(uuid.uuid4())
-    msg = json.dumps({"protocol": 1, "type": 3, "query": None, "rsalt": rsalt})
-    salt = str(int(time.time()))
-    signature = hmac.new(KEY, (salt + msg).encode(), hashlib.sha1).hexdigest()
-    envelope = json.dumps({"msg": msg, "salt": salt, "hmac": signature})
-    return b"plj0" + envelope.encode(), rsalt
-
-
-def _raw_reply(datagram: bytes) -> str | None:
-    """The salt of an authentic reply, after parsing it all; None otherwise."""
-    envelope = json.loads(datagram[4:])
-    signed = (envelope["salt"] + envelope["msg"]).encode()
-    expected = hmac.new(KEY, signed, hashlib.sha1).hexdigest()
-    if not hmac.compare_digest(expected, envelope["hmac"]):
-        return None
-    json.loads(envelope["msg"])
-    return str(envelope["salt"])
-
-
-def raw_sequential(address: tuple[str, int], count: int) -> list[float]:
-    return raw_fan_out([address], count)
-
-
-def raw_fan_out(addresses: list[tuple[str, int]], count: int) -> list[float]:
-    """The raw socket asking every address and waiting for a quorum, as a query does."""
-    needed = trioconfd.needed_replies(len(addresses))
-    latencies = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(2)
-        for index in range(count + count // 10):
-            start = time.perf_counter()
-            datagram, rsalt = _raw_request()
-            for address in addresses:
-                sock.sendto(datagram, address)
-            replies = 0
-            while replies < needed:
-                if _raw_reply(sock.recv(65536)) == rsalt:
-                    replies += 1
-            if index >= count // 10:
-                latencies.append(time.perf_counter() - start)
-    return latencies
-
-
-def raw_pipelined(address: tuple[str, int], total: int, window: int = 64) -> dict[str, float]:
-    done = lost = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.settimeout(1)
-        start = time.perf_counter()
-        while done + lost < total:
-            waiting = set()
-            for _ in range(min(window, total - done - lost)):
-                datagram, rsalt = _raw_request()
-                sock.sendto(datagram, address)
-                waiting.add(rsalt)
-            while waiting:
-                try:
-                    salt = _raw_reply(sock.recv(65536))
-                except TimeoutError:
-                    lost += len(waiting)
-                    break
-                if salt in waiting:
-                    waiting.discard(salt)
-                    done += 1
-        elapsed = time.perf_counter() - start
-    return {"per_second": done / elapsed, "timeouts": lost}
 
 
 # -- Ganeti's own client -------------------------------------------------------
@@ -217,7 +150,7 @@ async def fan_out(daemons: list[GanetiConfd], count: int) -> dict[int, dict[str,
                     raise SystemExit(f"a {peers}-peer query timed out")
                 if index >= count // 10:
                     latencies.append(time.perf_counter() - start)
-        raw = raw_fan_out(addresses, count)
+        raw = raw_fan_out(KEY, addresses, count)
         figures[peers] = {
             "p50_us": percentile(latencies, 0.5) * 1e6,
             "p99_us": percentile(latencies, 0.99) * 1e6,
@@ -321,6 +254,30 @@ async def long_run(total: int, in_flight: int = 64) -> dict[str, Any]:
     }
 
 
+async def cost_per_query(
+    daemons: list[GanetiConfd], total: int, rounds: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Rate and CPU per answered query at 256 in flight: the raw socket, the shape's
+    floor and trioconfd, for 1, 3 and 5 peers; rounds alternate, the best of each kept."""
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for peers in COST_PEERS:
+        addresses = [daemon.address for daemon in daemons[:peers]]
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(rounds):
+            runs = {
+                "raw socket, 64 pipelined": raw_pipelined(KEY, addresses, total),
+                "shape floor": await floor_throughput(KEY, addresses, COST_IN_FLIGHT, total),
+                "trioconfd": await trioconfd_throughput(KEY, addresses, COST_IN_FLIGHT, total),
+            }
+            for name, run in runs.items():
+                kept = best.setdefault(name, dict(run))
+                kept["per_second"] = max(kept["per_second"], run["per_second"])
+                kept["cpu_us"] = min(kept["cpu_us"], run["cpu_us"])
+                kept["timeouts"] = max(kept["timeouts"], run["timeouts"])
+        figures[str(peers)] = best
+    return figures
+
+
 # -- the run ----------------------------------------------------------------------
 
 
@@ -342,7 +299,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 )
             daemon = daemons[0]
             say("sequential latency ...", file=sys.stderr)
-            raw = raw_sequential(daemon.address, sequential)
+            raw = raw_fan_out(KEY, [daemon.address], sequential)
             async with trioconfd.open_confd_client(KEY, [daemon.address]) as client:
                 ours = await ours_sequential(client, sequential)
                 say("throughput ...", file=sys.stderr)
@@ -350,11 +307,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     n: await ours_throughput(client, n, max(throughput_total, 20 * n))
                     for n in IN_FLIGHT
                 }
-            raw_pipe = raw_pipelined(daemon.address, throughput_total)
+            raw_pipe = raw_pipelined(KEY, [daemon.address], throughput_total)
             say("Ganeti's client ...", file=sys.stderr)
             ganeti = ganeti_client(daemon, sequential, throughput_total)
             say("fan-out ...", file=sys.stderr)
             fan = await fan_out(daemons, sequential // 2)
+            say("cost per query ...", file=sys.stderr)
+            cost = await cost_per_query(daemons, throughput_total, 1 if args.quick else 3)
     say("memory ...", file=sys.stderr)
     memory = await memory_per_request(2000 if args.quick else 10000)
     long = await long_run(long_total)
@@ -376,6 +335,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     results["throughput"] = {str(n): figures for n, figures in throughput.items()}
     results["raw_pipelined_64"] = raw_pipe
     results["fan_out"] = {str(n): figures for n, figures in fan.items()}
+    results["cost_per_query"] = cost
     results["memory"] = memory
     results["long_run"] = long
     results["shape_costs"] = shape
@@ -411,6 +371,14 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
     fan = results["fan_out"]
     ratio = fan["5"]["p50_us"] / fan["1"]["p50_us"]
     rows.append(("5-peer / 1-peer quorum query p50", ratio, "<= 1.5", ratio <= 1.5))
+    for peers, programs in results.get("cost_per_query", {}).items():
+        ours, floor = programs["trioconfd"], programs["shape floor"]
+        ratio = ours["cpu_us"] / floor["cpu_us"]
+        rows.append(
+            (f"{peers} peer(s): trioconfd / floor, CPU per query", ratio, "<= 1.15", ratio <= 1.15)
+        )
+        ratio = ours["per_second"] / floor["per_second"]
+        rows.append((f"{peers} peer(s): trioconfd / floor, q/s", ratio, ">= 0.95", ratio >= 0.95))
     per_query = results["memory"]["query_bytes"]
     rows.append(
         (
@@ -472,6 +440,19 @@ def print_report(results: dict[str, Any]) -> None:
             f"{row['p50_us'] / one:>11.2f}{row['raw_p50_us']:>10.1f}"
             f"{row['raw_p50_us'] / raw_one:>9.2f}"
         )
+    if "cost_per_query" in results:
+        print(
+            f"{'cost per query, ' + str(COST_IN_FLIGHT) + ' in flight':<34}{'q/s':>10}"
+            f"{'CPU µs':>10}{'q/s/floor':>11}{'CPU/floor':>10}"
+        )
+        for peers, programs in results["cost_per_query"].items():
+            floor = programs["shape floor"]
+            for name, row in programs.items():
+                print(
+                    f"  {peers + ' peer(s), ' + name:<32}{row['per_second']:>10.0f}"
+                    f"{row['cpu_us']:>10.1f}{row['per_second'] / floor['per_second']:>11.2f}"
+                    f"{row['cpu_us'] / floor['cpu_us']:>10.2f}"
+                )
     memory = results["memory"]
     print("memory per in-flight query")
     print(f"  {'trioconfd (task excluded)':<32}{memory['query_bytes']:>10.0f} B")

@@ -1,0 +1,222 @@
+"""What trioconfd is measured against: the same wire work done by hand.
+
+- the raw socket: a blocking stdlib socket, no framework, one query after
+  another or pipelined;
+- the shape's floor: the smallest Trio program with the client's required
+  shape (one ``trio.socket`` UDP socket; one receive task that verifies each
+  datagram and hands it, by rsalt, to its query's memory channel with
+  ``send_nowait``; each query packs, sends to every peer with ``await
+  sock.sendto``, and gathers its quorum from its channel under
+  ``trio.move_on_at``). No stats, no retransmission, no admission, no
+  diagnosis: what any program of this shape pays.
+
+Each asks the same daemons the same request (CLUSTER_MASTER) as trioconfd,
+signs it with HMAC-SHA1, and checks each reply's signature and JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import resource
+import socket
+import time
+import uuid
+from typing import Any
+
+import trio
+
+import trioconfd
+
+Address = tuple[str, int]
+_REQUEST_TYPE = 1  # CLUSTER_MASTER
+
+
+def raw_request(key: bytes) -> tuple[bytes, str]:
+    """A signed request datagram and its rsalt."""
+    rsalt = str(uuid.uuid4())
+    msg = json.dumps({"protocol": 1, "type": _REQUEST_TYPE, "query": None, "rsalt": rsalt})
+    salt = str(int(time.time()))
+    signature = hmac.new(key, (salt + msg).encode(), hashlib.sha1).hexdigest()
+    envelope = json.dumps({"msg": msg, "salt": salt, "hmac": signature})
+    return b"plj0" + envelope.encode(), rsalt
+
+
+def raw_reply(key: bytes, datagram: bytes) -> str | None:
+    """The salt (the request's rsalt) of an authentic reply, after parsing it all; else None."""
+    try:
+        envelope = json.loads(datagram[4:])
+        signed = (envelope["salt"] + envelope["msg"]).encode()
+        expected = hmac.new(key, signed, hashlib.sha1).hexdigest()
+        if not hmac.compare_digest(expected, envelope["hmac"]):
+            return None
+        json.loads(envelope["msg"])
+        return str(envelope["salt"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time so far, user and system (getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# -- the raw socket -------------------------------------------------------------
+
+
+def raw_fan_out(key: bytes, addresses: list[Address], count: int) -> list[float]:
+    """Latencies of ``count`` queries one at a time, each to every address until a quorum."""
+    needed = trioconfd.needed_replies(len(addresses))
+    latencies = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        for index in range(count + count // 10):
+            start = time.perf_counter()
+            datagram, rsalt = raw_request(key)
+            for address in addresses:
+                sock.sendto(datagram, address)
+            replies = 0
+            while replies < needed:
+                if raw_reply(key, sock.recv(65536)) == rsalt:
+                    replies += 1
+            if index >= count // 10:
+                latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def raw_pipelined(
+    key: bytes, addresses: list[Address], total: int, window: int = 64
+) -> dict[str, float]:
+    """``total`` queries, ``window`` sent at a time to every address; each done at its quorum."""
+    needed = trioconfd.needed_replies(len(addresses))
+    done = lost = 0
+    cpu = cpu_seconds()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.settimeout(1)
+        start = time.perf_counter()
+        while done + lost < total:
+            waiting: dict[str, int] = {}
+            for _ in range(min(window, total - done - lost)):
+                datagram, rsalt = raw_request(key)
+                for address in addresses:
+                    sock.sendto(datagram, address)
+                waiting[rsalt] = 0
+            while waiting:
+                try:
+                    salt = raw_reply(key, sock.recv(65536))
+                except TimeoutError:
+                    lost += len(waiting)
+                    break
+                if salt in waiting:
+                    waiting[salt] += 1
+                    if waiting[salt] == needed:
+                        del waiting[salt]
+                        done += 1
+        elapsed = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
+    return {"per_second": done / elapsed, "timeouts": lost, "cpu_us": cpu / max(done, 1) * 1e6}
+
+
+# -- the shape's floor --------------------------------------------------------------
+
+
+async def floor_throughput(
+    key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
+) -> dict[str, float]:
+    """``total`` queries by ``in_flight`` tasks, each asking in turn, in the floor's shape."""
+    needed = trioconfd.needed_replies(len(addresses))
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    routes: dict[str, trio.MemorySendChannel[bytes]] = {}
+    left = total
+    answered = timeouts = 0
+
+    async def receive() -> None:
+        while True:
+            datagram, _ = await sock.recvfrom(65536)
+            salt = raw_reply(key, datagram)
+            channel = routes.get(salt) if salt is not None else None
+            if channel is not None:
+                try:  # noqa: SIM105 - cheaper per datagram than contextlib.suppress
+                    channel.send_nowait(datagram)
+                except trio.WouldBlock:
+                    pass
+
+    async def query() -> bool:
+        datagram, rsalt = raw_request(key)
+        send, replies = trio.open_memory_channel[bytes](len(addresses))
+        routes[rsalt] = send
+        try:
+            for address in addresses:
+                await sock.sendto(datagram, address)
+            got = 0
+            with trio.move_on_at(trio.current_time() + timeout):
+                while got < needed:
+                    await replies.receive()
+                    got += 1
+            return got >= needed
+        finally:
+            del routes[rsalt]
+
+    async def worker() -> None:
+        nonlocal left, answered, timeouts
+        while left > 0:
+            left -= 1
+            if await query():
+                answered += 1
+            else:
+                timeouts += 1
+
+    with sock:
+        cpu = cpu_seconds()
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            async with trio.open_nursery() as workers:
+                for _ in range(in_flight):
+                    workers.start_soon(worker)
+            nursery.cancel_scope.cancel()
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu
+    return {
+        "per_second": answered / elapsed,
+        "timeouts": timeouts,
+        "cpu_us": cpu / max(answered, 1) * 1e6,
+    }
+
+
+async def trioconfd_throughput(
+    key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The same load through trioconfd: ``in_flight`` tasks each asking in turn."""
+    left = total
+    answered = timeouts = 0
+    async with trioconfd.open_confd_client(key, addresses) as client:
+
+        async def worker() -> None:
+            nonlocal left, answered, timeouts
+            while left > 0:
+                left -= 1
+                result = await client.query(
+                    trioconfd.RequestType.CLUSTER_MASTER, coverage=-1, timeout=timeout
+                )
+                if result.ok:
+                    answered += 1
+                else:
+                    timeouts += 1
+
+        cpu = cpu_seconds()
+        start = time.perf_counter()
+        async with trio.open_nursery() as workers:
+            for _ in range(in_flight):
+                workers.start_soon(worker)
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu
+    return {
+        "per_second": answered / elapsed,
+        "timeouts": timeouts,
+        "cpu_us": cpu / max(answered, 1) * 1e6,
+    }

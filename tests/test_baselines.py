@@ -1,0 +1,55 @@
+"""The benchmarks' baselines do the wire work they claim, against the in-process server."""
+
+from __future__ import annotations
+
+import trio
+
+from benchmarks.baselines import (
+    floor_throughput,
+    raw_fan_out,
+    raw_pipelined,
+    raw_reply,
+    raw_request,
+    trioconfd_throughput,
+)
+from trioconfd.testing import make_cluster_config, open_confd_server
+
+KEY = b"baseline key\n"
+
+
+def test_a_raw_request_is_signed_and_a_forged_reply_is_refused() -> None:
+    datagram, rsalt = raw_request(KEY)
+    assert datagram.startswith(b"plj0")
+    assert rsalt.encode() in datagram
+    assert raw_reply(KEY, b"plj0{}") is None
+    assert raw_reply(KEY, datagram) is not None  # its envelope is signed with KEY
+    assert raw_reply(b"another key\n", datagram) is None
+    assert raw_reply(KEY, b"plj0" + b"\xff" * 10) is None
+
+
+async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers() -> None:
+    config = make_cluster_config(nodes=3, serial=1)
+    async with (
+        open_confd_server(config, KEY) as one,
+        open_confd_server(config, KEY) as two,
+        open_confd_server(config, KEY) as three,
+    ):
+        addresses = [one.address, two.address, three.address]
+        servers = (one, two, three)
+        floor = await floor_throughput(KEY, addresses, in_flight=8, total=200)
+        assert (floor["timeouts"], floor["per_second"] > 0, floor["cpu_us"] > 0) == (0, True, True)
+        # The floor asks every peer once a query.
+        assert sum(server.stats.answered for server in servers) == 600
+        ours = await trioconfd_throughput(KEY, addresses, in_flight=8, total=200)
+        assert ours["timeouts"] == 0
+        # With a wrong key, the servers drop every request: every query times out.
+        wrong = await floor_throughput(b"wrong\n", addresses, in_flight=4, total=4, timeout=0.2)
+        assert (wrong["timeouts"], wrong["per_second"]) == (4, 0)
+        assert sum(server.stats.dropped for server in servers) == 12
+
+        def blocking() -> tuple[list[float], dict[str, float]]:
+            return raw_fan_out(KEY, addresses, 20), raw_pipelined(KEY, addresses, 100, window=16)
+
+        latencies, pipelined = await trio.to_thread.run_sync(blocking)
+        assert len(latencies) == 20
+        assert pipelined["timeouts"] == 0
