@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import trio
@@ -29,25 +29,34 @@ _LOOK_AHEAD = 8
 
 
 class Waiter:
-    """One query parked until a window hands it a place (the parking lot's entry)."""
+    """One query waiting in a window's line until a window hands it a place.
 
-    __slots__ = ("handed", "line", "spare", "targets", "task")
+    It waits on a ``trio.Event``, set by the window that hands it a place
+    (or by the client closing): no task is parked by hand.
+    """
+
+    __slots__ = ("event", "handed", "line", "spare", "targets")
 
     def __init__(self, targets: list[Address], spare: list[Address]) -> None:
         self.targets = targets
         self.spare = spare
-        self.task = trio.lowlevel.current_task()
+        self.event = trio.Event()
         #: the window whose line it waits in
         self.line: PeerWindow | None = None
         #: the window that handed it a place (None on waking: the client closed)
         self.handed: PeerWindow | None = None
 
-    def __call__(self, raise_cancel: Any) -> trio.lowlevel.Abort:
-        """Cancelled while parked: it leaves the line (it holds nothing)."""
-        assert self.line is not None
-        del self.line.line[self]
+    def leave_line(self) -> None:
+        """Out of the line it waits in, if any (its wait was cancelled): it holds nothing."""
+        if self.line is not None:
+            del self.line.line[self]
+            self.line = None
+
+    def wake(self, handed: PeerWindow | None) -> None:
+        """Out of its line, with a place in ``handed`` (None: the client closed)."""
         self.line = None
-        return trio.lowlevel.Abort.SUCCEEDED
+        self.handed = handed
+        self.event.set()
 
 
 class PeerWindow:
@@ -87,24 +96,19 @@ class PeerWindow:
             return None
         return self.window.take()
 
-    def wait(self, waiter: Waiter) -> Awaitable[None]:
-        """Park ``waiter`` at the end of the line until a window hands it a place.
-
-        Trio's own wait, so a parked query holds no frame of ours for it;
-        cancelled, it leaves the line holding nothing.
-        """
+    def join(self, waiter: Waiter) -> trio.Event:
+        """Put ``waiter`` at the end of the line; the event it waits on for a place."""
+        if waiter.event.is_set():  # it waited before: an event is set once
+            waiter.event = trio.Event()
         waiter.line = self
         waiter.handed = None
         self.line[waiter] = None
-        # Returned, not awaited here: the caller awaits it (no frame of ours).
-        return trio.lowlevel.wait_task_rescheduled(waiter)  # noqa: ASYNC105
+        return waiter.event
 
     def hand(self, waiter: Waiter) -> None:
         """Give ``waiter`` (just out of a line) a place here, and wake it."""
         self.window.take()
-        waiter.line = None
-        waiter.handed = self
-        trio.lowlevel.reschedule(waiter.task)
+        waiter.wake(self)
 
     def give_back(self, *, answered: bool) -> None:
         """Return a place; the next waiters get what room there is.
@@ -133,9 +137,7 @@ class PeerWindow:
         """Wake every waiter, empty-handed."""
         line, self.line = self.line, OrderedDict()
         for waiter in line:
-            waiter.line = None
-            waiter.handed = None
-            trio.lowlevel.reschedule(waiter.task)
+            waiter.wake(None)
 
 
 class Places:
@@ -294,18 +296,21 @@ class Admission:
                 if spare:
                     self.samples_waiting += 1
                 try:
-                    await line.wait(waiter)
+                    await line.join(waiter).wait()
                 finally:
+                    waiter.leave_line()  # cancelled: out of the line
                     if spare:
                         self.samples_waiting -= 1
-                window = waiter.handed
+                    window = waiter.handed
+                    if window is not None:
+                        # Held even if cancelled meanwhile (then given back below).
+                        places.hold(window.peer, window, window.window.round)
                 if window is None:
                     places.give_back(timed_out=False)
                     return None  # the client closed
                 if window is not line:  # a spare peer's window, with room
                     index = spare.index(window.peer)
                     targets[blocked], spare[index] = spare[index], targets[blocked]
-                places.hold(window.peer, window, window.window.round)
         except BaseException:
             places.give_back(timed_out=False)
             raise
