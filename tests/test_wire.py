@@ -584,6 +584,67 @@ _envelope_like_texts = st.one_of(
 
 
 @pytest.mark.fuzz
+@given(
+    st.one_of(
+        _envelope_like_texts,
+        st.lists(st.tuples(st.text(max_size=6), st.text(max_size=12)), max_size=6).map(
+            lambda members: (
+                "{" + ",".join(f"{json.dumps(n)}:{json.dumps(v)}" for n, v in members) + "}"
+            )
+        ),
+    )
+)
+def test_the_envelope_readers_fast_path_agrees_with_its_token_reader(text: str) -> None:
+    """A flat envelope read in one call of the C decoder reads as token by token."""
+    from trioconfd.protocol._wire import _read_members, envelope_members
+
+    try:
+        expected = _read_members(text, strict=True, first_wins=False)
+    except ConfdMalformedError:
+        with pytest.raises(ConfdMalformedError):
+            envelope_members(text)
+        return
+    assert envelope_members(text) == expected
+
+
+def test_the_envelope_readers_fast_path_is_taken_and_declines_what_it_must(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trioconfd.protocol import _wire
+
+    calls: list[str] = []
+    real_scan = _wire._scan_json
+
+    def counting_scan(text: str, index: int) -> tuple[object, int]:
+        calls.append(text)
+        return real_scan(text, index)
+
+    monkeypatch.setattr(_wire, "_scan_json", counting_scan)
+    flat = '{"hmac":"ab","msg":"{\\"a\\":1}","salt":"s"}'
+    assert _wire.envelope_members(flat) == json.loads(flat)
+    assert calls == [flat]
+    # Five members, a number, a nested object, text after it: never decoded whole.
+    for text in (
+        '{"a":"1","b":"2","c":"3","d":"4","e":"5"}',
+        '{"a":1}',
+        '{"a":{"b":"c"}}',
+        '{"a":"b"}x',
+    ):
+        with pytest.raises(ConfdMalformedError):
+            _wire.envelope_members(text)
+    assert calls == [flat]
+    # A control character or a bad escape in a string matches the pattern;
+    # the decoder refuses it, in the token reader's words.
+    for text in ('{"a":"\x01"}', '{"a":"\\x"}'):
+        with pytest.raises(ConfdMalformedError) as fast:
+            _wire.envelope_members(text)
+        with pytest.raises(ConfdMalformedError) as slow:
+            _wire._read_members(text, strict=True, first_wins=False)
+        assert str(fast.value) == str(slow.value)
+    assert calls == [flat, '{"a":"\x01"}', '{"a":"\\x"}']
+
+
+@pytest.mark.fuzz
 @given(_envelope_like_texts)
 def test_the_envelope_reader_accepts_only_what_json_reads_the_same(text: str) -> None:
     """Sound: what it accepts, json.loads reads as the same flat object of strings."""

@@ -121,6 +121,8 @@ class PeerWindow:
         window = self.window
         window.give_back(answered=answered)
         line = self.line
+        if not line and not self._admission.samples_waiting:
+            return  # nobody to hand it to (the usual case, while there is room)
         while window.room >= 1:
             if line:
                 waiter = line.popitem(last=False)[0]
@@ -143,18 +145,18 @@ class PeerWindow:
 class Places:
     """The places one request holds: per peer, its window, the round of its first, how many."""
 
-    __slots__ = ("_admission", "_held")
+    __slots__ = ("_admission", "held")
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
-        # peer -> [window, round of the first place, places, the window's answers then]
-        self._held: dict[Address, list[Any]] = {}
+        #: peer -> [window, round of the first place, places, the window's answers then]
+        self.held: dict[Address, list[Any]] = {}
 
     def holds(self, peer: Address) -> bool:
-        return peer in self._held
+        return peer in self.held
 
     def hold(self, peer: Address, window: PeerWindow, taken: int) -> None:
-        self._held[peer] = [window, taken, 1, window.answers]
+        self.held[peer] = [window, taken, 1, window.answers]
 
     def again(self, peer: Address, *, lost: bool) -> bool:
         """Whether to send ``peer`` another copy now: a retransmission (``lost``) or a hedge.
@@ -167,7 +169,7 @@ class Places:
         load at once, and the schedule's next retransmission goes. A hedge
         always goes.
         """
-        held = self._held.get(peer)
+        held = self.held.get(peer)
         if held is None:
             window = self._admission.window_of(peer)
         else:
@@ -180,7 +182,7 @@ class Places:
                     return False
         taken = window.window.take()
         if held is None:
-            self._held[peer] = [window, taken, 1, window.answers]
+            self.held[peer] = [window, taken, 1, window.answers]
         else:
             held[2] += 1
             held[3] = window.answers
@@ -188,24 +190,25 @@ class Places:
 
     def answered(self, peer: Address) -> None:
         """``peer`` replied: its places go back, and its window may grow."""
-        held = self._held.pop(peer, None)
+        held = self.held.pop(peer, None)
         if held is None:
             return
         window: PeerWindow = held[0]
         window.answers += 1
         window.give_back(answered=True)
-        for _ in range(held[2] - 1):
-            window.give_back(answered=False)
+        if held[2] > 1:  # retransmissions and hedges took more
+            for _ in range(held[2] - 1):
+                window.give_back(answered=False)
 
     def give_back_above(self, peer: Address) -> None:
         """Give back the places held with peers of higher address than ``peer``."""
-        for other in [other for other in self._held if other > peer]:
-            window = self._held.pop(other)[0]
+        for other in [other for other in self.held if other > peer]:
+            window = self.held.pop(other)[0]
             window.give_back(answered=False)
 
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
-        held, self._held = self._held, {}
+        held, self.held = self.held, {}
         for window, taken, count, _ in held.values():
             if timed_out:
                 window.window.lost(taken)
@@ -245,15 +248,18 @@ class Admission:
 
     def admit_nowait(self, targets: Sequence[Address]) -> Places | None:
         """Places with every target at once, if each has room now; else None (none taken)."""
-        window_of = self.window_of
+        windows = self.windows
         places = Places(self)
+        held = places.held
         for peer in targets:
-            window = window_of(peer)
-            taken = window.take_nowait()
-            if taken is None:
+            window = windows.get(peer) or self.window_of(peer)
+            counts = window.window
+            # take_nowait and hold, inlined: this runs once per query
+            if window.line or counts.size - counts.in_use < 1:
                 places.give_back(timed_out=False)
                 return None
-            places.hold(peer, window, taken)
+            counts.in_use += 1
+            held[peer] = [window, counts.round, 1, window.answers]
         return places
 
     async def admit(

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -49,8 +50,6 @@ class _Plan:
     request: ConfdRequest
     datagram: bytes
     targets: list[Address]
-    #: the peers a sample may ask instead of a target whose window is full
-    spare: list[Address]
     policy: RetryPolicy
     deadline: float
     timeout: float
@@ -85,6 +84,8 @@ class ConfdClient:
         self._quorum = quorum
         self._retry = retry
         self._rng = rng
+        # Where a hedge goes: the spare peer with the most room.
+        self._choose_hedge = partial(router.admission.roomiest, rng=rng)
         self._sent_requests = SentRequests(router, nursery, quorum, self._upcall_expire)
         if callback is not None:
             router.on_reply = self._upcall_reply
@@ -260,17 +261,9 @@ class ConfdClient:
             raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
-        # A sample may ask a spare peer instead of one whose window is full
-        # (a peer that answers nothing fills its window): see Admission.admit.
-        spare = (
-            [peer for peer in self._peers if peer not in targets]
-            if len(targets) < len(self._peers)
-            else []
-        )
-        quorum_of(self._quorum, len(targets))  # a bad rule fails here, before any wait
         router.check_room()
         datagram = pack_request(request, router.key)
-        return _Plan(request, datagram, targets, spare, policy, deadline, seconds)
+        return _Plan(request, datagram, targets, policy, deadline, seconds)
 
     async def _admit(self, plan: _Plan) -> Places | None:
         """A place in each target's window, waiting for one (parked) while any is full.
@@ -279,13 +272,21 @@ class ConfdClient:
         """
         router = self._router
         admission = router.admission
-        places = admission.admit_nowait(plan.targets)
+        targets = plan.targets
+        places = admission.admit_nowait(targets)
         if places is not None:
             return places
+        # A bad quorum rule fails here, before any wait (with room, it fails
+        # as the request in flight is made, and its places go back).
+        quorum_of(self._quorum, len(targets))
+        # A sample may ask a spare peer instead of one whose window is full
+        # (a peer that answers nothing fills its window): see Admission.admit.
+        peers = self._peers
+        spare = [peer for peer in peers if peer not in targets] if len(targets) < len(peers) else []
         router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
         try:
             with trio.move_on_at(plan.deadline):
-                places = await admission.admit(plan.targets, plan.spare)
+                places = await admission.admit(targets, spare)
                 if places is None:  # woken by the client closing
                     router.check_open()
         finally:
@@ -324,7 +325,7 @@ class ConfdClient:
             policy=plan.policy,
             deadline=plan.deadline,
             timeout=plan.timeout,
-            rng=self._rng,
+            choose=self._choose_hedge,
         )
 
     # -- Ganeti's API: send, wait, expire ------------------------------------

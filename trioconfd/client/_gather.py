@@ -11,9 +11,8 @@ retries: when to send what is the schedule's business, sans-IO.
 
 from __future__ import annotations
 
-import random
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 
 import trio
 import trio.lowlevel
@@ -78,7 +77,7 @@ class RequestInFlight:
         policy: RetryPolicy,
         deadline: float,
         timeout: float,
-        rng: random.Random,
+        choose: Callable[[Sequence[Address]], Address],
     ) -> None:
         # ``datagram`` is ``request`` packed (by the caller, before it waited
         # for places: bad input fails before anything is held). Without
@@ -109,7 +108,7 @@ class RequestInFlight:
             needed=self.aggregator.needed,
             peers=peers,
             estimate_of=router.rtt_of,
-            choose=partial(router.admission.roomiest, rng=rng),
+            choose=choose,
         )
         # What a verdict without a quorum explains itself with.
         self._send_failures: dict[Address, str] | None = None

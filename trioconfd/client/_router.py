@@ -120,7 +120,8 @@ class Router:
             raise ConfdArgumentError("the request has an empty rsalt")
         if rsalt in self.table:
             raise ConfdArgumentError(f"duplicate request rsalt {rsalt!r}")
-        self.check_room()
+        if len(self.table) + self.waiting >= self._max_outstanding:
+            self.check_room()  # raises
         self.table[rsalt] = route
 
     def check_room(self) -> None:
