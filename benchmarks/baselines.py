@@ -2,13 +2,8 @@
 
 - the raw socket: a blocking stdlib socket, no framework, one query after
   another or pipelined;
-- the shape's floor: the smallest Trio program with the client's required
-  shape (one ``trio.socket`` UDP socket; one receive task that verifies each
-  datagram and hands it, by rsalt, to its query's memory channel with
-  ``send_nowait``; each query packs, sends to every peer with ``await
-  sock.sendto``, and gathers its quorum from its channel under
-  ``trio.move_on_at``). No stats, no retransmission, no admission, no
-  diagnosis: what any program of this shape pays.
+- the shape's floor: in :mod:`benchmarks.shape_floor`;
+- trioconfd itself under the same load, for the same rows.
 
 Each asks the same daemons the same request (CLUSTER_MASTER) as trioconfd,
 signs it with HMAC-SHA1, and checks each reply's signature and JSON.
@@ -23,7 +18,7 @@ import resource
 import socket
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -120,48 +115,13 @@ def raw_pipelined(
     return {"per_second": done / elapsed, "timeouts": lost, "cpu_us": cpu / max(done, 1) * 1e6}
 
 
-# -- the shape's floor --------------------------------------------------------------
-
-
-async def floor_throughput(
-    key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
+async def drive(
+    in_flight: int, total: int, query: Callable[[], Awaitable[bool]]
 ) -> dict[str, float]:
-    """``total`` queries by ``in_flight`` tasks, each asking in turn, in the floor's shape."""
-    needed = trioconfd.needed_replies(len(addresses))
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    # As the raw socket's: replies that pile up wait in the kernel, not lost.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    await sock.bind(("127.0.0.1", 0))
-    routes: dict[str, trio.MemorySendChannel[bytes]] = {}
+    """``total`` queries by ``in_flight`` tasks, each asking in turn; ``query`` says if it
+    was answered. Rate, timeouts, CPU per answered query (getrusage), and the count."""
     left = total
     answered = timeouts = 0
-
-    async def receive() -> None:
-        while True:
-            datagram, _ = await sock.recvfrom(65536)
-            salt = raw_reply(key, datagram)
-            channel = routes.get(salt) if salt is not None else None
-            if channel is not None:
-                try:  # noqa: SIM105 - cheaper per datagram than contextlib.suppress
-                    channel.send_nowait(datagram)
-                except trio.WouldBlock:
-                    pass
-
-    async def query() -> bool:
-        datagram, rsalt = raw_request(key)
-        send, replies = trio.open_memory_channel[bytes](len(addresses))
-        routes[rsalt] = send
-        try:
-            for address in addresses:
-                await sock.sendto(datagram, address)
-            got = 0
-            with trio.move_on_at(trio.current_time() + timeout):
-                while got < needed:
-                    await replies.receive()
-                    got += 1
-            return got >= needed
-        finally:
-            del routes[rsalt]
 
     async def worker() -> None:
         nonlocal left, answered, timeouts
@@ -172,53 +132,34 @@ async def floor_throughput(
             else:
                 timeouts += 1
 
-    with sock:
-        cpu = cpu_seconds()
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(receive)
-            async with trio.open_nursery() as workers:
-                for _ in range(in_flight):
-                    workers.start_soon(worker)
-            nursery.cancel_scope.cancel()
-        elapsed = time.perf_counter() - start
-        cpu = cpu_seconds() - cpu
+    cpu = cpu_seconds()
+    start = time.perf_counter()
+    async with trio.open_nursery() as workers:
+        for _ in range(in_flight):
+            workers.start_soon(worker)
+    elapsed = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
     return {
         "per_second": answered / elapsed,
         "timeouts": timeouts,
         "cpu_us": cpu / max(answered, 1) * 1e6,
+        "answered": answered,
     }
 
 
 async def trioconfd_throughput(
     key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """The same load through trioconfd: ``in_flight`` tasks each asking in turn."""
-    left = total
-    answered = timeouts = 0
     async with trioconfd.open_confd_client(key, addresses) as client:
 
-        async def worker() -> None:
-            nonlocal left, answered, timeouts
-            while left > 0:
-                left -= 1
-                result = await client.query(
-                    trioconfd.RequestType.CLUSTER_MASTER, coverage=-1, timeout=timeout
-                )
-                if result.ok:
-                    answered += 1
-                else:
-                    timeouts += 1
+        async def query() -> bool:
+            result = await client.query(
+                trioconfd.RequestType.CLUSTER_MASTER, coverage=-1, timeout=timeout
+            )
+            return result.ok
 
-        cpu = cpu_seconds()
-        start = time.perf_counter()
-        async with trio.open_nursery() as workers:
-            for _ in range(in_flight):
-                workers.start_soon(worker)
-        elapsed = time.perf_counter() - start
-        cpu = cpu_seconds() - cpu
-    return {
-        "per_second": answered / elapsed,
-        "timeouts": timeouts,
-        "cpu_us": cpu / max(answered, 1) * 1e6,
-    }
+        received = client.stats.received
+        figures = await drive(in_flight, total, query)
+        figures["received"] = client.stats.received - received
+    return figures

@@ -46,23 +46,17 @@ from trioconfd.testing import (
     open_ganeti_confd,
 )
 
-from .baselines import (
-    floor_throughput,
-    raw_fan_out,
-    raw_pipelined,
-    trioconfd_throughput,
-)
+from .baselines import raw_fan_out, raw_pipelined
 from .garbage_costs import measure_garbage_costs, print_garbage_costs
 from .garbage_costs import ratios as garbage_ratios
 from .shape_costs import measure_shape_costs, print_shape_costs
+from .shape_floor import cost_per_query, print_cost_per_query
 
 KEY = b"benchmark key\n"
 GANETI_PYTHON = "/usr/bin/python3"
 GANETI_LIBRARY = "/usr/share/ganeti/3.0/ganeti/confd/client.py"
 IN_FLIGHT = (1, 16, 64, 256, 1024)
 FAN_OUT = (1, 3, 5, 9)
-COST_PEERS = (1, 3, 5)
-COST_IN_FLIGHT = 256
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -254,30 +248,6 @@ async def long_run(total: int, in_flight: int = 64) -> dict[str, Any]:
     }
 
 
-async def cost_per_query(
-    daemons: list[GanetiConfd], total: int, rounds: int
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Rate and CPU per answered query at 256 in flight: the raw socket, the shape's
-    floor and trioconfd, for 1, 3 and 5 peers; rounds alternate, the best of each kept."""
-    figures: dict[str, dict[str, dict[str, float]]] = {}
-    for peers in COST_PEERS:
-        addresses = [daemon.address for daemon in daemons[:peers]]
-        best: dict[str, dict[str, float]] = {}
-        for _ in range(rounds):
-            runs = {
-                "raw socket, 64 pipelined": raw_pipelined(KEY, addresses, total),
-                "shape floor": await floor_throughput(KEY, addresses, COST_IN_FLIGHT, total),
-                "trioconfd": await trioconfd_throughput(KEY, addresses, COST_IN_FLIGHT, total),
-            }
-            for name, run in runs.items():
-                kept = best.setdefault(name, dict(run))
-                kept["per_second"] = max(kept["per_second"], run["per_second"])
-                kept["cpu_us"] = min(kept["cpu_us"], run["cpu_us"])
-                kept["timeouts"] = max(kept["timeouts"], run["timeouts"])
-        figures[str(peers)] = best
-    return figures
-
-
 # -- the run ----------------------------------------------------------------------
 
 
@@ -441,18 +411,7 @@ def print_report(results: dict[str, Any]) -> None:
             f"{row['raw_p50_us'] / raw_one:>9.2f}"
         )
     if "cost_per_query" in results:
-        print(
-            f"{'cost per query, ' + str(COST_IN_FLIGHT) + ' in flight':<34}{'q/s':>10}"
-            f"{'CPU µs':>10}{'q/s/floor':>11}{'CPU/floor':>10}"
-        )
-        for peers, programs in results["cost_per_query"].items():
-            floor = programs["shape floor"]
-            for name, row in programs.items():
-                print(
-                    f"  {peers + ' peer(s), ' + name:<32}{row['per_second']:>10.0f}"
-                    f"{row['cpu_us']:>10.1f}{row['per_second'] / floor['per_second']:>11.2f}"
-                    f"{row['cpu_us'] / floor['cpu_us']:>10.2f}"
-                )
+        print_cost_per_query(results["cost_per_query"])
     memory = results["memory"]
     print("memory per in-flight query")
     print(f"  {'trioconfd (task excluded)':<32}{memory['query_bytes']:>10.0f} B")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import trio
 
 from benchmarks.baselines import (
-    floor_throughput,
     raw_fan_out,
     raw_pipelined,
     raw_reply,
     raw_request,
     trioconfd_throughput,
 )
+from benchmarks.shape_floor import _counting_batches, floor_throughput
 from trioconfd.testing import make_cluster_config, open_confd_server
 
 KEY = b"baseline key\n"
@@ -36,10 +36,12 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
     ):
         addresses = [one.address, two.address, three.address]
         servers = (one, two, three)
-        floor = await floor_throughput(KEY, addresses, in_flight=8, total=200)
+        floor = await _counting_batches(floor_throughput(KEY, addresses, in_flight=8, total=200))
         assert (floor["timeouts"], floor["per_second"] > 0, floor["cpu_us"] > 0) == (0, True, True)
-        # The floor asks every peer once a query.
+        # The floor asks every peer once a query, and reads at least a quorum's replies.
         assert sum(server.stats.answered for server in servers) == 600
+        assert floor["batches_per_query"] > 0
+        assert floor["datagrams_per_batch"] * floor["batches_per_query"] * 200 >= 400
         ours = await trioconfd_throughput(KEY, addresses, in_flight=8, total=200)
         assert ours["timeouts"] == 0
         # With a wrong key, the servers drop every request: every query times out.

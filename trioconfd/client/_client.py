@@ -247,7 +247,8 @@ class ConfdClient:
         timeout: float | None,
         retry: RetryPolicy | None,
     ) -> _Plan:
-        """Check a query's arguments, and pack its request (bad input fails here)."""
+        """Check a query's arguments, and pack its request (bad input fails here;
+        a bad quorum rule fails in :meth:`_admit`, or as the request in flight is made)."""
         router = self._router
         router.check_open()
         request = as_request(type_or_request, query)

@@ -80,7 +80,8 @@ class RequestInFlight:
         choose: Callable[[Sequence[Address]], Address],
     ) -> None:
         # ``datagram`` is ``request`` packed (by the caller, before it waited
-        # for places: bad input fails before anything is held). Without
+        # for places: bad input fails before anything is held; a bad quorum
+        # rule fails below, and the caller gives the places back). Without
         # ``places`` the request is never sent: the client was saturated.
         self.aggregator = ReplyAggregator(len(targets), quorum)
         # Hedging may ask every known peer: room for a reply from each.

@@ -1,0 +1,202 @@
+"""The floor of the client's shape: the smallest Trio program with it, beside trioconfd.
+
+The floor has the shape the client must have and nothing else: one
+``trio.socket`` UDP socket; one receive task that verifies each datagram and
+hands it, by rsalt, to its query's memory channel with ``send_nowait``; each
+query packs its request, sends it to every peer with ``await sock.sendto``
+(fanning out as a query does) and gathers its quorum from its channel under
+``trio.move_on_at``. No stats, no retransmission, no admission, no
+diagnosis: what any program of this shape pays. It asks what trioconfd and
+the raw socket (:mod:`benchmarks.baselines`) ask, of 1, 3 and 5 real
+daemons, 256 queries in flight, rounds alternating, in one run::
+
+    python -m benchmarks.shape_floor [--total 20000] [--rounds 3] [--json FILE]
+
+Rows: rate and CPU per answered query (getrusage, user + system), and for
+the two Trio programs the scheduler's batches (one per I/O wait) per query
+and the datagrams read per batch. The harness (``benchmarks.harness``) runs
+the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trioconfd
+from trioconfd.testing import GanetiConfd, make_cluster_config, open_ganeti_confd
+
+from .baselines import (
+    Address,
+    drive,
+    raw_pipelined,
+    raw_reply,
+    raw_request,
+    trioconfd_throughput,
+)
+
+PEERS = (1, 3, 5)
+IN_FLIGHT = 256
+KEY = b"shape floor key\n"
+
+
+async def floor_throughput(
+    key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
+) -> dict[str, float]:
+    """``total`` queries by ``in_flight`` tasks, each asking in turn, in the floor's shape."""
+    needed = trioconfd.needed_replies(len(addresses))
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # As the raw socket's: replies that pile up wait in the kernel, not lost.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    await sock.bind(("127.0.0.1", 0))
+    routes: dict[str, trio.MemorySendChannel[bytes]] = {}
+    received = 0
+
+    async def receive() -> None:
+        nonlocal received
+        while True:
+            datagram, _ = await sock.recvfrom(65536)
+            received += 1
+            salt = raw_reply(key, datagram)
+            channel = routes.get(salt) if salt is not None else None
+            if channel is not None:
+                try:  # noqa: SIM105 - cheaper per datagram than contextlib.suppress
+                    channel.send_nowait(datagram)
+                except trio.WouldBlock:
+                    pass
+
+    async def query() -> bool:
+        datagram, rsalt = raw_request(key)
+        send, replies = trio.open_memory_channel[bytes](len(addresses))
+        routes[rsalt] = send
+        try:
+            for address in addresses:
+                await sock.sendto(datagram, address)
+            got = 0
+            with trio.move_on_at(trio.current_time() + timeout):
+                while got < needed:
+                    await replies.receive()
+                    got += 1
+            return got >= needed
+        finally:
+            del routes[rsalt]
+
+    with sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            figures = await drive(in_flight, total, query)
+            nursery.cancel_scope.cancel()
+    figures["received"] = received
+    return figures
+
+
+class BatchCounter(trio.abc.Instrument):
+    """Counts the scheduler's batches: one per I/O wait."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.batches += 1
+
+
+async def _counting_batches(run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """``run``'s figures, with its batches per answered query and datagrams read per batch."""
+    counter = BatchCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        figures = dict(await run)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    batches = max(counter.batches, 1)
+    figures["batches_per_query"] = batches / max(figures.pop("answered"), 1)
+    figures["datagrams_per_batch"] = figures.pop("received") / batches
+    return figures
+
+
+async def cost_per_query(
+    daemons: list[GanetiConfd], total: int, rounds: int, peers: tuple[int, ...] = PEERS
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Rate and CPU per answered query at 256 in flight: the raw socket, the shape's
+    floor and trioconfd, for each count of ``peers``; rounds alternate, the best of each kept."""
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for count in peers:
+        addresses = [daemon.address for daemon in daemons[:count]]
+        programs: dict[str, Callable[[list[Address]], Awaitable[dict[str, Any]]]] = {
+            "shape floor": lambda addresses: floor_throughput(KEY, addresses, IN_FLIGHT, total),
+            "trioconfd": lambda addresses: trioconfd_throughput(KEY, addresses, IN_FLIGHT, total),
+        }
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(rounds):
+            runs = {"raw socket, 64 pipelined": raw_pipelined(KEY, addresses, total)}
+            for name, program in programs.items():
+                runs[name] = await _counting_batches(program(addresses))
+            for name, run in runs.items():
+                kept = best.setdefault(name, dict(run))
+                kept["per_second"] = max(kept["per_second"], run["per_second"])
+                kept["cpu_us"] = min(kept["cpu_us"], run["cpu_us"])
+                kept["timeouts"] = max(kept["timeouts"], run["timeouts"])
+        figures[str(count)] = best
+    return figures
+
+
+def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> None:
+    print(
+        f"{'cost per query, ' + str(IN_FLIGHT) + ' in flight':<34}{'q/s':>8}{'CPU µs':>9}"
+        f"{'q/s/floor':>10}{'CPU/floor':>10}{'batch/q':>9}{'dg/batch':>9}{'timeouts':>9}"
+    )
+    for count, programs in figures.items():
+        floor = programs["shape floor"]
+        for name, row in programs.items():
+            batches = row.get("batches_per_query")
+            per_batch = row.get("datagrams_per_batch")
+            print(
+                f"  {count + ' peer(s), ' + name:<32}{row['per_second']:>8.0f}"
+                f"{row['cpu_us']:>9.1f}{row['per_second'] / floor['per_second']:>10.2f}"
+                f"{row['cpu_us'] / floor['cpu_us']:>10.2f}"
+                f"{'' if batches is None else f'{batches:.2f}':>9}"
+                f"{'' if per_batch is None else f'{per_batch:.2f}':>9}{row['timeouts']:>9}"
+            )
+
+
+async def _measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    config = make_cluster_config(nodes=3, instances=3, serial=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with AsyncExitStack() as stack:
+            daemons = [
+                await stack.enter_async_context(
+                    open_ganeti_confd(config, KEY, Path(tmp, f"daemon{index}"))
+                )
+                for index in range(max(args.peers))
+            ]
+            return await cost_per_query(daemons, args.total, args.rounds, tuple(args.peers))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--total", type=int, default=20_000, help="queries per program and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
+    parser.add_argument(
+        "--peers",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=list(PEERS),
+        help="peer counts, comma-separated (default 1,3,5)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    figures = trio.run(_measure, args)
+    print_cost_per_query(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
