@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from benchmarks.baselines import (
@@ -55,3 +56,17 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
         latencies, pipelined = await trio.to_thread.run_sync(blocking)
         assert len(latencies) == 20
         assert pipelined["timeouts"] == 0
+
+
+async def test_query_memory_puts_every_byte_down_to_a_part() -> None:
+    from benchmarks.query_memory import measure
+
+    figures = await measure(50)
+    for program in ("trioconfd", "shape floor"):
+        row = figures[program]
+        assert row["bytes"] > figures["bare task"] > 0  # a query holds more than its task
+        assert sum(row["parts"].values()) == pytest.approx(row["bytes"])
+    # trioconfd's parts are its own: its channel pair, request in flight, route, places.
+    parts = figures["trioconfd"]["parts"]
+    for part in ("channel pair", "request in flight", "route", "admission places"):
+        assert parts.get(part, 0) > 0, part
