@@ -21,16 +21,12 @@ are shared and noisy, so absolute times mean little across runs.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -49,6 +45,7 @@ from trioconfd.testing import (
 from .baselines import raw_fan_out, raw_pipelined
 from .garbage_costs import measure_garbage_costs, print_garbage_costs
 from .garbage_costs import ratios as garbage_ratios
+from .query_memory import measure as measure_query_memory
 from .shape_costs import measure_shape_costs, print_shape_costs
 from .shape_floor import cost_per_query, print_cost_per_query
 
@@ -153,56 +150,11 @@ async def fan_out(daemons: list[GanetiConfd], count: int) -> dict[int, dict[str,
     return figures
 
 
-async def _traced_bytes_while(
-    count: int, start_one: Callable[[trio.Nursery], None], ready: Callable[[], bool]
-) -> float:
-    """Bytes traced per item while ``count`` items started by ``start_one`` are alive."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        async with trio.open_nursery() as nursery:
-            for _ in range(count):
-                start_one(nursery)
-            while not ready():  # noqa: ASYNC110 - polling a counter is fine here
-                await trio.sleep(0.01)
-            gc.collect()
-            during = tracemalloc.get_traced_memory()[0]
-            nursery.cancel_scope.cancel()
-    finally:
-        tracemalloc.stop()
-    return (during - before) / count
-
-
 async def memory_per_request(count: int) -> dict[str, float]:
-    """What one query in flight costs, against a peer that never answers."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))
-    peer = silent.getsockname()
-    parked = 0
-
-    async def park() -> None:
-        nonlocal parked
-        parked += 1
-        await trio.sleep_forever()
-
-    try:
-        # The cost of a bare task, which any concurrent caller pays anyway.
-        task = await _traced_bytes_while(
-            count, lambda nursery: nursery.start_soon(park), lambda: parked == count
-        )
-        async with trioconfd.open_confd_client(KEY, [peer], max_outstanding=count) as client:
-
-            async def one_query() -> None:
-                await client.query(RequestType.CLUSTER_MASTER, timeout=60)
-
-            query = await _traced_bytes_while(
-                count,
-                lambda nursery: nursery.start_soon(one_query),
-                lambda: client.outstanding == count,
-            )
-    finally:
-        silent.close()
+    """What one query in flight costs, against a peer that never answers (see
+    :mod:`benchmarks.query_memory`, which also says what each part costs)."""
+    figures = await measure_query_memory(count)
+    task, query = figures["bare task"], figures["trioconfd"]["bytes"]
     return {"task_bytes": task, "query_with_task_bytes": query, "query_bytes": query - task}
 
 
