@@ -171,6 +171,37 @@ async def test_timeout_exit_code(key_file: Path) -> None:
     assert "a clock over 300 s off" in stderr
 
 
+async def test_without_a_quorum_nothing_goes_to_stdout_unless_partial(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    # One of three peers answers: 1 reply, 2 needed. A script reading
+    # standard output must not take that one answer as the cluster's.
+    async with run_responders(2, KEY, silent) as responders:
+        peers = [*peer_args(servers[:1])]
+        for responder in responders:
+            peers += ["--peer", f"127.0.0.1:{responder.address[1]}"]
+        args = ["master", *peers, "--key-file", str(key_file), "--timeout", "0.3"]
+        plain = await run_cli(*args)
+        partial = await run_cli(*args, "--partial")
+        as_json = await run_cli(*args, "--json")
+    assert (plain.returncode, plain.stdout) == (EXIT_TIMEOUT, b"")
+    stderr = plain.stderr.decode()
+    assert "no quorum: 1/3 replies in time, 2 needed" in stderr
+    assert "untrusted without a quorum" in stderr
+    assert "node1.example.com" in stderr  # what arrived, on standard error
+    assert (partial.returncode, partial.stdout) == (EXIT_TIMEOUT, b"node1.example.com\n")
+    assert "no quorum" in partial.stderr.decode()
+    figures = json.loads(as_json.stdout)
+    assert as_json.returncode == EXIT_TIMEOUT
+    assert (figures["quorum"], figures["received"], figures["needed"]) == (False, 1, 2)
+
+
+async def test_a_quorum_says_so_in_json(servers: list[ConfdServer], key_file: Path) -> None:
+    done = await run_cli("master", *peer_args(servers), "--key-file", str(key_file), "--json")
+    assert done.returncode == EXIT_OK
+    assert json.loads(done.stdout)["quorum"] is True
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [

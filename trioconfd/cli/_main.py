@@ -47,7 +47,7 @@ async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             result = await client.query(request, coverage=args.coverage, timeout=args.timeout)
     except ConfdError as exc:
         raise UsageError(as_option_names(str(exc))) from None
-    return report(request, result, args.json, out, err)
+    return report(request, result, args.json, out, err, partial=args.partial)
 
 
 def as_option_names(message: str) -> str:

@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--json", action="store_true", help="print the result as JSON (default: text)"
         )
+        sub.add_argument(
+            "--partial",
+            action="store_true",
+            help="without a quorum, still print the best reply that arrived on standard "
+            "output (default: only on standard error, with the verdict; exit status 3 either way)",
+        )
 
     serve = commands.add_parser(
         "serve",

@@ -70,6 +70,7 @@ def result_as_json(result: QueryResult) -> dict[str, Any]:
         "sent": result.sent,
         "received": result.received,
         "needed": result.needed,
+        "quorum": result.quorum_reached,
         "timed_out": result.timed_out,
         "saturated": result.saturated,
         "consistent": result.consistent,
@@ -97,9 +98,21 @@ def exit_code(result: QueryResult) -> int:
 
 
 def report(
-    request: ConfdRequest, result: QueryResult, as_json: bool, out: TextIO, err: TextIO
+    request: ConfdRequest,
+    result: QueryResult,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+    *,
+    partial: bool = False,
 ) -> int:
-    """Print ``result`` for people (or as JSON) and return the exit code."""
+    """Print ``result`` for people (or as JSON) and return the exit code.
+
+    Without a quorum nothing goes to ``out`` (a script reading it must not
+    take an untrusted answer): what arrived goes to ``err`` with the
+    verdict, unless ``partial`` asks for it on ``out``. The JSON says
+    ``"quorum": false``.
+    """
     code = exit_code(result)
     if as_json:
         print(json.dumps(result_as_json(result), indent=2), file=out)
@@ -118,6 +131,15 @@ def report(
         for cause in result.diagnosis:
             print(f"  {cause}", file=err)
         if result.best is None:
+            return code
+        if not partial:
+            print(
+                "trioconfd: the best reply that did arrive, untrusted without a quorum "
+                "(--partial prints it on standard output):",
+                file=err,
+            )
+            print(_describe(request, result), file=err)
+            print(summary, file=err)
             return code
     if code == EXIT_ERROR_REPLY:
         print(f"trioconfd: the daemons answered with an error: {result.error}", file=err)
