@@ -11,6 +11,10 @@ from pathlib import Path
 
 import nox
 
+# The linters, pinned here (not in the package's metadata) so that a new
+# release's rules cannot break CI unannounced.
+LINTERS = ("ruff==0.17.6", "mypy==2.4.1")
+
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -42,7 +46,7 @@ def mutate(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    session.install("-e", ".[lint]")
+    session.install(*LINTERS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -50,7 +54,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".[test]", *LINTERS, "nox")
     session.run("mypy")
 
 
@@ -134,6 +138,14 @@ def _check_contents(wheel: Path, sdist: Path) -> None:
         missing.append("[project.urls]")
     if fields.get("License-Expression") != "MIT":
         missing.append("License-Expression: MIT")
+    # No link to the docs' source folder as if it were built docs, and no
+    # development pins in the extras users see.
+    urls = fields.get_all("Project-URL") or []
+    extras = fields.get_all("Provides-Extra") or []
+    unwanted = [url for url in urls if "/tree/main/docs" in url]
+    unwanted += [f"the extra {extra!r}" for extra in extras if extra != "test"]
+    if unwanted:
+        raise RuntimeError(f"the distributions should not have: {', '.join(unwanted)}")
     if missing:
         raise RuntimeError(f"the distributions lack: {', '.join(missing)}")
 
