@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -256,7 +257,9 @@ def test_parse_peer() -> None:
     assert parse_peer("[::1]") == "::1"
     assert parse_peer("node1.example.com:1815") == ("node1.example.com", 1815)
     assert parse_peer("localhost") == "localhost"
-    for bad in ("[::1]x", "192.0.2.1:http", "host:", "[::1]:0", "[node1]:1814", "a b:1814"):
+    with pytest.raises(UsageError, match=r"bad peer '\[::1': the '\[' is never closed"):
+        parse_peer("[::1")
+    for bad in ("[::1]x", "192.0.2.1:http", "host:", "[::1]:0", "[node1]:1814", "a b:1814", "[::1"):
         with pytest.raises(UsageError, match="bad peer"):
             parse_peer(bad)
         with pytest.raises(ConfdClientError, match="bad peer"):
@@ -300,6 +303,44 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
         assert "not reloaded, still serving serial 13" in await lines.next()
     finally:
         process.terminate()
+        await process.wait()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_serve_says_where_it_listens_as_a_peer_is_written(
+    tmp_path: Path, key_file: Path
+) -> None:
+    config_path = tmp_path / "config.data"
+    config_path.write_text(json.dumps(CONFIG))
+    port = free_udp_port("::1")
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "trioconfd",
+            "serve",
+            str(config_path),
+            "--key-file",
+            str(key_file),
+            "--bind",
+            f"[::1]:{port}",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        assert f"on [::1]:{port}; Ctrl-C stops" in await LineReader(process.stdout).next()
+    finally:
+        process.kill()
         await process.wait()
 
 

@@ -10,7 +10,7 @@ from typing import TextIO
 import trio
 
 from ..client import check_port, default_port, parse_peer_text, read_hmac_key, resolve_peers
-from ..protocol import ConfdError
+from ..protocol import ConfdError, format_address
 from ..testing import ConfdServer, open_confd_server
 
 #: How often the configuration file is checked for changes, in seconds.
@@ -59,9 +59,9 @@ async def run_serve(args: argparse.Namespace, out: TextIO) -> int:
     key = read_hmac_key(args.key_file)
     host, port = await where_to_bind(args.bind, args.port)
     async with open_confd_server(args.config, key, host=host, port=port) as server:
-        host, bound_port = server.address
         print(
-            f"serving {args.config} (serial {server.serial}) on {host}:{bound_port}; Ctrl-C stops",
+            f"serving {args.config} (serial {server.serial}) on "
+            f"{format_address(server.address)}; Ctrl-C stops",
             file=out,
             flush=True,
         )

@@ -89,7 +89,9 @@ def parse_peer_text(text: str) -> PeerSpec:
         raise ConfdArgumentTypeError(f"a peer written as text must be a str, not {text!r}")
     host, port = text, None
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise ConfdArgumentError(f"bad peer {text!r}: the '[' is never closed")
         if rest:
             if not rest.startswith(":"):
                 raise ConfdArgumentError(f"bad peer {text!r}: expected [ADDRESS]:PORT")
