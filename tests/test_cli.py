@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,10 +267,9 @@ def test_parse_peer() -> None:
             trioconfd.parse_peer_text(bad)  # the library's own, for programs
 
 
-async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
-    config_path = tmp_path / "config.data"
-    config_path.write_text(json.dumps(CONFIG))
-    port = free_udp_port()
+@asynccontextmanager
+async def serving(config_path: Path, key_file: Path, *where: str) -> AsyncIterator[LineReader]:
+    """``trioconfd serve`` on ``config_path`` (with ``where``: --port or --bind), its output."""
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -279,14 +279,23 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
             str(config_path),
             "--key-file",
             str(key_file),
-            "--port",
-            str(port),
+            *where,
         ],
         stdout=subprocess.PIPE,
     )
     assert process.stdout is not None
     try:
-        lines = LineReader(process.stdout)
+        yield LineReader(process.stdout)
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
+    config_path = tmp_path / "config.data"
+    config_path.write_text(json.dumps(CONFIG))
+    port = free_udp_port()
+    async with serving(config_path, key_file, "--port", str(port)) as lines:
         assert "(serial 12)" in await lines.next()
         peer = ["--peer", f"127.0.0.1:{port}", "--key-file", str(key_file)]
         done = await run_cli("master", *peer)
@@ -301,9 +310,6 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
         assert (result["answer"], result["serial"]) == ("node3.example.com", 13)
         config_path.write_text("{broken")
         assert "not reloaded, still serving serial 13" in await lines.next()
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 def _ipv6_loopback() -> bool:
@@ -322,26 +328,8 @@ async def test_serve_says_where_it_listens_as_a_peer_is_written(
     config_path = tmp_path / "config.data"
     config_path.write_text(json.dumps(CONFIG))
     port = free_udp_port("::1")
-    process = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            "-m",
-            "trioconfd",
-            "serve",
-            str(config_path),
-            "--key-file",
-            str(key_file),
-            "--bind",
-            f"[::1]:{port}",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        assert f"on [::1]:{port}; Ctrl-C stops" in await LineReader(process.stdout).next()
-    finally:
-        process.kill()
-        await process.wait()
+    async with serving(config_path, key_file, "--bind", f"[::1]:{port}") as lines:
+        assert f"on [::1]:{port}; Ctrl-C stops" in await lines.next()
 
 
 class LineReader:
