@@ -19,6 +19,7 @@ import trio
 import trioconfd
 from trioconfd import ConfdClientError
 from trioconfd.cli._main import (
+    EXIT_CLOSED_OUTPUT,
     EXIT_ERROR_REPLY,
     EXIT_OK,
     EXIT_TIMEOUT,
@@ -149,6 +150,34 @@ async def test_json_output_of_every_list_answer(servers: list[ConfdServer], key_
         assert (result["sent"], result["received"], result["needed"]) == (2, 2, 2)
         assert not result["timed_out"]
         assert len(result["replies"]) == 2
+
+
+async def test_a_closed_standard_output_ends_the_command_quietly(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    # As `trioconfd master ... | head -c 0`: the reader is gone before anything is written.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "trioconfd",
+                "master",
+                *peer_args(servers),
+                "--key-file",
+                str(key_file),
+            ],
+            stdout=writer,
+            capture_stderr=True,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert done.returncode == EXIT_CLOSED_OUTPUT
+    assert b"Traceback" not in done.stderr
+    assert b"BrokenPipe" not in done.stderr
 
 
 async def test_error_reply_exit_code(servers: list[ConfdServer], key_file: Path) -> None:

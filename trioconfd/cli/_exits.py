@@ -6,3 +6,6 @@ EXIT_OK = 0
 EXIT_ERROR_REPLY = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
+#: Standard output was closed before the command wrote to it (``| head``):
+#: the status of a process that SIGPIPE ends, as other command-line tools.
+EXIT_CLOSED_OUTPUT = 141

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,12 +20,13 @@ from ..protocol import (
 )
 from ._bench import run_bench
 from ._demo import run_demo
-from ._exits import EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
+from ._exits import EXIT_CLOSED_OUTPUT, EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
 from ._parser import QUERIES, UsageError, build_parser, parse_peer, resolve_key_and_peers
 from ._render import report
 from ._serve import run_serve
 
 __all__ = [
+    "EXIT_CLOSED_OUTPUT",
     "EXIT_ERROR_REPLY",
     "EXIT_OK",
     "EXIT_TIMEOUT",
@@ -81,9 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a JSON escape, or from an argument that was not UTF-8): escape it.
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    with warnings.catch_warnings():
-        warnings.showwarning = _plain_warning(err)
-        return _run(args, out, err)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _plain_warning(err)
+            code = _run(args, out, err)
+        out.flush()  # here, not at exit, where a closed pipe would be a traceback
+    except BrokenPipeError:
+        # Standard output was closed (``| head``): end quietly, as command-line
+        # tools do; what is still buffered for it goes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_OUTPUT
+    return code
 
 
 def _plain_warning(err: TextIO) -> Callable[..., None]:
