@@ -380,6 +380,10 @@ async def test_local_address_is_the_source_of_every_request() -> None:
         async with open_confd_client(KEY, peers, local_address="::ffff:127.0.0.8") as client:
             assert client.local_address[0] == "127.0.0.8"
             assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        # Port 0 written out is any free port, as in ("127.0.0.9", 0).
+        async with open_confd_client(KEY, peers, local_address="127.0.0.9:0") as client:
+            assert client.local_address[0] == "127.0.0.9"
+            assert client.local_address[1] != 0
         await settle(lambda: all(len(r.client_addresses) == 4 for r in responders))
         for responder in responders:
             sources = [address[:2] for address in responder.client_addresses]

@@ -245,8 +245,11 @@ def parse_local_address(
     if isinstance(local_address, str) and (
         local_address.startswith("[") or local_address.count(":") == 1
     ):
+        text = local_address
+        if text.endswith(":0") and (text.startswith("[") or text.count(":") == 1):
+            text = text[:-2]  # port 0: any free port, as in (address, 0)
         try:
-            local_address = parse_peer_text(local_address)
+            local_address = parse_peer_text(text)
         except ConfdClientError as exc:
             raise ConfdArgumentError(str(exc).replace("bad peer", "bad local_address")) from None
     host: object = local_address
