@@ -180,6 +180,16 @@ async def test_a_closed_standard_output_ends_the_command_quietly(
     assert b"BrokenPipe" not in done.stderr
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+async def test_a_bad_timeout_is_explained_in_the_command_lines_terms(value: str) -> None:
+    done = await run_cli("ping", "--peer", "127.0.0.1:1814", "--hmac-key", "k", "--timeout", value)
+    assert done.returncode == EXIT_USAGE
+    stderr = done.stderr.decode()
+    assert "argument --timeout:" in stderr
+    assert "math.inf" not in stderr
+    assert "seconds" in stderr
+
+
 async def test_error_reply_exit_code(servers: list[ConfdServer], key_file: Path) -> None:
     done = await run_cli(
         "node-role", "nosuchnode", *peer_args(servers), "--key-file", str(key_file)

@@ -47,6 +47,19 @@ def _fields(text: str) -> list[MasterField]:
     return [_FIELD_NAMES[name] for name in names]
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more (``inf``: for ever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of seconds 0 or more (inf waits for ever)"
+        )
+    return value
+
+
 def _at_least_one(kind: type[int] | type[float], least: float = 1) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` no smaller than ``least``."""
 
@@ -180,9 +193,9 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
-        help="seconds to wait for a quorum (default: %(default)s)",
+        help="seconds to wait for a quorum, 0 or more; inf waits for ever (default: %(default)s)",
     )
 
 
