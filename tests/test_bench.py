@@ -23,6 +23,7 @@ from trioconfd.cli._main import EXIT_OK, EXIT_USAGE
 from trioconfd.testing import ConfdServer, make_cluster_config, open_confd_server
 
 from .conftest import write_key_file
+from .responders import run_responders, silent
 from .test_cli import LineReader, peer_args, run_cli
 
 KEY = b"bench key\n"
@@ -172,3 +173,23 @@ async def test_ctrl_c_prints_the_figures_so_far_and_exits_130(
     assert figures["sequential"]["interrupted"] is True
     assert 0 < figures["sequential"]["queries"] < 10**8
     assert figures["sequential"]["p50_ms"] > 0
+
+
+async def test_a_bench_of_silent_peers_says_what_happened(key_file: Path) -> None:
+    # Two bound sockets that never answer: no latency to show, and a cause to name.
+    async with run_responders(2, KEY, silent) as responders:
+        peers = [f"--peer=127.0.0.1:{r.address[1]}" for r in responders]
+        args = ["bench", *peers, "--key-file", str(key_file), "--requests", "2"]
+        args += ["--concurrency", "2", "--timeout", "0.2"]
+        text = await run_cli(*args)
+        as_json = await run_cli(*args, "--json")
+    assert text.returncode == 3
+    table = text.stdout.decode()
+    assert "nan" not in table
+    assert table.splitlines()[1].split()[-4:] == ["-", "-", "-", "-"]
+    stderr = text.stderr.decode()
+    assert "2 of 2 queries (sequential) got no quorum in time" in stderr
+    assert "none of the 2 peers asked sent anything back" in stderr
+    figures = json.loads(as_json.stdout)  # valid JSON: null, not NaN
+    assert figures["sequential"]["p50_ms"] is None
+    assert figures["sequential"]["timeouts"] == 2

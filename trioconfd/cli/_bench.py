@@ -18,6 +18,7 @@ import trio
 
 from .. import requests
 from ..client import ConfdClient, PeerSpec, open_confd_client
+from ..protocol import QueryResult
 from ._histogram import LatencyHistogram
 
 #: The exit status after Ctrl-C, as a shell reports a SIGINT death.
@@ -33,21 +34,25 @@ class Phase:
     timeouts: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
+    #: the verdict on the first query that got no quorum (what the run says of it)
+    first_timeout: QueryResult | None = None
 
     @property
     def done(self) -> int:
         return self.latencies.count + self.timeouts
 
-    def figures(self) -> dict[str, float]:
+    def figures(self) -> dict[str, float | None]:
+        """Counts, rate and latencies (None while no query was answered)."""
         latencies = self.latencies
+        answered = latencies.count > 0
         return {
             "queries": self.done,
             "timeouts": self.timeouts,
             "per_second": self.done / self.elapsed if self.elapsed else 0.0,
-            "p50_ms": latencies.percentile(0.50) * 1e3,
-            "p90_ms": latencies.percentile(0.90) * 1e3,
-            "p99_ms": latencies.percentile(0.99) * 1e3,
-            "max_ms": latencies.maximum * 1e3 if latencies.count else float("nan"),
+            "p50_ms": latencies.percentile(0.50) * 1e3 if answered else None,
+            "p90_ms": latencies.percentile(0.90) * 1e3 if answered else None,
+            "p99_ms": latencies.percentile(0.99) * 1e3 if answered else None,
+            "max_ms": latencies.maximum * 1e3 if answered else None,
         }
 
 
@@ -102,6 +107,8 @@ async def _one(client: ConfdClient, args: argparse.Namespace, phase: Phase) -> N
     result = await client.query(requests.ping(), coverage=args.coverage, timeout=args.timeout)
     if result.timed_out:
         phase.timeouts += 1
+        if phase.first_timeout is None:
+            phase.first_timeout = result
     else:
         phase.latencies.record(time.perf_counter() - start)
 
@@ -179,6 +186,7 @@ async def run_bench(
         interrupted = run.cancel_called
         nursery.cancel_scope.cancel()
     _print_figures(phases, args.json, out)
+    _explain_timeouts(phases, err)
     if interrupted:
         print("trioconfd bench: interrupted; the figures above are what ran", file=err)
         return EXIT_INTERRUPTED
@@ -199,10 +207,31 @@ def _print_figures(phases: list[Phase], as_json: bool, out: TextIO) -> None:
     )
     for phase in phases:
         f = phase.figures()
+        latencies = "".join(
+            f"{'-' if value is None else f'{value:.2f}':>9}"
+            for value in (f["p50_ms"], f["p90_ms"], f["p99_ms"], f["max_ms"])
+        )
         print(
             f"{phase.name:<16}{f['queries']:>8.0f}{f['timeouts']:>9.0f}{f['per_second']:>9.0f}"
-            f"{f['p50_ms']:>9.2f}{f['p90_ms']:>9.2f}{f['p99_ms']:>9.2f}{f['max_ms']:>9.2f}"
+            + latencies
             + ("  (interrupted)" if phase.interrupted else ""),
             file=out,
             flush=True,
         )
+
+
+def _explain_timeouts(phases: list[Phase], err: TextIO) -> None:
+    """Say why queries got no quorum: the first one's verdict and its likely causes."""
+    for phase in phases:
+        result = phase.first_timeout
+        if result is None:
+            continue
+        print(
+            f"trioconfd bench: {phase.timeouts} of {phase.done} queries ({phase.name}) got no "
+            f"quorum in time; the first had {result.received}/{result.sent} replies, "
+            f"{result.needed} needed",
+            file=err,
+        )
+        for cause in result.diagnosis:
+            print(f"  {cause}", file=err)
+        return  # the first phase's causes are the others' too
