@@ -101,3 +101,20 @@ async def test_readme_serve_recipe_runs_as_written(tmp_path: Path) -> None:
             server.terminate()
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().strip() == "node1.example.com"
+
+
+def test_the_docs_landing_page_quick_start_runs_as_written() -> None:
+    page = (README.parent / "docs" / "index.rst").read_text()
+    assert "pip install" in page  # a newcomer learns how to install it here
+    code = page.split(".. code-block:: python\n", 1)[1].split("\nIt prints ``", 1)[0]
+    expected = page.split("\nIt prints ``", 1)[1].split("``", 1)[0]
+    assert len(_dedent(code).strip().splitlines()) <= 12  # a quick start, not a program
+    completed = subprocess.run(
+        [sys.executable, "-c", _dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == expected + "\n"
