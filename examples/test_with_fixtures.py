@@ -1,6 +1,9 @@
-"""Tests of code that asks confd, with trioconfd's pytest fixtures (run with trio_mode = true).
+"""Tests of code that asks confd, with trioconfd's pytest fixtures.
 
-The fixtures come with trioconfd: nothing to import, nothing to configure.
+The fixtures come with trioconfd: nothing to import. They are async, so
+these tests need pytest-trio with ``trio_mode = true`` in the pytest
+configuration (``[tool.pytest.ini_options]`` in pyproject.toml, or
+pytest.ini); without it, mark each test ``@pytest.mark.trio``.
 """
 
 from __future__ import annotations

@@ -50,6 +50,28 @@ async def test_an_idle_plugin_is_harmless(tmp_path: Path) -> None:
         assert fixture in output
 
 
+async def test_the_fixtures_without_trio_mode_say_what_to_set(tmp_path: Path) -> None:
+    # No trio_mode: an unmarked async test and a sync one cannot run the
+    # async fixtures. Each says so in one line, not with pytest's internals.
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_no_trio_mode.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.trio\n"
+        "async def test_marked(confd_cluster):\n"
+        "    assert len(confd_cluster.peers) == 3\n\n"
+        "async def test_unmarked(confd_cluster):\n"
+        "    pass\n\n"
+        "def test_sync(simulated_confd_cluster):\n"
+        "    pass\n"
+    )
+    code, output = await _pytest("test_no_trio_mode.py", cwd=tmp_path)
+    assert code != 0
+    assert "1 passed, 2 errors" in output
+    assert output.count("set trio_mode = true in your pytest configuration") == 2
+    assert "AssertionError" not in output
+    assert "Traceback" not in output
+
+
 async def test_strategies_without_hypothesis_say_what_to_install() -> None:
     for module in ("strategies", "properties"):
         done = await trio.run_process(

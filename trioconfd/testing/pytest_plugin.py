@@ -19,6 +19,7 @@ fixtures in a ``conftest.py`` or a test module to change them.
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -48,9 +49,37 @@ def confd_cluster_size() -> int:
     return 3
 
 
+_NEEDS_TRIO = (
+    "trioconfd's cluster fixtures are async: use them from an async test run by "
+    "pytest-trio: set trio_mode = true in your pytest configuration (pytest.ini, "
+    "or [tool.pytest.ini_options] in pyproject.toml), or mark the test @pytest.mark.trio"
+)
+
+
+def _trio_mode(config: pytest.Config) -> bool:
+    try:
+        return bool(config.getini("trio_mode"))
+    except ValueError:  # pytest-trio is not installed: no such setting
+        return False
+
+
+@pytest.fixture
+def _confd_needs_trio(request: pytest.FixtureRequest) -> None:
+    """Stop a test that cannot run the async fixtures, in one line saying what to set
+    (without it, pytest fails with a traceback from its own internals)."""
+    node = request.node
+    is_async = inspect.iscoroutinefunction(getattr(node, "function", None))
+    trio_test = node.get_closest_marker("trio") is not None or _trio_mode(request.config)
+    if not (is_async and trio_test):
+        pytest.fail(_NEEDS_TRIO, pytrace=False)
+
+
 @pytest.fixture
 async def confd_cluster(
-    confd_config: dict[str, Any], confd_key: bytes, confd_cluster_size: int
+    confd_config: dict[str, Any],
+    confd_key: bytes,
+    confd_cluster_size: int,
+    _confd_needs_trio: None,
 ) -> AsyncIterator[ConfdCluster]:
     """In-process confd servers on loopback, one port, answering as ganeti-confd does."""
     async with open_confd_cluster(confd_config, confd_key, size=confd_cluster_size) as cluster:
@@ -59,7 +88,10 @@ async def confd_cluster(
 
 @pytest.fixture
 async def simulated_confd_cluster(
-    confd_config: dict[str, Any], confd_key: bytes, confd_cluster_size: int
+    confd_config: dict[str, Any],
+    confd_key: bytes,
+    confd_cluster_size: int,
+    _confd_needs_trio: None,
 ) -> AsyncIterator[SimulatedCluster]:
     """Confd peers on a simulated network: crash, partition and fault them at will."""
     async with open_simulated_cluster([confd_config] * confd_cluster_size, confd_key) as cluster:
