@@ -307,8 +307,11 @@ def test_parse_peer() -> None:
 
 
 @asynccontextmanager
-async def serving(config_path: Path, key_file: Path, *where: str) -> AsyncIterator[LineReader]:
-    """``trioconfd serve`` on ``config_path`` (with ``where``: --port or --bind), its output."""
+async def serving(
+    config_path: Path, key_file: Path, *where: str
+) -> AsyncIterator[tuple[LineReader, LineReader]]:
+    """``trioconfd serve`` on ``config_path`` (``where``: --port or --bind): its output and
+    its problems, line by line."""
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -321,10 +324,12 @@ async def serving(config_path: Path, key_file: Path, *where: str) -> AsyncIterat
             *where,
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert process.stdout is not None
+    assert process.stderr is not None
     try:
-        yield LineReader(process.stdout)
+        yield LineReader(process.stdout), LineReader(process.stderr)
     finally:
         process.terminate()
         await process.wait()
@@ -334,7 +339,7 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
     config_path = tmp_path / "config.data"
     config_path.write_text(json.dumps(CONFIG))
     port = free_udp_port()
-    async with serving(config_path, key_file, "--port", str(port)) as lines:
+    async with serving(config_path, key_file, "--port", str(port)) as (lines, problems):
         assert "(serial 12)" in await lines.next()
         peer = ["--peer", f"127.0.0.1:{port}", "--key-file", str(key_file)]
         done = await run_cli("master", *peer)
@@ -347,8 +352,18 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
         done = await run_cli("master", *peer, "--json")
         result = json.loads(done.stdout)
         assert (result["answer"], result["serial"]) == ("node3.example.com", 13)
+        # Problems go to standard error, once each.
         config_path.write_text("{broken")
-        assert "not reloaded, still serving serial 13" in await lines.next()
+        assert "not reloaded, still serving serial 13" in await problems.next()
+        config_path.unlink()
+        assert "is gone (deleted or renamed): still serving serial 13" in await problems.next()
+        await trio.sleep(1.2)  # two more looks at the file: nothing more to say
+        config_path.write_text(json.dumps(CONFIG))  # back, at serial 12
+        assert "reloaded" in await lines.next()
+        assert "serial 12" in (await run_cli("master", *peer)).stderr.decode()
+        with trio.move_on_after(0.5):
+            said_again = await problems.next()
+            raise AssertionError(f"a problem reported twice: {said_again}")
 
 
 def _ipv6_loopback() -> bool:
@@ -367,7 +382,7 @@ async def test_serve_says_where_it_listens_as_a_peer_is_written(
     config_path = tmp_path / "config.data"
     config_path.write_text(json.dumps(CONFIG))
     port = free_udp_port("::1")
-    async with serving(config_path, key_file, "--bind", f"[::1]:{port}") as lines:
+    async with serving(config_path, key_file, "--bind", f"[::1]:{port}") as (lines, _):
         assert f"on [::1]:{port}; Ctrl-C stops" in await lines.next()
 
 

@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.command == "demo":
             return trio.run(run_demo, out)
         if args.command == "serve":
-            return trio.run(run_serve, args, out)
+            return trio.run(run_serve, args, out, err)
         if args.command == "bench":
             key, peers = resolve_key_and_peers(args)
             return trio.run(run_bench, key, peers, args, out, err)

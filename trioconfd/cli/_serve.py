@@ -25,20 +25,34 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
-async def follow_config(path: Path, server: ConfdServer, out: TextIO) -> None:
-    """Reload ``path`` into ``server`` whenever it changes; keep the old one if it is bad."""
+async def follow_config(path: Path, server: ConfdServer, out: TextIO, err: TextIO) -> None:
+    """Reload ``path`` into ``server`` whenever it changes; keep the old one if it is bad.
+
+    Reloads are reported on ``out``; problems (a bad file, the file gone) on
+    ``err``, once each, however long they last.
+    """
     seen = _signature(path)
     while True:
         await trio.sleep(POLL_INTERVAL)
         current = _signature(path)
-        if current == seen or current is None:
+        if current == seen:
             continue
         seen = current
+        if current is None:
+            print(
+                f"{path} is gone (deleted or renamed): still serving serial {server.serial}; "
+                "a file written there again is loaded",
+                file=err,
+                flush=True,
+            )
+            continue
         try:
             server.set_config(path)
         except ConfdError as exc:
             print(
-                f"not reloaded, still serving serial {server.serial}: {exc}", file=out, flush=True
+                f"{path} not reloaded, still serving serial {server.serial}: {exc}",
+                file=err,
+                flush=True,
             )
         else:
             print(f"reloaded {path}: serial {server.serial}", file=out, flush=True)
@@ -55,7 +69,7 @@ async def where_to_bind(bind: str, port: int | None) -> tuple[str, int]:
     return host, bound_port
 
 
-async def run_serve(args: argparse.Namespace, out: TextIO) -> int:
+async def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     key = read_hmac_key(args.key_file)
     host, port = await where_to_bind(args.bind, args.port)
     async with open_confd_server(args.config, key, host=host, port=port) as server:
@@ -65,5 +79,5 @@ async def run_serve(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
             flush=True,
         )
-        await follow_config(args.config, server, out)
+        await follow_config(args.config, server, out, err)
     return 0
