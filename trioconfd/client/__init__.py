@@ -31,6 +31,7 @@ from ._peers import (
 )
 from ._stats import ClientStats
 from ._upcalls import SLOW_CALLBACK, Callback, Upcall
+from ._watch import Watch
 
 __all__ = [
     "DEFAULT_LOG_INTERVAL",
@@ -46,6 +47,7 @@ __all__ = [
     "PeerSpec",
     "ReplyStream",
     "Upcall",
+    "Watch",
     "check_port",
     "default_port",
     "format_address",

@@ -41,6 +41,7 @@ from ._peers import PeerSpec, parse_peers
 from ._router import Router
 from ._stats import ClientStats
 from ._upcalls import SLOW_CALLBACK, Callback, Upcall
+from ._watch import Watch
 
 
 @dataclass(slots=True)
@@ -205,6 +206,39 @@ class ConfdClient:
             return await gather(in_flight)
         finally:
             in_flight.close()  # the table entry goes now: nothing stays behind
+
+    def watch(
+        self,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query = None,
+        *,
+        interval: float = 5.0,
+        coverage: int = 0,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Watch:
+        """Ask every ``interval`` seconds; yield the verdict each time the trusted
+        answer or serial changes::
+
+            async for result in client.watch(RequestType.CLUSTER_MASTER, interval=2):
+                print("the master is now", result.answer)
+
+        The first trusted verdict comes at once. A verdict without a quorum,
+        or with an older serial than the last one yielded (a quorum of stale
+        peers), is not a change. Each ask is a :meth:`query` (``coverage``,
+        ``timeout`` and ``retry`` as there); the next starts ``interval``
+        seconds after the last one did, or at once if that one took longer.
+        It never ends by itself: leave the loop, or cancel it.
+        """
+        return Watch(
+            self,
+            type_or_request,
+            query,
+            interval=interval,
+            coverage=coverage,
+            timeout=timeout,
+            retry=retry,
+        )
 
     @asynccontextmanager
     async def request(

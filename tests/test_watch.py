@@ -1,0 +1,92 @@
+"""client.watch: a quorum query each interval, a verdict for each trusted change."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trioconfd import ConfdArgumentError, QueryResult, RequestType, open_confd_client
+from trioconfd.testing import make_cluster_config, open_simulated_cluster
+
+KEY = b"watch key\n"
+
+
+def failed_over(serial: int) -> dict[str, Any]:
+    """The cluster after a failover: node2 is the master, at ``serial``."""
+    config = make_cluster_config(nodes=3, serial=serial)
+    config["cluster"]["master_node"] = list(config["nodes"])[1]
+    return config
+
+
+async def test_a_failover_is_seen_at_the_next_interval_and_nothing_else_is_news(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    before = make_cluster_config(nodes=3, serial=5)
+    async with (
+        open_simulated_cluster([before] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        seen: list[tuple[float, Any, int | None]] = []
+        start = trio.current_time()
+
+        async def watcher() -> None:
+            async for result in client.watch(RequestType.CLUSTER_MASTER, interval=1.0):
+                assert isinstance(result, QueryResult)
+                assert result.quorum_reached
+                seen.append((trio.current_time() - start, result.answer, result.serial))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher)
+            await trio.sleep(2.5)  # two more asks, the same answer: nothing yielded
+            for index in range(3):  # the failover reaches every peer
+                cluster.set_config(index, failed_over(6))
+            await trio.sleep(2.0)
+            # One peer goes back to the old configuration: a quorum still says 6.
+            cluster.set_config(0, before)
+            await trio.sleep(2.0)
+            # Two of three stale: their quorum says serial 5, older than what
+            # was seen: not a change, and not yielded.
+            cluster.set_config(1, before)
+            await trio.sleep(2.0)
+            nursery.cancel_scope.cancel()
+        assert [(answer, serial) for _, answer, serial in seen] == [
+            ("node1.example.com", 5),
+            ("node2.example.com", 6),
+        ]
+        assert seen[0][0] < 0.01  # the first verdict at once
+        assert seen[1][0] == pytest.approx(3.0, abs=0.01)  # the first ask after the failover
+        assert client.outstanding == 0
+
+
+async def test_a_watch_without_a_quorum_yields_nothing_until_there_is_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = make_cluster_config(nodes=3, serial=5)
+    async with (
+        open_simulated_cluster([config] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.crash(0)
+        cluster.crash(1)
+        start = trio.current_time()
+        with trio.move_on_after(10):
+            async for _ in client.watch(
+                RequestType.CLUSTER_MASTER, interval=2, coverage=-1, timeout=0.5
+            ):
+                break
+        assert trio.current_time() - start == pytest.approx(10)  # nothing trusted, nothing yielded
+        cluster.restart(0)
+        async for result in client.watch(RequestType.CLUSTER_MASTER, interval=2, coverage=-1):
+            assert (result.answer, result.serial) == ("node1.example.com", 5)
+            break
+
+
+@pytest.mark.parametrize("interval", [0, -1, math.inf, math.nan, True, "1"])
+async def test_a_bad_interval_is_refused_at_once(interval: Any) -> None:
+    async with open_confd_client(KEY, [("127.0.0.1", 1814)]) as client:
+        with pytest.raises(ConfdArgumentError, match="interval must be a number of seconds"):
+            client.watch(RequestType.PING, interval=interval)

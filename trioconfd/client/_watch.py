@@ -1,0 +1,92 @@
+"""Watching a query's answer: a quorum query each interval, a result for each change."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..protocol import (
+    ConfdArgumentError,
+    ConfdRequest,
+    Query,
+    QueryResult,
+    RequestType,
+    RetryPolicy,
+)
+
+if TYPE_CHECKING:
+    from ._client import ConfdClient
+
+
+def check_interval(interval: float) -> float:
+    """``interval`` in seconds, if it is a finite number above 0."""
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not 0 < interval < math.inf
+    ):
+        raise ConfdArgumentError(
+            f"interval must be a number of seconds above 0, and finite, not {interval!r}"
+        )
+    return float(interval)
+
+
+class Watch:
+    """The changes to one query's trusted verdict, as an async iterator; see
+    :meth:`ConfdClient.watch`.
+
+    A plain iterator, not an async generator: a loop may be left at any
+    point (``break``, an exception, a cancel scope) with nothing left to
+    clean up, as nothing is held between asks.
+    """
+
+    def __init__(
+        self,
+        client: ConfdClient,
+        type_or_request: ConfdRequest | RequestType | int,
+        query: Query,
+        *,
+        interval: float,
+        coverage: int,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self._client = client
+        self._ask = (type_or_request, query)
+        self._options = (coverage, timeout, retry)
+        self.interval = check_interval(interval)
+        #: the last verdict yielded (None before the first)
+        self.last: QueryResult | None = None
+        self._next_at: float | None = None
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> QueryResult:
+        coverage, timeout, retry = self._options
+        while True:
+            if self._next_at is None:
+                self._next_at = trio.current_time()
+            else:
+                await trio.sleep_until(self._next_at)
+            result = await self._client.query(
+                *self._ask, coverage=coverage, timeout=timeout, retry=retry
+            )
+            # The next ask: an interval after this one was due, or now if it took longer.
+            self._next_at = max(self._next_at + self.interval, trio.current_time())
+            if _is_news(result, self.last):
+                self.last = result
+                return result
+
+
+def _is_news(result: QueryResult, last: QueryResult | None) -> bool:
+    """Whether ``result`` is a trusted verdict that changes what was last yielded."""
+    if not result.quorum_reached or result.best is None:
+        return False  # nothing trusted to tell
+    if last is None or last.best is None:
+        return True
+    if result.serial is not None and last.serial is not None and result.serial < last.serial:
+        return False  # older than what was seen: a stale quorum, not a change
+    return (result.serial, result.status, result.answer) != (last.serial, last.status, last.answer)
