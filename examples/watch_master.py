@@ -10,7 +10,6 @@ proxy, page someone... ``--changes N`` stops after N changes.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import trio
@@ -23,22 +22,23 @@ async def watch(args: argparse.Namespace) -> None:
     key = trioconfd.read_hmac_key(args.key_file) if args.key_file else None
     peers = args.peer or None
     async with trioconfd.open_confd_client(key, peers, port=args.port) as client:
-        master, serial, changes = None, -1, 0
-        while args.changes is None or changes < args.changes:
-            result = await client.query(requests.cluster_master(), timeout=args.interval * 4)
-            if not result.ok:
-                print(f"no answer: {result.verdict}", file=sys.stderr, flush=True)
-            elif result.answer != master and result.serial is not None and result.serial > serial:
-                if master is None:
-                    print(f"master is {result.answer} (serial {result.serial})", flush=True)
-                else:
-                    changes += 1
-                    print(
-                        f"master changed: {master} -> {result.answer} (serial {result.serial})",
-                        flush=True,
-                    )
-                master, serial = result.answer, result.serial
-            await trio.sleep(args.interval)
+        master, changes = None, 0
+        # One trusted verdict per change of the answer or its serial; a stale
+        # quorum (an older serial) or no quorum at all is not a change.
+        async for result in client.watch(
+            requests.cluster_master(), interval=args.interval, timeout=args.interval * 4
+        ):
+            if master is None:
+                print(f"master is {result.answer} (serial {result.serial})", flush=True)
+            elif result.answer != master:
+                changes += 1
+                print(
+                    f"master changed: {master} -> {result.answer} (serial {result.serial})",
+                    flush=True,
+                )
+            master = result.answer
+            if args.changes is not None and changes >= args.changes:
+                break
 
 
 def main() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +404,59 @@ class LineReader:
                 self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.decode()
+
+
+async def test_watch_prints_the_answer_then_each_change_until_ctrl_c(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "trioconfd",
+            "watch",
+            "master",
+            *peer_args(servers),
+            "--key-file",
+            str(key_file),
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        lines = LineReader(process.stdout)
+        first = await lines.next()
+        assert first.endswith(" serial 12: node1.example.com"), first
+        newer = make_cluster_config(nodes=4, master_candidates=3, instances=4, serial=13)
+        newer["cluster"]["master_node"] = list(newer["nodes"])[2]
+        for server in servers:
+            server.set_config(newer)
+        second = await lines.next()
+        assert second.endswith(" serial 13: node3.example.com"), second
+        # The time: an ISO 8601 timestamp with its offset, to the second.
+        assert datetime.fromisoformat(second.split(" ")[0]).tzinfo is not None
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            assert await process.wait() == 130
+        problems = await process.stderr.receive_some()
+        assert b"Traceback" not in problems
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_watch_refuses_a_bad_interval(key_file: Path) -> None:
+    for bad in ("0", "-1", "inf", "nan"):
+        done = await run_cli(
+            "watch", "ping", "--peer", "127.0.0.1:1", "--hmac-key", "k", "--interval", bad
+        )
+        assert done.returncode == EXIT_USAGE
+        assert "argument --interval:" in done.stderr.decode()
 
 
 async def test_bench(servers: list[ConfdServer], key_file: Path) -> None:

@@ -24,6 +24,7 @@ from ._exits import EXIT_CLOSED_OUTPUT, EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT,
 from ._parser import QUERIES, UsageError, build_parser, parse_peer, resolve_key_and_peers
 from ._render import report
 from ._serve import run_serve
+from ._watch import run_watch
 
 __all__ = [
     "EXIT_CLOSED_OUTPUT",
@@ -113,6 +114,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return trio.run(run_demo, out)
         if args.command == "serve":
             return trio.run(run_serve, args, out, err)
+        if args.command == "watch":
+            return trio.run(run_watch, args, out, err)
         if args.command == "bench":
             key, peers = resolve_key_and_peers(args)
             return trio.run(run_bench, key, peers, args, out, err)

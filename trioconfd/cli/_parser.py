@@ -60,6 +60,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _interval(text: str) -> float:
+    """An argparse type: a number of seconds above 0, finite."""
+    value = _seconds(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0, finite")
+    return value
+
+
 def _at_least_one(kind: type[int] | type[float], least: float = 1) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` no smaller than ``least``."""
 
@@ -220,6 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="without a quorum, still print the best reply that arrived on standard "
             "output (default: only on standard error, with the verdict; exit status 3 either way)",
+        )
+
+    watch = commands.add_parser(
+        "watch",
+        help="print a query's answer, then each time it changes",
+        description="Ask every --interval seconds and print the trusted answer (a quorum's, "
+        "with the newest serial) each time it or its serial changes, with the time; a quorum "
+        "of stale peers or no quorum is not a change. Ctrl-C stops.",
+    )
+    watched = watch.add_subparsers(dest="watched", metavar="QUERY", required=True)
+    for name, (help_text, add_arguments, _) in QUERIES.items():
+        sub = watched.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        _add_client_options(sub)
+        sub.add_argument(
+            "--interval",
+            type=_interval,
+            default=5.0,
+            help="seconds from one ask to the next (default: %(default)s)",
+        )
+        sub.add_argument(
+            "--json", action="store_true", help="print each change as one line of JSON"
         )
 
     serve = commands.add_parser(

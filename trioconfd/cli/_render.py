@@ -29,7 +29,8 @@ def _render(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True)
 
 
-def _describe(request: ConfdRequest, result: QueryResult) -> str:
+def describe(request: ConfdRequest, result: QueryResult) -> str:
+    """The answer of ``result`` as a person reads it."""
     answer = result.answer
     if request.type is RequestType.NODE_ROLE_BYNAME and result.status is ReplyStatus.OK:
         with contextlib.suppress(ValueError):  # a role this version does not know
@@ -138,14 +139,14 @@ def report(
                 "(--partial prints it on standard output):",
                 file=err,
             )
-            print(_describe(request, result), file=err)
+            print(describe(request, result), file=err)
             print(summary, file=err)
             return code
     if code == EXIT_ERROR_REPLY:
         print(f"trioconfd: the daemons answered with an error: {result.error}", file=err)
         print(summary, file=err)
         return code
-    print(_describe(request, result), file=out)
+    print(describe(request, result), file=out)
     if request.type is RequestType.PING:
         print(_explain_ping(result), file=err)
     print(summary, file=err)
