@@ -164,10 +164,13 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def test_every_option_and_argument_has_help_with_its_default() -> None:
     subcommands = _subcommands(build_parser())
-    assert len(subcommands) == 15  # 12 queries, serve, bench, demo
+    assert len(subcommands) == 16  # 12 queries, watch, serve, bench, demo
+    watched = _subcommands(subcommands["watch"])
+    assert len(watched) == 12  # watch takes any query
+    subcommands.update({f"watch {name}": parser for name, parser in watched.items()})
     for name, parser in subcommands.items():
         for action in parser._actions:
-            if isinstance(action, argparse._HelpAction):
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
                 continue
             where = f"{name} {action.option_strings or action.dest}"
             assert action.help, f"{where} has no help"
@@ -181,7 +184,7 @@ def test_every_option_and_argument_has_help_with_its_default() -> None:
 async def test_help_shows_defaults() -> None:
     done = await run_cli("ping", "--help")
     text = " ".join(done.stdout.decode().split())
-    assert "seconds to wait for a quorum (default: 10.0)" in text
+    assert "seconds to wait for a quorum, 0 or more; inf waits for ever (default: 10.0)" in text
     assert "(default: 0)" in text
     done = await run_cli("serve", "--help")
     assert "(default: 127.0.0.1)" in " ".join(done.stdout.decode().split())

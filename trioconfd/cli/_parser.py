@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="seconds from one ask to the next (default: %(default)s)",
         )
         sub.add_argument(
-            "--json", action="store_true", help="print each change as one line of JSON"
+            "--json",
+            action="store_true",
+            help="print each change as one line of JSON (default: text)",
         )
 
     serve = commands.add_parser(
