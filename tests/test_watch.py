@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trioconfd import ConfdArgumentError, QueryResult, RequestType, open_confd_client
-from trioconfd.testing import make_cluster_config, open_simulated_cluster
+from trioconfd import (
+    ConfdArgumentError,
+    ConfdClient,
+    QueryResult,
+    RequestType,
+    open_confd_client,
+)
+from trioconfd.testing import SimulatedCluster, make_cluster_config, open_simulated_cluster
 
 KEY = b"watch key\n"
 
@@ -22,14 +30,21 @@ def failed_over(serial: int) -> dict[str, Any]:
     return config
 
 
+@asynccontextmanager
+async def simulated(config: dict[str, Any]) -> AsyncIterator[tuple[SimulatedCluster, ConfdClient]]:
+    """Three simulated peers serving ``config``, and a client of theirs."""
+    async with (
+        open_simulated_cluster([config] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        yield cluster, client
+
+
 async def test_a_failover_is_seen_at_the_next_interval_and_nothing_else_is_news(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     before = make_cluster_config(nodes=3, serial=5)
-    async with (
-        open_simulated_cluster([before] * 3, KEY) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
-    ):
+    async with simulated(before) as (cluster, client):
         seen: list[tuple[float, Any, int | None]] = []
         start = trio.current_time()
 
@@ -65,11 +80,7 @@ async def test_a_failover_is_seen_at_the_next_interval_and_nothing_else_is_news(
 async def test_a_watch_without_a_quorum_yields_nothing_until_there_is_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = make_cluster_config(nodes=3, serial=5)
-    async with (
-        open_simulated_cluster([config] * 3, KEY) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
-    ):
+    async with simulated(make_cluster_config(nodes=3, serial=5)) as (cluster, client):
         cluster.crash(0)
         cluster.crash(1)
         start = trio.current_time()

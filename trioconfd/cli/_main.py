@@ -12,16 +12,21 @@ from typing import NoReturn, TextIO
 
 import trio
 
-from ..client import (
-    open_confd_client,
-)
 from ..protocol import (
     ConfdError,
 )
 from ._bench import run_bench
 from ._demo import run_demo
 from ._exits import EXIT_CLOSED_OUTPUT, EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
-from ._parser import QUERIES, UsageError, build_parser, parse_peer, resolve_key_and_peers
+from ._parser import (
+    QUERIES,
+    UsageError,
+    as_option_names,
+    build_parser,
+    cli_client,
+    parse_peer,
+    resolve_key_and_peers,
+)
 from ._render import report
 from ._serve import run_serve
 from ._watch import run_watch
@@ -42,20 +47,9 @@ __all__ = [
 
 async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     request = QUERIES[args.command][2](args)
-    key, peers = resolve_key_and_peers(args)
-    try:
-        async with open_confd_client(
-            key, peers, port=args.port, local_address=args.source
-        ) as client:
-            result = await client.query(request, coverage=args.coverage, timeout=args.timeout)
-    except ConfdError as exc:
-        raise UsageError(as_option_names(str(exc))) from None
+    async with cli_client(args) as client:
+        result = await client.query(request, coverage=args.coverage, timeout=args.timeout)
     return report(request, result, args.json, out, err, partial=args.partial)
-
-
-def as_option_names(message: str) -> str:
-    """An error message of the API, in the command line's words."""
-    return message.replace("local_address", "--source")
 
 
 def _fail(message: str, err: TextIO) -> NoReturn:

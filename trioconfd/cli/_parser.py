@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from .. import requests
 from .._version import __version__
 from ..client import (
+    ConfdClient,
     PeerSpec,
+    open_confd_client,
     parse_peer_text,
     read_hmac_key,
     read_master_candidate_ips,
@@ -207,6 +210,19 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _query_parsers(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
+    """A subcommand for each query, with its own arguments and the client's options."""
+    parsers = []
+    for name, (help_text, add_arguments, _) in QUERIES.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        _add_client_options(sub)
+        parsers.append(sub)
+    return parsers
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trioconfd",
@@ -216,10 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trioconfd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (help_text, add_arguments, _) in QUERIES.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        add_arguments(sub)
-        _add_client_options(sub)
+    for sub in _query_parsers(commands):
         sub.add_argument(
             "--json", action="store_true", help="print the result as JSON (default: text)"
         )
@@ -238,10 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of stale peers or no quorum is not a change. Ctrl-C stops.",
     )
     watched = watch.add_subparsers(dest="watched", metavar="QUERY", required=True)
-    for name, (help_text, add_arguments, _) in QUERIES.items():
-        sub = watched.add_parser(name, help=help_text, description=help_text)
-        add_arguments(sub)
-        _add_client_options(sub)
+    for sub in _query_parsers(watched):
         sub.add_argument(
             "--interval",
             type=_interval,
@@ -319,6 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- running -----------------------------------------------------------------
+
+
+def as_option_names(message: str) -> str:
+    """An error message of the API, in the command line's words."""
+    return message.replace("local_address", "--source")
+
+
+@asynccontextmanager
+async def cli_client(args: argparse.Namespace) -> AsyncIterator[ConfdClient]:
+    """The client the options describe; the API's errors, in the command line's words."""
+    key, peers = resolve_key_and_peers(args)
+    try:
+        async with open_confd_client(
+            key, peers, port=args.port, local_address=args.source
+        ) as client:
+            yield client
+    except ConfdError as exc:
+        raise UsageError(as_option_names(str(exc))) from None
 
 
 def resolve_key_and_peers(args: argparse.Namespace) -> tuple[bytes | str, list[PeerSpec]]:

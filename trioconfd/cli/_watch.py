@@ -7,32 +7,24 @@ import json
 from datetime import datetime
 from typing import TextIO
 
-from ..client import open_confd_client
-from ..protocol import ConfdError
-from ._parser import QUERIES, UsageError, resolve_key_and_peers
+from ._parser import QUERIES, cli_client
 from ._render import describe, result_as_json
 
 
 async def run_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Print each trusted change until Ctrl-C (which the caller turns into status 130)."""
     request = QUERIES[args.watched][2](args)
-    key, peers = resolve_key_and_peers(args)
-    try:
-        async with open_confd_client(
-            key, peers, port=args.port, local_address=args.source
-        ) as client:
-            changes = client.watch(
-                request, interval=args.interval, coverage=args.coverage, timeout=args.timeout
-            )
-            async for result in changes:
-                when = datetime.now().astimezone().isoformat(timespec="seconds")
-                if args.json:
-                    print(json.dumps({"time": when, **result_as_json(result)}), file=out)
-                else:
-                    answer = describe(request, result)
-                    joined = f"\n{answer}" if "\n" in answer else f" {answer}"
-                    print(f"{when} serial {result.serial}:{joined}", file=out)
-                out.flush()
-    except ConfdError as exc:
-        raise UsageError(str(exc).replace("local_address", "--source")) from None
+    async with cli_client(args) as client:
+        changes = client.watch(
+            request, interval=args.interval, coverage=args.coverage, timeout=args.timeout
+        )
+        async for result in changes:
+            when = datetime.now().astimezone().isoformat(timespec="seconds")
+            if args.json:
+                print(json.dumps({"time": when, **result_as_json(result)}), file=out)
+            else:
+                answer = describe(request, result)
+                joined = f"\n{answer}" if "\n" in answer else f" {answer}"
+                print(f"{when} serial {result.serial}:{joined}", file=out)
+            out.flush()
     return 0  # never reached: a watch ends only when interrupted
