@@ -226,3 +226,12 @@ def test_bad_ip_builders_are_client_errors() -> None:
 
     with pytest.raises(ConfdClientError, match="not 'nope'"):
         requests.node_pip_by_instance_ip("nope")
+
+
+def test_a_reply_status_prints_as_its_name_and_compares_as_its_number() -> None:
+    from trioconfd import ReplyStatus
+
+    status = ReplyStatus.ERROR
+    assert (str(status), f"{status}", f"{status:d}") == ("ERROR", "ERROR", "1")
+    assert status == 1
+    assert json.dumps({"status": status}) == '{"status": 1}'  # the wire's number

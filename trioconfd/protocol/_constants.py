@@ -53,11 +53,18 @@ class RequestType(enum.IntEnum):
 
 
 class ReplyStatus(enum.IntEnum):
-    """The ``status`` field of a reply."""
+    """The ``status`` field of a reply; printed as its name (``OK``), compared as a number."""
 
     OK = 0
     ERROR = 1
     NOTIMPLEMENTED = 2
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        # A bare {status} reads as its name; a numeric spec ({status:d}) as its number.
+        return self.name if not spec else int.__format__(self, spec)
 
 
 class NodeRole(enum.IntEnum):
