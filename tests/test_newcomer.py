@@ -235,3 +235,22 @@ def test_a_reply_status_prints_as_its_name_and_compares_as_its_number() -> None:
     assert (str(status), f"{status}", f"{status:d}") == ("ERROR", "ERROR", "1")
     assert status == 1
     assert json.dumps({"status": status}) == '{"status": 1}'  # the wire's number
+
+
+def test_the_public_api_shows_no_private_names() -> None:
+    import inspect
+
+    import trioconfd
+
+    for name in trioconfd.__all__:
+        thing = getattr(trioconfd, name)
+        if not callable(thing):
+            continue
+        try:
+            parameters = inspect.signature(thing).parameters
+        except (TypeError, ValueError):  # some builtins and enums have none
+            continue
+        private = [parameter for parameter in parameters if parameter.startswith("_")]
+        assert not private, f"{name}{inspect.signature(thing)} shows {private}"
+        doc = inspect.getdoc(thing) or ""
+        assert ":mod:`._" not in doc, f"{name}'s docstring names a private module"

@@ -46,7 +46,7 @@ class ClientStats:
     #: queries never sent: the peers' windows stayed full until their deadline
     saturated: int = 0
     _discard_cache: tuple[int, tuple[int, ...]] | None = field(
-        default=None, repr=False, compare=False
+        default=None, init=False, repr=False, compare=False
     )
 
     @property
