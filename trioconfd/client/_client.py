@@ -60,7 +60,8 @@ class ConfdClient:
     """A confd client on one Trio UDP socket; make it with :func:`open_confd_client`.
 
     Queries and streams each own their request from first send to verdict;
-    the receive task only checks datagrams and routes them. Requests sent with :meth:`send_request` live until they expire.
+    the receive task only checks datagrams and routes them. Requests sent
+    with :meth:`send_request` live until they expire.
     """
 
     def __init__(
