@@ -64,10 +64,17 @@ async def test_the_fixtures_without_trio_mode_say_what_to_set(tmp_path: Path) ->
         "def test_sync(simulated_confd_cluster):\n"
         "    pass\n"
     )
-    code, output = await _pytest("test_no_trio_mode.py", cwd=tmp_path)
+    # -rN: no short summary, whose lines repeat the message on a wide terminal.
+    code, output = await _pytest("-rN", "test_no_trio_mode.py", cwd=tmp_path)
     assert code != 0
     assert "1 passed, 2 errors" in output
-    assert output.count("set trio_mode = true in your pytest configuration") == 2
+    advice = "set trio_mode = true in your pytest configuration"
+    sections = output.split("_ ERROR at setup of ")[1:]
+    assert sorted(section.split(" _", 1)[0] for section in sections) == [
+        "test_sync",
+        "test_unmarked",
+    ]
+    assert all(section.count(advice) == 1 for section in sections), output
     assert "AssertionError" not in output
     assert "Traceback" not in output
 
