@@ -205,3 +205,34 @@ async def test_the_cli_names_a_peer_that_does_not_resolve() -> None:
     )
     assert done.returncode == EXIT_USAGE
     assert "cannot resolve peer 'mc9.cluster.invalid'" in done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "peer", ["::1%1", "::1%lo", ("::1%1", 1814), "[::1%lo]:1814", "fe80::1%eth0"]
+)
+async def test_an_ipv6_zone_index_is_refused_at_open(peer: Any) -> None:
+    # Accepted, it would send to ::1 and discard the replies (from "::1",
+    # not "::1%1") as an unexpected peer, or fail every send.
+    with pytest.raises(ConfdClientError, match=r"has an IPv6 zone index \(%(1|lo|eth0)\)"):
+        async with open_confd_client(KEY, [peer]):
+            pass
+    with pytest.raises(ConfdClientError, match="zone index"):
+        async with open_confd_client(KEY, ["::1"], local_address=peer):
+            pass
+    async with open_confd_client(KEY, ["::1"]) as client:
+        with pytest.raises(ConfdClientError, match="zone index"):
+            client.update_peer_list([peer])
+        assert client.peers == (("::1", 1814),)
+
+
+async def test_the_cli_refuses_a_zone_index_in_one_line(tmp_path: Path) -> None:
+    key_file = write_key_file(tmp_path, KEY)
+    done = await run_cli("master", "--key-file", str(key_file), "--peer", "[::1%lo]:1814")
+    assert done.returncode == EXIT_USAGE
+    errors = done.stderr.decode().splitlines()
+    assert errors == [
+        "trioconfd: error: '::1%lo' has an IPv6 zone index (%lo), which "
+        "trioconfd does not support: give an address without '%' "
+        "(a global or loopback one)"
+    ], errors
+    assert done.stdout == b""

@@ -53,11 +53,21 @@ _HOST_NAME = re.compile(
 
 
 def _ip(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``host`` as an IP address (IPv4-mapped IPv6 as the IPv4 it maps), else None."""
+    """``host`` as an IP address (IPv4-mapped IPv6 as the IPv4 it maps), else None.
+
+    An IPv6 address with a zone index (``fe80::1%eth0``, ``::1%1``) is
+    refused: replies are matched to peers by address and port, and the
+    socket reports a sender's zone in its own way (or not at all).
+    """
     try:
         ip = ipaddress.ip_address(host)  # type: ignore[arg-type]
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        raise ConfdArgumentError(
+            f"{str(host)!r} has an IPv6 zone index (%{ip.scope_id}), which trioconfd "
+            "does not support: give an address without '%' (a global or loopback one)"
+        )
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         # ::ffff:a.b.c.d is an IPv4 peer. As IPv6, its replies would come back
         # from "::ffff:a.b.c.d" while ipaddress writes "::ffff:xxxx:xxxx",
