@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -19,10 +20,8 @@ import trio
 from .. import requests
 from ..client import ConfdClient, PeerSpec, open_confd_client
 from ..protocol import QueryResult
+from ._exits import EXIT_INTERRUPTED
 from ._histogram import LatencyHistogram
-
-#: The exit status after Ctrl-C, as a shell reports a SIGINT death.
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -139,14 +138,10 @@ async def concurrent(
             nursery.start_soon(worker)
 
 
-async def _stop_on_ctrl_c(
-    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        task_status.started()
-        async for _ in signals:
-            scope.cancel()
-            return
+async def _stop_on_ctrl_c(ctrl_c: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in ctrl_c:
+        scope.cancel()
+        return
 
 
 async def run_bench(
@@ -160,37 +155,40 @@ async def run_bench(
         )
         args.concurrency = args.requests
     phases: list[Phase] = []
-    interrupted = False
-    async with (
-        open_confd_client(key, peers, port=args.port, local_address=args.source) as client,
-        trio.open_nursery() as nursery,
-    ):
-        # Ctrl-C cancels this scope: the phase running stops where it is.
-        with trio.CancelScope() as run:
-            await nursery.start(_stop_on_ctrl_c, run)
-            for name, label, step in (
-                ("sequential", "sequential", sequential),
-                (f"{args.concurrency} in flight", "concurrent", concurrent),
-            ):
-                phase = Phase(name)
-                phases.append(phase)
-                progress = Progress(err, label, args.requests, args.progress_interval)
-                start = time.perf_counter()
-                try:
-                    await step(client, args, progress, phase)
-                finally:
-                    phase.elapsed = time.perf_counter() - start
-                    if run.cancel_called:
-                        phase.interrupted = True
-                        progress.interrupted()
-        interrupted = run.cancel_called
-        nursery.cancel_scope.cancel()
-    _print_figures(phases, args.json, out)
-    _explain_timeouts(phases, err)
-    if interrupted:
-        print("trioconfd bench: interrupted; the figures above are what ran", file=err)
-        return EXIT_INTERRUPTED
-    return 0 if all(phase.timeouts == 0 for phase in phases) else 3
+    # Ctrl-C is ours from here until the figures are printed: the first
+    # cancels the run, and one that comes after it is over (its receiver
+    # closing re-raises it) ends the command with the figures printed.
+    with trio.open_signal_receiver(signal.SIGINT) as ctrl_c:
+        async with (
+            open_confd_client(key, peers, port=args.port, local_address=args.source) as client,
+            trio.open_nursery() as nursery,
+        ):
+            # Ctrl-C cancels this scope: the phase running stops where it is.
+            with trio.CancelScope() as run:
+                nursery.start_soon(_stop_on_ctrl_c, ctrl_c, run)
+                for name, label, step in (
+                    ("sequential", "sequential", sequential),
+                    (f"{args.concurrency} in flight", "concurrent", concurrent),
+                ):
+                    phase = Phase(name)
+                    phases.append(phase)
+                    progress = Progress(err, label, args.requests, args.progress_interval)
+                    start = time.perf_counter()
+                    try:
+                        await step(client, args, progress, phase)
+                    finally:
+                        phase.elapsed = time.perf_counter() - start
+                        if run.cancel_called:
+                            phase.interrupted = True
+                            progress.interrupted()
+            interrupted = run.cancel_called
+            nursery.cancel_scope.cancel()
+        _print_figures(phases, args.json, out)
+        _explain_timeouts(phases, err)
+        if interrupted:
+            print("trioconfd bench: interrupted; the figures above are what ran", file=err)
+            return EXIT_INTERRUPTED
+        return 0 if all(phase.timeouts == 0 for phase in phases) else 3
 
 
 def _print_figures(phases: list[Phase], as_json: bool, out: TextIO) -> None:

@@ -9,3 +9,5 @@ EXIT_TIMEOUT = 3
 #: Standard output was closed before the command wrote to it (``| head``):
 #: the status of a process that SIGPIPE ends, as other command-line tools.
 EXIT_CLOSED_OUTPUT = 141
+#: The exit status after Ctrl-C, as a shell reports a SIGINT death.
+EXIT_INTERRUPTED = 130

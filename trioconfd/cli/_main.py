@@ -17,7 +17,14 @@ from ..protocol import (
 )
 from ._bench import run_bench
 from ._demo import run_demo
-from ._exits import EXIT_CLOSED_OUTPUT, EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
+from ._exits import (
+    EXIT_CLOSED_OUTPUT,
+    EXIT_ERROR_REPLY,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
 from ._parser import (
     QUERIES,
     UsageError,
@@ -34,6 +41,7 @@ from ._watch import run_watch
 __all__ = [
     "EXIT_CLOSED_OUTPUT",
     "EXIT_ERROR_REPLY",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
@@ -90,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, out.fileno())
         os.close(devnull)
         return EXIT_CLOSED_OUTPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # Ctrl-C as the output was flushed
     return code
 
 
@@ -119,4 +129,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ConfdError as exc:
         _fail(as_option_names(str(exc)), err)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:
+        # Ctrl-C seen by a task in a nursery comes out in a group: it is an
+        # interruption all the same, not a crash to show a traceback for.
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
+        return EXIT_INTERRUPTED
