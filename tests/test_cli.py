@@ -29,6 +29,7 @@ from trioconfd.cli._main import (
     UsageError,
     parse_peer,
 )
+from trioconfd.cli._render import one_line
 from trioconfd.testing import ConfdServer, free_udp_port, make_cluster_config, open_confd_server
 
 from .conftest import write_key_file
@@ -92,6 +93,92 @@ def peer_args(servers: Sequence[ConfdServer]) -> list[str]:
     for server in servers:
         args += ["--peer", f"{server.address[0]}:{server.address[1]}"]
     return args
+
+
+@pytest.mark.parametrize(
+    ("command", "line", "daemon_said"),
+    [
+        (["node-role", "nosuchnode"], "node 'nosuchnode'", "ECodeNoEnt"),
+        (["node-drbd", "nosuchnode"], "node 'nosuchnode'", "ECodeNoEnt"),
+        (["node-instances", "nosuchnode"], "node 'nosuchnode'", "ECodeNoEnt"),
+        (["instance-disks", "nosuch"], "instance 'nosuch'", "ECodeNoEnt"),
+        (["node-pip-by-instance-ip", "10.9.9.9"], "no instance has IP 10.9.9.9", "UNKNOWN_ENTRY"),
+        (
+            ["node-pip-by-instance-ip", "10.9.9.9", "--link", "br9"],
+            "no instance has IP 10.9.9.9 on link 'br9'",
+            "UNKNOWN_ENTRY",
+        ),
+        (["config", "/no/such/path"], "nothing at /no/such/path in the configuration", "ARGUMENT"),
+    ],
+)
+async def test_every_command_says_not_found_the_same_way_on_one_line(
+    servers: list[ConfdServer], key_file: Path, command: list[str], line: str, daemon_said: str
+) -> None:
+    args = [*command, *peer_args(servers), "--key-file", str(key_file)]
+    done = await run_cli(*args)
+    assert done.returncode == EXIT_ERROR_REPLY
+    assert done.stdout == b""
+    errors = done.stderr.decode().splitlines()
+    assert errors[0] == f"trioconfd: not found: {line}"
+    assert len(errors) == 2, errors
+    assert errors[1].startswith("serial 0, 2/2 replies"), errors
+    as_json = await run_cli(*args, "--json")
+    assert as_json.returncode == EXIT_ERROR_REPLY
+    error = json.loads(as_json.stdout)["error"]
+    assert error["not_found"] is (daemon_said != "ARGUMENT")  # a reply alone cannot tell
+    assert daemon_said in error["message"]  # the daemon's own words
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "Failure: prerequisites not met for this operation:\n"
+            "error type: ECodeInval, error details:\nBad name",
+            "Bad name (ECodeInval)",
+        ),
+        (
+            'OpPrereqError "Node name \\"x\\" not found" ECodeNoEnt',
+            'Node name "x" not found (ECodeNoEnt)',
+        ),
+        (
+            'Could not retrieve disks: OpPrereqError "Disk uuid 12 not found" ECodeNoEnt',
+            "Disk uuid 12 not found (ECodeNoEnt)",
+        ),
+        ("two\nlines  and   spaces", "two lines and spaces"),
+    ],
+)
+def test_the_daemons_error_texts_are_shown_on_one_line(text: str, line: str) -> None:
+    assert one_line(text) == line
+
+
+async def test_several_ips_not_found_each_say_so(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    done = await run_cli(
+        "node-pip-by-instance-ip", "10.9.9.9", "10.9.9.8",
+        *peer_args(servers), "--key-file", str(key_file),
+    )  # fmt: skip
+    assert done.returncode == EXIT_OK
+    assert done.stdout.decode().splitlines() == ["10.9.9.9 not found", "10.9.9.8 not found"]
+
+
+async def test_an_empty_list_says_nothing_matched(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    done = await run_cli(
+        "instance-ips", "--link", "nosuchlink", *peer_args(servers), "--key-file", str(key_file)
+    )
+    assert done.returncode == EXIT_OK  # the daemons answered: an empty list
+    assert done.stdout == b""  # not an empty line
+    assert done.stderr.decode().splitlines()[0] == (
+        "trioconfd: nothing matched: no instance has an IP on link 'nosuchlink' (or no such link)"
+    )
+    as_json = await run_cli(
+        "instance-ips", "--link", "nosuchlink", "--json",
+        *peer_args(servers), "--key-file", str(key_file),
+    )  # fmt: skip
+    assert json.loads(as_json.stdout)["answer"] == []
 
 
 @pytest.mark.parametrize(
@@ -197,8 +284,7 @@ async def test_error_reply_exit_code(servers: list[ConfdServer], key_file: Path)
         "node-role", "nosuchnode", *peer_args(servers), "--key-file", str(key_file)
     )
     assert done.returncode == EXIT_ERROR_REPLY
-    assert "answered with an error" in done.stderr.decode()
-    assert "nosuchnode not found" in done.stderr.decode()
+    assert "trioconfd: not found: node 'nosuchnode'" in done.stderr.decode()
     assert done.stdout == b""
 
 

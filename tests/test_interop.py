@@ -14,6 +14,7 @@ from trioconfd import (
     ErrorCode,
     MasterField,
     NodeRole,
+    Query,
     QueryKey,
     ReplyStatus,
     RequestType,
@@ -328,3 +329,28 @@ async def test_replies_up_to_the_largest_udp_payload(ganeti_cluster: Cluster) ->
             result = await client.query(RequestType.CONFIG_QUERY, "/cluster/tags", timeout=5)
             assert result.ok, client.stats
             assert result.answer == ["x" * (size - overhead)]
+
+
+async def test_the_daemon_saying_not_found_reads_as_not_found(ganeti_cluster: Cluster) -> None:
+    # Each way Ganeti 3.0 says a name or an address is unknown (a text with
+    # ECodeNoEnt, the UNKNOWN_ENTRY code) is one property; other answers are not.
+    unknown: list[tuple[RequestType, Query]] = [
+        (RequestType.NODE_ROLE_BYNAME, "nosuchnode"),
+        (RequestType.NODE_DRBD, "nosuchnode"),
+        (RequestType.NODE_INSTANCES, "nosuchnode"),
+        (RequestType.INSTANCE_DISKS, "nosuchinstance"),
+        (RequestType.NODE_PIP_BY_INSTANCE_IP, {QueryKey.IP: "203.0.113.9"}),
+    ]
+    known: list[tuple[RequestType, Query]] = [
+        (RequestType.NODE_ROLE_BYNAME, "node1.example.com"),
+        (RequestType.INSTANCE_DISKS, "instance1.example.com"),
+        (RequestType.CONFIG_QUERY, "/no/such/path"),  # ARGUMENT: a reply cannot tell
+        (RequestType.CLUSTER_MASTER, "a string"),  # a query of the wrong kind
+    ]
+    async with open_confd_client(CLUSTER_KEY, ganeti_cluster.peers) as client:
+        for request_type, query in unknown:
+            result = await client.query(request_type, query, coverage=-1, timeout=5)
+            assert result.not_found, (request_type.name, result.answer)
+        for request_type, query in known:
+            result = await client.query(request_type, query, coverage=-1, timeout=5)
+            assert not result.not_found, (request_type.name, result.answer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any, TextIO
 
 from ..client import (
@@ -12,6 +13,7 @@ from ..client import (
 from ..protocol import (
     ConfdReply,
     ConfdRequest,
+    ErrorCode,
     NodeRole,
     QueryKey,
     QueryResult,
@@ -47,7 +49,80 @@ def _per_ip(ip: str, row: Any) -> str:
         reply = ConfdReply(ReplyStatus(row[0]), row[1], row[2])
     except (TypeError, ValueError, IndexError, KeyError):
         return f"{ip} {json.dumps(row)}"
-    return f"{ip} {reply.answer if reply.ok else reply.error}"
+    if reply.ok:
+        return f"{ip} {reply.answer}"
+    return f"{ip} not found" if reply.not_found else f"{ip} {one_line(reply.error)}"
+
+
+#: Ganeti's ways of writing an error: a failed prerequisite, over three
+#: lines, and an OpPrereqError as Haskell shows it (after a prefix or not).
+_PREREQUISITES = re.compile(
+    r"Failure: prerequisites not met for this operation:\s*"
+    r"error type: (?P<kind>\w+), error details:\s*(?P<details>.*)",
+    re.DOTALL,
+)
+_OP_PREREQ_ERROR = re.compile(
+    r'(?:.*: )?OpPrereqError "(?P<details>(?:[^"\\]|\\.)*)" (?P<kind>\w+)'
+)
+
+
+def one_line(text: str | None) -> str:
+    """An error the daemon wrote, on one line: Ganeti's details, then its error type."""
+    text = text or ""
+    for form in (_PREREQUISITES, _OP_PREREQ_ERROR):
+        match = form.fullmatch(text.strip())
+        if match is not None:
+            details = match["details"]
+            if form is _OP_PREREQ_ERROR:
+                details = details.replace('\\"', '"').replace("\\\\", "\\")
+            text = f"{details} ({match['kind']})"
+            break
+    return " ".join(text.split())
+
+
+def _subject(request: ConfdRequest) -> str:
+    """What ``request`` asks about, as a "not found" line names it."""
+    kind, query = request.type, request.query
+    if kind in {RequestType.NODE_ROLE_BYNAME, RequestType.NODE_DRBD, RequestType.NODE_INSTANCES}:
+        return f"node {query!r}"
+    if kind is RequestType.INSTANCE_DISKS:
+        return f"instance {query!r}"
+    if kind is RequestType.CONFIG_QUERY:
+        return f"nothing at {query} in the configuration"
+    if kind is RequestType.NODE_PIP_BY_INSTANCE_IP and isinstance(query, dict):
+        link = query.get(QueryKey.LINK.value)
+        on_link = "" if link is None else f" on link {link!r}"
+        return f"no instance has IP {query.get(QueryKey.IP.value)}{on_link}"
+    if kind is RequestType.CLUSTER_MASTER:
+        return "the master node named in the configuration"
+    return f"{kind.name} {json.dumps(query)}"
+
+
+def not_found(request: ConfdRequest, result: QueryResult) -> bool:
+    """Whether ``result`` says that what ``request`` asks about is not in the configuration.
+
+    A reply's own word (:attr:`QueryResult.not_found`), or, for a pointer
+    (the request checked that it is a path), an ``ARGUMENT`` error: the
+    path leads nowhere.
+    """
+    if result.not_found:
+        return True
+    return (
+        request.type is RequestType.CONFIG_QUERY
+        and result.best is not None
+        and result.best.error_code is ErrorCode.ARGUMENT
+    )
+
+
+def _nothing_matched(request: ConfdRequest, result: QueryResult) -> str | None:
+    """What an empty list answer means for ``request``; None if the answer is not one."""
+    if result.answer != [] or result.status is not ReplyStatus.OK:
+        return None
+    if request.type is RequestType.INSTANCES_IPS_LIST:
+        link = request.query
+        where = "the default link" if link is None else f"link {link!r}"
+        return f"no instance has an IP on {where} (or no such link)"
+    return "the answer is an empty list"
 
 
 def error_as_json(result: QueryResult) -> dict[str, Any] | None:
@@ -59,6 +134,7 @@ def error_as_json(result: QueryResult) -> dict[str, Any] | None:
         "code": None if code is None else int(code),
         "name": None if code is None else code.name,
         "message": result.error,
+        "not_found": result.not_found,
     }
 
 
@@ -143,10 +219,21 @@ def report(
             print(summary, file=err)
             return code
     if code == EXIT_ERROR_REPLY:
-        print(f"trioconfd: the daemons answered with an error: {result.error}", file=err)
+        if not_found(request, result):
+            subject, details = _subject(request), one_line(result.error)
+            if isinstance(result.answer, str) and str(request.query) not in details:
+                subject += f" ({details})"  # something else it names is missing
+            print(f"trioconfd: not found: {subject}", file=err)
+        else:
+            error = one_line(result.error)
+            print(f"trioconfd: the daemons answered with an error: {error}", file=err)
         print(summary, file=err)
         return code
-    print(describe(request, result), file=out)
+    nothing = _nothing_matched(request, result)
+    if nothing is not None:
+        print(f"trioconfd: nothing matched: {nothing}", file=err)
+    else:
+        print(describe(request, result), file=out)
     if request.type is RequestType.PING:
         print(_explain_ping(result), file=err)
     print(summary, file=err)

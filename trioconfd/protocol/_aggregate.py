@@ -83,6 +83,12 @@ class QueryResult:
         return None if self.best is None else self.best.error
 
     @property
+    def not_found(self) -> bool:
+        """Whether the trusted reply says what was asked about is unknown (see
+        :attr:`ConfdReply.not_found`)."""
+        return self.best is not None and self.best.not_found
+
+    @property
     def received(self) -> int:
         return len(self.replies)
 

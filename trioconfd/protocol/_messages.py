@@ -121,6 +121,22 @@ class ConfdReply:
         return None
 
     @property
+    def not_found(self) -> bool:
+        """Whether this error reply says the name or address asked about is unknown.
+
+        The daemon says so with the ``UNKNOWN_ENTRY`` code (an instance IP)
+        or with Ganeti's ``ECodeNoEnt`` in its text (a node or an instance
+        name). A path a ``CONFIG_QUERY`` does not find is an ``ARGUMENT``
+        error, which a reply alone cannot tell from a query of the wrong kind.
+        """
+        if self.status is not ReplyStatus.ERROR:
+            return False
+        answer = self.answer
+        if isinstance(answer, str):
+            return "ECodeNoEnt" in answer
+        return self.error_code is ErrorCode.UNKNOWN_ENTRY
+
+    @property
     def error(self) -> str | None:
         """What an error reply says, in words; None for an OK reply.
 
