@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import AsyncExitStack
@@ -37,8 +33,7 @@ import trio
 import trioconfd
 from trioconfd.testing import make_cluster_config, open_ganeti_confd
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+SCRIPT = Path(__file__).resolve()
 KEY = b"admission benchmark key\n"
 DAEMON_CASES = [(1, 2_000), (256, 20_000), (2_000, 20_000), (10_000, 20_000)]
 SILENT_CASES = [(1_000, 1_000), (10_000, 10_000)]
@@ -132,31 +127,9 @@ def client_main(spec: dict[str, Any]) -> None:
     print(json.dumps(trio.run(main)))
 
 
-def _run_client(code: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--client", json.dumps(spec)],
-        env=env,
-        cwd=code,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def _silent_sockets(count: int) -> tuple[list[socket.socket], list[tuple[str, int]]]:
-    """Bound UDP sockets that never read: peers that say nothing."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    return sockets, [sock.getsockname() for sock in sockets]
-
-
 async def _measure(args: argparse.Namespace, before: Path) -> dict[str, Any]:
+    from ._revisions import ROOT, run_child, silent_sockets
+
     codes = {"after": ROOT, "before": before}
     results: dict[str, Any] = {"before": args.before, "cases": []}
     config = make_cluster_config(nodes=3)
@@ -181,7 +154,7 @@ async def _measure(args: argparse.Namespace, before: Path) -> dict[str, Any]:
                             "total": total,
                             "timeout": 10,
                         }
-                        figures = _run_client(codes[name], spec)
+                        figures = run_child(SCRIPT, codes[name], spec)
                         row = {
                             "case": f"3 daemons, {in_flight:,} in flight",
                             "code": name,
@@ -191,12 +164,12 @@ async def _measure(args: argparse.Namespace, before: Path) -> dict[str, Any]:
                         print(json.dumps(row), flush=True)
     if args.no_silent:
         return results
-    sockets, silent = _silent_sockets(3)
+    sockets, silent = silent_sockets(3)
     try:
         for in_flight, total in SILENT_CASES:
             for name in ("before", "after"):
                 spec = {"peers": silent, "in_flight": in_flight, "total": total, "timeout": 6}
-                figures = _run_client(codes[name], spec)
+                figures = run_child(SCRIPT, codes[name], spec)
                 row = {"case": f"3 silent peers, {total:,} at once", "code": name, **figures}
                 results["cases"].append(row)
                 print(json.dumps(row), flush=True)
@@ -242,22 +215,12 @@ def main(argv: list[str] | None = None) -> None:
         client_main(json.loads(args.client))
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        worktree = Path(tmp, "before")
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(worktree), args.before],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        try:
-            started = time.monotonic()
-            results = trio.run(_measure, args, worktree)
-            results["seconds"] = time.monotonic() - started
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False
-            )
+    from ._revisions import checked_out
+
+    with checked_out(args.before) as before:
+        started = time.monotonic()
+        results = trio.run(_measure, args, before)
+        results["seconds"] = time.monotonic() - started
     _report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

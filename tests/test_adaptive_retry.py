@@ -25,6 +25,7 @@ from trioconfd import (
     Upcall,
     open_confd_client,
 )
+from trioconfd.client._gather import RequestInFlight
 from trioconfd.testing import Faults, make_cluster_config, open_confd_server, open_simulated_cluster
 from trioconfd.testing._simnet import SimulatedSocket
 
@@ -384,3 +385,44 @@ async def test_every_reply_accepted_before_the_verdict_is_in_it(
     assert result.quorum_reached
     assert not result.timed_out
     assert result.verdict.startswith("quorum reached: 4 of 7")
+
+
+@pytest.mark.parametrize("policy", [RetryPolicy(), ADAPTIVE])
+async def test_a_query_to_silent_peers_wakes_only_to_send(
+    policy: RetryPolicy, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Peers 0.25-0.3 s away, then silent. Each wake of a query after its
+    # first fan-out must have a datagram to send (or be its deadline): when
+    # adaptive, its first retransmission is planned at the start from the
+    # peers' estimates, not found at 0.1 s to be early.
+    slow = Faults(delay=1.0, delay_range=(0.25, 0.3))
+    sends: list[tuple[float, bool]] = []  # (when, whether the wake sent anything)
+    send_due = RequestInFlight.send_due
+
+    async def recorded(in_flight: RequestInFlight) -> None:
+        before = in_flight._router.stats.retransmitted + in_flight._router.stats.hedged
+        first = in_flight._first_send is not None
+        await send_due(in_flight)
+        if not first:
+            now = in_flight._router.stats.retransmitted + in_flight._router.stats.hedged
+            sends.append((trio.current_time(), now > before))
+
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY, to_client=slow) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=policy) as client,
+    ):
+        for _ in range(10):
+            assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        for index in range(3):
+            cluster.crash(index)
+        monkeypatch.setattr(RequestInFlight, "send_due", recorded)
+        started = trio.current_time()
+        result = await client.query(RequestType.PING, coverage=-1, timeout=3)
+    assert result.timed_out
+    assert sends, "no wake before the deadline"
+    assert all(sent for _, sent in sends), sends  # no wake for nothing
+    first_wake = sends[0][0] - started
+    if policy.adaptive:
+        assert first_wake >= 0.25  # the peers' timeout, known at the start
+    else:
+        assert first_wake == pytest.approx(policy.initial)
