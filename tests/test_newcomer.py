@@ -92,9 +92,7 @@ async def test_the_cli_names_the_error_code(server: ConfdServer, key_file: Path)
     done = await run_cli("config", "/nosuch", *args)
     assert done.returncode == EXIT_ERROR_REPLY
     # A path that leads nowhere is an ARGUMENT error on the wire; said as such.
-    assert "trioconfd: not found: nothing at /nosuch in the configuration" in (
-        done.stderr.decode()
-    )
+    assert "trioconfd: not found: nothing at /nosuch in the configuration" in (done.stderr.decode())
     done = await run_cli("config", "/nosuch", *args, "--json")
     assert done.returncode == EXIT_ERROR_REPLY
     error = json.loads(done.stdout)["error"]
