@@ -14,7 +14,7 @@ import pytest
 
 import trioconfd
 from trioconfd import requests
-from trioconfd.testing import ConfdCluster, SimulatedCluster, make_cluster_config
+from trioconfd.testing import ConfdCluster, SimulatedCluster, fail_over, make_cluster_config
 
 
 async def find_master(key: bytes, peers: list[tuple[str, int]]) -> tuple[str, int]:
@@ -41,8 +41,7 @@ async def test_finds_the_master(confd_cluster: ConfdCluster) -> None:
 
 
 async def test_a_quorum_always_sees_the_newest_config(confd_cluster: ConfdCluster) -> None:
-    newer = make_cluster_config(nodes=4, serial=11)
-    newer["cluster"]["master_node"] = list(newer["nodes"])[1]
+    newer = fail_over(make_cluster_config(nodes=4, serial=10), 2)  # node2, serial 11
     confd_cluster.set_config(newer, servers=[0, 1])  # the third server lags behind
     assert await find_master(confd_cluster.key, confd_cluster.peers) == (
         "node2.example.com",

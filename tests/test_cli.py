@@ -432,8 +432,7 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
         peer = ["--peer", f"127.0.0.1:{port}", "--key-file", str(key_file)]
         done = await run_cli("master", *peer)
         assert done.stdout.decode().strip() == "node1.example.com"
-        newer = make_cluster_config(nodes=4, master_candidates=3, instances=4, serial=13)
-        newer["cluster"]["master_node"] = list(newer["nodes"])[2]
+        newer = make_cluster_config(nodes=4, master_candidates=3, instances=4, serial=13, master=3)
         config_path.with_suffix(".new").write_text(json.dumps(newer))
         config_path.with_suffix(".new").replace(config_path)
         assert "serial 13" in await lines.next()
@@ -517,8 +516,7 @@ async def test_watch_prints_the_answer_then_each_change_until_ctrl_c(
         lines = LineReader(process.stdout)
         first = await lines.next()
         assert first.endswith(" serial 12: node1.example.com"), first
-        newer = make_cluster_config(nodes=4, master_candidates=3, instances=4, serial=13)
-        newer["cluster"]["master_node"] = list(newer["nodes"])[2]
+        newer = make_cluster_config(nodes=4, master_candidates=3, instances=4, serial=13, master=3)
         for server in servers:
             server.set_config(newer)
         second = await lines.next()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 import pytest
 
 from trioconfd import ConfdClientError, NodeRole, RequestType, open_confd_client, requests
-from trioconfd.testing import ConfigAnswers, Faults, make_cluster_config, open_fault_proxy
+from trioconfd.testing import (
+    ConfigAnswers,
+    Faults,
+    fail_over,
+    make_cluster_config,
+    open_fault_proxy,
+)
 
 from .conftest import Cluster
 
@@ -49,6 +57,51 @@ def test_serials_and_determinism() -> None:
     assert config != make_cluster_config(serial=9, node_serial=4, instance_serial=6, seed=4)
 
 
+def test_the_master_is_the_node_chosen() -> None:
+    config = make_cluster_config(nodes=5, master_candidates=3, master=3)
+    assert roles(config) == [
+        NodeRole.CANDIDATE,
+        NodeRole.CANDIDATE,
+        NodeRole.MASTER,
+        NodeRole.REGULAR,
+        NodeRole.REGULAR,
+    ]
+    assert ConfigAnswers(config).answer(requests.cluster_master()).answer == "node3.example.com"
+
+
+def test_fail_over_moves_the_master_and_raises_the_serial() -> None:
+    config = make_cluster_config(nodes=4, master_candidates=3, serial=7)
+    before = copy.deepcopy(config)
+    by_number = fail_over(config, 2)
+    assert config == before  # a new configuration; the old one is unchanged
+    assert roles(by_number)[:2] == [NodeRole.CANDIDATE, NodeRole.MASTER]
+    assert by_number["serial_no"] == by_number["cluster"]["serial_no"] == 8
+    by_name = fail_over(by_number, "node3.example.com", serial=20)
+    assert roles(by_name)[:3] == [NodeRole.CANDIDATE, NodeRole.CANDIDATE, NodeRole.MASTER]
+    assert ConfigAnswers(by_name).answer(requests.cluster_master()).serial == 20
+    assert fail_over(config, 2) == by_number  # the same arguments, the same result
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (9, "no node 9 in the configuration"),
+        ("node9.example.com", "no node 'node9.example.com'"),
+        (4, "node4.example.com cannot become the master: it is not an online master candidate"),
+        (2.0, "node must be a node's number or name"),
+        (True, "node must be a node's number or name"),
+    ],
+)
+def test_fail_over_refuses_a_node_that_cannot_be_master(node: Any, message: str) -> None:
+    config = make_cluster_config(nodes=4, master_candidates=3)
+    with pytest.raises(ConfdClientError, match=re.escape(message)):
+        fail_over(config, node)
+    with pytest.raises(ConfdClientError, match="serial must be"):
+        fail_over(config, 2, serial=-1)
+    with pytest.raises(ConfdClientError, match="not a Ganeti configuration"):
+        fail_over({"nodes": []}, 2)
+
+
 def test_drbd_minors_are_unique_per_node() -> None:
     config = make_cluster_config(nodes=3, instances=12)
     seen: set[tuple[str, int]] = set()
@@ -74,6 +127,10 @@ def test_single_node_or_no_drbd_gives_plain_disks() -> None:
         ({"links": "br0"}, "links must be"),
         ({"links": []}, "links must be"),
         ({"serial": -1}, "serial must be"),
+        ({"master": 0}, "master must be an integer from 1 to 3"),
+        ({"master": 4}, "master must be an integer from 1 to 3"),
+        ({"master": True}, "master must be an integer"),
+        ({"nodes": 4, "master_candidates": 2, "master": 3}, "node3 is not one of the first 2"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
@@ -87,6 +144,7 @@ def test_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
     [
         {"nodes": 1, "instances": 0},
         {"nodes": 2, "instances": 1, "drbd": False, "serial": 5},
+        {"nodes": 3, "instances": 2, "master": 3},
         {
             "nodes": 40,
             "master_candidates": 10,
@@ -105,7 +163,8 @@ async def test_the_real_daemon_loads_what_it_makes(
     daemon = await ganeti_cluster.start(config, b"generator key", "generated")
     async with open_confd_client(b"generator key", [daemon.address]) as client:
         result = await client.query(RequestType.CLUSTER_MASTER, timeout=5)
-        assert (result.answer, result.serial) == ("node1.example.com", config["serial_no"])
+        master = f"node{kwargs.get('master', 1)}.example.com"
+        assert (result.answer, result.serial) == (master, config["serial_no"])
         result = await client.query(requests.node_pip_list(), timeout=5)
         assert len(result.answer) == kwargs["nodes"]
 

@@ -48,8 +48,7 @@ async def test_watch_master_reacts_to_a_change(key_file: Path) -> None:
         assert process.stdout is not None
         lines = LineReader(process.stdout)
         assert await lines.next() == "master is node1.example.com (serial 1)"
-        newer = make_cluster_config(nodes=3, serial=2)
-        newer["cluster"]["master_node"] = list(newer["nodes"])[1]
+        newer = make_cluster_config(nodes=3, serial=2, master=2)
         one.set_config(newer)
         two.set_config(newer)
         assert await lines.next() == (

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import io
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -118,3 +121,86 @@ def test_the_docs_landing_page_quick_start_runs_as_written() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == expected + "\n"
+
+
+# -- the signatures README writes ------------------------------------------------
+
+_SIGNATURE_LINE = re.compile(
+    r"^``(?:await |async for \w+ in )?(?P<owner>client\.|trioconfd\.)?(?P<name>[a-z_]+)"
+    r"\((?P<params>[^`]*)\)(?: -> [\w\[\], ]+)?``$",
+    re.MULTILINE,
+)
+
+
+def _written_signatures() -> list[tuple[str, str, Callable[..., object]]]:
+    """Each ``name(params)`` README writes alone on a line, for a public callable:
+    a function of trioconfd or trioconfd.testing, or a ``client.`` method."""
+    import trioconfd
+    import trioconfd.testing
+
+    found = []
+    for match in _SIGNATURE_LINE.finditer(README.read_text()):
+        name, owner = match["name"], match["owner"]
+        if owner == "client.":
+            function = getattr(trioconfd.ConfdClient, name)
+        else:
+            function = getattr(trioconfd, name, None) or getattr(trioconfd.testing, name, None)
+            if function is None:
+                continue
+        found.append((f"{owner or ''}{name}", match["params"], function))
+    return found
+
+
+def _default_matches(written: ast.expr, actual: object) -> bool:
+    if isinstance(written, ast.Call) and any(
+        isinstance(arg, ast.Constant) and arg.value is Ellipsis for arg in written.args
+    ):
+        # Faults(...): an instance of that class, its fields not written out.
+        return type(actual).__name__ == ast.unparse(written.func)
+    if isinstance(written, ast.Name):
+        return getattr(actual, "__name__", None) == written.id
+    try:
+        value = ast.literal_eval(written)
+    except ValueError:
+        return False
+    return bool(value == actual) and type(value) is type(actual)
+
+
+def test_readme_writes_the_signatures_the_code_has() -> None:
+    signatures = _written_signatures()
+    names = {name for name, _, _ in signatures}
+    assert {"open_confd_client", "client.query", "trioconfd.query", "make_cluster_config"} <= names
+    for name, params, function in signatures:
+        actual = dict(inspect.signature(function).parameters)
+        actual.pop("self", None)
+        complete = not params.rstrip().endswith("...")
+        written = params.rstrip().removesuffix("...").rstrip().rstrip(",")
+        tree = ast.parse(f"def f({written}): pass").body[0]
+        assert isinstance(tree, ast.FunctionDef)
+        arguments = tree.args
+        positional = [*arguments.posonlyargs, *arguments.args]
+        kinds = [(argument, False) for argument in positional]
+        kinds += [(argument, True) for argument in arguments.kwonlyargs]
+        defaults: dict[str, ast.expr] = dict(
+            zip([a.arg for a in positional][len(positional) - len(arguments.defaults) :],
+                arguments.defaults, strict=True)
+        )  # fmt: skip
+        defaults.update(
+            (a.arg, d)
+            for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+            if d is not None
+        )
+        for argument, keyword_only in kinds:
+            where = f"README's {name}({params}): {argument.arg}"
+            assert argument.arg in actual, f"{where} is not a parameter"
+            parameter = actual[argument.arg]
+            assert (parameter.kind is inspect.Parameter.KEYWORD_ONLY) is keyword_only, where
+            if argument.arg in defaults:
+                assert _default_matches(defaults[argument.arg], parameter.default), (
+                    f"{where}: the default is {parameter.default!r}"
+                )
+            else:
+                assert parameter.default is inspect.Parameter.empty, f"{where} has a default"
+        if complete:
+            missing = set(actual) - {argument.arg for argument, _ in kinds}
+            assert not missing, f"README's {name}(...) leaves out {sorted(missing)}"

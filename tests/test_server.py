@@ -42,8 +42,7 @@ async def test_client_queries_the_server_and_sees_a_live_swap(tmp_path: Path) ->
     ):
         result = await client.query(requests.cluster_master())
         assert (result.answer, result.serial, result.received) == ("node1.example.com", 5, 2)
-        newer = make_cluster_config(nodes=3, instances=2, serial=6)
-        newer["cluster"]["master_node"] = list(newer["nodes"])[2]
+        newer = make_cluster_config(nodes=3, instances=2, serial=6, master=3)
         one.set_config(newer)
         two.set_config(newer)
         result = await client.query(requests.cluster_master())

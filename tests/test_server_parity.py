@@ -15,7 +15,13 @@ import pytest
 import trio
 
 from trioconfd import MAGIC, HmacKey, unpack_reply
-from trioconfd.testing import ConfdServer, GanetiConfd, make_cluster_config, open_confd_server
+from trioconfd.testing import (
+    ConfdServer,
+    GanetiConfd,
+    fail_over,
+    make_cluster_config,
+    open_confd_server,
+)
 
 from .conftest import Cluster, interop_config
 
@@ -208,8 +214,7 @@ async def test_live_config_swap_matches_the_daemon_reload(ganeti_cluster: Cluste
     config = interop_config()
     daemon = await ganeti_cluster.start(config, KEY, "parity")
     async with open_confd_server(config, KEY) as server:
-        newer = interop_config(serial=150)
-        newer["cluster"]["master_node"] = list(newer["nodes"])[1]
+        newer = fail_over(interop_config(serial=150), 2, serial=150)
         daemon.write_config(newer)
         server.set_config(newer)
         await daemon.wait_for_serial(KEY, 150)

@@ -25,9 +25,7 @@ KEY = b"watch key\n"
 
 def failed_over(serial: int) -> dict[str, Any]:
     """The cluster after a failover: node2 is the master, at ``serial``."""
-    config = make_cluster_config(nodes=3, serial=serial)
-    config["cluster"]["master_node"] = list(config["nodes"])[1]
-    return config
+    return make_cluster_config(nodes=3, serial=serial, master=2)
 
 
 @asynccontextmanager

@@ -85,7 +85,8 @@ async def open_confd_client(
     :class:`AdmissionPolicy()`, a window that adapts to what the peer
     answers; ``AdmissionPolicy.off()``: no bound); queries past it wait in the
     client, their deadlines running. At most ``max_outstanding`` requests,
-    sent or waiting, are held at once. Discarded datagrams are
+    sent or waiting, are held at once. ``rng`` draws each request's sample
+    of peers (a seeded :class:`random.Random` repeats them). Discarded datagrams are
     counted in ``client.stats`` and logged at debug level, at most one line
     per reason every ``log_interval`` seconds (0: every one).
     ``local_address`` (an IP of the peers' family, optionally with a port)

@@ -6,7 +6,8 @@
   duplicates, reorders or corrupts datagrams, seeded for repeatable runs.
 - :func:`open_simulated_cluster` runs confd peers on a simulated network behind
   ``trio.socket``, with crashes, partitions and faults, in simulated time.
-- :func:`make_cluster_config` builds valid Ganeti 3.0 configurations.
+- :func:`make_cluster_config` builds valid Ganeti 3.0 configurations, and
+  :func:`fail_over` moves one's master to another node.
 - :func:`open_ganeti_confd` runs Ganeti's real daemon unprivileged on loopback.
 - :mod:`trioconfd.testing.strategies` has Hypothesis strategies (it needs
   ``hypothesis``, which this package does not import otherwise).
@@ -20,7 +21,7 @@ from typing import Any
 from ._answers import ConfigAnswers
 from ._capacity import Capacity, ServiceStats
 from ._cluster import ConfdCluster, open_confd_cluster
-from ._config import make_cluster_config
+from ._config import fail_over, make_cluster_config
 from ._faults import DirectionStats, Faults
 from ._ganeti import (
     DEBIAN_GANETI_CONFD,
@@ -51,6 +52,7 @@ __all__ = [
     "SimulatedCluster",
     "SimulatedNetwork",
     "SimulatedSocket",
+    "fail_over",
     "find_ganeti_confd",
     "free_udp_port",
     "load_config",

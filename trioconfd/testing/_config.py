@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..protocol import ConfdArgumentError
@@ -126,6 +127,7 @@ def _check_count(value: int, name: str, low: int, high: int) -> None:
 def make_cluster_config(
     *,
     nodes: int = 3,
+    master: int = 1,
     master_candidates: int | None = None,
     offline: int = 0,
     drained: int = 0,
@@ -141,10 +143,10 @@ def make_cluster_config(
 ) -> dict[str, Any]:
     """A valid Ganeti 3.0 configuration (the parsed ``config.data``).
 
-    Nodes are ``node1.<domain>`` … with primary IPs from 192.0.2.0/24;
-    ``node1`` is the master, the next ``master_candidates - 1`` nodes are
-    candidates (default: every node), and the last ``offline`` then ``drained``
-    of the rest are offline or drained. Instance ``i`` (``instance1.<domain>``
+    Nodes are ``node1.<domain>`` … with primary IPs from 192.0.2.0/24; the
+    first ``master_candidates`` are master candidates (default: every node),
+    node number ``master`` among them is the master, and the last ``offline``
+    then ``drained`` of the rest are offline or drained. Instance ``i`` (``instance1.<domain>``
     …) runs on node ``i mod nodes`` with one NIC whose IP (from 198.18.0.0/15)
     is on ``links[i mod len(links)]``, and one disk: DRBD mirrored to the next
     node when ``drbd`` and there are two nodes or more, else plain LVM.
@@ -155,6 +157,12 @@ def make_cluster_config(
     _check_count(nodes, "nodes", 1, 250)
     candidates = nodes if master_candidates is None else master_candidates
     _check_count(candidates, "master_candidates", 1, nodes)
+    if isinstance(master, int) and not isinstance(master, bool) and candidates < master <= nodes:
+        raise ConfdArgumentError(
+            f"master must be a master candidate: node{master} is not one of the first "
+            f"{candidates} (master_candidates={candidates})"
+        )
+    _check_count(master, "master", 1, nodes)
     _check_count(offline, "offline", 0, nodes - candidates)
     _check_count(drained, "drained", 0, nodes - candidates - offline)
     _check_count(instances, "instances", 0, 100000)
@@ -265,7 +273,9 @@ def make_cluster_config(
         }
 
     return {
-        "cluster": _cluster_section(cluster_name, node_list[0]["uuid"], serial, links, new_uuid()),
+        "cluster": _cluster_section(
+            cluster_name, node_list[master - 1]["uuid"], serial, links, new_uuid()
+        ),
         "ctime": _CTIME,
         "disks": disks,
         "filters": {},
@@ -290,6 +300,44 @@ def make_cluster_config(
         "serial_no": serial,
         "version": 3000000,
     }
+
+
+def fail_over(
+    config: Mapping[str, Any], node: int | str, *, serial: int | None = None
+) -> dict[str, Any]:
+    """``config`` after a master failover to ``node``: a new configuration.
+
+    ``node`` is a node's number (``2`` for ``node2``, as
+    :func:`make_cluster_config` names them) or its name. It must be an
+    online master candidate, as Ganeti requires. The configuration's serial
+    becomes ``serial`` (default: one more than before); ``config`` is left
+    as it was.
+    """
+    failed_over = copy.deepcopy(dict(config))
+    nodes = failed_over.get("nodes")
+    if not isinstance(nodes, dict) or not isinstance(failed_over.get("cluster"), dict):
+        raise ConfdArgumentError("config is not a Ganeti configuration (no nodes or cluster)")
+    by_name = {str(entry.get("name")): node_uuid for node_uuid, entry in nodes.items()}
+    if isinstance(node, int) and not isinstance(node, bool):
+        name = next((n for n in by_name if n.split(".", 1)[0] == f"node{node}"), None)
+    elif isinstance(node, str):
+        name = node if node in by_name else None
+    else:
+        raise ConfdArgumentError(f"node must be a node's number or name, not {node!r}")
+    if name is None:
+        raise ConfdArgumentError(f"no node {node!r} in the configuration")
+    entry = nodes[by_name[name]]
+    if not entry.get("master_candidate") or entry.get("offline") or entry.get("drained"):
+        raise ConfdArgumentError(
+            f"{name} cannot become the master: it is not an online master candidate"
+        )
+    old = failed_over.get("serial_no")
+    new = (old + 1 if isinstance(old, int) else 1) if serial is None else serial
+    _check_count(new, "serial", 0, 2**53)
+    failed_over["cluster"]["master_node"] = by_name[name]
+    failed_over["cluster"]["serial_no"] = new
+    failed_over["serial_no"] = new
+    return failed_over
 
 
 def _plain_disk(disk_uuid: str, nodes: list[str], volume: str, size: int) -> dict[str, Any]:
