@@ -7,20 +7,28 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 
 from trioconfd import (
     ConfdReply,
     ReplyStatus,
     RequestType,
+    RetryPolicy,
     open_confd_client,
 )
+from trioconfd.cli._exits import EXIT_TIMEOUT
+from trioconfd.client import format_address
 from trioconfd.protocol import pack_reply, unpack_request
+from trioconfd.testing import Faults, make_cluster_config, open_simulated_cluster
 
+from .conftest import write_key_file
 from .responders import run_responders, silent
-from .test_cli import run_cli_without_a_network
+from .test_cli import run_cli, run_cli_without_a_network
 from .test_client_shape import RecordingFactory, RecordingSocket, installed
 
 KEY = b"diagnosis key\n"
@@ -83,8 +91,9 @@ async def test_bad_signatures_point_at_the_key() -> None:
         open_confd_client(KEY, [peer]) as client,
     ):
         result = await client.query(RequestType.PING, timeout=0.3)
-    (cause,) = result.diagnosis
+    cause, which = result.diagnosis
     assert cause.endswith("replies had a bad signature: the peers sign with another key than ours")
+    assert which == f"no reply accepted from {peer[0]}:{peer[1]}"
     assert int(cause.split()[0]) >= 1  # the first send and each retransmission
     assert ("bad_signature", int(cause.split()[0])) in result.discards
 
@@ -95,8 +104,9 @@ async def test_replies_from_unasked_addresses_point_at_a_multihomed_peer() -> No
         open_confd_client(KEY, [peer]) as client,
     ):
         result = await client.query(RequestType.PING, timeout=0.3)
-    (cause,) = result.diagnosis
+    cause, which = result.diagnosis
     assert "authentic replies came from addresses not asked: a peer may be multihomed" in cause
+    assert which == f"no reply accepted from {peer[0]}:{peer[1]}"
     assert dict(result.discards)["unexpected_peer"] >= 1
 
 
@@ -148,3 +158,136 @@ async def test_the_cli_names_send_failures_in_a_namespace_without_a_network() ->
         in stderr
     )
     assert "wrong key" not in stderr
+
+
+# -- the cause named, where the client can know it ------------------------------
+
+
+def _closed_port(host: str = "127.0.0.1") -> tuple[str, int]:
+    """A loopback port where nothing listens (bound, then closed)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return (host, sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_a_port_where_nothing_listens_is_named(host: str) -> None:
+    closed = [_closed_port(host), _closed_port(host)]
+    async with run_responders(1, KEY, silent, host=host) as responders:
+        quiet = responders[0].address
+        async with open_confd_client(KEY, [*closed, quiet]) as client:
+            result = await client.query(RequestType.PING, coverage=-1, timeout=0.3)
+            assert client.stats.send_errors == 0  # another's ICMP error fails no send
+    assert result.timed_out
+    assert set(result.unreachable) == {(peer, "port unreachable") for peer in closed}
+    assert result.silent == (*closed, quiet) or set(result.silent) == {*closed, quiet}
+    named = ", ".join(f"{format_address(peer)}" for peer, _ in result.unreachable)
+    assert result.diagnosis == (
+        f"nothing listens on {named} (port unreachable)",
+        f"no reply accepted from {format_address(quiet)}",
+    )
+
+
+async def test_an_unreachable_peer_fails_no_send_to_the_others() -> None:
+    # Linux fails the next call on a socket with an ICMP error it was sent,
+    # and does not send: each such send is made again once the error is read.
+    async with run_responders(2, KEY) as responders:
+        peers = [_closed_port(), *(responder.address for responder in responders)]
+        async with open_confd_client(KEY, peers) as client:
+            for _ in range(50):
+                result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+                assert result.received == 2, result.verdict
+            assert client.stats.send_errors == 0
+            assert set(client._router.unreachable) == {peers[0]}  # the errors did come
+
+
+async def test_the_network_errors_leave_the_receive_tasks_idle() -> None:
+    # An ICMP error that a send (to another peer) met and that was left in
+    # the queue keeps the socket signalling an error: its readers would
+    # wake for nothing, thousands of batches a second, at full CPU.
+    class Batches(trio.abc.Instrument):
+        count = 0
+
+        def after_io_wait(self, timeout: float) -> None:
+            self.count += 1
+
+    async with run_responders(1, KEY, silent) as responders:
+        peers = [_closed_port(), responders[0].address]
+        async with open_confd_client(KEY, peers) as client:
+            batches = Batches()
+            trio.lowlevel.add_instrument(batches)
+            # Each query sends to both, in the sample's order: the closed
+            # port first, in about half of them.
+            results = [
+                await client.query(RequestType.PING, coverage=-1, timeout=0.05) for _ in range(10)
+            ]
+            trio.lowlevel.remove_instrument(batches)
+    assert batches.count < 100, batches.count  # a few waits a query, not a spin
+    assert all([peer for peer, _ in result.unreachable] == peers[:1] for result in results)
+
+
+async def test_a_timeout_shorter_than_any_reply_is_named() -> None:
+    async with (
+        run_responders(1, KEY) as responders,
+        open_confd_client(KEY, [responders[0].address]) as client,
+    ):
+        result = await client.query(RequestType.PING, timeout=0.00001)
+    assert result.timed_out
+    assert result.diagnosis[0] == (
+        "the timeout, 1e-05 s, is shorter than a reply takes (a round trip to a daemon "
+        "takes 0.1 ms or more, even on loopback): give a longer one"
+    )
+
+
+async def test_a_timeout_shorter_than_the_measured_round_trip_is_named(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    slow = Faults(delay=1.0, delay_range=(0.2, 0.2))
+    async with (
+        open_simulated_cluster([make_cluster_config()] * 3, KEY, to_client=slow) as cluster,
+        open_confd_client(
+            KEY, cluster.peers, port=cluster.port, retry=RetryPolicy(adaptive=True)
+        ) as client,
+    ):
+        for _ in range(5):
+            assert (await client.query(RequestType.PING, coverage=-1, timeout=5)).ok
+        estimates = [e.srtt for e in client._router.rtt.values() if e.srtt is not None]
+        result = await client.query(RequestType.PING, coverage=-1, timeout=0.1)
+    assert result.timed_out
+    assert result.round_trip == min(estimates)
+    assert result.round_trip > 0.1  # learned from replies 0.2 s away
+    assert result.diagnosis[0] == (
+        f"the timeout, 0.1 s, is shorter than the peers' round trip as measured, "
+        f"{result.round_trip * 1000:.3g} ms: give a longer one"
+    )
+
+
+async def test_silence_names_the_silent_peers_and_a_key_without_its_newline() -> None:
+    async with run_responders(2, KEY, silent) as responders:
+        peers = [responder.address for responder in responders]
+        async with open_confd_client(KEY.rstrip(b"\n"), peers) as client:
+            result = await client.query(RequestType.PING, coverage=-1, timeout=0.2)
+    assert set(result.silent) == set(peers)
+    (cause,) = result.diagnosis
+    listed = ", ".join(format_address(peer) for peer in result.silent)
+    assert cause.startswith(f"none of the 2 peers asked sent anything back ({listed}); ")
+    assert "a wrong key (ours has no trailing newline" in cause
+
+
+async def test_the_cli_names_the_ports_where_nothing_listens(tmp_path: Path) -> None:
+    first, second = _closed_port(), _closed_port()
+    key_file = write_key_file(tmp_path, KEY)
+    done = await run_cli(
+        "master", f"--peer=127.0.0.1:{first[1]}", f"--peer=127.0.0.1:{second[1]}",
+        "--key-file", str(key_file), "--timeout", "1",
+    )  # fmt: skip
+    assert done.returncode == EXIT_TIMEOUT
+    assert done.stdout == b""
+    ports = sorted([first[1], second[1]])
+    lines = done.stderr.decode().splitlines()
+    assert lines[0] == "trioconfd: no quorum: 0/2 replies in time, 2 needed"
+    assert lines[1] in {
+        f"  nothing listens on 127.0.0.1:{a}, 127.0.0.1:{b} (port unreachable)"
+        for a, b in (ports, ports[::-1])
+    }

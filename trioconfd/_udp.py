@@ -1,12 +1,15 @@
 """What the client and the in-process servers share of a Trio UDP socket: a large
-receive buffer, the errors that mean a peer is unreachable, and a receive that
-reads on past them."""
+receive buffer, the errors that mean a peer is unreachable, a receive that
+reads on past them, and (on Linux) which peer each of those errors was about."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
+import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -69,3 +72,69 @@ def ask_for_a_large_receive_buffer(sock: Any) -> None:
     """
     with contextlib.suppress(OSError, NotImplementedError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
+
+
+# Linux's <linux/in.h> and <linux/in6.h>: the socket options that queue the
+# ICMP errors an unconnected UDP socket is sent, each with the address of
+# the datagram that caused it (Python's socket module names neither).
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+#: ``struct sock_extended_err`` begins with ee_errno (u32) and ee_origin (u8).
+_EXTENDED_ERROR = struct.Struct("=IB")
+#: Read from the error queue at once at most: a flood of errors is read on
+#: at the next error, not all in one scheduler step.
+_DRAIN_LIMIT = 256
+
+
+class ErrorQueue:
+    """The ICMP errors a client's UDP socket was sent, each with the peer it was about.
+
+    Without it, Linux reports "port unreachable" to an unconnected UDP
+    socket only as an ``ECONNREFUSED`` from its next call (which, a
+    ``sendto``, fails to send), naming no address. With ``IP_RECVERR``
+    each error is queued with the destination of the datagram that caused
+    it; :meth:`drain` reads them. Every caller that meets one of those
+    errors drains the queue: a queue left full keeps the socket reporting
+    an error (``EPOLLERR``), and its readers would wake for nothing.
+    """
+
+    def __init__(self, fd: int) -> None:
+        # A socket of our own on the same file: read without blocking, and
+        # without going through Trio's wait for readability.
+        self._socket = socket.socket(fileno=os.dup(fd))
+
+    @classmethod
+    def attach(cls, sock: Any) -> ErrorQueue | None:
+        """Ask ``sock``'s kernel to queue its ICMP errors; None where it cannot (not
+        Linux, a custom socket)."""
+        if sys.platform != "linux":
+            return None
+        try:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            return cls(sock.fileno())
+        except (OSError, NotImplementedError, AttributeError, TypeError, ValueError):
+            return None
+
+    def drain(self) -> list[tuple[tuple[str, int], int]]:
+        """Each queued error's peer (the address the datagram went to) and errno."""
+        errors = []
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                _, ancillary, _, address = self._socket.recvmsg(
+                    0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+                )
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # closed under us, or no queue after all
+            for _, _, data in ancillary:
+                if len(data) >= _EXTENDED_ERROR.size and isinstance(address, tuple):
+                    code = _EXTENDED_ERROR.unpack_from(data)[0]
+                    errors.append(((str(address[0]), int(address[1])), code))
+        return errors
+
+    def close(self) -> None:
+        self._socket.close()

@@ -11,6 +11,8 @@ retries: when to send what is the schedule's business, sans-IO.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -35,6 +37,13 @@ from ._errors import ConfdRequestEndedError
 from ._router import Router
 from ._stats import DISCARD_REASONS
 
+#: How the network said a peer is unreachable, in the words a verdict uses.
+_UNREACHABLE = {
+    errno.ECONNREFUSED: "port unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+}
+
 _ENDED = "this request has ended: its async with block has exited"
 
 
@@ -57,6 +66,7 @@ class RequestInFlight:
         "_router",
         "_send_failures",
         "_sent",
+        "_started",
         "_taken",
         "aggregator",
         "deadline",
@@ -102,10 +112,11 @@ class RequestInFlight:
         self._quorum = quorum
         self.deadline = deadline
         self.timeout = timeout
+        self._started = now = trio.current_time()
         self.schedule = SendSchedule(
             policy,
             targets,
-            trio.current_time(),
+            now,
             needed=self.aggregator.needed,
             peers=peers,
             estimate_of=router.rtt_of,
@@ -229,11 +240,27 @@ class RequestInFlight:
             )
             if after > before
         )
+        router, started = self._router, self._started
+        silent = tuple(self.schedule.silent)
+        unreachable = []
+        for peer in silent:
+            seen = router.unreachable.get(peer)
+            if seen is not None and seen[0] >= started:
+                unreachable.append((peer, _UNREACHABLE.get(seen[1]) or os.strerror(seen[1])))
+        measured = [
+            estimate.srtt
+            for estimate in (router.rtt.get(peer) for peer in self._route.targets)
+            if estimate is not None and estimate.srtt is not None
+        ]
         return replace(
             result,
             send_errors=tuple((self._send_failures or {}).items()),
             discards=discards,
             timeout=self.timeout,
+            silent=silent,
+            unreachable=tuple(unreachable),
+            round_trip=min(measured, default=None),
+            key_ends_with_newline=router.key.ends_with_newline,
         )
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED
+from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED, ErrorQueue
 from ..protocol import (
     MAX_DATAGRAM_SIZE,
     Address,
@@ -52,6 +52,10 @@ RECEIVE_TASKS = 4
 # another to read too; below, replies seldom pile up, and a wake for nothing
 # would cost a sequential query ~10% more.
 _READERS_BUSY = 16
+#: Tries of one send that the network's errors about other datagrams fail.
+_SEND_ATTEMPTS = 4
+#: Peers the network said were unreachable, remembered at most.
+_UNREACHABLE_KEPT = 4096
 
 
 class Router:
@@ -95,6 +99,11 @@ class Router:
         self._idle_readers = trio.lowlevel.ParkingLot()
         # Each peer's round trips, for adaptive retransmission.
         self.rtt: dict[Address, RttEstimate] = {}
+        #: the ICMP errors the socket was sent, by the peer they were about
+        #: (Linux; None where the kernel cannot say, as on a custom socket)
+        self.error_queue = ErrorQueue.attach(sock)
+        #: each peer the network last said was unreachable: when, and the errno
+        self.unreachable: dict[Address, tuple[float, int]] = {}
 
     def rtt_of(self, peer: Address) -> RttEstimate:
         """``peer``'s round-trip estimate (made at its first use)."""
@@ -102,6 +111,22 @@ class Router:
         if estimate is None:
             estimate = self.rtt[peer] = RttEstimate()
         return estimate
+
+    def read_network_errors(self) -> None:
+        """Note which peers the network says are unreachable (the socket reported
+        one of :data:`PEER_UNREACHABLE`), emptying the socket's error queue."""
+        queue = self.error_queue
+        if queue is None:
+            return
+        errors = queue.drain()
+        if not errors:
+            return
+        unreachable = self.unreachable
+        if len(unreachable) > _UNREACHABLE_KEPT:
+            unreachable.clear()  # bounded, whoever was sent to
+        now = trio.current_time()
+        for peer, code in errors:
+            unreachable[peer] = (now, code)
 
     def check_open(self) -> None:
         """Raise :class:`ConfdClientClosedError` if the client was closed, or
@@ -174,7 +199,7 @@ class Router:
         lock = self._send_lock
         if not lock.locked():
             try:
-                await self.socket.sendto(datagram, target)
+                await self._sendto_past_network_errors(datagram, target)
             except trio.BusyResourceError:
                 pass  # another task waits for room: take turns below
             else:
@@ -182,11 +207,30 @@ class Router:
         async with lock:
             while True:
                 try:
-                    await self.socket.sendto(datagram, target)
+                    await self._sendto_past_network_errors(datagram, target)
                 except trio.BusyResourceError:
                     await trio.sleep(0.001)
                 else:
                     return
+
+    async def _sendto_past_network_errors(self, datagram: bytes, target: Address) -> None:
+        """One ``sendto``; if it failed on an error the network sent about an
+        earlier datagram, once that is read, another.
+
+        With the error queue on, Linux fails the next call on the socket
+        with an ICMP error it was sent (port unreachable from another peer,
+        say), and does not send: that error was not ``target``'s.
+        """
+        for _ in range(_SEND_ATTEMPTS - 1):
+            try:
+                await self.socket.sendto(datagram, target)
+            except OSError as exc:
+                if self.error_queue is None or exc.errno not in PEER_UNREACHABLE:
+                    raise
+                self.read_network_errors()
+            else:
+                return
+        await self.socket.sendto(datagram, target)
 
     async def receive_loop(self) -> None:
         """Read and route datagrams until cancelled or the socket closes; then the
@@ -226,6 +270,7 @@ class Router:
                         failure = exc
                         raise
                     self.stats.socket_errors += 1
+                    self.read_network_errors()
                     self.log.log(
                         "socket errors", logging.DEBUG, "the socket reported %s; receiving on", exc
                     )
@@ -348,5 +393,8 @@ class Router:
         self.table.clear()
         self.channels.close()
         self.admission.close()
+        if self.error_queue is not None:
+            self.error_queue.close()
+            self.error_queue = None
         for route in routes:
             route.end()

@@ -39,8 +39,12 @@ class QueryResult:
     When the quorum was not reached, the client also fills in what it saw:
     ``send_errors`` (each peer it could not send to, with the OS error),
     ``discards`` (datagrams it discarded while the query waited, by
-    :class:`~trioconfd.ClientStats` counter) and ``timeout``; :attr:`diagnosis`
-    turns them into likely causes. ``saturated`` means the request was never
+    :class:`~trioconfd.ClientStats` counter), ``silent`` (the peers asked
+    that sent nothing back), ``unreachable`` (those of them the network said
+    it could not reach, with how: "port unreachable" where nothing listens),
+    ``round_trip`` (the shortest round trip it had measured to them, if
+    any), ``key_ends_with_newline`` and ``timeout``; :attr:`diagnosis` turns
+    them into likely causes. ``saturated`` means the request was never
     sent: the peers' windows stayed full until the deadline (``sent`` is 0).
     """
 
@@ -54,6 +58,10 @@ class QueryResult:
     discards: tuple[tuple[str, int], ...] = ()
     timeout: float | None = None
     saturated: bool = False
+    silent: tuple[Address, ...] = ()
+    unreachable: tuple[tuple[Address, str], ...] = ()
+    round_trip: float | None = None
+    key_ends_with_newline: bool = True
 
     def __repr__(self) -> str:
         best = self.best
@@ -121,34 +129,82 @@ class QueryResult:
                 "not sent: the client was saturated (every place in a peer's window "
                 "stayed taken until the deadline): ask fewer at once, or give a longer timeout"
             )
-        if self.timeout == 0:
-            causes.append("a zero timeout can't wait for any reply: give one above 0")
-        if self.send_errors:
-            by_error: dict[str, list[str]] = {}
-            for peer, error in self.send_errors:
-                by_error.setdefault(error, []).append(format_address(peer))
-            causes.extend(
-                f"could not send to {', '.join(peers)}: {error}"
-                for error, peers in by_error.items()
-            )
+        causes.extend(self._timeout_causes())
+        for how, peers in _by_text(self.unreachable).items():
+            if how == "port unreachable":
+                causes.append(f"nothing listens on {peers} (port unreachable)")
+            else:
+                causes.append(f"the network cannot reach {peers} ({how})")
+        causes.extend(
+            f"could not send to {peers}: {error}"
+            for error, peers in _by_text(self.send_errors).items()
+        )
         discards = dict(self.discards)
+        if self.unreachable:
+            discards.pop("socket_errors", None)  # said above, peer by peer
         causes.extend(
             f"{discards[reason]} {text}" for reason, text in _DISCARD_CAUSES if discards.get(reason)
         )
-        silent = self.sent - self.received - len(self.send_errors)
-        if self.timed_out and silent > 0 and not causes:
-            who = (
-                f"none of the {silent} peers asked sent anything back"
-                if silent == self.sent
-                else f"{silent} peer{'s' if silent > 1 else ''} sent nothing back"
-            )
-            causes.append(
-                f"{who}; a daemon answers nothing it cannot "
-                "authenticate, so: a wrong key (mind the trailing newline), a clock over "
-                "300 s off, a wrong port, or the daemon is down"
-            )
+        causes.extend(self._silence_causes(bool(causes)))
         return tuple(causes)
 
+    def _timeout_causes(self) -> list[str]:
+        timeout = self.timeout
+        if timeout == 0:
+            return ["a zero timeout can't wait for any reply: give one above 0"]
+        if timeout is not None and self.round_trip is not None and timeout < self.round_trip:
+            return [
+                f"the timeout, {timeout:g} s, is shorter than the peers' round trip as "
+                f"measured, {self.round_trip * 1000:.3g} ms: give a longer one"
+            ]
+        if timeout is not None and timeout < QUICKEST_REPLY:
+            return [
+                f"the timeout, {timeout:g} s, is shorter than a reply takes (a round trip to "
+                "a daemon takes 0.1 ms or more, even on loopback): give a longer one"
+            ]
+        return []
+
+    def _silence_causes(self, explained: bool) -> list[str]:
+        """The peers that sent nothing back, with the usual causes of silence
+        unless another cause was found."""
+        named = {peer for peer, _ in (*self.unreachable, *self.send_errors)}
+        silent = [format_address(peer) for peer in self.silent if peer not in named]
+        count = len(silent) if self.silent else self.sent - self.received - len(self.send_errors)
+        if not self.timed_out or count <= 0:
+            return []
+        if explained:
+            return [f"no reply accepted from {', '.join(silent)}"] if silent else []
+        if count == self.sent:
+            who = "the peer asked" if count == 1 else f"none of the {count} peers asked"
+            who += " sent anything back" if count > 1 else " sent nothing back"
+        else:
+            who = f"{count} peer{'s' if count > 1 else ''} sent nothing back"
+        if silent:
+            who += f" ({', '.join(silent)})"
+        key = (
+            "a wrong key (ours has no trailing newline, which Ganeti's hmac.key files end with)"
+            if not self.key_ends_with_newline
+            else "a wrong key (mind the trailing newline)"
+        )
+        return [
+            f"{who}; a daemon answers nothing it cannot authenticate, so: {key}, "
+            "a clock over 300 s off, a wrong port, or the daemon is down"
+        ]
+
+
+def _by_text(pairs: tuple[tuple[Address, str], ...]) -> dict[str, str]:
+    """Peers grouped by what is said of them: text → "peer, peer"."""
+    grouped: dict[str, list[str]] = {}
+    for peer, text in pairs:
+        grouped.setdefault(text, []).append(format_address(peer))
+    return {text: ", ".join(peers) for text, peers in grouped.items()}
+
+
+#: Seconds: no confd reply comes back sooner, even on loopback (a daemon
+#: verifies the request's HMAC and signs its reply; benchmarks.quickest_reply
+#: measured 0.13 ms at the quickest, from a bare socket). A timeout shorter
+#: than this is named as the cause of a query's silence.
+QUICKEST_REPLY = 0.0001
 
 # Discards that point at a cause, in the order a reader should look at them.
 _DISCARD_CAUSES = (

@@ -84,7 +84,7 @@ class HmacKey:
     it); a str is UTF-8 encoded. It never appears in a repr or an error.
     """
 
-    __slots__ = ("_keyed",)
+    __slots__ = ("_keyed", "ends_with_newline")
 
     def __init__(self, key: bytes | str) -> None:
         if isinstance(key, str):
@@ -103,6 +103,8 @@ class HmacKey:
         if not key:
             raise ConfdArgumentError("the HMAC key is empty")
         self._keyed = _keyed_sha1(key)
+        #: Ganeti's hmac.key files end with a newline, which is part of the key.
+        self.ends_with_newline = key.endswith(b"\n")
 
     def sign(self, data: bytes) -> str:
         """The lowercase hex HMAC-SHA1 of ``data``."""
