@@ -135,6 +135,147 @@ def _odd_numbers(config: dict[str, Any], rng: random.Random) -> None:
     node["ctime"] = rng.choice([1700000000.25, 1700000000.0, 1700000000])
 
 
+_HUGE_NUMBERS = (
+    9223372036854775808,
+    -1180591620717411303424,
+    10**30 + 7,
+    1e300,
+    -1e300,
+    2.5e-300,
+    1e22,
+    0.1,
+    1700000000.123456789,
+)
+
+
+def _huge_numbers(config: dict[str, Any], rng: random.Random) -> None:
+    """Numbers past 64 bits, and floats near a double's ends, where the daemon keeps
+    JSON as written (hypervisor and disk-template parameters, a disk's params)."""
+
+    def numbers() -> Any:
+        value = rng.choice(_HUGE_NUMBERS)
+        shape = rng.random()
+        return (
+            value
+            if shape < 0.6
+            else [value, rng.choice(_HUGE_NUMBERS)]
+            if shape < 0.8
+            else {"nested": value}
+        )
+
+    containers = [config["cluster"]["hvparams"].setdefault("kvm", {})]
+    containers.append(config["cluster"]["diskparams"].setdefault("drbd", {}))
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        containers.append(instance.setdefault("hvparams", {}))
+    disk = _pick(rng, config["disks"])
+    if disk is not None:
+        containers.append(disk.setdefault("params", {}))
+        for child in disk.get("children") or []:
+            containers.append(child.setdefault("params", {}))
+    for container in containers:
+        for index in range(rng.randint(1, 3)):
+            container[f"fuzz_{index}"] = numbers()
+    # And the typed fields around them: 64-bit serials and sizes, picosecond times.
+    node = _pick(rng, config["nodes"])
+    node["ctime"] = rng.choice([1e17, 1700000000.123456789, 7e-13, 2**63])
+    if disk is not None:
+        disk["size"] = rng.choice([2**64 + 5, 2.5, 3.5, 10**30])
+
+
+#: Each kind of object's fields the daemon can do without (checked one by one
+#: against it: it refuses a configuration without any of the others).
+OPTIONAL_FIELDS = {
+    "cluster": ["ctime", "mtime", "tags", "hv_state_static", "disk_state_static",
+                "drbd_usermode_helper", "volume_group_name"],
+    "node": ["ctime", "mtime", "tags", "hv_state_static", "disk_state_static"],
+    "nodegroup": ["ctime", "mtime", "tags", "members"],
+    "instance": ["ctime", "mtime", "tags", "nics", "disks", "osparams_private", "beparams",
+                 "hvparams", "osparams"],
+    "disk": ["ctime", "mtime", "mode", "iv_name", "nodes", "children", "params"],
+    "child": ["ctime", "mtime", "mode", "iv_name", "nodes", "children", "params"],
+    "nic": ["ip", "name", "network"],
+}  # fmt: skip
+
+
+def _objects_of_each_kind(config: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    disk = _pick(rng, config["disks"])
+    instance = _pick(rng, config["instances"])
+    return {
+        "cluster": config["cluster"],
+        "node": _pick(rng, config["nodes"]),
+        "nodegroup": _pick(rng, config["nodegroups"]),
+        "instance": instance,
+        "disk": disk,
+        "child": rng.choice(disk["children"]) if disk and disk.get("children") else None,
+        "nic": rng.choice(instance["nics"]) if instance and instance.get("nics") else None,
+    }
+
+
+def _fields_dropped_everywhere(config: dict[str, Any], rng: random.Random) -> None:
+    """Optional fields left out, or set to null, in objects of every kind."""
+    for kind, item in _objects_of_each_kind(config, rng).items():
+        if item is None:
+            continue
+        for name in rng.sample(OPTIONAL_FIELDS[kind], rng.randint(1, 2)):
+            if rng.random() < 0.7:
+                item.pop(name, None)
+            else:
+                item[name] = None
+
+
+def _static_states(config: dict[str, Any], rng: random.Random) -> None:
+    """Nodes' and node groups' static states, empty (left out) or not (kept)."""
+    for item in (_pick(rng, config["nodes"]), _pick(rng, config["nodegroups"])):
+        item["hv_state_static"] = rng.choice([{}, {"kvm": {"mem_total": 4096}}])
+        item["disk_state_static"] = rng.choice([{}, {"plain": {"xenvg": {"total": 10}}}])
+
+
+def _nics_without_ip(config: dict[str, Any], rng: random.Random) -> None:
+    for instance in rng.sample(
+        list(config["instances"].values()), min(2, len(config["instances"]))
+    ):
+        for nic in instance.get("nics") or []:
+            if rng.random() < 0.5:
+                nic.pop("ip", None)
+            else:
+                nic["ip"] = None
+
+
+def _extra_nics(config: dict[str, Any], rng: random.Random) -> None:
+    """Instances with more NICs, some with another instance's IP, on its link or not."""
+    instances = [config["instances"][uuid] for uuid in sorted(config["instances"])]
+    ips = [nic["ip"] for i in instances for nic in i.get("nics") or [] if nic.get("ip")]
+    for instance in instances:
+        for _ in range(rng.randint(0, 2)):
+            ip = rng.choice(ips) if ips and rng.random() < 0.7 else f"198.19.{rng.randrange(256)}.1"
+            link = rng.choice([None, "br0", "br1", "br2"])
+            instance.setdefault("nics", []).append(
+                {
+                    "ip": ip,
+                    "mac": f"aa:00:01:00:{rng.randrange(256):02x}:{rng.randrange(256):02x}",
+                    "nicparams": {} if link is None else {"link": link, "mode": "bridged"},
+                    "uuid": f"{rng.getrandbits(128):032x}",
+                }
+            )
+
+
+def _several_disks(config: dict[str, Any], rng: random.Random) -> None:
+    """Instances with several disks: another instance's DRBD disk, mirrored elsewhere."""
+    disks = sorted(config["disks"])
+    for instance in config["instances"].values():
+        for disk in rng.sample(disks, min(len(disks), rng.randint(0, 2))):
+            if disk not in instance["disks"]:
+                instance["disks"].append(disk)
+
+
+def _duplicate_instance_names(config: dict[str, Any], rng: random.Random) -> None:
+    instances = [config["instances"][uuid] for uuid in sorted(config["instances"])]
+    if len(instances) >= 2:
+        first, second = rng.sample(instances, 2)
+        second["name"] = first["name"]
+
+
 MUTATIONS: dict[str, Mutation] = {
     "latin-1 names": _latin1_names,
     "null link": _null_link,
@@ -146,7 +287,17 @@ MUTATIONS: dict[str, Mutation] = {
     "no master": _no_master,
     "missing optional fields": _missing_optional_fields,
     "odd numbers": _odd_numbers,
+    "huge numbers": _huge_numbers,
+    "fields dropped everywhere": _fields_dropped_everywhere,
+    "static states": _static_states,
+    "nics without ip": _nics_without_ip,
+    "extra nics": _extra_nics,
+    "several disks": _several_disks,
+    "duplicate instance names": _duplicate_instance_names,
 }
+
+
+_DROPPING = (_missing_optional_fields, _fields_dropped_everywhere, _nics_without_ip)
 
 
 def generate_config(rng: random.Random, mutations: int) -> tuple[dict[str, Any], list[str]]:
@@ -169,7 +320,7 @@ def generate_config(rng: random.Random, mutations: int) -> tuple[dict[str, Any],
     )
     applied = rng.sample(sorted(MUTATIONS), min(mutations, len(MUTATIONS)))
     # Fields are left out last: the other mutations edit fields a full object has.
-    applied.sort(key=lambda name: MUTATIONS[name] is _missing_optional_fields)
+    applied.sort(key=lambda name: MUTATIONS[name] in _DROPPING)
     for name in applied:
         MUTATIONS[name](config, rng)
     return config, applied
@@ -221,6 +372,22 @@ def _pointers(config: dict[str, Any], rng: random.Random) -> list[str]:
                 path.append(str(index))
                 value = value[index]
         pointers.append("/" + "/".join(path))
+    # Whole objects of every kind, and the containers kept as JSON: every
+    # field a default fills in, or a number is read into, shows.
+    pointers += ["/cluster/hvparams", "/cluster/diskparams", "/nodegroups"]
+    for section in ("nodes", "instances", "disks"):
+        for uuid in sorted(config.get(section) or {})[:3]:
+            pointers.append(f"/{section}/{uuid}")
+    for uuid, disk in sorted((config.get("disks") or {}).items())[:2]:
+        pointers += [f"/disks/{uuid}/children/{n}" for n in range(len(disk.get("children") or []))]
+        pointers += [f"/disks/{uuid}/children/0/ctime", f"/disks/{uuid}/params"]
+    for uuid in sorted(config.get("nodegroups") or {}):
+        pointers += [f"/nodegroups/{uuid}/mtime", f"/nodegroups/{uuid}/tags"]
+    for uuid, instance in sorted((config.get("instances") or {}).items())[:2]:
+        pointers += [
+            f"/instances/{uuid}/nics/{n}/ip" for n in range(len(instance.get("nics") or []))
+        ]
+        pointers.append(f"/instances/{uuid}/hvparams")
     pointers += [
         "/cluster/enabled_hypervisors/0abc",
         "/cluster/enabled_hypervisors/00",
@@ -291,6 +458,35 @@ def malformed_probes(rng: random.Random) -> Iterator[Probe]:
     yield Probe("surrogate rsalt", sign(surrogate), beyond_latin1=True)
     yield Probe("astral text", sign(_request_text(1, "n\U0001f600")), beyond_latin1=True)
     yield Probe("astral text", sign(_request_text(7, "n\U0001f600")), beyond_latin1=True)
+    # Raw bytes above ASCII, not \u escapes: the daemon reads each byte as a
+    # character (Latin-1) and checks the signature over that text in UTF-8.
+    for name in ("caf\u00e9", "n\u00f6de1", "instanc\u00e9"):
+        text = _request_text(1, name).replace(json.dumps(name), f'"{name}"')
+        for raw, signed in (("utf-8", "utf-8"), ("latin-1", "utf-8"), ("latin-1", "latin-1")):
+            yield Probe(f"raw {raw} bytes", _raw_envelope(text, raw, signed))
+    # Strings written as lists of one-character strings, in a dict query.
+    yield Probe("nested query", sign(_request_text(3, {"2": [["x"]]})))
+    yield Probe("nested query", sign(_request_text(3, {"2": [[]]})))
+    yield Probe("nested query", sign(_request_text(3, {"2": [[["x"]]]})))
+    yield Probe("nested query", sign(_request_text(2, {"1": list("198.18.0.1")})))
+    yield Probe("nested query", sign(_request_text(2, {"1": "198.18.0.1", "0": list("br0")})))
+    yield Probe("nested query", sign(_request_text(1, list("node1"))))
+    # Numbers with hundreds of digits, where the daemon reads a 64-bit Int.
+    many = 10**399
+    yield Probe("long numbers", sign(_request_text(many + 3, None)))
+    long_protocol = {"protocol": many + 1, "type": 0, "query": None, "rsalt": "r"}
+    yield Probe("long numbers", sign(json.dumps(long_protocol)))
+    yield Probe("long numbers", sign(_request_text(3, {"3": [many + 1]})))
+    yield Probe("long numbers", sign(_request_text(-many - 7, None)))
+
+
+def _raw_envelope(text: str, raw: str, signed: str) -> bytes:
+    """A request whose message is written with raw ``raw`` bytes, signed over the
+    message encoded in ``signed``."""
+    salt = str(int(time.time()))
+    signature = HmacKey(KEY).sign(salt.encode() + text.encode(signed))
+    envelope = json.dumps({"msg": text, "salt": salt, "hmac": signature}, ensure_ascii=False)
+    return MAGIC + envelope.encode(raw)
 
 
 # -- sending ----------------------------------------------------------------------------

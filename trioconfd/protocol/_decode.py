@@ -2,7 +2,8 @@
 
 These rules were read off Debian's ganeti-confd 3.0.2: numbers are rounded
 half to even (``1.0`` and ``0.5`` are integers to it) and wrap at 64 bits,
-an rsalt may be a list of one-character strings, the four keys are the
+however many digits they have; a string (the rsalt, and a dict query's
+link, IP and IPs) may be a list of one-character strings; the four keys are the
 only ones allowed, ``query`` may be missing (null), ``rsalt`` may be empty,
 and a dict query may hold only the four :class:`QueryKey` keys with values of
 the right kind (null counts as absent). Anything else is dropped unanswered.
@@ -27,36 +28,62 @@ def _whole_number(value: object, what: str) -> int:
 
     A number too large for a double (``1e400``) is infinite, which it rounds to 0.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfdMalformedError(f"{what} is {value!r}, not a number")
-    if math.isinf(value):
-        return 0
-    return (round(value) + 2**63) % 2**64 - 2**63
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfdMalformedError(f"{what} is {_shown(value)}, not a number")
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ConfdMalformedError(f"{what} is NaN, not a number")
+        if math.isinf(value):
+            return 0
+        value = round(value)
+    # An integer of any length (400 digits, say) wraps as the daemon's does.
+    return (value + 2**63) % 2**64 - 2**63
 
 
-def _rsalt(value: object) -> str:
-    """The rsalt as the daemon reads a String: a string, or a list of one-character strings."""
+def _shown(value: object) -> str:
+    """``value`` for an error message, cut short: a datagram may hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _haskell_string(value: object) -> str | None:
+    """``value`` as the daemon reads a String: a string, or a list of one-character
+    strings (``["b", "r", "0"]`` is ``"br0"``, ``[]`` is ``""``); else None."""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(c, str) and len(c) == 1 for c in value):
         return "".join(value)
-    raise ConfdMalformedError(f"the rsalt is {value!r}, not a string")
+    return None
+
+
+def _rsalt(value: object) -> str:
+    """The rsalt as the daemon reads a String."""
+    text = _haskell_string(value)
+    if text is None:
+        raise ConfdMalformedError(f"the rsalt is {_shown(value)}, not a string")
+    return text
 
 
 def _optional_string(query: dict[str, Any], key: QueryKey) -> str | None:
     value = query.get(key.value)
-    if value is not None and not isinstance(value, str):
-        raise ConfdMalformedError(f"query key {key.value!r} holds {value!r}, not a string")
-    return value
+    if value is None:
+        return None
+    text = _haskell_string(value)
+    if text is None:
+        raise ConfdMalformedError(f"query key {key.value!r} holds {_shown(value)}, not a string")
+    return text
 
 
 def _string_list(query: dict[str, Any], key: QueryKey) -> list[str]:
     value = query.get(key.value)
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfdMalformedError(f"query key {key.value!r} holds {value!r}, not a list of strings")
-    return value
+    texts = [_haskell_string(item) for item in value] if isinstance(value, list) else [None]
+    if any(text is None for text in texts):
+        raise ConfdMalformedError(
+            f"query key {key.value!r} holds {_shown(value)}, not a list of strings"
+        )
+    return [text for text in texts if text is not None]
 
 
 def decode_query(query: Any) -> Query:
@@ -79,10 +106,10 @@ def decode_query(query: Any) -> Query:
     raw_fields = query.get(QueryKey.FIELDS.value)
     if raw_fields is not None:
         if not isinstance(raw_fields, list):
-            raise ConfdMalformedError(f"query key '3' holds {raw_fields!r}, not a list")
+            raise ConfdMalformedError(f"query key '3' holds {_shown(raw_fields)}, not a list")
         fields = [_whole_number(field, "a master field") for field in raw_fields]
         if any(field not in _FIELDS for field in fields):
-            raise ConfdMalformedError(f"unknown master field in {raw_fields!r}")
+            raise ConfdMalformedError(f"unknown master field in {_shown(raw_fields)}")
         if fields:
             canonical[QueryKey.FIELDS.value] = fields
     return canonical

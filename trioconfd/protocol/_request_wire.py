@@ -75,10 +75,10 @@ def _open_request(datagram: bytes, key: HmacKey) -> tuple[Any, str]:
         raise ConfdMalformedError(
             f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}"
         )
-    try:
-        text = datagram[_MAGIC_LEN:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfdMalformedError("the envelope is not UTF-8") from None
+    # The daemon reads each byte as a character (Latin-1): a raw "é" sent as
+    # UTF-8 is two characters to it, and one byte 0xE9 is "é". It checks the
+    # signature over that text written as UTF-8, as the client signs.
+    text = datagram[_MAGIC_LEN:].decode("latin-1")
     if text[:1] in _JSON_SPACE:  # also "": nothing after the magic
         raise ConfdMalformedError("the envelope does not follow the magic at once")
     envelope = envelope_members(text, first_wins=True)

@@ -56,7 +56,11 @@ class ConfigAnswers:
         self.instances: dict[str, dict[str, Any]] = dict(
             sorted((config.get("instances") or {}).items())
         )
-        self.instances_by_name = {inst["name"]: inst for inst in self.instances.values()}
+        # By name, as the daemon looks names up: the last UUID wins a shared
+        # name, and an instance without one is found by its UUID only.
+        self.instances_by_name = {
+            inst["name"]: inst for inst in self.instances.values() if inst.get("name")
+        }
         self.disks: dict[str, Any] = self.view.get("disks") or {}
         default_nic = (cluster.get("nicparams") or {}).get("default") or {}
         self.default_link: str = default_nic.get("link", "")
@@ -66,17 +70,26 @@ class ConfigAnswers:
         self.master_node = master
 
     def _link_map(self, default_nic: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-        """link → {instance IP → instance name}; later instances (by UUID) win."""
+        """link → {instance IP → instance name (its UUID if it has none)}; the last NIC
+        (instances by UUID, each one's NICs in order) wins."""
         links: dict[str, dict[str, str]] = {}
-        for instance in self.instances.values():
+        for uuid, instance in self.instances.items():
             for nic in instance.get("nics") or []:
                 ip = nic.get("ip")
                 if ip is None:
                     continue
                 params = {k: v for k, v in (nic.get("nicparams") or {}).items() if v is not None}
                 link = {**default_nic, **params}.get("link", "")
-                links.setdefault(link, {})[ip] = instance["name"]
+                links.setdefault(link, {})[ip] = instance.get("name") or uuid
         return links
+
+    def _instance_named(self, name: str) -> dict[str, Any] | None:
+        """The first instance (by UUID) named exactly ``name``: how the daemon goes
+        from an instance IP to its node (no UUID, no prefix)."""
+        for instance in self.instances.values():
+            if instance.get("name") == name:
+                return instance
+        return None
 
     def node(self, name: str) -> dict[str, Any]:
         return lookup("Node", name, self.nodes, self.nodes_by_name)  # type: ignore[no-any-return]
@@ -148,11 +161,12 @@ class ConfigAnswers:
 
     def _pip_by_instance_ip(self, link: str, ip: str) -> tuple[int, Any, int]:
         name = self.links.get(link, {}).get(ip)
-        if name is None:
+        instance = None if name is None else self._instance_named(name)
+        if instance is None or instance.get("primary_node") is None:
             return _UNKNOWN_ENTRY
         try:
-            node = self.nodes[self.instance(name)["primary_node"]]
-        except (NotFound, KeyError):
+            node = self.node(instance["primary_node"])
+        except NotFound:
             return _UNKNOWN_ENTRY
         return int(_OK), node["primary_ip"], self.serial
 
@@ -190,7 +204,8 @@ class ConfigAnswers:
                     except KeyError:
                         return _ERROR, NotFound("Node", peer, "not found").shown(), 0
                     disk_name = f"disk/{index}"
-                    rows.append([node["name"], minor, instance["name"], disk_name, role, peer_name])
+                    name = instance.get("name") or ""
+                    rows.append([node["name"], minor, name, disk_name, role, peer_name])
         return _OK, rows, as_haskell_int(node["serial_no"])
 
     def node_instances(self, query: Any) -> tuple[int, Any, int]:
@@ -202,20 +217,27 @@ class ConfigAnswers:
         views = self.view.get("instances") or {}
         primaries, secondaries = [], []
         for uuid, instance in self.instances.items():
-            if instance.get("primary_node") == node["uuid"]:
+            primary = instance.get("primary_node")
+            if primary == node["uuid"]:
                 primaries.append(views[uuid])
-            for disk_uuid in instance.get("disks") or []:
-                disk = self.disks.get(disk_uuid) or {}
-                if node["uuid"] in self._secondary_nodes(disk, instance):
-                    secondaries.append(views[uuid])
+            # Once, however many of its disks mirror to the node.
+            secondary_nodes = {
+                self._secondary_node(self.disks.get(disk_uuid) or {}, primary)
+                for disk_uuid in instance.get("disks") or []
+            }
+            if node["uuid"] in secondary_nodes:
+                secondaries.append(views[uuid])
         return _OK, [primaries, secondaries], as_haskell_int(node["serial_no"])
 
     @staticmethod
-    def _secondary_nodes(disk: Mapping[str, Any], instance: Mapping[str, Any]) -> list[str]:
+    def _secondary_node(disk: Mapping[str, Any], primary: object) -> str | None:
+        """A DRBD disk's secondary node as the daemon reckons it: its second end if the
+        primary is its first, else its first (even when the primary is neither)."""
         logical_id = disk.get("logical_id")
         if disk.get("dev_type") != "drbd" or not isinstance(logical_id, list):
-            return []
-        return [node for node in logical_id[:2] if node != instance.get("primary_node")]
+            return None
+        first, second = logical_id[:2]
+        return str(second if primary == first else first)
 
     def instance_disks(self, query: Any) -> tuple[int, Any, int]:
         name = self._plain(query)

@@ -12,6 +12,7 @@ import copy
 import math
 import re
 from collections.abc import Mapping
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 _ASCII_NAMES = (
@@ -83,23 +84,109 @@ def haskell_show(text: str) -> str:
     return "".join(out)
 
 
-def _as_haskell_numbers(value: Any) -> Any:
-    """``value`` with its numbers as the daemon writes them back.
-
-    It writes a whole number held as a double without a fraction
-    (``1700000000.0`` goes out as ``1700000000``, ``1.0`` as ``1``), so a
-    client gets an int where this JSON had a float; and it holds integers in
-    64 bits (a serial of 2**64 + 5 is 5).
-    """
-    if isinstance(value, float) and value.is_integer():
-        return as_haskell_int(int(value))
-    if isinstance(value, int) and not isinstance(value, bool):
-        return as_haskell_int(value)
+def _as_haskell_numbers(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """``value`` (at ``path`` in the configuration) with its numbers as the daemon
+    writes them back, by the type it reads each field as (:func:`_number_kind`)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return _NUMBER_READERS[_number_kind(path)](value)
     if isinstance(value, list):
-        return [_as_haskell_numbers(item) for item in value]
+        return [_as_haskell_numbers(item, (*path, str(index))) for index, item in enumerate(value)]
     if isinstance(value, dict):
-        return {key: _as_haskell_numbers(item) for key, item in value.items()}
+        return {key: _as_haskell_numbers(item, (*path, key)) for key, item in value.items()}
     return value
+
+
+def _number_kind(path: tuple[str, ...]) -> str:
+    """How the daemon types the number at ``path``: checked field by field against it.
+
+    - ``free``: inside a container the daemon keeps as JSON (hypervisor and
+      disk-template parameters, a disk's ``params``): exactly as written;
+    - ``timestamp``: ``ctime`` and ``mtime``, held to the picosecond;
+    - ``double``: the few ratios and speeds held as Doubles;
+    - ``integer``: a data collector's interval, a whole number of any size;
+    - ``int``: every other number, a 64-bit Haskell ``Int``.
+    """
+    if _is_free_form(path):
+        return "free"
+    last = path[-1] if path else ""
+    if last in ("ctime", "mtime"):
+        return "timestamp"
+    if last in _DOUBLE_FIELDS:
+        return "double"
+    if last == "interval" and path[:2] == ("cluster", "data_collectors"):
+        return "integer"
+    return "int"
+
+
+_DOUBLE_FIELDS = frozenset({"vcpu-ratio", "spindle-ratio", "cpu_speed"})
+
+
+def _is_free_form(path: tuple[str, ...]) -> bool:
+    """Whether ``path`` lies inside a container the daemon keeps as plain JSON."""
+    if path[:2] in (("cluster", "hvparams"), ("cluster", "diskparams")):
+        return len(path) > 3
+    if path[:2] == ("cluster", "os_hvp"):
+        return len(path) > 4
+    if path[:1] == ("instances",) and path[2:3] == ("hvparams",):
+        return len(path) > 3
+    if path[:1] == ("disks",):
+        # disks/<uuid>[/children/<n>]*/params/...
+        rest = path[2:]
+        while rest[:1] == ("children",):
+            rest = rest[2:]
+        return rest[:1] == ("params",) and len(rest) > 1
+    return False
+
+
+def _free_number(value: int | float) -> int | float:
+    # The daemon keeps the decimal as written: 1e300 is 10**300, not the
+    # double nearest it (json.dumps writes a float as its repr).
+    if isinstance(value, float) and value.is_integer():
+        return int(Decimal(repr(value)))
+    return value
+
+
+def _timestamp(value: int | float) -> int | float:
+    try:
+        picoseconds = round(float(value) * 1e12)
+    except (OverflowError, ValueError):
+        return value  # past a double's range: the daemon writes what no JSON reads back
+    seconds = picoseconds / 10**12
+    return int(seconds) if seconds.is_integer() else seconds
+
+
+def _double(value: int | float) -> int | float:
+    try:
+        number = float(value)
+    except OverflowError:
+        return value
+    return int(number) if number.is_integer() else number
+
+
+def _integer(value: int | float) -> int | float:
+    # The decimal as written, rounded half to even (2.5 is 2, 3.5 is 4).
+    if isinstance(value, int):
+        return value
+    if not math.isfinite(value):
+        return value
+    return int(Decimal(repr(value)).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def _int(value: int | float) -> int | float:
+    # Rounded as an integer of any size, then held in 64 bits.
+    whole = _integer(value)
+    return as_haskell_int(whole) if isinstance(whole, int) else whole
+
+
+_NUMBER_READERS = {
+    "free": _free_number,
+    "timestamp": _timestamp,
+    "double": _double,
+    "integer": _integer,
+    "int": _int,
+}
 
 
 def as_haskell_int(value: int) -> int:
@@ -127,7 +214,9 @@ def _haskell_beparams(beparams: dict[str, Any]) -> dict[str, Any]:
     return read
 
 
-# What the daemon fills in for a field the configuration leaves out.
+# What the daemon fills in for a field the configuration leaves out (each
+# checked against it: a field it needs and does not find, it refuses the
+# whole configuration for).
 _CLUSTER_DEFAULTS: dict[str, Any] = {
     "ctime": 0,
     "mtime": 0,
@@ -136,7 +225,15 @@ _CLUSTER_DEFAULTS: dict[str, Any] = {
     "disk_state_static": {},
 }
 _NODE_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "tags": []}
-_DISK_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "mode": "rw"}
+_GROUP_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "tags": [], "members": []}
+_DISK_DEFAULTS: dict[str, Any] = {
+    "ctime": 0,
+    "mtime": 0,
+    "mode": "rw",
+    "iv_name": "",
+    "nodes": [],
+    "children": [],
+}
 _INSTANCE_DEFAULTS: dict[str, Any] = {
     "ctime": 0,
     "mtime": 0,
@@ -144,13 +241,30 @@ _INSTANCE_DEFAULTS: dict[str, Any] = {
     "nics": [],
     "disks": [],
     "osparams_private": {},
+    "beparams": {},
+    "hvparams": {},
+    "osparams": {},
 }
+#: Fields the daemon writes only when they hold something (a node's or a
+#: node group's static states).
+_LEFT_OUT_WHEN_EMPTY = ("hv_state_static", "disk_state_static")
 
 
 def _fill(item: Any, defaults: Mapping[str, Any]) -> None:
+    """Fill in ``defaults`` and drop null fields: an optional field set to null is
+    unset to the daemon, which then writes it not at all."""
     if isinstance(item, dict):
+        for name in [name for name, value in item.items() if value is None]:
+            del item[name]
         for name, value in defaults.items():
             item.setdefault(name, copy.deepcopy(value))
+
+
+def _fill_disk(disk: Any) -> None:
+    _fill(disk, _DISK_DEFAULTS)
+    if isinstance(disk, dict):
+        for child in disk.get("children") or []:
+            _fill_disk(child)
 
 
 def _tags_as_sets(view: dict[str, Any]) -> None:
@@ -166,29 +280,20 @@ def _tags_as_sets(view: dict[str, Any]) -> None:
 def haskell_view(config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as the daemon serialises it back (the defaults it fills in)."""
     view: dict[str, Any] = _as_haskell_numbers(dict(config))
-
-    def fill_disk(disk: dict[str, Any]) -> None:
-        disk.setdefault("iv_name", "")
-        disk.setdefault("mode", "rw")
-        disk.setdefault("params", {})
-        disk.setdefault("children", [])
-        for child in disk["children"]:
-            fill_disk(child)
-
     for disk in (view.get("disks") or {}).values():
-        _fill(disk, _DISK_DEFAULTS)
-        for child in disk.get("children") or []:
-            fill_disk(child)
+        _fill_disk(disk)
     _fill(view.get("cluster"), _CLUSTER_DEFAULTS)
-    for node in (view.get("nodes") or {}).values():
-        _fill(node, _NODE_DEFAULTS)
+    for section, defaults in (("nodes", _NODE_DEFAULTS), ("nodegroups", _GROUP_DEFAULTS)):
+        for item in (view.get(section) or {}).values():
+            _fill(item, defaults)
+            for name in _LEFT_OUT_WHEN_EMPTY:
+                if isinstance(item, dict) and item.get(name) == {}:
+                    del item[name]
     for instance in (view.get("instances") or {}).values():
         _fill(instance, _INSTANCE_DEFAULTS)
-    for group in (view.get("nodegroups") or {}).values():
-        group.setdefault("members", [])
-        group.setdefault("ctime", 0)
+        for nic in instance.get("nics") or []:
+            _fill(nic, {})
     for instance in (view.get("instances") or {}).values():
-        instance.setdefault("tags", [])
         for nic in instance.get("nics") or []:
             # A null NIC parameter is an unset one (the cluster's default applies).
             params = nic.get("nicparams")
@@ -198,8 +303,4 @@ def haskell_view(config: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(beparams, dict):
             instance["beparams"] = _haskell_beparams(beparams)
     _tags_as_sets(view)
-    # Collector intervals are whole microseconds to the daemon.
-    for collector in (view.get("cluster", {}).get("data_collectors") or {}).values():
-        if isinstance(collector.get("interval"), float):
-            collector["interval"] = round(collector["interval"])
     return view
