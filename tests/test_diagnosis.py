@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ from trioconfd.testing import Faults, make_cluster_config, open_simulated_cluste
 
 from .conftest import write_key_file
 from .responders import run_responders, silent
-from .test_cli import run_cli, run_cli_without_a_network
+from .test_cli import _can_unshare, run_cli, run_cli_without_a_network
 from .test_client_shape import RecordingFactory, RecordingSocket, installed
 
 KEY = b"diagnosis key\n"
@@ -291,3 +293,57 @@ async def test_the_cli_names_the_ports_where_nothing_listens(tmp_path: Path) -> 
         f"  nothing listens on 127.0.0.1:{a}, 127.0.0.1:{b} (port unreachable)"
         for a, b in (ports, ports[::-1])
     }
+
+
+# -- forged ICMP errors, in a network namespace of their own ------------------------
+
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+async def _forge(*args: str) -> dict[str, Any]:
+    if not _can_unshare():
+        if os.environ.get("CI"):
+            pytest.fail("unshare -n is needed in CI (run as root)")
+        pytest.skip("unshare -n is not permitted here")
+    done = await trio.run_process(
+        ["unshare", "-n", sys.executable, "-m", "tests.icmp_forge", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=_ROOT,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    result: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(
+    ("family", "kind", "code"),
+    [
+        ("6", "1", "1"),  # ICMPv6 administratively prohibited: EACCES
+        ("6", "1", "5"),  # policy failure: EACCES
+        ("6", "2", "0"),  # packet too big: EMSGSIZE
+        ("4", "3", "4"),  # fragmentation needed: EMSGSIZE
+        ("4", "3", "8"),  # source host isolated: ENONET
+        ("4", "3", "5"),  # source route failed: EOPNOTSUPP
+        ("4", "3", "3"),  # port unreachable: ECONNREFUSED
+    ],
+)
+async def test_a_forged_icmp_error_of_any_kind_leaves_the_client_running(
+    family: str, kind: str, code: str
+) -> None:
+    # With the error queue on, the kernel reports every ICMP error the
+    # socket is sent, whoever sent it: none may stop the receive task.
+    result = await _forge("one", family, kind, code)
+    assert result["ok"] == [True, True, True, True]
+
+
+async def test_a_burst_of_icmp_errors_is_read_whole_and_the_client_idles() -> None:
+    # More errors than one read of the queue took, while the client was
+    # busy: left unread, they kept the socket signalling and the readers
+    # spinning (a scheduler batch every few microseconds, at full CPU).
+    result = await _forge("burst", "1200")
+    assert result["ok"] == [True, True]
+    assert result["send_errors"] == 0
+    assert result["idle_batches"] < 20, result

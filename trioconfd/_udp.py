@@ -33,6 +33,14 @@ PEER_UNREACHABLE = frozenset(
         errno.ENETDOWN,
         errno.ENOPROTOOPT,
         errno.EPROTO,
+        # What else an ICMP error becomes, once a socket asks for them
+        # (Linux's icmp_err_convert and ICMPv6's): administratively
+        # prohibited (EACCES), too big for the path (EMSGSIZE), source route
+        # failed (EOPNOTSUPP), host isolated (ENONET). Anyone can send one.
+        errno.EACCES,
+        errno.EMSGSIZE,
+        errno.EOPNOTSUPP,
+        getattr(errno, "ENONET", errno.EHOSTUNREACH),
     }
 )
 #: Errors of a socket that was closed under its reader.
@@ -81,9 +89,9 @@ _IP_RECVERR = 11
 _IPV6_RECVERR = 25
 #: ``struct sock_extended_err`` begins with ee_errno (u32) and ee_origin (u8).
 _EXTENDED_ERROR = struct.Struct("=IB")
-#: Read from the error queue at once at most: a flood of errors is read on
-#: at the next error, not all in one scheduler step.
-_DRAIN_LIMIT = 256
+#: A bound on one drain, far above what a socket's buffer can queue: the
+#: queue must be emptied, or the socket keeps signalling an error.
+_DRAIN_LIMIT = 1_000_000
 
 
 class ErrorQueue:

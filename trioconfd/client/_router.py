@@ -221,16 +221,19 @@ class Router:
         with an ICMP error it was sent (port unreachable from another peer,
         say), and does not send: that error was not ``target``'s.
         """
-        for _ in range(_SEND_ATTEMPTS - 1):
+        for attempt in range(_SEND_ATTEMPTS):
             try:
                 await self.socket.sendto(datagram, target)
             except OSError as exc:
                 if self.error_queue is None or exc.errno not in PEER_UNREACHABLE:
                     raise
+                # Read what this error came with, even on the last try: a
+                # queue left full with no error pending spins the readers.
                 self.read_network_errors()
+                if attempt == _SEND_ATTEMPTS - 1:
+                    raise
             else:
                 return
-        await self.socket.sendto(datagram, target)
 
     async def receive_loop(self) -> None:
         """Read and route datagrams until cancelled or the socket closes; then the
