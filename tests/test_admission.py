@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trioconfd import (
+    MAGIC,
     AdmissionPolicy,
     ConfdArgumentError,
     ConfdClientClosedError,
@@ -662,3 +665,34 @@ def test_goodput_holds_at_any_rate_queue_and_load(rate: float, queue: int, load:
         assert datagrams <= 5  # three first sends, and few again
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_query_let_in_at_its_deadline_says_it_was_never_sent() -> None:
+    # 16 places, 32 queries of one deadline: the second 16 are handed
+    # places as the first give them back, at that deadline, and send
+    # nothing. Their verdict says so, not "the peer asked sent nothing back".
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.setblocking(False)
+        results: list[Any] = []
+        async with open_confd_client(KEY, [silent.getsockname()], admission=fixed(16)) as client:
+
+            async def one() -> None:
+                results.append(await client.query(RequestType.PING, timeout=0.3))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(32):
+                    nursery.start_soon(one)
+        asked = set()
+        while True:
+            try:
+                envelope = json.loads(silent.recv(4096)[len(MAGIC) :])
+                asked.add(json.loads(envelope["msg"])["rsalt"])
+            except BlockingIOError:
+                break
+    sent = [result for result in results if not result.saturated]
+    assert len(sent) == len(asked) == 16
+    for result in results:
+        if result.saturated:
+            assert (result.sent, result.silent) == (0, ())
+            assert "sent nothing back" not in result.verdict

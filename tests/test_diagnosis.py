@@ -347,3 +347,25 @@ async def test_a_burst_of_icmp_errors_is_read_whole_and_the_client_idles() -> No
     assert result["ok"] == [True, True]
     assert result["send_errors"] == 0
     assert result["idle_batches"] < 20, result
+
+
+async def test_silence_beside_an_authentic_reply_blames_no_key() -> None:
+    # One peer answered with our key: the key and the clocks are right, so
+    # the silent two are down or slow, and the verdict says that instead.
+    async with (
+        run_responders(1, KEY) as answering,
+        run_responders(2, KEY, silent) as quiet,
+    ):
+        peers = [answering[0].address, *(responder.address for responder in quiet)]
+        async with open_confd_client(KEY, peers) as client:
+            result = await client.query(RequestType.PING, coverage=-1, timeout=0.3)
+    assert (result.received, result.needed, result.timed_out) == (1, 2, True)
+    (cause,) = result.diagnosis
+    listed = ", ".join(format_address(peer) for peer in result.silent)
+    assert cause == (
+        f"2 peers sent nothing back ({listed}); the 1 that answered signed with our key, "
+        "so the key and the clocks are right: the others may be down, or slower than the "
+        "0.3 s timeout"
+    )
+    assert result.round_trip is not None  # measured by that reply
+    assert result.round_trip < 0.3

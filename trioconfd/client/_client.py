@@ -326,6 +326,11 @@ class ConfdClient:
                     router.check_open()
         finally:
             router.waiting -= 1
+        if places is not None and trio.current_time() >= plan.deadline:
+            # Let in at its deadline (as others' places came back): too late
+            # to send anything, as if never let in.
+            places.give_back(timed_out=False)
+            places = None
         if places is None:
             router.stats.saturated += 1
             return None

@@ -59,6 +59,7 @@ class RequestInFlight:
         "_channel",
         "_closed",
         "_discards_before",
+        "_first_reply",
         "_first_send",
         "_places",
         "_quorum",
@@ -126,6 +127,7 @@ class RequestInFlight:
         self._send_failures: dict[Address, str] | None = None
         self._discards_before = router.stats.discard_counts()
         self._taken = 0
+        self._first_reply: float | None = None
         self._closed = False
         self._sent = False  # whether the first fan-out went out
 
@@ -212,7 +214,10 @@ class RequestInFlight:
         self._taken += 1
         if self._places is not None:
             self._places.answered(peer_reply.address)
-        self.schedule.answered(peer_reply.address, trio.current_time())
+        now = trio.current_time()
+        if self._first_reply is None:
+            self._first_reply = now - self._started  # a round trip, for a verdict
+        self.schedule.answered(peer_reply.address, now)
         self.aggregator.add_reply(peer_reply)
 
     def verdict(self) -> QueryResult:
@@ -229,6 +234,10 @@ class RequestInFlight:
         """The verdict so far; without a quorum, with what the client saw meanwhile."""
         if self._places is None:
             return unsent_result(self.aggregator.sent, self._quorum, self.timeout)
+        if not self._sent:
+            # Its deadline came before its first send (a zero timeout, say).
+            needed = self.aggregator.needed
+            return QueryResult(None, (), 0, needed, True, True, timeout=self.timeout)
         result = self.aggregator.result(timed_out=timed_out)
         if result.quorum_reached:
             return result
@@ -252,6 +261,8 @@ class RequestInFlight:
             for estimate in (router.rtt.get(peer) for peer in self._route.targets)
             if estimate is not None and estimate.srtt is not None
         ]
+        if self._first_reply is not None:
+            measured.append(self._first_reply)
         return replace(
             result,
             send_errors=tuple((self._send_failures or {}).items()),

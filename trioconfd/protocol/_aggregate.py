@@ -129,7 +129,10 @@ class QueryResult:
                 "not sent: the client was saturated (every place in a peer's window "
                 "stayed taken until the deadline): ask fewer at once, or give a longer timeout"
             )
-        causes.extend(self._timeout_causes())
+        timeout_causes = self._timeout_causes()
+        causes.extend(timeout_causes)
+        if self.sent == 0 and not self.saturated and not timeout_causes:
+            causes.append("not sent: its deadline came before the request could be sent")
         for how, peers in _by_text(self.unreachable).items():
             if how == "port unreachable":
                 causes.append(f"nothing listens on {peers} (port unreachable)")
@@ -181,6 +184,14 @@ class QueryResult:
             who = f"{count} peer{'s' if count > 1 else ''} sent nothing back"
         if silent:
             who += f" ({', '.join(silent)})"
+        if self.received:
+            # A reply came with our key: the key and the clocks are right.
+            timeout = "" if self.timeout is None else f" {self.timeout:g} s"
+            return [
+                f"{who}; the {self.received} that answered signed with our key, so the key "
+                f"and the clocks are right: the others may be down, or slower than the"
+                f"{timeout} timeout"
+            ]
         key = (
             "a wrong key (ours has no trailing newline, which Ganeti's hmac.key files end with)"
             if not self.key_ends_with_newline
