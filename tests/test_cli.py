@@ -442,6 +442,16 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
         # Problems go to standard error, once each.
         config_path.write_text("{broken")
         assert "not reloaded, still serving serial 13" in await problems.next()
+        # JSON of the wrong shape: reported, not a crash.
+        for wrong in (
+            {**newer, "nodes": 5},
+            {**newer, "cluster": {**newer["cluster"], "master_node": []}},
+        ):
+            config_path.write_text(json.dumps(wrong))
+            assert "not reloaded, still serving serial 13" in await problems.next()
+        config_path.write_text("[" * 100_000 + "]" * 100_000)
+        assert "nests too deeply" in await problems.next()
+        assert "serial 13" in (await run_cli("master", *peer)).stderr.decode()
         config_path.unlink()
         assert "is gone (deleted or renamed): still serving serial 13" in await problems.next()
         await trio.sleep(1.2)  # two more looks at the file: nothing more to say
@@ -451,6 +461,26 @@ async def test_serve_reloads_its_file(tmp_path: Path, key_file: Path) -> None:
         with trio.move_on_after(0.5):
             said_again = await problems.next()
             raise AssertionError(f"a problem reported twice: {said_again}")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"cluster": {"serial_no": 1}, "nodes": 5}', "'nodes' is not an object of objects"),
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply to read"),
+    ],
+)
+async def test_serve_refuses_a_file_of_the_wrong_shape_in_one_line(
+    tmp_path: Path, key_file: Path, text: str, message: str
+) -> None:
+    config_path = tmp_path / "config.data"
+    config_path.write_text(text)
+    port = str(free_udp_port())
+    done = await run_cli("serve", str(config_path), "--key-file", str(key_file), "--port", port)
+    assert done.returncode == EXIT_USAGE
+    errors = done.stderr.decode().splitlines()
+    assert len(errors) == 1, errors
+    assert message in errors[0]
 
 
 def _ipv6_loopback() -> bool:

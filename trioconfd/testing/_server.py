@@ -48,10 +48,33 @@ def load_config(source: ConfigSource) -> Mapping[str, Any]:
             raise ConfdError(f"cannot read the configuration {path}: {exc.strerror}") from None
         except ValueError as exc:
             raise ConfdError(f"the configuration {path} is not JSON: {exc}") from None
+        except RecursionError:
+            raise ConfdError(f"the configuration {path} nests too deeply to read") from None
     cluster = config.get("cluster") if isinstance(config, Mapping) else None
     if not isinstance(cluster, Mapping) or not isinstance(cluster.get("serial_no"), int):
         raise ConfdError("not a Ganeti configuration: no cluster object with a serial_no")
+    for section in ("nodes", "instances", "disks", "nodegroups", "networks"):
+        items = config.get(section)
+        if items is None:
+            continue
+        if not isinstance(items, Mapping) or not all(
+            isinstance(item, Mapping) for item in items.values()
+        ):
+            raise ConfdError(
+                f"not a Ganeti configuration: {section!r} is not an object of objects"
+            )
     return config
+
+
+def answers_for(source: ConfigSource) -> ConfigAnswers:
+    """The answers to every request from the configuration ``source`` names; a
+    :class:`ConfdError` naming what is wrong if it is not one the server can read."""
+    config = load_config(source)
+    try:
+        return ConfigAnswers(config)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError, RecursionError) as exc:
+        problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfdError(f"not a Ganeti configuration the server can read ({problem})") from None
 
 
 @dataclass
@@ -71,7 +94,7 @@ class ConfdServer:
     def __init__(self, sock: trio.socket.SocketType, key: HmacKey, config: ConfigSource) -> None:
         self._socket = sock
         self._key = key
-        self._answers = ConfigAnswers(load_config(config))
+        self._answers = answers_for(config)
         self.stats = ServerStats()
 
     def __repr__(self) -> str:
@@ -99,7 +122,7 @@ class ConfdServer:
 
     def set_config(self, config: ConfigSource) -> None:
         """Serve another configuration from now on, as the daemon does when config.data changes."""
-        self._answers = ConfigAnswers(load_config(config))
+        self._answers = answers_for(config)
 
     def reply_to(self, datagram: bytes) -> bytes | None:
         """The reply datagram the daemon would send for ``datagram``, or None if it drops it."""
