@@ -125,7 +125,7 @@ async def test_every_command_says_not_found_the_same_way_on_one_line(
     as_json = await run_cli(*args, "--json")
     assert as_json.returncode == EXIT_ERROR_REPLY
     error = json.loads(as_json.stdout)["error"]
-    assert error["not_found"] is (daemon_said != "ARGUMENT")  # a reply alone cannot tell
+    assert error["not_found"] is True  # a path's ARGUMENT error too, as the line says
     assert daemon_said in error["message"]  # the daemon's own words
 
 
@@ -565,12 +565,16 @@ async def test_watch_prints_the_answer_then_each_change_until_ctrl_c(
 
 
 async def test_watch_refuses_a_bad_interval(key_file: Path) -> None:
-    for bad in ("0", "-1", "inf", "nan"):
+    for bad in ("0", "-1", "inf", "nan", "soon"):
         done = await run_cli(
             "watch", "ping", "--peer", "127.0.0.1:1", "--hmac-key", "k", "--interval", bad
         )
         assert done.returncode == EXIT_USAGE
-        assert "argument --interval:" in done.stderr.decode()
+        # One message for every refusal, the one rule it breaks.
+        assert (
+            f"argument --interval: {bad} is not a number of seconds above 0, finite"
+            in done.stderr.decode()
+        )
 
 
 async def test_bench(servers: list[ConfdServer], key_file: Path) -> None:
@@ -665,3 +669,67 @@ async def test_answers_holding_lone_surrogates_are_printed_escaped(key_file: Pat
     assert "Traceback" not in done.stderr.decode()
     assert done.returncode == EXIT_OK
     assert done.stdout == b"odd\\udcffname\n"
+
+
+async def test_without_a_quorum_an_error_reply_is_never_an_answer(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    # One server of two up (and the other port silent): no quorum. What did
+    # arrive is an error, which --partial must not print as an answer.
+    quiet = free_udp_port()
+    peers = [*peer_args(servers[:1]), "--peer", f"127.0.0.1:{quiet}"]
+    for command, remark in (
+        (["node-pip-by-instance-ip", "10.9.9.9"], "not found: no instance has IP 10.9.9.9"),
+        (["config", "/nosuch"], "not found: nothing at /nosuch in the configuration"),
+        (["node-role", "nosuch"], "not found: node 'nosuch'"),
+        (["instance-ips", "--link", "nosuchlink"], "nothing matched: no instance has an IP"),
+    ):
+        for partial in ([], ["--partial"]):
+            done = await run_cli(
+                *command, *peers, "--key-file", str(key_file), "--timeout", "0.3", *partial
+            )
+            assert done.returncode == EXIT_TIMEOUT
+            assert done.stdout == b"", (command, partial, done.stdout)
+            assert f"trioconfd: {remark}" in done.stderr.decode(), done.stderr.decode()
+    done = await run_cli(
+        "master", *peers, "--key-file", str(key_file), "--timeout", "0.3", "--partial"
+    )
+    assert done.stdout.decode() == "node1.example.com\n"  # an answer, asked for
+
+
+async def test_watch_says_not_found_in_one_line_and_when_no_quorum_answers(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    quiet = free_udp_port()
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable, "-m", "trioconfd", "watch", "node-role", "nosuchnode",
+            *peer_args(servers), "--key-file", str(key_file), "--interval", "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        first = await LineReader(process.stdout).next()
+        assert first.endswith(" serial 0: not found: node 'nosuchnode'"), first
+    finally:
+        process.kill()
+        await process.wait()
+    # No quorum at all (one peer, silent): standard error says so, once.
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable, "-m", "trioconfd", "watch", "master", "--peer",
+            f"127.0.0.1:{quiet}", "--key-file", str(key_file), "--interval", "0.1",
+            "--timeout", "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        said = await LineReader(process.stderr).next()
+        assert said.startswith("trioconfd: no quorum: timed out: 0 of 1 peers replied"), said
+    finally:
+        process.kill()
+        await process.wait()

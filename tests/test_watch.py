@@ -18,7 +18,12 @@ from trioconfd import (
     RequestType,
     open_confd_client,
 )
-from trioconfd.testing import SimulatedCluster, make_cluster_config, open_simulated_cluster
+from trioconfd.testing import (
+    Faults,
+    SimulatedCluster,
+    make_cluster_config,
+    open_simulated_cluster,
+)
 
 KEY = b"watch key\n"
 
@@ -99,3 +104,24 @@ async def test_a_bad_interval_is_refused_at_once(interval: Any) -> None:
     async with open_confd_client(KEY, [("127.0.0.1", 1814)]) as client:
         with pytest.raises(ConfdArgumentError, match="interval must be a number of seconds"):
             client.watch(RequestType.PING, interval=interval)
+
+
+async def test_replies_that_disagree_at_one_serial_are_not_news_each_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Two configurations at one serial: which reply wins a query is luck,
+    # and a watch must not flap between them (a failover script would).
+    first = make_cluster_config(nodes=3, serial=6)
+    second = make_cluster_config(nodes=3, serial=6, master=2)
+    jitter = Faults(delay=1.0, delay_range=(0, 0.01))  # replies in any order
+    async with (
+        open_simulated_cluster([first, second, second], KEY, to_client=jitter) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        seen: list[Any] = []
+        with trio.move_on_after(60):
+            async for result in client.watch(RequestType.CLUSTER_MASTER, interval=1.0):
+                seen.append((result.answer, result.consistent))
+    # The first verdict, and at most one more: a consistent quorum's answer.
+    assert len(seen) <= 2, seen
+    assert all(consistent for _, consistent in seen[1:]), seen

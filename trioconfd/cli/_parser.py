@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -65,8 +66,11 @@ def _seconds(text: str) -> float:
 
 def _interval(text: str) -> float:
     """An argparse type: a number of seconds above 0, finite."""
-    value = _seconds(text)
-    if not 0 < value < float("inf"):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0, finite")
     return value
 

@@ -125,8 +125,11 @@ def _nothing_matched(request: ConfdRequest, result: QueryResult) -> str | None:
     return "the answer is an empty list"
 
 
-def error_as_json(result: QueryResult) -> dict[str, Any] | None:
-    """The error a result's trusted reply names: code, name and words; None if none."""
+def error_as_json(
+    result: QueryResult, request: ConfdRequest | None = None
+) -> dict[str, Any] | None:
+    """The error a result's trusted reply names: code, name, words, and whether it
+    says what was asked about is not in the configuration; None if none."""
     if result.best is None or result.best.ok:
         return None
     code = result.best.error_code
@@ -134,16 +137,16 @@ def error_as_json(result: QueryResult) -> dict[str, Any] | None:
         "code": None if code is None else int(code),
         "name": None if code is None else code.name,
         "message": result.error,
-        "not_found": result.not_found,
+        "not_found": result.not_found if request is None else not_found(request, result),
     }
 
 
-def result_as_json(result: QueryResult) -> dict[str, Any]:
+def result_as_json(result: QueryResult, request: ConfdRequest | None = None) -> dict[str, Any]:
     return {
         "answer": result.answer,
         "serial": result.serial,
         "status": None if result.status is None else result.status.name,
-        "error": error_as_json(result),
+        "error": error_as_json(result, request),
         "sent": result.sent,
         "received": result.received,
         "needed": result.needed,
@@ -174,6 +177,28 @@ def exit_code(result: QueryResult) -> int:
     return EXIT_OK if result.best.ok else EXIT_ERROR_REPLY
 
 
+def shown(request: ConfdRequest, result: QueryResult) -> tuple[str | None, str | None]:
+    """What the trusted reply of ``result`` says, as (an answer, or a remark).
+
+    An answer is what a script reads on standard output; a remark (the
+    daemon's error on one line, "not found: …", "nothing matched: …") is
+    said to a person, and is not an answer.
+    """
+    if result.best is None:
+        return None, None
+    if not result.best.ok:
+        if not_found(request, result):
+            subject, details = _subject(request), one_line(result.error)
+            if isinstance(result.answer, str) and str(request.query) not in details:
+                subject += f" ({details})"  # something else it names is missing
+            return None, f"not found: {subject}"
+        return None, f"the daemons answered with an error: {one_line(result.error)}"
+    nothing = _nothing_matched(request, result)
+    if nothing is not None:
+        return None, f"nothing matched: {nothing}"
+    return describe(request, result), None
+
+
 def report(
     request: ConfdRequest,
     result: QueryResult,
@@ -187,18 +212,19 @@ def report(
 
     Without a quorum nothing goes to ``out`` (a script reading it must not
     take an untrusted answer): what arrived goes to ``err`` with the
-    verdict, unless ``partial`` asks for it on ``out``. The JSON says
-    ``"quorum": false``.
+    verdict, unless ``partial`` asks for an answer on ``out`` (an error
+    reply is never one). The JSON says ``"quorum": false``.
     """
     code = exit_code(result)
     if as_json:
-        print(json.dumps(result_as_json(result), indent=2), file=out)
+        print(json.dumps(result_as_json(result, request), indent=2), file=out)
         return code
     summary = (
         f"serial {result.serial}, {result.received}/{result.sent} replies "
         f"(quorum {result.needed}), "
         + ("replies agree" if result.consistent else "REPLIES DISAGREE at one serial")
     )
+    answer, remark = shown(request, result)
     if code == EXIT_TIMEOUT:
         print(
             f"trioconfd: no quorum: {result.received}/{result.sent} replies in time, "
@@ -209,32 +235,22 @@ def report(
             print(f"  {cause}", file=err)
         if result.best is None:
             return code
-        if not partial:
+        if partial and answer is not None:
+            print(answer, file=out)
+        else:
             print(
-                "trioconfd: the best reply that did arrive, untrusted without a quorum "
-                "(--partial prints it on standard output):",
+                "trioconfd: the best reply that did arrive, untrusted without a quorum"
+                + (" (--partial prints it on standard output):" if answer is not None else ":"),
                 file=err,
             )
-            print(describe(request, result), file=err)
-            print(summary, file=err)
-            return code
-    if code == EXIT_ERROR_REPLY:
-        if not_found(request, result):
-            subject, details = _subject(request), one_line(result.error)
-            if isinstance(result.answer, str) and str(request.query) not in details:
-                subject += f" ({details})"  # something else it names is missing
-            print(f"trioconfd: not found: {subject}", file=err)
-        else:
-            error = one_line(result.error)
-            print(f"trioconfd: the daemons answered with an error: {error}", file=err)
+            print(answer if answer is not None else f"trioconfd: {remark}", file=err)
         print(summary, file=err)
         return code
-    nothing = _nothing_matched(request, result)
-    if nothing is not None:
-        print(f"trioconfd: nothing matched: {nothing}", file=err)
+    if answer is not None:
+        print(answer, file=out)
     else:
-        print(describe(request, result), file=out)
-    if request.type is RequestType.PING:
+        print(f"trioconfd: {remark}", file=err)
+    if code == EXIT_OK and request.type is RequestType.PING:
         print(_explain_ping(result), file=err)
     print(summary, file=err)
     return code

@@ -59,6 +59,8 @@ class Watch:
         self.interval = check_interval(interval)
         #: the last verdict yielded (None before the first)
         self.last: QueryResult | None = None
+        #: the verdict of the latest ask, a change or not, a quorum or not
+        self.verdict: QueryResult | None = None
         self._next_at: float | None = None
 
     def __aiter__(self) -> Watch:
@@ -76,6 +78,7 @@ class Watch:
             )
             # The next ask: an interval after this one was due, or now if it took longer.
             self._next_at = max(self._next_at + self.interval, trio.current_time())
+            self.verdict = result
             if _is_news(result, self.last):
                 self.last = result
                 return result
@@ -89,4 +92,7 @@ def _is_news(result: QueryResult, last: QueryResult | None) -> bool:
         return True
     if result.serial is not None and last.serial is not None and result.serial < last.serial:
         return False  # older than what was seen: a stale quorum, not a change
+    if result.serial == last.serial and not result.consistent:
+        # Replies that disagree at one serial: which wins is luck, not news.
+        return False
     return (result.serial, result.status, result.answer) != (last.serial, last.status, last.answer)

@@ -60,9 +60,7 @@ def load_config(source: ConfigSource) -> Mapping[str, Any]:
         if not isinstance(items, Mapping) or not all(
             isinstance(item, Mapping) for item in items.values()
         ):
-            raise ConfdError(
-                f"not a Ganeti configuration: {section!r} is not an object of objects"
-            )
+            raise ConfdError(f"not a Ganeti configuration: {section!r} is not an object of objects")
     return config
 
 
