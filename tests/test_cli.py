@@ -24,6 +24,7 @@ from trioconfd.cli._main import (
     EXIT_CLOSED_OUTPUT,
     EXIT_ERROR_REPLY,
     EXIT_OK,
+    EXIT_OUTPUT_ERROR,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     UsageError,
@@ -733,3 +734,26 @@ async def test_watch_says_not_found_in_one_line_and_when_no_quorum_answers(
     finally:
         process.kill()
         await process.wait()
+
+
+@pytest.mark.parametrize("command", [["master"], ["watch", "master", "--interval", "0.1"]])
+async def test_output_that_cannot_be_written_is_one_line_and_status_74(
+    servers: list[ConfdServer], key_file: Path, command: list[str]
+) -> None:
+    args = [*command, *peer_args(servers), "--key-file", str(key_file)]
+    done = await trio.run_process(
+        ["sh", "-c", 'exec "$@" > /dev/full', "sh", sys.executable, "-m", "trioconfd", *args],
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_OUTPUT_ERROR
+    assert done.stderr.decode().splitlines() == [
+        "trioconfd: error: cannot write to standard output: No space left on device"
+    ]
+    done = await trio.run_process(
+        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "trioconfd", *args],
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_OUTPUT_ERROR
+    assert done.stderr.decode().splitlines() == ["trioconfd: error: standard output is closed"]

@@ -100,6 +100,14 @@ def test_fail_over_refuses_a_node_that_cannot_be_master(node: Any, message: str)
         fail_over(config, 2, serial=-1)
     with pytest.raises(ConfdClientError, match="not a Ganeti configuration"):
         fail_over({"nodes": []}, 2)
+    with pytest.raises(ConfdClientError, match="not a Ganeti configuration"):
+        fail_over({**config, "nodes": {"x": None}}, 2)
+    with pytest.raises(ConfdClientError, match="config must be a Ganeti configuration"):
+        fail_over(None, 2)  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfdClientError, match=r"serial must be above the configuration's, 1, not 1"
+    ):
+        fail_over(config, 2, serial=1)
 
 
 def test_drbd_minors_are_unique_per_node() -> None:

@@ -201,6 +201,11 @@ def test_readme_writes_the_signatures_the_code_has() -> None:
                 )
             else:
                 assert parameter.default is inspect.Parameter.empty, f"{where} has a default"
+        # In the code's order: a positional argument swapped would be a bug.
+        order = [argument.arg for argument, _ in kinds]
+        assert order == [parameter for parameter in actual if parameter in order], (
+            f"README's {name}({params}) writes its parameters in another order"
+        )
         if complete:
-            missing = set(actual) - {argument.arg for argument, _ in kinds}
+            missing = set(actual) - set(order)
             assert not missing, f"README's {name}(...) leaves out {sorted(missing)}"

@@ -214,7 +214,7 @@ async def test_live_config_swap_matches_the_daemon_reload(ganeti_cluster: Cluste
     config = interop_config()
     daemon = await ganeti_cluster.start(config, KEY, "parity")
     async with open_confd_server(config, KEY) as server:
-        newer = fail_over(interop_config(serial=150), 2, serial=150)
+        newer = fail_over(interop_config(serial=149), 2)  # serial 150
         daemon.write_config(newer)
         server.set_config(newer)
         await daemon.wait_for_serial(KEY, 150)

@@ -11,3 +11,6 @@ EXIT_TIMEOUT = 3
 EXIT_CLOSED_OUTPUT = 141
 #: The exit status after Ctrl-C, as a shell reports a SIGINT death.
 EXIT_INTERRUPTED = 130
+#: Standard output could not be written (a full disk, an I/O error), or was
+#: closed when the command started: BSD's EX_IOERR.
+EXIT_OUTPUT_ERROR = 74

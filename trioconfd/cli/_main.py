@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
+from typing import NoReturn, TextIO, cast
 
 import trio
 
@@ -22,6 +22,7 @@ from ._exits import (
     EXIT_ERROR_REPLY,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT_ERROR,
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "EXIT_ERROR_REPLY",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT_ERROR",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "UsageError",
@@ -80,8 +82,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = parse_arguments(argv)
-    out, err = sys.stdout, sys.stderr
-    for stream in (out, err):
+    stdout, err = sys.stdout, sys.stderr
+    if stdout is None:  # started with standard output closed (">&-")
+        if err is not None:
+            print("trioconfd: error: standard output is closed", file=err)
+        return EXIT_OUTPUT_ERROR
+    out = cast(TextIO, _Output(stdout))
+    for stream in (stdout, err):
         # An answer may hold what no encoding can write (a lone surrogate from
         # a JSON escape, or from an argument that was not UTF-8): escape it.
         if isinstance(stream, io.TextIOWrapper):
@@ -95,12 +102,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Standard output was closed (``| head``): end quietly, as command-line
         # tools do; what is still buffered for it goes nowhere.
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
+        os.dup2(devnull, stdout.fileno())
         os.close(devnull)
         return EXIT_CLOSED_OUTPUT
+    except OutputError as exc:
+        print(f"trioconfd: error: cannot write to standard output: {exc.reason}", file=err)
+        return EXIT_OUTPUT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED  # Ctrl-C as the output was flushed
     return code
+
+
+class OutputError(Exception):
+    """Standard output could not be written (not a closed pipe: a full disk, say)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.reason = error.strerror or str(error)
+
+
+class _Output:
+    """Standard output, its write failures told apart from every other OSError."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc) from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
 
 
 def _plain_warning(err: TextIO) -> Callable[..., None]:
@@ -133,6 +177,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except BaseExceptionGroup as group:
         # Ctrl-C seen by a task in a nursery comes out in a group: it is an
         # interruption all the same, not a crash to show a traceback for.
+        # So does output that failed in a nursery (watch prints in one).
+        output, rest = group.split(OutputError)
+        if output is not None and rest is None:
+            raise output.exceptions[0] from None
         if group.split(KeyboardInterrupt)[1] is not None:
             raise
         return EXIT_INTERRUPTED

@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trioconfd",
         description="Ask Ganeti's confd daemons, serve a configuration, or see a demo.",
         epilog="Exit status: 0 OK, 1 the daemons answered with an error, 2 usage error, "
-        "3 timeout (no quorum replied), 141 standard output closed early.",
+        "3 timeout (no quorum replied), 74 standard output could not be written, "
+        "130 Ctrl-C, 141 standard output closed early.",
     )
     parser.add_argument("--version", action="version", version=f"trioconfd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

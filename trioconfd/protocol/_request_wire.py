@@ -106,9 +106,13 @@ def unpack_request(
     ignores the rest; its envelope must be exactly msg, salt and hmac (the
     signature's hex in either case); the salt is the sender's Unix time as
     Haskell reads an integer, and more than :data:`MAX_CLOCK_SKEW` whole
-    seconds from ``now`` (default: the clock) is stale; the message must
-    decode as the daemon decodes it (see ``_decode``). Whatever the daemon
-    would drop raises :class:`ConfdMalformedError` or :class:`ConfdSignatureError`.
+    seconds from ``now`` (default: the clock) is stale; its bytes are read
+    one a character (Latin-1) and signed as UTF-8; the message must decode
+    as the daemon decodes it (only the four request keys; numbers rounded
+    and wrapped at 64 bits, however long; strings also as lists of
+    one-character strings). Whatever the daemon would drop raises
+    :class:`ConfdMalformedError` or :class:`ConfdSignatureError`, and nothing
+    else does.
     """
     message, salt = _open_request(datagram[:MAX_REQUEST_SIZE], as_hmac_key(key))
     timestamp = read_haskell_integer(salt)

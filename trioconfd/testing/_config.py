@@ -310,12 +310,19 @@ def fail_over(
     ``node`` is a node's number (``2`` for ``node2``, as
     :func:`make_cluster_config` names them) or its name. It must be an
     online master candidate, as Ganeti requires. The configuration's serial
-    becomes ``serial`` (default: one more than before); ``config`` is left
-    as it was.
+    becomes ``serial`` (default: one more than before; never lower or the
+    same, which every peer would take for stale); ``config`` is left as it
+    was.
     """
+    if not isinstance(config, Mapping):
+        raise ConfdArgumentError(f"config must be a Ganeti configuration, not {config!r:.60}")
     failed_over = copy.deepcopy(dict(config))
     nodes = failed_over.get("nodes")
-    if not isinstance(nodes, dict) or not isinstance(failed_over.get("cluster"), dict):
+    if (
+        not isinstance(nodes, dict)
+        or not all(isinstance(entry, dict) for entry in nodes.values())
+        or not isinstance(failed_over.get("cluster"), dict)
+    ):
         raise ConfdArgumentError("config is not a Ganeti configuration (no nodes or cluster)")
     by_name = {str(entry.get("name")): node_uuid for node_uuid, entry in nodes.items()}
     if isinstance(node, int) and not isinstance(node, bool):
@@ -332,8 +339,13 @@ def fail_over(
             f"{name} cannot become the master: it is not an online master candidate"
         )
     old = failed_over.get("serial_no")
-    new = (old + 1 if isinstance(old, int) else 1) if serial is None else serial
+    old = old if isinstance(old, int) and not isinstance(old, bool) else 0
+    new = old + 1 if serial is None else serial
     _check_count(new, "serial", 0, 2**53)
+    if new <= old:
+        # Daemons and clients take the highest serial as the newest: a lower
+        # one would be ignored, as stale.
+        raise ConfdArgumentError(f"serial must be above the configuration's, {old}, not {new}")
     failed_over["cluster"]["master_node"] = by_name[name]
     failed_over["cluster"]["serial_no"] = new
     failed_over["serial_no"] = new
