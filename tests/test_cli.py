@@ -698,42 +698,32 @@ async def test_without_a_quorum_an_error_reply_is_never_an_answer(
     assert done.stdout.decode() == "node1.example.com\n"  # an answer, asked for
 
 
+async def _first_line_of_watch(*args: str, stream: str = "stdout") -> str:
+    """The first line ``trioconfd watch ARGS`` writes to ``stream``; then it is stopped."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioconfd", "watch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    output = process.stdout if stream == "stdout" else process.stderr
+    assert output is not None
+    try:
+        return await LineReader(output).next()
+    finally:
+        process.kill()
+        await process.wait()
+
+
 async def test_watch_says_not_found_in_one_line_and_when_no_quorum_answers(
     servers: list[ConfdServer], key_file: Path
 ) -> None:
-    quiet = free_udp_port()
-    process = await trio.lowlevel.open_process(
-        [
-            sys.executable, "-m", "trioconfd", "watch", "node-role", "nosuchnode",
-            *peer_args(servers), "--key-file", str(key_file), "--interval", "0.1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    try:
-        first = await LineReader(process.stdout).next()
-        assert first.endswith(" serial 0: not found: node 'nosuchnode'"), first
-    finally:
-        process.kill()
-        await process.wait()
-    # No quorum at all (one peer, silent): standard error says so, once.
-    process = await trio.lowlevel.open_process(
-        [
-            sys.executable, "-m", "trioconfd", "watch", "master", "--peer",
-            f"127.0.0.1:{quiet}", "--key-file", str(key_file), "--interval", "0.1",
-            "--timeout", "0.2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    try:
-        said = await LineReader(process.stderr).next()
-        assert said.startswith("trioconfd: no quorum: timed out: 0 of 1 peers replied"), said
-    finally:
-        process.kill()
-        await process.wait()
+    key = ["--key-file", str(key_file), "--interval", "0.1"]
+    first = await _first_line_of_watch("node-role", "nosuchnode", *peer_args(servers), *key)
+    assert first.endswith(" serial 0: not found: node 'nosuchnode'"), first
+    # No quorum at all (one peer, silent): standard error says so.
+    quiet = ["--peer", f"127.0.0.1:{free_udp_port()}", "--timeout", "0.2"]
+    said = await _first_line_of_watch("master", *quiet, *key, stream="stderr")
+    assert said.startswith("trioconfd: no quorum: timed out: 0 of 1 peers replied"), said
 
 
 @pytest.mark.parametrize("command", [["master"], ["watch", "master", "--interval", "0.1"]])
@@ -741,19 +731,14 @@ async def test_output_that_cannot_be_written_is_one_line_and_status_74(
     servers: list[ConfdServer], key_file: Path, command: list[str]
 ) -> None:
     args = [*command, *peer_args(servers), "--key-file", str(key_file)]
-    done = await trio.run_process(
-        ["sh", "-c", 'exec "$@" > /dev/full', "sh", sys.executable, "-m", "trioconfd", *args],
-        capture_stderr=True,
-        check=False,
-    )
-    assert done.returncode == EXIT_OUTPUT_ERROR
-    assert done.stderr.decode().splitlines() == [
-        "trioconfd: error: cannot write to standard output: No space left on device"
-    ]
-    done = await trio.run_process(
-        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "trioconfd", *args],
-        capture_stderr=True,
-        check=False,
-    )
-    assert done.returncode == EXIT_OUTPUT_ERROR
-    assert done.stderr.decode().splitlines() == ["trioconfd: error: standard output is closed"]
+    for redirect, said in (
+        ("> /dev/full", "cannot write to standard output: No space left on device"),
+        (">&-", "standard output is closed"),
+    ):
+        done = await trio.run_process(
+            ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "trioconfd", *args],
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == EXIT_OUTPUT_ERROR
+        assert done.stderr.decode().splitlines() == [f"trioconfd: error: {said}"]
