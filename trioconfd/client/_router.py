@@ -199,41 +199,49 @@ class Router:
         lock = self._send_lock
         if not lock.locked():
             try:
-                await self._sendto_past_network_errors(datagram, target)
+                await self.socket.sendto(datagram, target)
             except trio.BusyResourceError:
                 pass  # another task waits for room: take turns below
+            except OSError as exc:
+                await self._send_again(datagram, target, exc)
+                return
             else:
                 return
         async with lock:
             while True:
                 try:
-                    await self._sendto_past_network_errors(datagram, target)
+                    await self.socket.sendto(datagram, target)
                 except trio.BusyResourceError:
                     await trio.sleep(0.001)
+                except OSError as exc:
+                    await self._send_again(datagram, target, exc)
+                    return
                 else:
                     return
 
-    async def _sendto_past_network_errors(self, datagram: bytes, target: Address) -> None:
-        """One ``sendto``; if it failed on an error the network sent about an
-        earlier datagram, once that is read, another.
+    async def _send_again(self, datagram: bytes, target: Address, error: OSError) -> None:
+        """After a ``sendto`` failed with ``error``: if the network sent it about an
+        earlier datagram, read it and send again; else raise it.
 
         With the error queue on, Linux fails the next call on the socket
         with an ICMP error it was sent (port unreachable from another peer,
         say), and does not send: that error was not ``target``'s.
         """
-        for attempt in range(_SEND_ATTEMPTS):
+        for _ in range(_SEND_ATTEMPTS):
+            if self.error_queue is None or error.errno not in PEER_UNREACHABLE:
+                raise error
+            # Read what the error came with, even before giving up: a queue
+            # left full with no error pending spins the readers.
+            self.read_network_errors()
             try:
                 await self.socket.sendto(datagram, target)
             except OSError as exc:
-                if self.error_queue is None or exc.errno not in PEER_UNREACHABLE:
-                    raise
-                # Read what this error came with, even on the last try: a
-                # queue left full with no error pending spins the readers.
-                self.read_network_errors()
-                if attempt == _SEND_ATTEMPTS - 1:
-                    raise
+                error = exc
             else:
                 return
+        if self.error_queue is not None and error.errno in PEER_UNREACHABLE:
+            self.read_network_errors()
+        raise error
 
     async def receive_loop(self) -> None:
         """Read and route datagrams until cancelled or the socket closes; then the
