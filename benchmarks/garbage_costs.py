@@ -95,8 +95,20 @@ def measure_garbage_costs(count: int) -> dict[str, Any]:
             "rejected_us": _per_call(count, _rejection(datagram)),
             "general_parse_us": _per_call(max(1, count // 10), _old_general_parse(datagram)),
         }
+    # The same shapes at the size of a short reply (30 IPs, ~550 bytes), where
+    # a valid envelope is read by the short-envelope fast path.
+    short = _valid_reply(["192.0.2.1"] * 30)
+    short_rows = {
+        name: _per_call(count, _rejection(datagram[: len(short)]))
+        for name, datagram in COSTLY_GARBAGE.items()
+    }
     return {
         "garbage": rows,
+        "short_garbage_us": short_rows,
+        "short_bytes": len(short),
+        "authenticate_short_us": _per_call(
+            count, lambda: _raises(lambda: unpack_reply(short, _WRONG_KEY))
+        ),
         "hmac_sha1_60k_us": _per_call(count, lambda: _KEY.sign(plain)),
         "authenticate_ip_list_us": _per_call(
             count, lambda: _raises(lambda: unpack_reply(plain, _WRONG_KEY))
@@ -125,6 +137,8 @@ def ratios(costs: dict[str, Any]) -> dict[str, float]:
     return {
         "worst_shape_refusal_per_ip_list_authentication": unsigned
         / costs["authenticate_ip_list_us"],
+        "worst_short_refusal_per_short_authentication": max(costs["short_garbage_us"].values())
+        / costs["authenticate_short_us"],
         "escapes_envelope_per_ip_list_authentication": max(
             rows[name]["rejected_us"]
             for name in ("an envelope of escapes", "escapes, the last one bad")
@@ -153,6 +167,12 @@ def print_garbage_costs(costs: dict[str, Any]) -> None:
         f"  {'accepting the IP-list reply (all)':<38}{costs['ip_list_bytes']:>7}"
         f"{costs['accept_ip_list_us']:>9.1f}"
     )
+    size = costs["short_bytes"]
+    print(f"the same shapes cut to a short reply's {size} bytes, µs per datagram")
+    for name, cost in costs["short_garbage_us"].items():
+        print(f"  {name:<38}{size:>7}{cost:>9.1f}")
+    yardstick = "yardstick: authenticating that reply"
+    print(f"  {yardstick:<38}{size:>7}{costs['authenticate_short_us']:>9.1f}")
 
 
 def main() -> None:
