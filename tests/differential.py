@@ -163,8 +163,14 @@ def _huge_numbers(config: dict[str, Any], rng: random.Random) -> None:
             else {"nested": value}
         )
 
-    containers = [config["cluster"]["hvparams"].setdefault("kvm", {})]
-    containers.append(config["cluster"]["diskparams"].setdefault("drbd", {}))
+    cluster = config["cluster"]
+    containers = [cluster["hvparams"].setdefault("kvm", {})]
+    containers.append(cluster["diskparams"].setdefault("drbd", {}))
+    containers.append(cluster.setdefault("default_iallocator_params", {}))
+    containers.append(cluster.setdefault("hv_state_static", {}).setdefault("kvm", {}))
+    group = _pick(rng, config["nodegroups"])
+    containers.append(group.setdefault("diskparams", {}).setdefault("drbd", {}))
+    containers.append(_pick(rng, config["nodes"]).setdefault("disk_state_static", {}))
     instance = _pick(rng, config["instances"])
     if instance is not None:
         containers.append(instance.setdefault("hvparams", {}))
@@ -276,6 +282,34 @@ def _duplicate_instance_names(config: dict[str, Any], rng: random.Random) -> Non
         second["name"] = first["name"]
 
 
+def _as_ganeti_writes(config: dict[str, Any], rng: random.Random) -> None:
+    """What Ganeti 3.0 itself writes and the generator does not: "forthcoming" on
+    instances and disks, a network, parameters set to null, memory as text."""
+    for section in ("instances", "disks"):
+        for item in config[section].values():
+            item["forthcoming"] = False
+            for child in item.get("children") or []:
+                child["forthcoming"] = False
+    uuid = f"{rng.getrandbits(128):032x}"
+    network: dict[str, Any] = {
+        "name": f"net{rng.randrange(10)}",
+        "network": "192.0.2.0/28",
+        "serial_no": rng.randint(1, 9),
+        "uuid": uuid,
+        "mac_prefix": rng.choice([None, "aa:00:01"]),
+        "ctime": 1700000000.5,
+        "tags": ["b", "a", "b"],
+    }
+    for name in rng.sample(["ctime", "tags", "mac_prefix"], rng.randint(0, 3)):
+        network.pop(name)
+    config.setdefault("networks", {})[uuid] = network
+    instance = _pick(rng, config["instances"])
+    if instance is not None:
+        instance["beparams"] = {"vcpus": None, "maxmem": rng.choice(["1g", "512m", 128])}
+    _pick(rng, config["nodes"])["ndparams"] = {"ssh_port": None}
+    config["cluster"]["beparams"]["default"]["maxmem"] = rng.choice(["1g", "2048", 128])
+
+
 MUTATIONS: dict[str, Mutation] = {
     "latin-1 names": _latin1_names,
     "null link": _null_link,
@@ -294,6 +328,7 @@ MUTATIONS: dict[str, Mutation] = {
     "extra nics": _extra_nics,
     "several disks": _several_disks,
     "duplicate instance names": _duplicate_instance_names,
+    "as ganeti writes": _as_ganeti_writes,
 }
 
 
@@ -374,7 +409,8 @@ def _pointers(config: dict[str, Any], rng: random.Random) -> list[str]:
         pointers.append("/" + "/".join(path))
     # Whole objects of every kind, and the containers kept as JSON: every
     # field a default fills in, or a number is read into, shows.
-    pointers += ["/cluster/hvparams", "/cluster/diskparams", "/nodegroups"]
+    pointers += ["/cluster/hvparams", "/cluster/diskparams", "/nodegroups", "/networks", "/ctime"]
+    pointers += ["/cluster/default_iallocator_params", "/cluster/hv_state_static"]
     for section in ("nodes", "instances", "disks"):
         for uuid in sorted(config.get(section) or {})[:3]:
             pointers.append(f"/{section}/{uuid}")

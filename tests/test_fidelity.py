@@ -414,3 +414,90 @@ def test_a_signed_request_of_any_shape_is_read_or_refused_as_malformed(
         return
     assert isinstance(request, ConfdRequest)
     assert -(2**63) <= request.protocol < 2**63
+
+
+# -- a second review's finds: what Ganeti 3.0 itself writes, and its kin --------------
+
+_NETWORK = "aaaaaaaa-0000-4000-8000-000000000001"
+
+
+def _as_ganeti_writes_it() -> tuple[dict[str, Any], list[str]]:
+    """A configuration with what a real cluster's holds and the generator does not,
+    and pointers to each: "forthcoming", networks, static states, params with nulls."""
+    config = make_cluster_config(nodes=2, instances=1)
+    node, group, instance, disk = _ids(config)
+    config["instances"][instance]["forthcoming"] = False  # on every instance Ganeti 3.0 creates
+    config["disks"][disk]["forthcoming"] = False
+    config["nodes"][node]["hv_state_static"] = {"kvm": {"mem_total": 1.5}}
+    config["nodegroups"][group]["diskparams"] = {"drbd": {"x": 2**63}}
+    config["cluster"]["default_iallocator_params"] = {"x": 0.1}
+    config["cluster"]["disk_state_static"] = {"plain": {"xenvg": {"disk_total": 1e300}}}
+    config["instances"][instance]["beparams"] = {"vcpus": None, "maxmem": "1g"}
+    config["nodes"][node]["ndparams"] = {"ssh_port": None}
+    config["cluster"]["beparams"]["default"]["maxmem"] = "1g"
+    config["networks"][_NETWORK] = {
+        "name": "net1", "network": "192.0.2.0/28", "mac_prefix": None, "serial_no": 1,
+        "uuid": _NETWORK,
+    }  # fmt: skip
+    del config["ctime"]
+    config["nodes"][node]["serial_no"] = 5.0
+    config["instances"][instance]["serial_no"] = 3.0
+    pointers = [
+        f"/instances/{instance}",
+        f"/instances/{instance}/forthcoming",
+        f"/disks/{disk}",
+        f"/nodes/{node}",
+        f"/nodegroups/{group}/diskparams",
+        "/cluster/default_iallocator_params",
+        "/cluster/disk_state_static",
+        "/cluster/beparams",
+        f"/networks/{_NETWORK}",
+        f"/networks/{_NETWORK}/mac_prefix",
+        "/ctime",
+    ]
+    return config, pointers
+
+
+def test_what_ganeti_writes_is_read_as_the_daemon_reads_it() -> None:
+    config, _ = _as_ganeti_writes_it()
+    node, group, instance, disk = _ids(config)
+    view = ConfigAnswers(config).view
+    assert "forthcoming" not in view["instances"][instance]
+    assert "forthcoming" not in view["disks"][disk]
+    assert view["nodes"][node]["hv_state_static"] == {"kvm": {"mem_total": 1.5}}
+    assert view["nodegroups"][group]["diskparams"] == {"drbd": {"x": 2**63}}
+    assert view["cluster"]["default_iallocator_params"] == {"x": 0.1}
+    assert view["cluster"]["disk_state_static"]["plain"]["xenvg"]["disk_total"] == 10**300
+    assert view["instances"][instance]["beparams"] == {"maxmem": 1024}
+    assert view["nodes"][node]["ndparams"] == {}
+    assert view["cluster"]["beparams"]["default"]["maxmem"] == 1024
+    network = view["networks"][_NETWORK]
+    assert (network["ctime"], network["tags"], "mac_prefix" in network) == (0, [], False)
+    assert view["ctime"] == 0
+    answers = ConfigAnswers(config)
+    reply = answers.answer(_request(RequestType.INSTANCE_DISKS, "instance1.example.com"))
+    assert (reply.serial, type(reply.serial)) == (3, int)
+
+
+def test_an_instance_named_empty_is_found_by_that_name() -> None:
+    config = make_cluster_config(nodes=2, instances=1)
+    instance = next(iter(config["instances"].values()))
+    instance["name"] = ""
+    ip = instance["nics"][0]["ip"]
+    reply = ConfigAnswers(config).answer(_request(RequestType.NODE_PIP_BY_INSTANCE_IP, {"1": ip}))
+    assert reply.answer == config["nodes"][instance["primary_node"]]["primary_ip"]
+
+
+def test_an_astral_character_is_two_characters_in_a_list_string() -> None:
+    text = json.dumps({"protocol": 1, "type": 0, "query": None, "rsalt": ["\U0001f600"]})
+    with pytest.raises(ConfdProtocolError, match="not a string"):
+        unpack_request(_datagram(text, raw="utf-8", signed="utf-8"), KEY)
+
+
+@pytest.mark.interop
+async def test_what_ganeti_writes_as_the_daemon_shows_it(ganeti_cluster: Cluster) -> None:
+    config, pointers = _as_ganeti_writes_it()
+    probes = [Probe("q", sign(_text(10, pointer))) for pointer in pointers]
+    probes += [Probe("q", sign(_text(9, "instance1.example.com")))]
+    probes += [Probe("q", sign(_text(request_type, "node1"))) for request_type in (7, 8)]
+    await _compare(ganeti_cluster, config, probes)

@@ -51,7 +51,11 @@ def _haskell_string(value: object) -> str | None:
     strings (``["b", "r", "0"]`` is ``"br0"``, ``[]`` is ``""``); else None."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(c, str) and len(c) == 1 for c in value):
+    # One character each, as the daemon counts them: an astral character
+    # comes as a surrogate pair, two characters to it.
+    if isinstance(value, list) and all(
+        isinstance(c, str) and len(c) == 1 and c <= "\uffff" for c in value
+    ):
         return "".join(value)
     return None
 

@@ -80,7 +80,8 @@ class ConfigAnswers:
                     continue
                 params = {k: v for k, v in (nic.get("nicparams") or {}).items() if v is not None}
                 link = {**default_nic, **params}.get("link", "")
-                links.setdefault(link, {})[ip] = instance.get("name") or uuid
+                name = instance.get("name")
+                links.setdefault(link, {})[ip] = uuid if name is None else name
         return links
 
     def _instance_named(self, name: str) -> dict[str, Any] | None:

@@ -123,10 +123,22 @@ def _number_kind(path: tuple[str, ...]) -> str:
 _DOUBLE_FIELDS = frozenset({"vcpu-ratio", "spindle-ratio", "cpu_speed"})
 
 
+_STATES = frozenset({"hv_state_static", "disk_state_static"})
+
+
 def _is_free_form(path: tuple[str, ...]) -> bool:
     """Whether ``path`` lies inside a container the daemon keeps as plain JSON."""
     if path[:2] in (("cluster", "hvparams"), ("cluster", "diskparams")):
         return len(path) > 3
+    if path[:2] == ("cluster", "default_iallocator_params"):
+        return len(path) > 2
+    # Static states: the cluster's, and each node's and node group's.
+    if path[:1] == ("cluster",) and path[1:2] and path[1] in _STATES:
+        return len(path) > 2
+    if path[:1] in (("nodes",), ("nodegroups",)) and path[2:3] and path[2] in _STATES:
+        return len(path) > 3
+    if path[:1] == ("nodegroups",) and path[2:3] == ("diskparams",):
+        return len(path) > 4
     if path[:2] == ("cluster", "os_hvp"):
         return len(path) > 4
     if path[:1] == ("instances",) and path[2:3] == ("hvparams",):
@@ -189,8 +201,12 @@ _NUMBER_READERS = {
 }
 
 
-def as_haskell_int(value: int) -> int:
-    """``value`` as a Haskell ``Int`` holds it: wrapped to 64 bits, signed."""
+def as_haskell_int(value: int | float) -> int:
+    """``value`` as a Haskell ``Int`` holds it: rounded half to even (a float, as
+    written), wrapped to 64 bits, signed."""
+    if isinstance(value, float):
+        whole = _integer(value)
+        value = whole if isinstance(whole, int) else 0
     return (value + 2**63) % 2**64 - 2**63
 
 
@@ -234,6 +250,9 @@ _DISK_DEFAULTS: dict[str, Any] = {
     "nodes": [],
     "children": [],
 }
+_NETWORK_DEFAULTS: dict[str, Any] = {"ctime": 0, "mtime": 0, "tags": []}
+#: Fields the daemon reads and writes back never, wherever they are.
+_NEVER_WRITTEN = ("forthcoming",)
 _INSTANCE_DEFAULTS: dict[str, Any] = {
     "ctime": 0,
     "mtime": 0,
@@ -256,8 +275,17 @@ def _fill(item: Any, defaults: Mapping[str, Any]) -> None:
     if isinstance(item, dict):
         for name in [name for name, value in item.items() if value is None]:
             del item[name]
+        for name in _NEVER_WRITTEN:
+            item.pop(name, None)
         for name, value in defaults.items():
             item.setdefault(name, copy.deepcopy(value))
+
+
+def _drop_nulls(params: Any) -> Any:
+    """A parameter dict as the daemon holds it: a null parameter is an unset one."""
+    if isinstance(params, dict):
+        return {name: _drop_nulls(value) for name, value in params.items() if value is not None}
+    return params
 
 
 def _fill_disk(disk: Any) -> None:
@@ -280,27 +308,50 @@ def _tags_as_sets(view: dict[str, Any]) -> None:
 def haskell_view(config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as the daemon serialises it back (the defaults it fills in)."""
     view: dict[str, Any] = _as_haskell_numbers(dict(config))
+    for name in ("ctime", "mtime"):
+        if view.get(name) is None:
+            view[name] = 0
     for disk in (view.get("disks") or {}).values():
         _fill_disk(disk)
     _fill(view.get("cluster"), _CLUSTER_DEFAULTS)
+    for network in (view.get("networks") or {}).values():
+        _fill(network, _NETWORK_DEFAULTS)
     for section, defaults in (("nodes", _NODE_DEFAULTS), ("nodegroups", _GROUP_DEFAULTS)):
         for item in (view.get(section) or {}).values():
-            _fill(item, defaults)
-            for name in _LEFT_OUT_WHEN_EMPTY:
-                if isinstance(item, dict) and item.get(name) == {}:
-                    del item[name]
-    for instance in (view.get("instances") or {}).values():
-        _fill(instance, _INSTANCE_DEFAULTS)
-        for nic in instance.get("nics") or []:
-            _fill(nic, {})
-    for instance in (view.get("instances") or {}).values():
-        for nic in instance.get("nics") or []:
-            # A null NIC parameter is an unset one (the cluster's default applies).
-            params = nic.get("nicparams")
+            _fill_node_or_group(item, defaults)
+    cluster_beparams = (view.get("cluster") or {}).get("beparams")
+    if isinstance(cluster_beparams, dict):
+        for group, params in cluster_beparams.items():
             if isinstance(params, dict):
-                nic["nicparams"] = {k: v for k, v in params.items() if v is not None}
-        beparams = instance.get("beparams")
-        if isinstance(beparams, dict):
-            instance["beparams"] = _haskell_beparams(beparams)
+                cluster_beparams[group] = _haskell_beparams(params)
+    for instance in (view.get("instances") or {}).values():
+        _fill_instance(instance)
     _tags_as_sets(view)
     return view
+
+
+def _fill_node_or_group(item: Any, defaults: Mapping[str, Any]) -> None:
+    _fill(item, defaults)
+    if not isinstance(item, dict):
+        return
+    for name in _LEFT_OUT_WHEN_EMPTY:
+        if item.get(name) == {}:
+            del item[name]
+    for name in ("ndparams", "ipolicy", "networks"):
+        if name in item:
+            item[name] = _drop_nulls(item[name])
+
+
+def _fill_instance(instance: Any) -> None:
+    _fill(instance, _INSTANCE_DEFAULTS)
+    if not isinstance(instance, dict):
+        return
+    for nic in instance.get("nics") or []:
+        _fill(nic, {})
+        # A null NIC parameter is an unset one (the cluster's default applies).
+        params = nic.get("nicparams") if isinstance(nic, dict) else None
+        if isinstance(params, dict):
+            nic["nicparams"] = {k: v for k, v in params.items() if v is not None}
+    beparams = instance.get("beparams")
+    if isinstance(beparams, dict):
+        instance["beparams"] = _haskell_beparams(_drop_nulls(beparams))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket as stdlib_socket
 from collections.abc import AsyncIterator, Mapping
@@ -51,7 +52,10 @@ def load_config(source: ConfigSource) -> Mapping[str, Any]:
         except RecursionError:
             raise ConfdError(f"the configuration {path} nests too deeply to read") from None
     cluster = config.get("cluster") if isinstance(config, Mapping) else None
-    if not isinstance(cluster, Mapping) or not isinstance(cluster.get("serial_no"), int):
+    serial = cluster.get("serial_no") if isinstance(cluster, Mapping) else None
+    if isinstance(serial, bool) or not (
+        isinstance(serial, int) or (isinstance(serial, float) and math.isfinite(serial))
+    ):
         raise ConfdError("not a Ganeti configuration: no cluster object with a serial_no")
     for section in ("nodes", "instances", "disks", "nodegroups", "networks"):
         items = config.get(section)
