@@ -668,9 +668,12 @@ def test_goodput_holds_at_any_rate_queue_and_load(rate: float, queue: int, load:
 
 
 async def test_a_query_let_in_at_its_deadline_says_it_was_never_sent() -> None:
-    # 16 places, 32 queries of one deadline: the second 16 are handed
-    # places as the first give them back, at that deadline, and send
-    # nothing. Their verdict says so, not "the peer asked sent nothing back".
+    # 16 places, 32 queries of (nearly) one deadline: the second 16 are
+    # handed places as the first give them back, at about that deadline.
+    # One let in too late to send says it was never sent, not "the peer
+    # asked sent nothing back"; one let in in time has sent. (Which is
+    # which depends on the machine's load: the count of requests that
+    # really went out must match the verdicts either way.)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         silent.setblocking(False)
@@ -687,12 +690,13 @@ async def test_a_query_let_in_at_its_deadline_says_it_was_never_sent() -> None:
         while True:
             try:
                 envelope = json.loads(silent.recv(4096)[len(MAGIC) :])
-                asked.add(json.loads(envelope["msg"])["rsalt"])
             except BlockingIOError:
                 break
-    sent = [result for result in results if not result.saturated]
-    assert len(sent) == len(asked) == 16
+            asked.add(json.loads(envelope["msg"])["rsalt"])
+    sent = [result for result in results if result.sent]
+    assert len(sent) == len(asked) >= 16
     for result in results:
-        if result.saturated:
-            assert (result.sent, result.silent) == (0, ())
+        if not result.sent:  # never let in, or let in too late to send
+            assert result.silent == ()
             assert "sent nothing back" not in result.verdict
+            assert "not sent" in result.verdict

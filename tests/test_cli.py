@@ -742,3 +742,30 @@ async def test_output_that_cannot_be_written_is_one_line_and_status_74(
         )
         assert done.returncode == EXIT_OUTPUT_ERROR
         assert done.stderr.decode().splitlines() == [f"trioconfd: error: {said}"]
+
+
+async def test_watch_on_a_pipe_closed_early_ends_quietly(
+    servers: list[ConfdServer], key_file: Path
+) -> None:
+    command = [sys.executable, "-m", "trioconfd", "watch", "master", *peer_args(servers)]
+    command += ["--key-file", str(key_file), "--interval", "0.1"]
+    done = await trio.run_process(
+        ["bash", "-c", '"$@" | head -c 0; exit "${PIPESTATUS[0]}"', "bash", *command],
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_CLOSED_OUTPUT, done.stderr
+    assert done.stderr == b""
+
+
+async def test_with_standard_error_closed_nothing_strays_onto_standard_output(
+    key_file: Path,
+) -> None:
+    quiet = f"127.0.0.1:{free_udp_port()}"
+    command = [sys.executable, "-m", "trioconfd", "master", "--peer", quiet]
+    command += ["--key-file", str(key_file), "--timeout", "0.2", "--partial"]
+    done = await trio.run_process(
+        ["sh", "-c", 'exec "$@" 2>&-', "sh", *command], capture_stdout=True, check=False
+    )
+    assert done.returncode == EXIT_TIMEOUT
+    assert done.stdout == b""

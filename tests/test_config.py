@@ -108,6 +108,11 @@ def test_fail_over_refuses_a_node_that_cannot_be_master(node: Any, message: str)
         ConfdClientError, match=r"serial must be above the configuration's, 1, not 1"
     ):
         fail_over(config, 2, serial=1)
+    # The cluster's serial is the one peers report, whatever the file's copy says.
+    odd = copy.deepcopy(config)
+    odd["serial_no"] = None
+    odd["cluster"]["serial_no"] = 5
+    assert fail_over(odd, 2)["cluster"]["serial_no"] == 6
 
 
 def test_drbd_minors_are_unique_per_node() -> None:

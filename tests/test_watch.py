@@ -15,6 +15,7 @@ from trioconfd import (
     ConfdArgumentError,
     ConfdClient,
     QueryResult,
+    ReplyStatus,
     RequestType,
     open_confd_client,
 )
@@ -125,3 +126,29 @@ async def test_replies_that_disagree_at_one_serial_are_not_news_each_time(
     # The first verdict, and at most one more: a consistent quorum's answer.
     assert len(seen) <= 2, seen
     assert all(consistent for _, consistent in seen[1:]), seen
+
+
+async def test_a_name_gone_from_the_configuration_is_news(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The daemon answers an error with serial 0 whatever its configuration:
+    # that is no stale quorum, but the node gone.
+    before = make_cluster_config(nodes=3, serial=5)
+    after = make_cluster_config(nodes=2, serial=6)
+    async with simulated(before) as (cluster, client):
+        seen: list[Any] = []
+
+        async def watcher() -> None:
+            async for result in client.watch(
+                RequestType.NODE_ROLE_BYNAME, "node3.example.com", interval=1.0
+            ):
+                seen.append((result.status, result.not_found))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher)
+            await trio.sleep(1.5)
+            for index in range(3):
+                cluster.set_config(index, after)
+            await trio.sleep(2.0)
+            nursery.cancel_scope.cancel()
+    assert seen == [(ReplyStatus.OK, False), (ReplyStatus.ERROR, True)]

@@ -83,9 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = parse_arguments(argv)
     stdout, err = sys.stdout, sys.stderr
+    if err is None:  # started with standard error closed ("2>&-"): say nothing
+        err = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     if stdout is None:  # started with standard output closed (">&-")
-        if err is not None:
-            print("trioconfd: error: standard output is closed", file=err)
+        print("trioconfd: error: standard output is closed", file=err)
         return EXIT_OUTPUT_ERROR
     out = cast(TextIO, _Output(stdout))
     for stream in (stdout, err):
@@ -178,9 +179,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # Ctrl-C seen by a task in a nursery comes out in a group: it is an
         # interruption all the same, not a crash to show a traceback for.
         # So does output that failed in a nursery (watch prints in one).
-        output, rest = group.split(OutputError)
-        if output is not None and rest is None:
-            raise output.exceptions[0] from None
+        for kind in (OutputError, BrokenPipeError):
+            output, rest = group.split(kind)
+            if output is not None and rest is None:
+                raise output.exceptions[0] from None
         if group.split(KeyboardInterrupt)[1] is not None:
             raise
         return EXIT_INTERRUPTED

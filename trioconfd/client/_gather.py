@@ -42,6 +42,11 @@ _UNREACHABLE = {
     errno.ECONNREFUSED: "port unreachable",
     errno.EHOSTUNREACH: "host unreachable",
     errno.ENETUNREACH: "network unreachable",
+    errno.EACCES: "administratively prohibited",
+    errno.EMSGSIZE: "the datagram is too big for the path",
+    errno.EOPNOTSUPP: "source route failed",
+    errno.ENOPROTOOPT: "protocol unreachable",
+    getattr(errno, "ENONET", errno.EHOSTUNREACH): "host unreachable",
 }
 
 _ENDED = "this request has ended: its async with block has exited"

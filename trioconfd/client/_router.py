@@ -233,12 +233,16 @@ class Router:
             # Read what the error came with, even before giving up: a queue
             # left full with no error pending spins the readers.
             self.read_network_errors()
-            try:
-                await self.socket.sendto(datagram, target)
-            except OSError as exc:
-                error = exc
-            else:
-                return
+            while True:
+                try:
+                    await self.socket.sendto(datagram, target)
+                except trio.BusyResourceError:
+                    await trio.sleep(0.001)  # another task waits for room: take turns
+                except OSError as exc:
+                    error = exc
+                    break
+                else:
+                    return
         if self.error_queue is not None and error.errno in PEER_UNREACHABLE:
             self.read_network_errors()
         raise error

@@ -90,8 +90,16 @@ def _is_news(result: QueryResult, last: QueryResult | None) -> bool:
         return False  # nothing trusted to tell
     if last is None or last.best is None:
         return True
-    if result.serial is not None and last.serial is not None and result.serial < last.serial:
-        return False  # older than what was seen: a stale quorum, not a change
+    if (
+        result.ok
+        and result.serial is not None
+        and last.serial is not None
+        and result.serial < last.serial
+    ):
+        # Older than what was seen: a stale quorum, not a change. (An error
+        # reply carries serial 0 whatever the configuration: a name gone
+        # from it is news.)
+        return False
     if result.serial == last.serial and not result.consistent:
         # Replies that disagree at one serial: which wins is luck, not news.
         return False

@@ -338,8 +338,14 @@ def fail_over(
         raise ConfdArgumentError(
             f"{name} cannot become the master: it is not an online master candidate"
         )
-    old = failed_over.get("serial_no")
-    old = old if isinstance(old, int) and not isinstance(old, bool) else 0
+    old = max(
+        (
+            value
+            for value in (failed_over.get("serial_no"), failed_over["cluster"].get("serial_no"))
+            if isinstance(value, int) and not isinstance(value, bool)
+        ),
+        default=0,
+    )  # the cluster's serial is the one peers report; the file's, its copy
     new = old + 1 if serial is None else serial
     _check_count(new, "serial", 0, 2**53)
     if new <= old:
