@@ -82,6 +82,7 @@ async def _run(mode: str, args: list[int]) -> dict[str, Any]:
         for _ in range(args[0]):  # while the client is busy, not reading
             _icmp_about(4, 3, 3, client_port, 9)
         after = await client.query(ping, timeout=2)
+        await trio.sleep(0.3)  # the receive tasks read the queue, a batch an error
         batches = _Batches()
         trio.lowlevel.add_instrument(batches)
         await trio.sleep(0.3)

@@ -644,3 +644,27 @@ async def test_replies_that_piled_up_are_read_several_a_batch() -> None:
         # One receive task reads one datagram a batch (trio.socket yields
         # after each); the client's take turns, and read several.
         assert 1 < counter.most <= RECEIVE_TASKS
+
+
+async def test_the_client_makes_one_socket_and_reads_its_errors_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # All of the client's I/O goes through its trio.socket (the simulated
+    # network plugs in there): the ICMP errors queued for it are read with
+    # that socket's recvmsg, not through a second, stdlib socket on its file.
+    made: list[object] = []
+
+    class Counted(socket.socket):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = closed.getsockname()
+    monkeypatch.setattr(socket, "socket", Counted)
+    async with open_confd_client(KEY, [nobody]) as client:
+        result = await client.query(RequestType.PING, timeout=0.3)
+        assert client._router.error_queue is not None  # Linux: the queue is read
+    assert result.unreachable == ((nobody, "port unreachable"),)
+    assert len(made) == 1  # the trio.socket's own

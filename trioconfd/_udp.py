@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import socket
 import struct
 import sys
@@ -94,6 +93,11 @@ _EXTENDED_ERROR = struct.Struct("=IB")
 _DRAIN_LIMIT = 1_000_000
 
 
+#: How long a read of the error queue waits for an entry before it takes
+#: the queue for empty (a read that finds one returns at once).
+_EMPTY_WAIT = 0.0005
+
+
 class ErrorQueue:
     """The ICMP errors a client's UDP socket was sent, each with the peer it was about.
 
@@ -101,48 +105,59 @@ class ErrorQueue:
     socket only as an ``ECONNREFUSED`` from its next call (which, a
     ``sendto``, fails to send), naming no address. With ``IP_RECVERR``
     each error is queued with the destination of the datagram that caused
-    it; :meth:`drain` reads them. Every caller that meets one of those
-    errors drains the queue: a queue left full keeps the socket reporting
-    an error (``EPOLLERR``), and its readers would wake for nothing.
+    it; :meth:`drain` reads them, through the client's own Trio socket.
+    Whoever meets one of those errors has the queue drained: a queue left
+    full keeps the socket signalling an error (``EPOLLERR``), and its
+    readers would wake for nothing.
     """
 
-    def __init__(self, fd: int) -> None:
-        # A socket of our own on the same file: read without blocking, and
-        # without going through Trio's wait for readability.
-        self._socket = socket.socket(fileno=os.dup(fd))
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._socket = sock
+        self._draining = False
 
     @classmethod
     def attach(cls, sock: Any) -> ErrorQueue | None:
         """Ask ``sock``'s kernel to queue its ICMP errors; None where it cannot (not
         Linux, a custom socket)."""
-        if sys.platform != "linux":
+        if sys.platform != "linux" or not hasattr(sock, "recvmsg"):
             return None
         try:
             if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
-            return cls(sock.fileno())
         except (OSError, NotImplementedError, AttributeError, TypeError, ValueError):
             return None
+        return cls(sock)
 
-    def drain(self) -> list[tuple[tuple[str, int], int]]:
-        """Each queued error's peer (the address the datagram went to) and errno."""
-        errors = []
+    async def drain(self) -> list[tuple[tuple[str, int], int]]:
+        """Each queued error's peer (the address the datagram went to) and errno.
+
+        One task at a time reads the queue, to its end (a read that finds
+        nothing in :data:`_EMPTY_WAIT`); another asking meanwhile gets ``[]``:
+        the one reading will have read its error too.
+        """
+        if self._draining:
+            return []
+        self._draining = True
+        try:
+            return await self._read_to_the_end()
+        finally:
+            self._draining = False
+
+    async def _read_to_the_end(self) -> list[tuple[tuple[str, int], int]]:
+        sock = self._socket
+        errors: list[tuple[tuple[str, int], int]] = []
         for _ in range(_DRAIN_LIMIT):
-            try:
-                _, ancillary, _, address = self._socket.recvmsg(
-                    0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
-                )
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break  # closed under us, or no queue after all
-            for _, _, data in ancillary:
-                if len(data) >= _EXTENDED_ERROR.size and isinstance(address, tuple):
-                    code = _EXTENDED_ERROR.unpack_from(data)[0]
-                    errors.append(((str(address[0]), int(address[1])), code))
+            with trio.move_on_after(_EMPTY_WAIT):
+                try:
+                    _, ancillary, _, address = await sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+                except (trio.BusyResourceError, trio.ClosedResourceError, OSError):
+                    return errors  # another task waits on the socket (so: empty), or closed
+                for _, _, data in ancillary:
+                    if len(data) >= _EXTENDED_ERROR.size and isinstance(address, tuple):
+                        code = _EXTENDED_ERROR.unpack_from(data)[0]
+                        errors.append(((str(address[0]), int(address[1])), code))
+                continue
+            return errors  # none came in time: the queue is empty
         return errors
-
-    def close(self) -> None:
-        self._socket.close()

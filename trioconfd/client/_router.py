@@ -102,6 +102,11 @@ class Router:
         #: the ICMP errors the socket was sent, by the peer they were about
         #: (Linux; None where the kernel cannot say, as on a custom socket)
         self.error_queue = ErrorQueue.attach(sock)
+        #: each receive task's cancel scope while it reads: a send that met
+        #: an error of the queue cancels them, and they read the queue
+        self._reading: set[trio.CancelScope] = set()
+        #: a send met an error of the queue: a receive task is to read it
+        self._errors_pending = False
         #: each peer the network last said was unreachable: when, and the errno
         self.unreachable: dict[Address, tuple[float, int]] = {}
 
@@ -112,13 +117,19 @@ class Router:
             estimate = self.rtt[peer] = RttEstimate()
         return estimate
 
-    def read_network_errors(self) -> None:
+    async def read_network_errors(self) -> None:
         """Note which peers the network says are unreachable (the socket reported
-        one of :data:`PEER_UNREACHABLE`), emptying the socket's error queue."""
+        one of :data:`PEER_UNREACHABLE`), emptying the socket's error queue.
+
+        Only the receive tasks read it: they are the socket's readers.
+        """
         queue = self.error_queue
         if queue is None:
             return
-        errors = queue.drain()
+        # Shielded: a send asking for the queue to be read (cancelling the
+        # reads) must not cut this reading short, and lose what it read.
+        with trio.CancelScope(shield=True):
+            errors = await queue.drain()
         if not errors:
             return
         unreachable = self.unreachable
@@ -230,9 +241,11 @@ class Router:
         for _ in range(_SEND_ATTEMPTS):
             if self.error_queue is None or error.errno not in PEER_UNREACHABLE:
                 raise error
-            # Read what the error came with, even before giving up: a queue
-            # left full with no error pending spins the readers.
-            self.read_network_errors()
+            # The error was the queue's: the readers must read it (a queue
+            # left full with no error pending would spin them), and they
+            # alone read the socket. Their reads are cancelled, and they go
+            # to the queue.
+            self._have_errors_read()
             while True:
                 try:
                     await self.socket.sendto(datagram, target)
@@ -243,9 +256,16 @@ class Router:
                     break
                 else:
                     return
-        if self.error_queue is not None and error.errno in PEER_UNREACHABLE:
-            self.read_network_errors()
+        self._have_errors_read()
         raise error
+
+    def _have_errors_read(self) -> None:
+        """A send met an error of the queue: the receive tasks, the socket's only
+        readers, are to read the queue (their reads cancelled; one not yet
+        reading sees the flag first)."""
+        self._errors_pending = True
+        for reading in self._reading:
+            reading.cancel()
 
     async def receive_loop(self) -> None:
         """Read and route datagrams until cancelled or the socket closes; then the
@@ -262,49 +282,68 @@ class Router:
         on; any other socket error ends it, and the client closes with it as
         the reason (the error goes on to the client's nursery).
         """
-        receive = self.socket.recvfrom
-        route = self._route
-        idle = self._idle_readers
         reason = "its receive task has stopped"
         failure: BaseException | None = None
         try:
             while True:
-                try:
-                    datagram, sender = await receive(_RECEIVE_SIZE)
-                except trio.BusyResourceError:
-                    # Another receive task waits for the socket: wait for it.
-                    await idle.park()
-                    continue
-                except trio.ClosedResourceError:
-                    return  # the socket was closed: the client is closing
-                except OSError as exc:
-                    if exc.errno in SOCKET_CLOSED:
+                if self._errors_pending:
+                    self._errors_pending = False
+                    await self.read_network_errors()
+                # One scope for as long as nothing cancels it: a send that met
+                # an error of the queue does, and this task reads the queue.
+                with trio.CancelScope() as reading:
+                    self._reading.add(reading)
+                    try:
+                        await self._receive_until_closed()
                         return
-                    if exc.errno not in PEER_UNREACHABLE:
-                        reason = f"its receive task stopped: the socket failed: {exc}"
-                        failure = exc
-                        raise
-                    self.stats.socket_errors += 1
-                    self.read_network_errors()
-                    self.log.log(
-                        "socket errors", logging.DEBUG, "the socket reported %s; receiving on", exc
-                    )
-                    # Trio's own sockets checkpoint even when a call fails; a
-                    # custom socket (a simulated network) may not: let the
-                    # others run, so a socket that keeps failing cannot hog
-                    # the loop.
-                    await trio.lowlevel.checkpoint()
-                    continue
-                if idle and len(self.table) > _READERS_BUSY:
-                    idle.unpark()  # under load there may be more: one more reader
-                route(datagram, sender)
+                    finally:
+                        self._reading.discard(reading)
+        except OSError as exc:
+            reason = f"its receive task stopped: the socket failed: {exc}"
+            failure = exc
+            raise
         except Exception as exc:
-            failure = failure or exc
+            failure = exc
             raise
         finally:
-            idle.unpark_all()  # one of them waits for the socket in our place
+            self._idle_readers.unpark_all()  # one of them waits for the socket in our place
             # (After the client's block has exited, the client is closed already.)
             self.close(reason, broken=True, failure=failure)
+
+    async def _receive_until_closed(self) -> None:
+        """Read and route datagrams until the socket closes; raise the error of a
+        socket that failed."""
+        receive = self.socket.recvfrom
+        route = self._route
+        idle = self._idle_readers
+        while True:
+            try:
+                datagram, sender = await receive(_RECEIVE_SIZE)
+            except trio.BusyResourceError:
+                # Another receive task waits for the socket: wait for it.
+                await idle.park()
+                continue
+            except trio.ClosedResourceError:
+                return  # the socket was closed: the client is closing
+            except OSError as exc:
+                if exc.errno in SOCKET_CLOSED:
+                    return
+                if exc.errno not in PEER_UNREACHABLE:
+                    raise
+                self.stats.socket_errors += 1
+                await self.read_network_errors()
+                self.log.log(
+                    "socket errors", logging.DEBUG, "the socket reported %s; receiving on", exc
+                )
+                # Trio's own sockets checkpoint even when a call fails; a
+                # custom socket (a simulated network) may not: let the
+                # others run, so a socket that keeps failing cannot hog
+                # the loop.
+                await trio.lowlevel.checkpoint()
+                continue
+            if idle and len(self.table) > _READERS_BUSY:
+                idle.unpark()  # under load there may be more: one more reader
+            route(datagram, sender)
 
     def _route(self, datagram: bytes, sender: Any) -> None:
         """Check one datagram and hand it on if it is a reply a request waits for."""
@@ -408,8 +447,5 @@ class Router:
         self.table.clear()
         self.channels.close()
         self.admission.close()
-        if self.error_queue is not None:
-            self.error_queue.close()
-            self.error_queue = None
         for route in routes:
             route.end()
