@@ -22,6 +22,7 @@ from trioconfd import (
     ConfdClientError,
     ConfdRequest,
     RequestType,
+    RetryPolicy,
     open_confd_client,
 )
 from trioconfd.client._admission import Admission, PeerWindow
@@ -257,9 +258,15 @@ def test_a_window_whose_places_are_held_is_not_forgotten() -> None:
     assert places is not None
     admission.forget([A, B])
     assert set(admission.windows) == {A, B}
-    places.give_back(timed_out=False)
-    admission.forget([A, B])
+    places.give_back(timed_out=False)  # the last place back: now they go
     assert admission.windows == {}
+    # A peer asked again before its window was free keeps it.
+    places = admission.admit_nowait([A, B])
+    assert places is not None
+    admission.forget([A, B])
+    admission.forget([], keep=[A])
+    places.give_back(timed_out=False)
+    assert set(admission.windows) == {A}
 
 
 async def test_a_query_handed_a_place_as_the_client_closes_does_not_wait_again(
@@ -471,6 +478,140 @@ async def test_retransmissions_take_places_and_cut_the_window_once_a_round(
             assert (windows[peer].window.in_use, windows[peer].window.size) == (0, 32)
 
 
+async def test_a_request_to_a_silent_peer_holds_two_places_there_at_most(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Two peers (the quorum needs both), the second down. A query with a
+    # long deadline is sent again and again; each copy took a place, so in
+    # 20 s it filled the window (42 places of 32), and a second query was
+    # never sent: "the client was saturated", where without admission it
+    # says which peer answered and which did not.
+    async with (
+        open_simulated_cluster([CONFIG] * 2, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+        trio.open_nursery() as nursery,
+    ):
+        cluster.crash(1)
+        nursery.start_soon(lambda: client.query(RequestType.PING, timeout=30))
+        await trio.sleep(20)
+        window = client._router.admission.windows[cluster.peers[1]]
+        assert window.window.in_use == 2  # its latest copy's place and the one before's
+        assert client.stats.retransmitted > 10
+        result = await client.query(RequestType.PING, timeout=2)
+        assert not result.saturated
+        assert (result.sent, result.received) == (2, 1)
+        assert result.silent == (cluster.peers[1],)
+        nursery.cancel_scope.cancel()
+
+
+async def test_queries_go_without_a_silent_peer_whose_window_is_full(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Three peers, one down; streams with long deadlines hold its four
+    # places. Queries that can reach their quorum from the other two ask
+    # them alone, rather than wait for a place with the dead one (they all
+    # ended "saturated" before).
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(4)) as client,
+        trio.open_nursery() as nursery,
+    ):
+        cluster.crash(2)
+        dead = cluster.peers[2]
+
+        async def stream() -> None:
+            async with client.request(RequestType.PING, timeout=30) as replies:
+                async for _ in replies:
+                    pass
+
+        for _ in range(2):
+            nursery.start_soon(stream)
+        await trio.sleep(1)  # each sent again: two places each
+        window = client._router.admission.windows[dead]
+        assert (window.window.in_use, window.silent) == (4, True)
+        results: list[Any] = []
+
+        async def one() -> None:
+            results.append(await client.query(RequestType.PING, timeout=2))
+
+        async with trio.open_nursery() as queries:
+            for _ in range(20):
+                queries.start_soon(one)
+        assert [(result.ok, result.sent) for result in results] == [(True, 2)] * 20
+        assert client.stats.skipped == 20
+        assert client.stats.saturated == 0
+        # Two peers of two cannot do without the third: those wait for it.
+        nursery.cancel_scope.cancel()
+    async with (
+        open_simulated_cluster([CONFIG] * 2, KEY) as cluster,
+        open_confd_client(
+            KEY, cluster.peers, port=cluster.port, admission=fixed(1), retry=RetryPolicy.off()
+        ) as client,
+    ):
+        cluster.crash(1)
+        assert (await client.query(RequestType.PING, timeout=0.5)).timed_out  # now silent
+        async with trio.open_nursery() as holders:
+            holders.start_soon(lambda: client.query(RequestType.PING, timeout=5))
+            await trio.testing.wait_all_tasks_blocked()
+            result = await client.query(RequestType.PING, timeout=1)
+            holders.cancel_scope.cancel()
+        assert result.saturated
+        assert client.stats.skipped == 0
+
+
+async def test_queries_waiting_for_a_peer_that_turns_silent_go_without_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The window of a peer not yet known to be down fills; the queries
+    # behind it wait. When its first request goes unanswered (sent again at
+    # 0.1 s), they look again, and go to the two peers that answer.
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(1)) as client,
+        trio.open_nursery() as nursery,
+    ):
+        cluster.crash(2)
+
+        async def stream() -> None:
+            async with client.request(RequestType.PING, timeout=30) as replies:
+                async for _ in replies:
+                    pass
+
+        nursery.start_soon(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        result = await client.query(RequestType.PING, timeout=10)
+        assert result.ok
+        assert result.sent == 2
+        assert trio.current_time() - started < 0.2  # at the stream's first retransmission
+        nursery.cancel_scope.cancel()
+
+
+async def test_places_held_by_waiting_queries_do_not_grow_a_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # With the highest peer down, queries wait for its window holding their
+    # places with the others: those were counted as in use, and each reply
+    # grew the live peers' windows up to the maximum.
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.crash(2)
+
+        async def one() -> None:
+            await client.query(RequestType.PING, coverage=-1, timeout=5)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2000):
+                nursery.start_soon(one)
+        windows = client._router.admission.windows
+        for peer in cluster.peers[:2]:
+            # Slow start from 64 to as many as were really sent at once.
+            assert windows[peer].window.size < 300
+            assert (windows[peer].window.in_use, windows[peer].window.reserved) == (0, 0)
+
+
 async def test_a_request_that_cannot_be_made_gives_its_places_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -650,19 +791,26 @@ async def test_a_freed_place_wakes_one_waiting_query_not_a_line_of_them(
     rate=st.floats(200, 3000),
     queue=st.integers(128, 1024),
     load=st.integers(64, 1500),
+    timeout=st.floats(0.05, 3),
 )
-def test_goodput_holds_at_any_rate_queue_and_load(rate: float, queue: int, load: int) -> None:
+def test_goodput_holds_at_any_rate_queue_and_load(
+    rate: float, queue: int, load: int, timeout: float
+) -> None:
     # Queues of 128 datagrams and more: a kernel's default UDP buffer holds
-    # a few hundred. (A burst into a queue smaller than the first window
-    # loses part of it, and costs a retransmission interval to recover.)
+    # a few hundred. (A peer whose queue holds fewer than a window's
+    # minimum, 16, keeps losing requests: see README.)
     async def main() -> None:
         capacity = Capacity(rate=rate, queue=queue)
         total = max(load, 300)
-        reference, _, _ = await _offer(16, 300, AdmissionPolicy(), capacity)
+        peak = max([(await _offer(n, 300, AdmissionPolicy(), capacity))[0] for n in (16, 64)])
         goodput, datagrams, late = await _offer(load, total, AdmissionPolicy(), capacity)
-        assert late == 0  # every query ends by its deadline
-        assert goodput >= 0.7 * reference, (goodput, reference)
+        assert late == 0
+        assert goodput >= 0.7 * peak, (goodput, peak)
         assert datagrams <= 5  # three first sends, and few again
+        # Deadlines that do fall, many of them while the queries wait for
+        # places: every query still ends by its own.
+        _, _, late = await _offer(load, total, AdmissionPolicy(), capacity, timeout=timeout)
+        assert late == 0
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 

@@ -26,6 +26,11 @@ from ..protocol import Address, AdmissionPolicy, Window
 # How far down another window's line a window with room looks for a
 # sample that may ask its peer instead (see Admission.waiter_for).
 _LOOK_AHEAD = 8
+# Places one request holds with one peer at most: its latest copy's and the
+# one before's. A copy sent again after that goes in the place of the
+# oldest, presumed lost: a request to a peer that never answers does not
+# fill its window on its own, however long its deadline.
+_PLACES_PER_PEER = 2
 
 
 class Waiter:
@@ -35,7 +40,7 @@ class Waiter:
     (or by the client closing): no task is parked by hand.
     """
 
-    __slots__ = ("event", "handed", "line", "spare", "targets")
+    __slots__ = ("again", "event", "handed", "line", "spare", "targets")
 
     def __init__(self, targets: list[Address], spare: list[Address]) -> None:
         self.targets = targets
@@ -45,6 +50,8 @@ class Waiter:
         self.line: PeerWindow | None = None
         #: the window that handed it a place (None on waking: the client closed)
         self.handed: PeerWindow | None = None
+        #: woken to look again: the peer it waited for has turned silent
+        self.again = False
 
     def leave_line(self) -> None:
         """Out of the line it waits in, if any (its wait was cancelled): it holds nothing."""
@@ -52,10 +59,12 @@ class Waiter:
             del self.line.line[self]
             self.line = None
 
-    def wake(self, handed: PeerWindow | None) -> None:
-        """Out of its line, with a place in ``handed`` (None: the client closed)."""
+    def wake(self, handed: PeerWindow | None, *, again: bool = False) -> None:
+        """Out of its line, with a place in ``handed`` (None: the client closed,
+        or, with ``again``, it should look again for places)."""
         self.line = None
         self.handed = handed
+        self.again = again
         self.event.set()
 
 
@@ -67,13 +76,16 @@ class PeerWindow:
     :meth:`give_back` hands a place to the next.
     """
 
-    __slots__ = ("_admission", "answers", "line", "peer", "window")
+    __slots__ = ("_admission", "answers", "line", "peer", "silent", "window")
 
     def __init__(self, admission: Admission, peer: Address) -> None:
         self.peer = peer
         self.window = Window(admission.policy)
         #: replies from the peer so far (to tell a busy peer from a silent one)
         self.answers = 0
+        #: a request to it went unanswered (sent again, or to its deadline)
+        #: while it answered nothing else, and it has not answered since
+        self.silent = False
         #: the queries parked until it has room, in order
         self.line: OrderedDict[Waiter, None] = OrderedDict()
         self._admission = admission
@@ -135,6 +147,16 @@ class PeerWindow:
                 return
             self.hand(waiter)
 
+    def turn_silent(self) -> None:
+        """Its peer answers nothing: the queries in its line look again, and those
+        that can reach their quorum without it go without it."""
+        if self.silent:
+            return
+        self.silent = True
+        line, self.line = self.line, OrderedDict()
+        for waiter in line:
+            waiter.wake(None, again=True)
+
     def close(self) -> None:
         """Wake every waiter, empty-handed."""
         line, self.line = self.line, OrderedDict()
@@ -164,10 +186,11 @@ class Places:
         A retransmission says the copy before was lost: the window is cut,
         once per round. It goes, taking one more place, when the window has
         room, or when the peer has answered nothing since the last copy (it
-        may be down, or losing datagrams), or the last one was held back; a
-        peer busy answering others with its window full is not sent more
-        load at once, and the schedule's next retransmission goes. A hedge
-        always goes.
+        may be down, or losing datagrams: the window is marked silent), or
+        the last one was held back; a peer busy answering others with its
+        window full is not sent more load at once, and the schedule's next
+        retransmission goes. A request holds two places with a peer at most:
+        a third copy takes the place of the first. A hedge always goes.
         """
         held = self.held.get(peer)
         if held is None:
@@ -177,9 +200,14 @@ class Places:
             if lost:
                 window.window.lost(held[1])
                 answers, held[3] = held[3], window.answers
-                if answers is not None and window.window.room < 1 and window.answers != answers:
+                if answers == window.answers:
+                    window.turn_silent()
+                elif answers is not None and window.window.room < 1:
                     held[3] = None  # held back once: the next one goes
                     return False
+            if held[2] >= _PLACES_PER_PEER:
+                held[3] = window.answers
+                return True
         taken = window.window.take()
         if held is None:
             self.held[peer] = [window, taken, 1, window.answers]
@@ -195,6 +223,7 @@ class Places:
             return
         window: PeerWindow = held[0]
         window.answers += 1
+        window.silent = False
         window.give_back(answered=True)
         if held[2] > 1:  # retransmissions and hedges took more
             for _ in range(held[2] - 1):
@@ -209,17 +238,21 @@ class Places:
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self.held = self.held, {}
-        for window, taken, count, _ in held.values():
+        for window, taken, count, answers in held.values():
             if timed_out:
                 window.window.lost(taken)
+                if answers == window.answers:
+                    window.turn_silent()
             for _ in range(count):
                 window.give_back(answered=False)
+        if self._admission.gone:
+            self._admission.drop_free()
 
 
 class Admission:
     """Every peer's window, and the queries waiting for room in them."""
 
-    __slots__ = ("closed", "policy", "samples_waiting", "windows")
+    __slots__ = ("closed", "gone", "policy", "samples_waiting", "windows")
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self.policy = policy
@@ -228,6 +261,8 @@ class Admission:
         self.samples_waiting = 0
         #: set by :meth:`close`: no query waits any more
         self.closed = False
+        #: peers no longer asked whose windows are still held or waited for
+        self.gone: set[Address] = set()
 
     def window_of(self, peer: Address) -> PeerWindow:
         window = self.windows.get(peer)
@@ -263,7 +298,7 @@ class Admission:
         return places
 
     async def admit(
-        self, targets: list[Address], spare: list[Address] | None = None
+        self, targets: list[Address], spare: list[Address] | None = None, *, needed: int = 0
     ) -> Places | None:
         """Wait for a place with every target; None if the client closed.
 
@@ -280,8 +315,11 @@ class Admission:
         first (fewest waiting for each place its window has: a peer that
         answers nothing keeps a small window); and, parked, is handed a
         place by a spare peer's window that has room and nobody waiting.
-        ``targets`` and ``spare`` are changed in place. Cancelled (the
-        query's deadline), it gives back what it holds.
+        A target whose window is full and whose peer answers nothing
+        (:attr:`PeerWindow.silent`) is not waited for while more than
+        ``needed`` targets are left: the query asks the others, who can
+        still reach its quorum. ``targets`` and ``spare`` are changed in
+        place. Cancelled (the query's deadline), it gives back what it holds.
         """
         spare = spare or []
         targets.sort()  # the order places are held in while waiting
@@ -289,7 +327,7 @@ class Admission:
         waiter: Waiter | None = None
         try:
             while True:
-                blocked = self._take_all(places, targets, spare)
+                blocked = self._take_all(places, targets, spare, needed)
                 if blocked is None:
                     return places
                 if self.closed:  # woken with a place just as the client closed
@@ -299,18 +337,9 @@ class Admission:
                 places.give_back_above(line.peer)
                 if waiter is None:
                     waiter = Waiter(targets, spare)
-                if spare:
-                    self.samples_waiting += 1
-                try:
-                    await line.join(waiter).wait()
-                finally:
-                    waiter.leave_line()  # cancelled: out of the line
-                    if spare:
-                        self.samples_waiting -= 1
-                    window = waiter.handed
-                    if window is not None:
-                        # Held even if cancelled meanwhile (then given back below).
-                        places.hold(window.peer, window, window.window.round)
+                window = await self._wait_in(line, waiter, places)
+                if waiter.again:
+                    continue  # the peer it waited for turned silent: look again
                 if window is None:
                     places.give_back(timed_out=False)
                     return None  # the client closed
@@ -321,16 +350,47 @@ class Admission:
             places.give_back(timed_out=False)
             raise
 
-    def _take_all(self, places: Places, targets: list[Address], spare: list[Address]) -> int | None:
-        """Take a place with each target ``places`` lacks, a spare standing in for a full one.
+    async def _wait_in(self, line: PeerWindow, waiter: Waiter, places: Places) -> PeerWindow | None:
+        """Wait in ``line`` until woken; the window that handed ``waiter`` a place, if any."""
+        spare = waiter.spare
+        if spare:
+            self.samples_waiting += 1
+        # The places it holds meanwhile send nothing: they do not count
+        # towards their windows' use (see Window.give_back).
+        reserved = [held[0].window for held in places.held.values()]
+        for counts in reserved:
+            counts.reserved += 1
+        try:
+            await line.join(waiter).wait()
+        finally:
+            for counts in reserved:
+                counts.reserved -= 1
+            waiter.leave_line()  # cancelled: out of the line
+            if spare:
+                self.samples_waiting -= 1
+            window = waiter.handed
+            if window is not None:
+                # Held even if cancelled meanwhile (then given back by admit).
+                places.hold(window.peer, window, window.window.round)
+        return window
+
+    def _take_all(
+        self, places: Places, targets: list[Address], spare: list[Address], needed: int
+    ) -> int | None:
+        """Take a place with each target ``places`` lacks, a spare standing in for a full one;
+        a full, silent target is dropped while more than ``needed`` are left.
 
         None when all are held, else the index of the target that has none.
         """
         window_of = self.window_of
-        for index, target in enumerate(targets):
+        index = 0
+        while index < len(targets):
+            target = targets[index]
             if places.holds(target):
+                index += 1
                 continue
-            peer, window = target, window_of(target)
+            own = window_of(target)
+            peer, window = target, own
             taken = window.take_nowait()
             if taken is None:
                 for other_index, other in enumerate(spare):
@@ -341,8 +401,12 @@ class Admission:
                         peer = other
                         break
                 else:
+                    if own.silent and len(targets) > needed:
+                        del targets[index]  # the others can still reach its quorum
+                        continue
                     return index
             places.hold(peer, window, taken)
+            index += 1
         return None
 
     def _line_to_wait_in(
@@ -385,19 +449,30 @@ class Admission:
         del found[1].line[found[2]]
         return found[2]
 
-    def forget(self, peers: Iterable[Address]) -> None:
-        """Drop the windows of peers no longer asked, once nothing holds or waits for them.
+    def forget(self, peers: Iterable[Address], *, keep: Iterable[Address] = ()) -> None:
+        """Drop the windows of ``peers`` (no longer asked) once nothing holds or waits
+        for them; ``keep``: peers asked again, whose windows stay.
 
         A window with places held or queries in its line stays until they
-        are through: a dropped window that later got a place back would
-        hand it to a query of another line, and a peer asked again would
-        have two windows.
+        are through (then the request that gives its last place back drops
+        it): a dropped window that later got a place back would hand it to
+        a query of another line, and a peer asked again would have two
+        windows.
         """
+        self.gone.update(peers)
+        self.gone.difference_update(keep)
+        self.drop_free()
+
+    def drop_free(self) -> None:
+        """Drop the windows of peers no longer asked that nothing holds or waits for."""
         windows = self.windows
-        for peer in peers:
+        for peer in list(self.gone):
             window = windows.get(peer)
-            if window is not None and not window.line and window.window.in_use == 0:
+            if window is None:
+                self.gone.discard(peer)
+            elif not window.line and window.window.in_use == 0:
                 del windows[peer]
+                self.gone.discard(peer)
 
     def close(self) -> None:
         """Wake every waiting query, empty-handed (the client closed); none waits after."""

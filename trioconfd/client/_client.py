@@ -160,9 +160,11 @@ class ConfdClient:
     # -- peers and coverage --------------------------------------------------
 
     def update_peer_list(self, peers: Iterable[PeerSpec]) -> None:
-        """Replace the peers; requests already sent keep their targets.
+        """Replace the peers; requests already sent keep their targets, and so do
+        queries still waiting for room in the peers' windows (admission).
 
-        The new peers must be of the socket's address family.
+        The new peers must be of the socket's address family. The window of
+        a peer no longer asked is dropped once nothing holds or waits for it.
         """
         family, addresses = parse_peers(peers, self._port)
         if family != self._family:
@@ -175,7 +177,7 @@ class ConfdClient:
         for gone in rtt.keys() - set(addresses):
             del rtt[gone]
         admission = self._router.admission
-        admission.forget(admission.windows.keys() - set(addresses))
+        admission.forget(admission.windows.keys() - set(addresses), keep=addresses)
 
     # -- queries and streams -------------------------------------------------
 
@@ -313,19 +315,23 @@ class ConfdClient:
             return places
         # A bad quorum rule fails here, before any wait (with room, it fails
         # as the request in flight is made, and its places go back).
-        quorum_of(self._quorum, len(targets))
+        needed = quorum_of(self._quorum, len(targets))
         # A sample may ask a spare peer instead of one whose window is full
-        # (a peer that answers nothing fills its window): see Admission.admit.
+        # (a peer that answers nothing fills its window), and any query may
+        # leave out a silent peer whose window is full while the peers it
+        # still asks can make the quorum it needed: see Admission.admit.
         peers = self._peers
         spare = [peer for peer in peers if peer not in targets] if len(targets) < len(peers) else []
         router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
+        asked = len(targets)
         try:
             with trio.move_on_at(plan.deadline):
-                places = await admission.admit(targets, spare)
+                places = await admission.admit(targets, spare, needed=needed)
                 if places is None:  # woken by the client closing
                     router.check_open()
         finally:
             router.waiting -= 1
+            router.stats.skipped += asked - len(targets)
         if places is not None and trio.current_time() >= plan.deadline:
             # Let in at its deadline (as others' places came back): too late
             # to send anything, as if never let in.

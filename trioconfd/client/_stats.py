@@ -45,6 +45,8 @@ class ClientStats:
     refused: int = 0
     #: queries never sent: the peers' windows stayed full until their deadline
     saturated: int = 0
+    #: peers a query left out: their windows were full and they answered nothing
+    skipped: int = 0
     _discard_cache: tuple[int, tuple[int, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )

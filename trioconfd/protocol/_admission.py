@@ -78,7 +78,7 @@ class AdmissionPolicy:
 class Window:
     """One peer's window: its size, the requests in it, and its round of losses."""
 
-    __slots__ = ("_policy", "_threshold", "in_use", "round", "size")
+    __slots__ = ("_policy", "_threshold", "in_use", "reserved", "round", "size")
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self._policy = policy
@@ -86,6 +86,9 @@ class Window:
         self.size = float(policy.initial if policy.enabled else math.inf)
         #: places taken: one per request let in, one more per retransmission
         self.in_use = 0
+        #: of those, places held by queries still waiting for another peer's
+        #: window: taken, but nothing sent with them yet
+        self.reserved = 0
         #: how many times the window has been cut; a place taken remembers it
         self.round = 0
         self._threshold = math.inf
@@ -106,13 +109,14 @@ class Window:
     def give_back(self, *, answered: bool) -> None:
         """Give a place back; ``answered``: the peer replied, and the window may grow.
 
-        It grows only while it is in use (half full or more), so that a
-        quiet client's window does not grow without limit and then let a
-        burst through all at once.
+        It grows only while it is in use (half full or more, counting only
+        the places of requests sent), so that a quiet client's window, or one
+        held by queries waiting for another peer, does not grow without limit
+        and then let a burst through all at once.
         """
         in_use = self.in_use
         self.in_use = in_use - 1
-        if answered and in_use * 2 >= self.size:
+        if answered and (in_use - self.reserved) * 2 >= self.size:
             size = self.size
             size += 1.0 if size < self._threshold else 1.0 / size
             self.size = min(size, float(self._policy.maximum))
