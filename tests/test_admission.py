@@ -559,34 +559,6 @@ async def test_queries_go_without_a_silent_peer_whose_window_is_full(
         assert client.stats.skipped == 0
 
 
-async def test_queries_waiting_for_a_peer_that_turns_silent_go_without_it(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # The window of a peer not yet known to be down fills; the queries
-    # behind it wait. When its first request goes unanswered (sent again at
-    # 0.1 s), they look again, and go to the two peers that answer.
-    async with (
-        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(1)) as client,
-        trio.open_nursery() as nursery,
-    ):
-        cluster.crash(2)
-
-        async def stream() -> None:
-            async with client.request(RequestType.PING, timeout=30) as replies:
-                async for _ in replies:
-                    pass
-
-        nursery.start_soon(stream)
-        await trio.testing.wait_all_tasks_blocked()
-        started = trio.current_time()
-        result = await client.query(RequestType.PING, timeout=10)
-        assert result.ok
-        assert result.sent == 2
-        assert trio.current_time() - started < 0.2  # at the stream's first retransmission
-        nursery.cancel_scope.cancel()
-
-
 async def test_places_held_by_waiting_queries_do_not_grow_a_window(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

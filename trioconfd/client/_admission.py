@@ -40,7 +40,7 @@ class Waiter:
     (or by the client closing): no task is parked by hand.
     """
 
-    __slots__ = ("again", "event", "handed", "line", "spare", "targets")
+    __slots__ = ("event", "handed", "line", "spare", "targets")
 
     def __init__(self, targets: list[Address], spare: list[Address]) -> None:
         self.targets = targets
@@ -50,8 +50,6 @@ class Waiter:
         self.line: PeerWindow | None = None
         #: the window that handed it a place (None on waking: the client closed)
         self.handed: PeerWindow | None = None
-        #: woken to look again: the peer it waited for has turned silent
-        self.again = False
 
     def leave_line(self) -> None:
         """Out of the line it waits in, if any (its wait was cancelled): it holds nothing."""
@@ -59,12 +57,10 @@ class Waiter:
             del self.line.line[self]
             self.line = None
 
-    def wake(self, handed: PeerWindow | None, *, again: bool = False) -> None:
-        """Out of its line, with a place in ``handed`` (None: the client closed,
-        or, with ``again``, it should look again for places)."""
+    def wake(self, handed: PeerWindow | None) -> None:
+        """Out of its line, with a place in ``handed`` (None: the client closed)."""
         self.line = None
         self.handed = handed
-        self.again = again
         self.event.set()
 
 
@@ -147,16 +143,6 @@ class PeerWindow:
                 return
             self.hand(waiter)
 
-    def turn_silent(self) -> None:
-        """Its peer answers nothing: the queries in its line look again, and those
-        that can reach their quorum without it go without it."""
-        if self.silent:
-            return
-        self.silent = True
-        line, self.line = self.line, OrderedDict()
-        for waiter in line:
-            waiter.wake(None, again=True)
-
     def close(self) -> None:
         """Wake every waiter, empty-handed."""
         line, self.line = self.line, OrderedDict()
@@ -201,7 +187,7 @@ class Places:
                 window.window.lost(held[1])
                 answers, held[3] = held[3], window.answers
                 if answers == window.answers:
-                    window.turn_silent()
+                    window.silent = True
                 elif answers is not None and window.window.room < 1:
                     held[3] = None  # held back once: the next one goes
                     return False
@@ -242,7 +228,7 @@ class Places:
             if timed_out:
                 window.window.lost(taken)
                 if answers == window.answers:
-                    window.turn_silent()
+                    window.silent = True
             for _ in range(count):
                 window.give_back(answered=False)
         if self._admission.gone:
@@ -338,8 +324,6 @@ class Admission:
                 if waiter is None:
                     waiter = Waiter(targets, spare)
                 window = await self._wait_in(line, waiter, places)
-                if waiter.again:
-                    continue  # the peer it waited for turned silent: look again
                 if window is None:
                     places.give_back(timed_out=False)
                     return None  # the client closed
