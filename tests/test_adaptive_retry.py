@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import socket
+import time
 from functools import partial
 from typing import Any
 
@@ -26,6 +28,7 @@ from trioconfd import (
     open_confd_client,
 )
 from trioconfd.client._gather import RequestInFlight
+from trioconfd.protocol import HmacKey, pack_reply, unpack_request
 from trioconfd.testing import Faults, make_cluster_config, open_confd_server, open_simulated_cluster
 from trioconfd.testing._simnet import SimulatedSocket
 
@@ -205,6 +208,81 @@ async def test_a_query_woken_late_does_not_retransmit_then(
         await trio.testing.wait_all_tasks_blocked()
         assert (client.stats.deferred, client.stats.retransmitted) == (0, 3)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_retransmission_waits_while_the_socket_holds_unread_datagrams(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # Datagrams wait in the client's socket when its retry time comes (as
+    # replies do while the event loop works through others): the query puts
+    # its retransmission off an interval, on the fixed schedule too, once in
+    # a row: a socket flooded at every wake does not stop it.
+    async with (
+        run_responders(3, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(partial(client.query, RequestType.PING, coverage=-1, timeout=5))
+        await wait_all_tasks_blocked_real()
+
+        def fill_the_socket() -> None:
+            # More than the receive tasks read in the batch the query wakes in.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+                for _ in range(64):
+                    flood.sendto(b"not a reply", client.local_address)
+
+        fill_the_socket()
+        mock_clock.jump(0.15)  # past the 0.1 s retry time
+        await wait_all_tasks_blocked_real()
+        assert (client.stats.deferred, client.stats.retransmitted) == (1, 0)
+        assert client.stats.malformed == 64  # read since, and counted
+        fill_the_socket()
+        mock_clock.jump(0.1)  # the time it was put off to
+        await wait_all_tasks_blocked_real()
+        assert (client.stats.deferred, client.stats.retransmitted) == (1, 3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_routed_as_the_query_wakes_is_not_asked_for_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # The reply reaches the socket while the event loop is held up past the
+    # retry time: the query (its deadline passed) and the receive task (its
+    # socket readable) wake in one batch, in either order. When the receive
+    # task runs first, the reply is in the query's channel when it looks at
+    # what to send: it counts it, and asks nobody again (it asked again,
+    # half the time).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        async with open_confd_client(KEY, [peer.getsockname()]) as client:
+            for _ in range(20):
+                with contextlib.suppress(BlockingIOError):
+                    while True:  # copies of earlier requests sent again
+                        peer.recvfrom(4096, socket.MSG_DONTWAIT)
+                async with trio.open_nursery() as nursery:
+                    results: list[Any] = []
+
+                    async def ask() -> None:
+                        results.append(await client.query(RequestType.PING, timeout=5))  # noqa: B023
+
+                    nursery.start_soon(ask)
+                    # The event loop held up (this task blocks it) from the
+                    # request's arrival to past its retry time, the reply
+                    # waiting in the client's socket.
+                    while True:
+                        try:
+                            datagram, sender = peer.recvfrom(4096, socket.MSG_DONTWAIT)
+                        except BlockingIOError:
+                            await trio.lowlevel.checkpoint()  # until the query has sent
+                        else:
+                            break
+                    request, _ = unpack_request(datagram, HmacKey(KEY))
+                    reply = ConfdReply(ReplyStatus.OK, "pong", 1)
+                    peer.sendto(pack_reply(reply, request.rsalt, HmacKey(KEY)), sender)
+                    mock_clock.jump(0.15)
+                    time.sleep(0.01)  # noqa: ASYNC251 - on loopback, there by then
+                assert results[0].ok
+            assert client.stats.retransmitted == 0
 
 
 async def wait_all_tasks_blocked_real() -> None:

@@ -27,7 +27,7 @@ from trioconfd import (
 )
 from trioconfd.client._admission import Admission, PeerWindow
 from trioconfd.protocol import Window
-from trioconfd.testing import Capacity, make_cluster_config, open_simulated_cluster
+from trioconfd.testing import Capacity, Faults, make_cluster_config, open_simulated_cluster
 
 KEY = b"admission key\n"
 CONFIG = make_cluster_config(nodes=3)
@@ -557,6 +557,116 @@ async def test_queries_go_without_a_silent_peer_whose_window_is_full(
             holders.cancel_scope.cancel()
         assert result.saturated
         assert client.stats.skipped == 0
+
+
+async def test_a_query_that_leaves_a_silent_peer_out_keeps_the_quorum_it_needed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Four peers, one down, its places held: queries ask the other three,
+    # and still need three replies, the quorum of the four chosen (they
+    # needed two, the quorum of three, and a stale pair could outvote the
+    # peer with the newest configuration). A rule that gives 0 for fewer
+    # peers than asked is never asked about them.
+    config = make_cluster_config(nodes=4)
+    for quorum, needed in ((None, 3), (lambda sent: sent // 2, 2)):
+        options: dict[str, Any] = {} if quorum is None else {"quorum": quorum}
+        async with (
+            open_simulated_cluster([config] * 4, KEY) as cluster,
+            open_confd_client(
+                KEY, cluster.peers, port=cluster.port, admission=fixed(2), **options
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            cluster.crash(3)
+
+            async def stream() -> None:
+                async with client.request(RequestType.PING, timeout=30) as replies:
+                    async for _ in replies:
+                        pass
+
+            nursery.start_soon(stream)
+            await trio.sleep(1)  # its two places with the dead peer, which is silent
+            result = await client.query(RequestType.PING, timeout=2)
+            assert result.ok
+            assert (result.sent, result.needed) == (3, needed)
+            assert client.stats.skipped == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_queries_queued_for_a_peer_before_it_turns_silent_free_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Queued for the dead peer's window before anyone knew it was dead, 200
+    # queries held their places with the live peers, and later queries could
+    # not get in until their deadlines. When it turns silent they give those
+    # back, and those that find room elsewhere go without it.
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+        trio.open_nursery() as nursery,
+    ):
+        cluster.crash(2)
+
+        async def stream() -> None:
+            async with client.request(RequestType.PING, timeout=30) as replies:
+                async for _ in replies:
+                    pass
+
+        for _ in range(64):
+            nursery.start_soon(stream)
+        await trio.sleep(0.01)
+        early: list[Any] = []
+        late: list[Any] = []
+
+        async def one(results: list[Any], timeout: float) -> None:
+            results.append(await client.query(RequestType.PING, timeout=timeout))
+
+        async with trio.open_nursery() as queries:
+            for _ in range(200):
+                queries.start_soon(one, early, 5)
+            await trio.sleep(1)
+            windows = client._router.admission.windows
+            for peer in cluster.peers[:2]:
+                assert windows[peer].window.reserved == 0
+            for _ in range(50):
+                queries.start_soon(one, late, 2)
+        assert all(result.ok for result in late)
+        assert sum(result.ok for result in early) >= 100
+        nursery.cancel_scope.cancel()
+
+
+async def test_peers_changed_while_queries_wait_break_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Streams waiting for places keep the five targets they chose when the
+    # peers shrink to one: their replies from all five have room (the
+    # channel was sized for the one peer, and the receive task died of it),
+    # and the removed peers' windows go once nothing holds them (a window
+    # made again for a removed peer stayed for ever).
+    config = make_cluster_config(nodes=5)
+    async with (
+        open_simulated_cluster([config] * 5, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(1)) as client,
+    ):
+        for index in range(5):
+            cluster.set_faults(index, to_client=Faults(delay=1.0, delay_range=(0.05, 0.05)))
+        results: list[Any] = []
+
+        async def stream() -> None:
+            async with client.request(RequestType.PING, timeout=2) as replies:
+                async for _ in replies:
+                    await trio.sleep(0.1)
+                results.append(replies.result())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(stream)
+            await trio.sleep(0.001)
+            assert client.waiting == 4
+            client.update_peer_list(cluster.peers[:1])
+        assert [(result.ok, result.sent) for result in results] == [(True, 5)] * 5
+        assert list(client._router.admission.windows) == [cluster.peers[0]]
+        assert (await client.query(RequestType.PING)).ok  # the client still works
 
 
 async def test_places_held_by_waiting_queries_do_not_grow_a_window(

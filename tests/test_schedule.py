@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trioconfd.protocol import LATE_WAKE, Address, RetryPolicy, RttEstimate, SendSchedule
+from trioconfd.protocol import (
+    BEHIND_WAKE,
+    LATE_WAKE,
+    Address,
+    RetryPolicy,
+    RttEstimate,
+    SendSchedule,
+)
 
 from .timing import Kind, Peer, drops_first, lossy, prompt, run_queries, slow
 
@@ -234,6 +241,22 @@ def test_a_late_wake_puts_the_retransmissions_off_when_adaptive() -> None:
     assert schedule.due(late + 0.1).peers == [A, B]
     fixed = SendSchedule(FIXED, [A, B], 0.0, needed=2)
     assert fixed.due(late).peers == [A, B]  # the fixed schedule sends anyway
+
+
+def test_unread_replies_put_the_retransmissions_off_once_on_any_schedule() -> None:
+    for policy in (FIXED, ADAPTIVE):
+        schedule = SendSchedule(policy, [A, B], 0.0, needed=2)
+        # Woken on time, the event loop keeps up: what is unread just came.
+        on_time = SendSchedule(policy, [A, B], 0.0, needed=2)
+        assert on_time.due(0.1 + BEHIND_WAKE / 2, unread=True).peers == [A, B]
+        due = schedule.due(0.1 + BEHIND_WAKE, unread=True)
+        assert due.deferred
+        assert due.peers == []
+        assert schedule.wake_at == pytest.approx(0.2 + BEHIND_WAKE)  # an interval on
+        # Once in a row at most: a socket that always holds something (a
+        # flood) does not stop retransmission.
+        assert schedule.due(0.21, unread=True).peers == [A, B]
+        assert schedule.due(0.42, unread=True).deferred  # the next round may be put off again
 
 
 def test_ending_doubts_only_estimates_that_held_a_send_back() -> None:

@@ -4,6 +4,7 @@ reads on past them, and (on Linux) which peer each of those errors was about."""
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import socket
@@ -161,3 +162,34 @@ class ErrorQueue:
                 continue
             return errors  # none came in time: the queue is empty
         return errors
+
+
+def unread_datagram_check(sock: Any) -> Callable[[], bool] | None:
+    """A check of whether ``sock`` holds a datagram nobody has read yet (the
+    ``FIONREAD`` ioctl); None where it cannot be asked (a custom socket, or
+    a platform without it)."""
+    try:
+        import fcntl  # noqa: PLC0415 - not on Windows
+        import termios  # noqa: PLC0415 - not on Windows
+
+        request = termios.FIONREAD
+        fileno = sock.fileno()
+    except (ImportError, AttributeError, OSError, NotImplementedError):
+        return None
+    if not isinstance(fileno, int) or fileno < 0:
+        return None
+    size = array.array("i", [0])
+    ioctl = fcntl.ioctl
+
+    def holds_unread() -> bool:
+        try:
+            ioctl(fileno, request, size)
+        except OSError:
+            return False  # closed meanwhile: nothing to read
+        return size[0] > 0
+
+    try:
+        holds_unread()
+    except (TypeError, ValueError):
+        return None
+    return holds_unread

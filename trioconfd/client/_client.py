@@ -54,6 +54,12 @@ class _Plan:
     policy: RetryPolicy
     deadline: float
     timeout: float
+    #: the quorum of the targets first chosen, when admission left some out
+    needed: int | None = None
+    #: the peers admission left out (silent, their windows full)
+    skipped: tuple[Address, ...] = ()
+    #: whether it waited for places (the peers may have changed meanwhile)
+    waited: bool = False
 
 
 class ConfdClient:
@@ -202,7 +208,7 @@ class ConfdClient:
         plan = self._plan(type_or_request, query, coverage, timeout, retry)
         places = await self._admit(plan)
         if places is None:
-            return unsent_result(len(plan.targets), self._quorum, plan.timeout)
+            return unsent_result(len(plan.targets), self._quorum, plan.timeout, plan.needed)
         in_flight = self._open_exchange(plan, places)
         try:
             return await gather(in_flight)
@@ -323,7 +329,8 @@ class ConfdClient:
         peers = self._peers
         spare = [peer for peer in peers if peer not in targets] if len(targets) < len(peers) else []
         router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
-        asked = len(targets)
+        plan.waited = True
+        chosen = list(targets)
         try:
             with trio.move_on_at(plan.deadline):
                 places = await admission.admit(targets, spare, needed=needed)
@@ -331,7 +338,12 @@ class ConfdClient:
                     router.check_open()
         finally:
             router.waiting -= 1
-            router.stats.skipped += asked - len(targets)
+            if len(targets) < len(chosen):
+                # Left out: the quorum stays the one of the peers chosen.
+                plan.needed = needed
+                plan.skipped = tuple(
+                    peer for peer in chosen if peer not in targets and peer not in spare
+                )
         if places is not None and trio.current_time() >= plan.deadline:
             # Let in at its deadline (as others' places came back): too late
             # to send anything, as if never let in.
@@ -340,6 +352,7 @@ class ConfdClient:
         if places is None:
             router.stats.saturated += 1
             return None
+        router.stats.skipped += len(plan.skipped)
         if plan.request.sent:
             # Another query sent the same request while this one waited.
             plan.request = plan.request.renewed()
@@ -360,14 +373,22 @@ class ConfdClient:
             raise
 
     def _new_exchange(self, plan: _Plan, places: Places | None) -> RequestInFlight:
+        peers, capacity = self._peers, None
+        if plan.waited:
+            # No hedge to a peer left out; room for replies from targets the
+            # peers no longer include.
+            peers = [peer for peer in peers if peer not in plan.skipped]
+            capacity = len(peers) + sum(target not in peers for target in plan.targets)
         return RequestInFlight(
             self._router,
             plan.request,
             plan.datagram,
             plan.targets,
             places=places,
-            peers=self._peers,
+            peers=peers,
             quorum=self._quorum,
+            needed=plan.needed,
+            capacity=capacity,
             policy=plan.policy,
             deadline=plan.deadline,
             timeout=plan.timeout,

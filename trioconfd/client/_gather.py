@@ -90,6 +90,8 @@ class RequestInFlight:
         places: Places | None,
         peers: list[Address],
         quorum: QuorumRule,
+        needed: int | None = None,
+        capacity: int | None = None,
         policy: RetryPolicy,
         deadline: float,
         timeout: float,
@@ -99,9 +101,13 @@ class RequestInFlight:
         # for places: bad input fails before anything is held; a bad quorum
         # rule fails below, and the caller gives the places back). Without
         # ``places`` the request is never sent: the client was saturated.
-        self.aggregator = ReplyAggregator(len(targets), quorum)
-        # Hedging may ask every known peer: room for a reply from each.
-        self._capacity = len(peers)
+        # ``needed``: the quorum of the peers first chosen, when admission
+        # left some out.
+        self.aggregator = ReplyAggregator(len(targets), quorum, needed=needed)
+        # Hedging may ask every peer of ``peers``: room for a reply from each
+        # (``capacity`` if the targets are not all among them: the peers
+        # changed while the query waited for places).
+        self._capacity = len(peers) if capacity is None else capacity
         self._channel = router.channels.open(self._capacity)
         self._route = RoutingEntry(request, targets, self._channel[0])
         if places is not None:  # an unsent request waits for no reply
@@ -156,8 +162,14 @@ class RequestInFlight:
             datagram, targets = self._first_send
             self._first_send = None
         else:
-            due = self.schedule.due(trio.current_time())
-            stats = self._router.stats
+            schedule, router = self.schedule, self._router
+            now = trio.current_time()
+            if now < schedule.wake_at:
+                return
+            # Replies the kernel holds, unread, may be the ones awaited.
+            holds_unread = router.holds_unread
+            due = schedule.due(now, unread=holds_unread is not None and holds_unread())
+            stats = router.stats
             if due.deferred:
                 stats.deferred += 1
             if not due.peers:
@@ -165,15 +177,20 @@ class RequestInFlight:
             hedge = due.hedge
             places = self._places
             assert places is not None  # an unsent request's schedule sends nothing
-            # Each copy takes a place in its peer's window, if it goes.
-            peers = [peer for peer in due.peers if places.again(peer, lost=peer != hedge)]
+            # Each copy takes a place in its peer's window, if it goes; none goes
+            # to a peer whose reply is in the channel, unread (a stream read slowly).
+            due_peers = due.peers
+            answered = self._route.answered
+            if answered:
+                due_peers = [peer for peer in due_peers if peer not in answered]
+            peers = [peer for peer in due_peers if places.again(peer, lost=peer != hedge)]
             if hedge is not None:
                 self._route.ask(hedge)
                 self.aggregator.ask_more(1)
                 stats.hedged += 1
             resent = len(peers) - (hedge is not None)
             stats.retransmitted += resent
-            stats.held_back += len(due.peers) - len(peers)
+            stats.held_back += len(due_peers) - len(peers)
             if not peers:
                 return
             # Packed again: a fresh timestamp, so long deadlines never go stale.
@@ -238,7 +255,9 @@ class RequestInFlight:
     def result(self, *, timed_out: bool = False) -> QueryResult:
         """The verdict so far; without a quorum, with what the client saw meanwhile."""
         if self._places is None:
-            return unsent_result(self.aggregator.sent, self._quorum, self.timeout)
+            return unsent_result(
+                self.aggregator.sent, self._quorum, self.timeout, self.aggregator.needed
+            )
         if not self._sent:
             # Its deadline came before its first send (a zero timeout, say).
             needed = self.aggregator.needed
@@ -293,9 +312,12 @@ class RequestInFlight:
         self._router.channels.recycle(self._channel, self._capacity, unread)
 
 
-def unsent_result(targets: int, quorum: QuorumRule, timeout: float) -> QueryResult:
+def unsent_result(
+    targets: int, quorum: QuorumRule, timeout: float, needed: int | None = None
+) -> QueryResult:
     """The verdict on a query that never got places to send: saturated, timed out."""
-    needed = quorum_of(quorum, targets)
+    if needed is None:
+        needed = quorum_of(quorum, targets)
     return QueryResult(None, (), 0, needed, True, True, timeout=timeout, saturated=True)
 
 
@@ -310,12 +332,17 @@ async def gather(in_flight: RequestInFlight) -> QueryResult:
         # What is due goes out by the deadline; then the wait lasts until the
         # next send due or the deadline, whichever comes first. (One cancel
         # scope per wait, its deadline moved: another, nested, would cost
-        # ~10 µs more on every query.)
+        # ~10 µs more on every query.) Replies routed while this task was
+        # woken count first: a peer whose reply is in the channel is not
+        # asked again.
         with trio.move_on_at(in_flight.deadline) as waiting:
-            await in_flight.send_due()
-            waiting.deadline = in_flight.wake_at
-            while not aggregator.quorum_reached:
-                await in_flight.receive()
+            while in_flight.receive_arrived() is not None:
+                pass
+            if not aggregator.quorum_reached:
+                await in_flight.send_due()
+                waiting.deadline = in_flight.wake_at
+                while not aggregator.quorum_reached:
+                    await in_flight.receive()
             return in_flight.verdict()
         if trio.current_time() >= in_flight.deadline:
             return in_flight.verdict()

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED, ErrorQueue
+from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED, ErrorQueue, unread_datagram_check
 from ..protocol import (
     MAX_DATAGRAM_SIZE,
     Address,
@@ -92,6 +92,7 @@ class Router:
         self._max_outstanding = max_outstanding
         #: every peer's window of places; queries waiting for room are ``waiting``
         self.admission = Admission(admission)
+        self._windows = self.admission.windows
         self.waiting = 0
         #: reply channels, reused once their request ends
         self.channels = ChannelPool()
@@ -102,6 +103,9 @@ class Router:
         #: the ICMP errors the socket was sent, by the peer they were about
         #: (Linux; None where the kernel cannot say, as on a custom socket)
         self.error_queue = ErrorQueue.attach(sock)
+        #: whether the socket holds replies not read yet (None where the
+        #: kernel cannot be asked, as on a custom socket)
+        self.holds_unread = unread_datagram_check(sock)
         #: each receive task's cancel scope while it reads: a send that met
         #: an error of the queue cancels them, and they read the queue
         self._reading: set[trio.CancelScope] = set()
@@ -398,6 +402,10 @@ class Router:
             )
             return
         stats.accepted += 1
+        window = self._windows.get(address)
+        if window is not None:  # the peer answers: not silent, however slowly it is read
+            window.answers += 1
+            window.silent = False
         if isinstance(route.answered, set):
             route.answered.add(address)
         else:

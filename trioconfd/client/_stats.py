@@ -35,7 +35,8 @@ class ClientStats:
     slow_callbacks: int = 0
     #: datagrams sent again to peers that had not answered
     retransmitted: int = 0
-    #: retransmission rounds put off because the event loop was saturated (adaptive only)
+    #: retransmission rounds put off: the client's socket held unread datagrams, or
+    #: (adaptive only) the event loop was saturated
     deferred: int = 0
     #: retransmissions not sent: the peer was busy answering, its window full
     held_back: int = 0

@@ -44,7 +44,7 @@ from ._quorum import QuorumRule, needed_replies, quorum_of
 from ._request_wire import unpack_request
 from ._retry import RetryPolicy
 from ._rtt import RttEstimate
-from ._schedule import LATE_WAKE, Due, SendSchedule
+from ._schedule import BEHIND_WAKE, LATE_WAKE, Due, SendSchedule
 from ._wire import (
     HmacKey,
     KeyLike,
@@ -55,6 +55,7 @@ from ._wire import (
 )
 
 __all__ = [
+    "BEHIND_WAKE",
     "DEFAULT_COVERAGE",
     "DEFAULT_PORT",
     "EXPIRE_TIMEOUT",

@@ -271,14 +271,17 @@ def _equal_without_recursion(first: Any, second: Any) -> bool:
 class ReplyAggregator:
     """Feed it one (peer, reply) at a time; it keeps the verdict up to date.
 
-    Each peer counts once; the quorum is ``quorum(sent)`` replies.
+    Each peer counts once; the quorum is ``quorum(sent)`` replies, or
+    ``needed`` if given (the quorum of more peers than were asked).
     """
 
     __slots__ = ("_by_serial", "_seen", "best", "consistent", "needed", "replies", "sent")
 
-    def __init__(self, sent: int, quorum: QuorumRule = needed_replies) -> None:
+    def __init__(
+        self, sent: int, quorum: QuorumRule = needed_replies, *, needed: int | None = None
+    ) -> None:
         self.sent = sent
-        self.needed = quorum_of(quorum, sent)
+        self.needed = quorum_of(quorum, sent) if needed is None else needed
         self.replies: list[PeerReply] = []
         self.best: ConfdReply | None = None
         self.consistent = True

@@ -22,6 +22,10 @@ from ._rtt import RttEstimate
 #: A query woken this long (seconds) after its retry time found the event
 #: loop saturated: its replies may be waiting, unread, in the client's socket.
 LATE_WAKE = 0.02
+#: Woken this late or later to a socket holding unread datagrams, a query
+#: finds the event loop behind: its replies may be among them. (Woken on
+#: time, the receive side keeps up, and what is unread has just come.)
+BEHIND_WAKE = 0.001
 
 
 class Due(NamedTuple):
@@ -31,7 +35,8 @@ class Due(NamedTuple):
     peers: list[Address]
     #: a peer outside the first sample, asked for the first time (among ``peers``)
     hedge: Address | None = None
-    #: the retransmissions due were put off, because the wake came late
+    #: the retransmissions due were put off: the wake came late, or replies
+    #: were waiting unread
     deferred: bool = False
 
 
@@ -146,22 +151,28 @@ class SendSchedule:
         sends = self._silent.get(peer)
         return 0 if sends is None else sends.sends
 
-    def due(self, now: float) -> Due:
+    def due(self, now: float, *, unread: bool = False) -> Due:
         """What to send at ``now``; the sends it returns count as made at ``now``.
 
         A wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
         an adaptive schedule, puts the retransmissions due off instead (by
         the schedule's interval, or as long again as the wake was late): the
         event loop is saturated, and asking again would add to the load it is
-        drowning in. The next wake sends, however late.
+        drowning in. So does ``unread``, on any schedule, with a wake
+        :data:`BEHIND_WAKE` late or more: the client's socket holds datagrams
+        the loop has not read yet, among which the replies awaited may be.
+        The next wake sends, however late, and whatever is unread.
         """
         if now < self.wake_at:
             return _NOTHING
         silent = self._materialize()
         late = now - self.wake_at
         # Put off once in a row at most: a loop late at every wake (or a
-        # stream read slowly) must not stop retransmission altogether.
-        self._deferred = deferring = self._adaptive and late > LATE_WAKE and not self._deferred
+        # stream read slowly, or a socket flooded) must not stop
+        # retransmission altogether.
+        self._deferred = deferring = (
+            (unread and late >= BEHIND_WAKE) or (self._adaptive and late > LATE_WAKE)
+        ) and not self._deferred
         if deferring:
             for sends in silent.values():
                 if sends.next_at <= now:
