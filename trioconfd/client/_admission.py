@@ -94,11 +94,14 @@ class Waiter:
         """Out of the line it waits in, if any (its wait was cancelled): it holds nothing."""
         if self.line is not None:
             del self.line.line[self]
+            self.line._admission.skippers.discard(self)
             self.line = None
 
     def wake(self, handed: PeerWindow | None, *, again: bool = False) -> None:
         """Out of its line, with a place in ``handed`` (None: the client closed, or,
         ``again``, it should look for places again)."""
+        if self.line is not None:
+            self.line._admission.skippers.discard(self)
         self.line = None
         self.handed = handed
         self.again = again
@@ -171,17 +174,22 @@ class PeerWindow:
         window = self.window
         window.give_back(answered=answered)
         line = self.line
-        if not line and not self._admission.samples_waiting:
+        admission = self._admission
+        if not line and not admission.samples_waiting and not admission.skippers:
             return  # nobody to hand it to (the usual case, while there is room)
         while window.room >= 1:
             if line:
                 waiter = line.popitem(last=False)[0]
-            elif self._admission.samples_waiting:
-                found = self._admission.waiter_for(self)
-                if found is None:
-                    return
+            elif admission.samples_waiting and (found := admission.waiter_for(self)):
                 waiter = found
             else:
+                if admission.skippers:
+                    # A query stuck behind a peer that turned silent, which
+                    # could go without it: let it look again (one a place).
+                    stuck = admission.skippers.pop()
+                    if stuck.line is not None:
+                        del stuck.line.line[stuck]
+                    stuck.wake(None, again=True)
                 return
             self.hand(waiter)
 
@@ -203,13 +211,18 @@ class PeerWindow:
             if waiter.line is not self:
                 continue  # handed a place by another window meanwhile
             waiter.release_live()
-            if len(waiter.targets) > waiter.needed and all(
+            if len(waiter.targets) <= waiter.needed:
+                continue  # it cannot go without this peer
+            if all(
                 not window_of(other).take_nowait_fails()
                 for other in waiter.targets
                 if other != peer
             ):
                 del self.line[waiter]
                 waiter.wake(None, again=True)
+            else:
+                # Looked at again when a place comes back elsewhere.
+                self._admission.skippers.add(waiter)
 
     def close(self) -> None:
         """Wake every waiter, empty-handed."""
@@ -309,7 +322,7 @@ class Places:
 class Admission:
     """Every peer's window, and the queries waiting for room in them."""
 
-    __slots__ = ("closed", "gone", "peers", "policy", "samples_waiting", "windows")
+    __slots__ = ("closed", "gone", "peers", "policy", "samples_waiting", "skippers", "windows")
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self.policy = policy
@@ -322,6 +335,9 @@ class Admission:
         self.gone: set[Address] = set()
         #: the peers asked now, once they have changed (None: all so far)
         self.peers: set[Address] | None = None
+        #: queries waiting in the line of a peer that turned silent, which could
+        #: go without it once another peer they ask has room
+        self.skippers: set[Waiter] = set()
 
     def window_of(self, peer: Address) -> PeerWindow:
         window = self.windows.get(peer)
@@ -397,10 +413,6 @@ class Admission:
                     return None
                 line = self._line_to_wait_in(blocked, targets, spare)
                 places.give_back_above(line.peer)
-                if line.silent:
-                    # Its line moves only as requests to it end: wait holding
-                    # no place that queries to peers that answer could use.
-                    places.give_back_live()
                 if waiter is None:
                     waiter = Waiter(targets, spare, places, needed)
                 window = await self._wait_in(line, waiter, places)
@@ -478,6 +490,8 @@ class Admission:
 
         def backlog(peer: Address) -> float:
             window = window_of(peer)
+            if window.silent:
+                return math.inf  # its line moves only as requests to it end
             return (window.waiting + 1) / window.window.size
 
         best = min(range(len(spare)), key=lambda index: backlog(spare[index]), default=None)
