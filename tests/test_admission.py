@@ -39,6 +39,13 @@ def fixed(size: int) -> AdmissionPolicy:
     return AdmissionPolicy(initial=size, minimum=size, maximum=size)
 
 
+async def read_to_the_end(client: Any, coverage: int = 0, timeout: float = 30) -> None:
+    """A stream read to its end: its places held until every peer asked answers."""
+    async with client.request(RequestType.PING, coverage=coverage, timeout=timeout) as replies:
+        async for _ in replies:
+            pass
+
+
 # -- the window, sans-IO ------------------------------------------------------
 
 
@@ -519,13 +526,8 @@ async def test_queries_go_without_a_silent_peer_whose_window_is_full(
         cluster.crash(2)
         dead = cluster.peers[2]
 
-        async def stream() -> None:
-            async with client.request(RequestType.PING, timeout=30) as replies:
-                async for _ in replies:
-                    pass
-
         for _ in range(2):
-            nursery.start_soon(stream)
+            nursery.start_soon(read_to_the_end, client)
         await trio.sleep(1)  # each sent again: two places each
         window = client._router.admission.windows[dead]
         assert (window.window.in_use, window.silent) == (4, True)
@@ -579,12 +581,7 @@ async def test_a_query_that_leaves_a_silent_peer_out_keeps_the_quorum_it_needed(
         ):
             cluster.crash(3)
 
-            async def stream() -> None:
-                async with client.request(RequestType.PING, timeout=30) as replies:
-                    async for _ in replies:
-                        pass
-
-            nursery.start_soon(stream)
+            nursery.start_soon(read_to_the_end, client)
             await trio.sleep(1)  # its two places with the dead peer, which is silent
             result = await client.query(RequestType.PING, timeout=2)
             assert result.ok
@@ -607,13 +604,8 @@ async def test_queries_queued_for_a_peer_before_it_turns_silent_free_the_others(
     ):
         cluster.crash(2)
 
-        async def stream() -> None:
-            async with client.request(RequestType.PING, timeout=30) as replies:
-                async for _ in replies:
-                    pass
-
         for _ in range(64):
-            nursery.start_soon(stream)
+            nursery.start_soon(read_to_the_end, client)
         await trio.sleep(0.01)
         early: list[Any] = []
         late: list[Any] = []
@@ -653,13 +645,8 @@ async def test_samples_do_not_wait_in_a_silent_peers_line(
     ):
         cluster.crash(2)
 
-        async def stream() -> None:
-            async with client.request(RequestType.PING, coverage=-1, timeout=60) as replies:
-                async for _ in replies:
-                    pass
-
         for _ in range(4):
-            nursery.start_soon(stream)
+            nursery.start_soon(read_to_the_end, client, -1, 60)
         await trio.sleep(0.5)  # sent again: the dead peer is silent
         results: list[Any] = []
         end = trio.current_time() + 8
