@@ -297,7 +297,9 @@ class Places:
     def give_back_live(self) -> None:
         """Give back the places held with peers that are not silent."""
         for peer in [peer for peer, held in self.held.items() if not held[0].silent]:
-            self.held.pop(peer)[0].give_back(answered=False)
+            window, _, count, _ = self.held.pop(peer)
+            for _ in range(count):
+                window.give_back(answered=False)
 
     def give_back_above(self, peer: Address) -> None:
         """Give back the places held with peers of higher address than ``peer``."""
