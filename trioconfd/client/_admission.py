@@ -34,19 +34,21 @@ _PLACES_PER_PEER = 2
 
 
 class Waiter:
-    """One query waiting in a window's line until a window hands it a place.
+    """One query waiting in a window's line until it holds a place with every peer it asks.
 
-    It waits on a ``trio.Event``, set by the window that hands it a place
-    (or by the client closing): no task is parked by hand.
+    It waits on a ``trio.Event``, set once it holds them all (or when it is
+    to look again, or the client closes): no task is parked by hand. A
+    window that hands it a place takes its other places for it, and moves it
+    on to the next full window's line, while its task sleeps on.
     """
 
     __slots__ = (
         "again",
         "event",
-        "handed",
         "line",
         "needed",
         "places",
+        "ready",
         "reserved",
         "spare",
         "targets",
@@ -64,9 +66,10 @@ class Waiter:
         self.event = trio.Event()
         #: the window whose line it waits in
         self.line: PeerWindow | None = None
-        #: the window that handed it a place (None on waking: the client closed)
-        self.handed: PeerWindow | None = None
-        #: woken to look again: the peer it waited for turned silent
+        #: woken holding a place with every target
+        self.ready = False
+        #: woken to look again (the peer it waited for turned silent, say);
+        #: woken with neither set: the client closed
         self.again = False
         #: the windows whose places it holds while it waits (see Window.reserved)
         self.reserved: list[Window] = []
@@ -97,13 +100,13 @@ class Waiter:
             self.line._admission.skippers.discard(self)
             self.line = None
 
-    def wake(self, handed: PeerWindow | None, *, again: bool = False) -> None:
-        """Out of its line, with a place in ``handed`` (None: the client closed, or,
-        ``again``, it should look for places again)."""
+    def wake(self, *, ready: bool = False, again: bool = False) -> None:
+        """Out of its line: ``ready`` (it holds every place), to look ``again``, or,
+        neither, because the client closed."""
         if self.line is not None:
             self.line._admission.skippers.discard(self)
         self.line = None
-        self.handed = handed
+        self.ready = ready
         self.again = again
         self.event.set()
 
@@ -150,18 +153,17 @@ class PeerWindow:
         return self.window.take()
 
     def join(self, waiter: Waiter) -> trio.Event:
-        """Put ``waiter`` at the end of the line; the event it waits on for a place."""
+        """Put ``waiter`` at the end of the line; the event it waits on for its places."""
         if waiter.event.is_set():  # it waited before: an event is set once
             waiter.event = trio.Event()
         waiter.line = self
-        waiter.handed = None
         self.line[waiter] = None
         return waiter.event
 
     def hand(self, waiter: Waiter) -> None:
-        """Give ``waiter`` (just out of a line) a place here, and wake it."""
-        self.window.take()
-        waiter.wake(self)
+        """Give ``waiter`` (just out of a line) a place here; it goes on (see
+        :meth:`Admission.go_on`)."""
+        self._admission.go_on(waiter, self, self.window.take())
 
     def give_back(self, *, answered: bool) -> None:
         """Return a place; the next waiters get what room there is.
@@ -189,7 +191,7 @@ class PeerWindow:
                     stuck = admission.skippers.pop()
                     if stuck.line is not None:
                         del stuck.line.line[stuck]
-                    stuck.wake(None, again=True)
+                    stuck.wake(again=True)
                 return
             self.hand(waiter)
 
@@ -219,7 +221,7 @@ class PeerWindow:
                 if other != peer
             ):
                 del self.line[waiter]
-                waiter.wake(None, again=True)
+                waiter.wake(again=True)
             else:
                 # Looked at again when a place comes back elsewhere.
                 self._admission.skippers.add(waiter)
@@ -228,7 +230,7 @@ class PeerWindow:
         """Wake every waiter, empty-handed."""
         line, self.line = self.line, OrderedDict()
         for waiter in line:
-            waiter.wake(None)
+            waiter.wake()
 
 
 class Places:
@@ -300,6 +302,10 @@ class Places:
             window, _, count, _ = self.held.pop(peer)
             for _ in range(count):
                 window.give_back(answered=False)
+
+    def holds_above(self, peer: Address) -> bool:
+        """Whether it holds a place with a peer of higher address than ``peer``."""
+        return any(other > peer for other in self.held)
 
     def give_back_above(self, peer: Address) -> None:
         """Give back the places held with peers of higher address than ``peer``."""
@@ -388,7 +394,9 @@ class Admission:
         order, no two queries can each hold what the other waits for; and a
         query handed a place keeps it (unless a sample's swap leaves it
         waiting for a window of lower address), so a freed place wakes one
-        query, not a line of them passing it on.
+        query, not a line of them passing it on. The window that hands it a
+        place takes its next places for it, and puts it in the next full
+        window's line (:meth:`go_on`): its task wakes once, holding them all.
 
         A sample (``spare``: the peers it may ask instead) swaps a full
         target for a spare peer with room; waits in the line likely to move
@@ -417,21 +425,18 @@ class Admission:
                 places.give_back_above(line.peer)
                 if waiter is None:
                     waiter = Waiter(targets, spare, places, needed)
-                window = await self._wait_in(line, waiter, places)
-                if waiter.again:
-                    continue  # the peer it waited for turned silent: look again
-                if window is None:
+                await self._wait_in(line, waiter)
+                if waiter.ready:
+                    return places
+                if not waiter.again:
                     places.give_back(timed_out=False)
                     return None  # the client closed
-                if window is not line:  # a spare peer's window, with room
-                    index = spare.index(window.peer)
-                    targets[blocked], spare[index] = spare[index], targets[blocked]
         except BaseException:
             places.give_back(timed_out=False)
             raise
 
-    async def _wait_in(self, line: PeerWindow, waiter: Waiter, places: Places) -> PeerWindow | None:
-        """Wait in ``line`` until woken; the window that handed ``waiter`` a place, if any."""
+    async def _wait_in(self, line: PeerWindow, waiter: Waiter) -> None:
+        """Wait in ``line`` (and the lines :meth:`go_on` moves ``waiter`` to) until woken."""
         spare = waiter.spare
         if spare:
             self.samples_waiting += 1
@@ -443,11 +448,40 @@ class Admission:
             waiter.leave_line()  # cancelled: out of the line
             if spare:
                 self.samples_waiting -= 1
-            window = waiter.handed
-            if window is not None:
-                # Held even if cancelled meanwhile (then given back by admit).
-                places.hold(window.peer, window, window.window.round)
-        return window
+
+    def go_on(self, waiter: Waiter, window: PeerWindow, taken: int) -> None:
+        """``window`` handed ``waiter`` a place (of round ``taken``): take its other
+        places for it, and wake it once it holds them all.
+
+        If another target's window is full, it waits on in that line, its task
+        not woken: the loop :meth:`admit` would run, run here. (Held even if
+        its wait was cancelled meanwhile: :meth:`admit` gives back all it holds.)
+        Were it to give back a place to wait in another line (a sample's
+        swap), it is woken to look again in its own task instead, so that
+        a place handed on never hands on another here.
+        """
+        waited_in, waiter.line = waiter.line, None
+        self.skippers.discard(waiter)
+        waiter.unreserve()
+        places, targets, spare = waiter.places, waiter.targets, waiter.spare
+        places.hold(window.peer, window, taken)
+        if waited_in is not None and window is not waited_in:
+            # A spare peer's window, with room: it asks that peer instead.
+            blocked, index = targets.index(waited_in.peer), spare.index(window.peer)
+            targets[blocked], spare[index] = window.peer, waited_in.peer
+        if self.closed:
+            waiter.wake()
+            return
+        blocked_at = self._take_all(places, targets, spare, waiter.needed)
+        if blocked_at is None:
+            waiter.wake(ready=True)
+            return
+        line = self._line_to_wait_in(blocked_at, targets, spare)
+        if places.holds_above(line.peer):
+            waiter.wake(again=True)
+            return
+        waiter.reserve()
+        line.join(waiter)
 
     def _take_all(
         self, places: Places, targets: list[Address], spare: list[Address], needed: int
