@@ -61,12 +61,21 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
 async def test_query_memory_puts_every_byte_down_to_a_part() -> None:
     from benchmarks.query_memory import measure
 
-    figures = await measure(50)
-    for program in ("trioconfd", "shape floor"):
+    figures = await measure(100)  # more than the 64 places a window starts with
+    for program in ("trioconfd", "trioconfd, default admission", "shape floor"):
         row = figures[program]
         assert row["bytes"] > figures["bare task"] > 0  # a query holds more than its task
         assert sum(row["parts"].values()) == pytest.approx(row["bytes"])
-    # trioconfd's parts are its own: its channel pair, request in flight, route, places.
+    # trioconfd's parts are its own: its channel pair, request in flight, places.
     parts = figures["trioconfd"]["parts"]
-    for part in ("channel pair", "request in flight", "route", "admission places"):
+    for part in ("channel pair", "request in flight", "admission places"):
         assert parts.get(part, 0) > 0, part
+    # Sent, a query keeps no packed copy of its request (re-packed to resend),
+    # and its table entry no set of its own until a peer answers.
+    assert abs(parts.get("datagram", 0)) < 8
+    assert abs(parts.get("route", 0)) < 8
+    # With admission, 36 of the 100 wait for a place: no channel pair yet, a
+    # place in a line.
+    waiting = figures["trioconfd, default admission"]["parts"]
+    assert waiting["channel pair"] < parts["channel pair"]
+    assert waiting["admission places"] > parts["admission places"]

@@ -79,7 +79,7 @@ def test_trusting_the_first_reply_is_caught_and_shrunk(monkeypatch: pytest.Monke
 def test_counting_a_retransmitted_peer_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     # The bug: the client forgets who has answered as soon as it reads a reply,
     # and the aggregator trusts the client never to hand it a peer twice.
-    take = RequestInFlight._take
+    take = RequestInFlight.take
 
     def forgetful_take(self: RequestInFlight, peer_reply: PeerReply) -> None:
         take(self, peer_reply)
@@ -91,7 +91,7 @@ def test_counting_a_retransmitted_peer_twice_is_caught(monkeypatch: pytest.Monke
             self.best = peer_reply.reply
         return True
 
-    monkeypatch.setattr(RequestInFlight, "_take", forgetful_take)
+    monkeypatch.setattr(RequestInFlight, "take", forgetful_take)
     monkeypatch.setattr(ReplyAggregator, "add_reply", add_without_looking)
     with pytest.raises(AssertionError, match="counted twice") as failure:
         check_client(peers=3, max_examples=1000, steps=3, derandomize=True)

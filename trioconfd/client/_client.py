@@ -210,6 +210,7 @@ class ConfdClient:
         if places is None:
             return unsent_result(len(plan.targets), self._quorum, plan.timeout, plan.needed)
         in_flight = self._open_exchange(plan, places)
+        del plan  # the request in flight holds what it needs; its packed datagram goes
         try:
             return await gather(in_flight)
         finally:
@@ -330,6 +331,7 @@ class ConfdClient:
         spare = [peer for peer in peers if peer not in targets] if len(targets) < len(peers) else []
         router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
         plan.waited = True
+        plan.datagram = b""  # packed again once let in, with a fresh timestamp
         chosen = list(targets)
         try:
             with trio.move_on_at(plan.deadline):

@@ -11,6 +11,9 @@ from ..protocol import Address, ConfdRequest, PeerReply
 ReplySender = trio.MemorySendChannel[PeerReply]
 ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
 
+# Every entry's ``answered`` until its first reply (``frozenset()`` makes a new one).
+_NONE_YET: frozenset[Address] = frozenset()
+
 
 class RoutingEntry:
     """A request in the routing table: where it went, who has answered, where replies go.
@@ -33,7 +36,7 @@ class RoutingEntry:
         # A short list is smaller than a set and as quick to search.
         self.targets: list[Address] | set[Address] = targets if len(targets) <= 8 else set(targets)
         # Shared and empty until the first reply: most requests in flight have none.
-        self.answered: set[Address] | frozenset[Address] = frozenset()
+        self.answered: set[Address] | frozenset[Address] = _NONE_YET
         self.replies = replies
         #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
         self.args = args

@@ -15,6 +15,7 @@ import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import NoReturn
 
 import trio
 import trio.lowlevel
@@ -32,7 +33,7 @@ from ..protocol import (
     quorum_of,
 )
 from ._admission import Places
-from ._entry import RoutingEntry
+from ._entry import ReplyReceiver, RoutingEntry
 from ._errors import ConfdRequestEndedError
 from ._router import Router
 from ._stats import DISCARD_REASONS
@@ -202,19 +203,27 @@ class RequestInFlight:
                 self._send_failures = {}
             self._send_failures.update(failures)
 
+    @property
+    def replies(self) -> ReplyReceiver:
+        """The memory channel the receive task hands this request's replies to
+        (each one read goes to :meth:`take`)."""
+        return self._channel[1]
+
     async def receive(self) -> PeerReply:
         """The next reply from the channel, counted (raises if the client or request closes)."""
         if self._closed:
             raise ConfdRequestEndedError(_ENDED)
         try:
             peer_reply = await self._channel[1].receive()
-        except trio.EndOfChannel:  # the client closed
-            self._router.check_open()
-            raise ConfdRequestEndedError(_ENDED) from None
-        except trio.ClosedResourceError:  # the request ended while this task waited
-            raise ConfdRequestEndedError(_ENDED) from None
-        self._take(peer_reply)
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.raise_ended()
+        self.take(peer_reply)
         return peer_reply
+
+    def raise_ended(self) -> NoReturn:
+        """Its channel ended: because the client closed (raise why), or the request ended."""
+        self._router.check_open()
+        raise ConfdRequestEndedError(_ENDED) from None
 
     def check_open(self) -> None:
         """Raise :class:`ConfdRequestEndedError` if the request has ended."""
@@ -229,10 +238,11 @@ class RequestInFlight:
             peer_reply = self._channel[1].receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return None
-        self._take(peer_reply)
+        self.take(peer_reply)
         return peer_reply
 
-    def _take(self, peer_reply: PeerReply) -> None:
+    def take(self, peer_reply: PeerReply) -> None:
+        """Count a reply read from the channel: its places go back, and it is aggregated."""
         self._taken += 1
         if self._places is not None:
             self._places.answered(peer_reply.address)
@@ -327,7 +337,7 @@ async def gather(in_flight: RequestInFlight) -> QueryResult:
     If the deadline passes first, the verdict counts every reply already
     accepted, and has ``timed_out`` set if they fall short of the quorum.
     """
-    aggregator = in_flight.aggregator
+    aggregator, replies = in_flight.aggregator, in_flight.replies
     while True:
         # What is due goes out by the deadline; then the wait lasts until the
         # next send due or the deadline, whichever comes first. (One cancel
@@ -341,8 +351,11 @@ async def gather(in_flight: RequestInFlight) -> QueryResult:
             if not aggregator.quorum_reached:
                 await in_flight.send_due()
                 waiting.deadline = in_flight.wake_at
-                while not aggregator.quorum_reached:
-                    await in_flight.receive()
+                try:
+                    while not aggregator.quorum_reached:
+                        in_flight.take(await replies.receive())
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    in_flight.raise_ended()
             return in_flight.verdict()
         if trio.current_time() >= in_flight.deadline:
             return in_flight.verdict()
