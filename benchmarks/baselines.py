@@ -148,10 +148,17 @@ async def drive(
 
 
 async def trioconfd_throughput(
-    key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
+    key: bytes,
+    addresses: list[Address],
+    in_flight: int,
+    total: int,
+    timeout: float = 5.0,
+    *,
+    retry: trioconfd.RetryPolicy | None = None,
 ) -> dict[str, float]:
-    """The same load through trioconfd: ``in_flight`` tasks each asking in turn."""
-    async with trioconfd.open_confd_client(key, addresses) as client:
+    """The same load through trioconfd: ``in_flight`` tasks each asking in turn
+    (``retry``: the client's retransmission policy, default its own)."""
+    async with trioconfd.open_confd_client(key, addresses, retry=retry) as client:
 
         async def query() -> bool:
             result = await client.query(

@@ -13,9 +13,12 @@ daemons, 256 queries in flight, rounds alternating, in one run::
     python -m benchmarks.shape_floor [--total 20000] [--rounds 3] [--json FILE]
 
 Rows: rate and CPU per answered query (getrusage, user + system), and for
-the two Trio programs the scheduler's batches (one per I/O wait) per query
-and the datagrams read per batch. The harness (``benchmarks.harness``) runs
-the same rows.
+the Trio programs the scheduler's batches (one per I/O wait) per query and
+the datagrams read per batch. A third Trio row, trioconfd with
+``RetryPolicy.off()``, says what its retry schedule costs at this load
+(with it, a query waits for a place once its replies take longer than the
+first retransmission interval: see README, "Admission"). The harness
+(``benchmarks.harness``) runs the same rows.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from .baselines import (
 )
 
 PEERS = (1, 3, 5)
+#: trioconfd with ``RetryPolicy.off()``: its row says what the retry schedule costs.
+NO_RETRY = "trioconfd, no retransmission"
 IN_FLIGHT = 256
 KEY = b"shape floor key\n"
 
@@ -137,12 +142,20 @@ async def cost_per_query(
             "trioconfd": lambda addresses, total: trioconfd_throughput(
                 KEY, addresses, IN_FLIGHT, total
             ),
+            # Where trioconfd's cost over the floor goes: without its retry
+            # schedule, it sends each request once, as the floor does, and
+            # its windows are never cut, so no query waits for a place.
+            NO_RETRY: lambda addresses, total: trioconfd_throughput(
+                KEY, addresses, IN_FLIGHT, total, retry=trioconfd.RetryPolicy.off()
+            ),
         }
         best: dict[str, dict[str, float]] = {}
-        for _ in range(rounds):
+        for round_ in range(rounds):
             runs = {"raw socket, 64 pipelined": raw_pipelined(KEY, addresses, total)}
-            for name, program in programs.items():
-                runs[name] = await program(addresses, total)
+            # Each round in the other order: what runs first does not always win.
+            order = list(programs) if round_ % 2 == 0 else list(reversed(programs))
+            for name in order:
+                runs[name] = await programs[name](addresses, total)
             for name, run in runs.items():
                 kept = best.setdefault(name, dict(run))
                 kept["per_second"] = max(kept["per_second"], run["per_second"])
