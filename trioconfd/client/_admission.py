@@ -491,11 +491,11 @@ class Admission:
 
         None when all are held, else the index of the target that has none.
         """
-        window_of = self.window_of
+        window_of, held = self.window_of, places.held
         index = 0
         while index < len(targets):
             target = targets[index]
-            if places.holds(target):
+            if target in held:
                 index += 1
                 continue
             own = window_of(target)
@@ -523,6 +523,8 @@ class Admission:
     ) -> PeerWindow:
         """The blocked target's window, or a spare peer's whose line moves sooner."""
         window_of = self.window_of
+        if not spare:  # asking every peer: nothing to choose
+            return window_of(targets[blocked])
 
         def backlog(peer: Address) -> float:
             window = window_of(peer)
