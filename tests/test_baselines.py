@@ -79,3 +79,30 @@ async def test_query_memory_puts_every_byte_down_to_a_part() -> None:
     waiting = figures["trioconfd, default admission"]["parts"]
     assert waiting["channel pair"] < parts["channel pair"]
     assert waiting["admission places"] > parts["admission places"]
+
+
+def test_the_admission_wait_rows_run_every_query_to_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import benchmarks.admission_wait as bench
+
+    ended: list[int] = []
+    run = bench._run
+
+    async def counted(peers: int, count: int, seed: int, take: bench.Take) -> float:
+        taken = 0
+
+        async def counting(targets: list[object]) -> bench.Release:
+            nonlocal taken
+            taken += 1
+            return await take(targets)
+
+        figure = await run(peers, count, seed, counting)
+        ended.append(taken)
+        return figure
+
+    monkeypatch.setattr(bench, "_run", counted)
+    figures = bench.measure(peers=3, count=600, rounds=1)
+    assert ended == [600] * 6  # every row ran every query to its end (none hung)
+    assert len(figures) == 7
+    assert all(value > 0 for value in figures.values())
