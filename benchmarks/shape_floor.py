@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import statistics
 import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -131,7 +132,9 @@ async def cost_per_query(
     daemons: list[GanetiConfd], total: int, rounds: int, peers: tuple[int, ...] = PEERS
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Rate and CPU per answered query at 256 in flight: the raw socket, the shape's
-    floor and trioconfd, for each count of ``peers``; rounds alternate, the best of each kept."""
+    floor and trioconfd, for each count of ``peers``; rounds alternate, the best of each
+    kept, and each program's ratios to the floor are the median of its rounds' (each
+    against the floor's in the same round)."""
     figures: dict[str, dict[str, dict[str, float]]] = {}
     for count in peers:
         addresses = [daemon.address for daemon in daemons[:count]]
@@ -150,13 +153,25 @@ async def cost_per_query(
             ),
         }
         best: dict[str, dict[str, float]] = {}
+        # Each program's rate and CPU over the floor's in the same round: the
+        # median of these is the ratio reported (the best of each alone, on
+        # a machine whose speed drifts by 30% within minutes, pairs one
+        # program's lucky round with another's unlucky one).
+        ratios: dict[str, list[tuple[float, float]]] = {}
         for round_ in range(rounds):
             runs = {"raw socket, 64 pipelined": raw_pipelined(KEY, addresses, total)}
             # Each round in the other order: what runs first does not always win.
             order = list(programs) if round_ % 2 == 0 else list(reversed(programs))
             for name in order:
                 runs[name] = await programs[name](addresses, total)
+            floor = runs["shape floor"]
             for name, run in runs.items():
+                ratios.setdefault(name, []).append(
+                    (
+                        run["per_second"] / floor["per_second"],
+                        run["cpu_us"] / floor["cpu_us"],
+                    )
+                )
                 kept = best.setdefault(name, dict(run))
                 kept["per_second"] = max(kept["per_second"], run["per_second"])
                 kept["cpu_us"] = min(kept["cpu_us"], run["cpu_us"])
@@ -167,7 +182,9 @@ async def cost_per_query(
             counted = await _counting_batches(program(addresses, max(total // 4, 1)))
             best[name]["batches_per_query"] = counted["batches_per_query"]
             best[name]["datagrams_per_batch"] = counted["datagrams_per_batch"]
-        for row in best.values():
+        for name, row in best.items():
+            row["per_second_over_floor"] = statistics.median(rate for rate, _ in ratios[name])
+            row["cpu_over_floor"] = statistics.median(cpu for _, cpu in ratios[name])
             row.pop("answered", None)
             row.pop("received", None)
         figures[str(count)] = best
@@ -175,8 +192,10 @@ async def cost_per_query(
 
 
 def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> None:
+    """The rows; the ratios to the floor are the medians of each round's (see
+    :func:`cost_per_query`), the rate and CPU each program's best."""
     print(
-        f"{'cost per query, ' + str(IN_FLIGHT) + ' in flight':<34}{'q/s':>8}{'CPU µs':>9}"
+        f"{'cost per query, ' + str(IN_FLIGHT) + ' in flight':<46}{'q/s':>8}{'CPU µs':>9}"
         f"{'q/s/floor':>10}{'CPU/floor':>10}{'batch/q':>9}{'dg/batch':>9}{'timeouts':>9}"
     )
     for count, programs in figures.items():
@@ -184,10 +203,11 @@ def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> Non
         for name, row in programs.items():
             batches = row.get("batches_per_query")
             per_batch = row.get("datagrams_per_batch")
+            rate = row.get("per_second_over_floor", row["per_second"] / floor["per_second"])
+            cpu = row.get("cpu_over_floor", row["cpu_us"] / floor["cpu_us"])
             print(
-                f"  {count + ' peer(s), ' + name:<32}{row['per_second']:>8.0f}"
-                f"{row['cpu_us']:>9.1f}{row['per_second'] / floor['per_second']:>10.2f}"
-                f"{row['cpu_us'] / floor['cpu_us']:>10.2f}"
+                f"  {count + ' peer(s), ' + name:<44}{row['per_second']:>8.0f}"
+                f"{row['cpu_us']:>9.1f}{rate:>10.2f}{cpu:>10.2f}"
                 f"{'' if batches is None else f'{batches:.2f}':>9}"
                 f"{'' if per_batch is None else f'{per_batch:.2f}':>9}{row['timeouts']:>9}"
             )
@@ -209,7 +229,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, fl
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total", type=int, default=20_000, help="queries per program and round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds (best kept, ratios' median)"
+    )
     parser.add_argument(
         "--peers",
         type=lambda text: [int(part) for part in text.split(",")],

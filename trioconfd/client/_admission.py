@@ -3,9 +3,10 @@
 Each peer has a :class:`PeerWindow`, a ``trio.CapacityLimiter`` whose total
 adapts (the arithmetic is :class:`~trioconfd.protocol.Window`'s, sans-IO).
 A query takes a place in the window of every peer it asks, and waits,
-parked in a full window's line, until that window hands it a place
+parked in a full window's line, until it holds a place with each
 (:meth:`Admission.admit`: places are held in one order of addresses while
-waiting, as locks are). A place goes back
+waiting, as locks are; a window that hands it a place moves it on to the
+next full window's line, :meth:`Admission.go_on`). A place goes back
 when its peer answers or the request ends; a retransmission or a hedge
 takes one more, room or not.
 """
@@ -94,7 +95,8 @@ class Waiter:
         self.reserve()
 
     def leave_line(self) -> None:
-        """Out of the line it waits in, if any (its wait was cancelled): it holds nothing."""
+        """Out of the line it waits in, if any (its wait was cancelled; what it holds,
+        :meth:`Admission.admit` gives back)."""
         if self.line is not None:
             del self.line.line[self]
             self.line._admission.skippers.discard(self)
