@@ -395,8 +395,8 @@ class Admission:
         lower address (those above go back first). As locks taken in one
         order, no two queries can each hold what the other waits for; and a
         query handed a place keeps it (unless a sample's swap leaves it
-        waiting for a window of lower address), so a freed place wakes one
-        query, not a line of them passing it on. The window that hands it a
+        waiting for a window of lower address), so a freed place goes to one
+        query, not down a line of them passing it on. The window that hands it a
         place takes its next places for it, and puts it in the next full
         window's line (:meth:`go_on`): its task wakes once, holding them all.
 
