@@ -160,7 +160,7 @@ async def test_a_parked_sample_is_handed_a_place_by_a_spare_peer_with_room(
             places.give_back(timed_out=False)  # B has room and nobody in its line
     assert targets == [B]
     assert sorted(spare) == [A, C]
-    assert admitted[0].holds(B)
+    assert B in admitted[0].held
     assert admission.windows[B].window.in_use == 1
     assert admission.samples_waiting == 0
 
@@ -233,7 +233,7 @@ async def test_a_waiting_query_holds_only_the_places_below_the_one_it_waits_for(
             assert admission.windows[C].waiting == 1
             assert admitted == []
             other.give_back(timed_out=False)
-    assert [admitted[0].holds(peer) for peer in (A, B, C)] == [True] * 3
+    assert [peer in admitted[0].held for peer in (A, B, C)] == [True] * 3
     admitted[0].give_back(timed_out=False)
     assert in_use() == [0, 0, 0]
     blocker = admission.admit_nowait([C])

@@ -245,9 +245,6 @@ class Places:
         #: peer -> [window, round of the first place, places, the window's answers then]
         self.held: dict[Address, list[Any]] = {}
 
-    def holds(self, peer: Address) -> bool:
-        return peer in self.held
-
     def hold(self, peer: Address, window: PeerWindow, taken: int) -> None:
         self.held[peer] = [window, taken, 1, window.answers]
 
