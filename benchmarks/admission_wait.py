@@ -14,10 +14,11 @@ alternating, median kept::
     python -m benchmarks.admission_wait [--peers 3] [--count 30000] [--rounds 5] [--json FILE]
 
 Rows: admission off (nothing waits); windows of 100 places (nearly every
-query waits), with the wait under a cancel scope as the client's is, and
-without one; and, for scale, ``trio.CapacityLimiter`` of the same sizes,
-one per peer, taken in order under a cancel scope and without; and a
-bare cancel scope's own cost.
+query waits), with the wait under a cancel scope of its own, as the
+client's was, and without one, as the client's is now (it waits in the
+scope its query then gathers replies in); and, for scale,
+``trio.CapacityLimiter`` of the same sizes, one per peer, taken in order
+under a cancel scope and without; and a bare cancel scope's own cost.
 """
 
 from __future__ import annotations

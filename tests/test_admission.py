@@ -6,6 +6,8 @@ import json
 import math
 import random
 import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from trioconfd import (
     RetryPolicy,
     open_confd_client,
 )
+from trioconfd.client import _client as _client_module
 from trioconfd.client._admission import Admission, PeerWindow, Waiter
 from trioconfd.protocol import Window
 from trioconfd.testing import Capacity, Faults, make_cluster_config, open_simulated_cluster
@@ -940,6 +943,45 @@ async def test_a_waiting_query_parks_once_however_many_full_windows_it_passes(
     assert len(parks) > 1000  # most waited ...
     assert set(parks.values()) == {1}  # ... and each parked its task once
     assert client.stats.retransmitted == 0
+
+
+async def test_a_waiting_query_waits_for_places_and_replies_in_one_cancel_scope(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A query that waits for places gathers its replies in the cancel scope
+    # it waited in: a second scope, nested, cost each waiting query 20-35 µs.
+    scopes = 0
+    move_on_at = trio.move_on_at
+    client_code = Path(_client_module.__file__).parent
+
+    def counted(deadline: float, *, shield: bool = False) -> trio.CancelScope:
+        nonlocal scopes
+        if Path(sys._getframe(1).f_code.co_filename).parent == client_code:
+            scopes += 1
+        return move_on_at(deadline, shield=shield)
+
+    waited: set[Waiter] = set()
+    wait_in = Admission._wait_in
+
+    async def counted_wait(self: Admission, line: PeerWindow, waiter: Waiter) -> None:
+        waited.add(waiter)
+        await wait_in(self, line, waiter)
+
+    monkeypatch.setattr(trio, "move_on_at", counted)
+    monkeypatch.setattr(Admission, "_wait_in", counted_wait)
+    jitter = Faults(delay=1.0, delay_range=(0, 0.02))
+    policy = AdmissionPolicy(initial=32, minimum=32, maximum=32)
+    async with (
+        open_simulated_cluster(
+            [CONFIG] * 3, KEY, capacity=Capacity(rate=1000), to_client=jitter
+        ) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=policy) as client,
+    ):
+        results = await _in_turn(client, queries=2000, in_flight=256)
+    assert [result.ok for result in results] == [True] * 2000
+    assert len(waited) > 1000  # most waited for places ...
+    assert client.stats.retransmitted == 0  # ... and no retransmission woke any
+    assert scopes == 2000  # one cancel scope a query, whether it waited or not
 
 
 @settings(

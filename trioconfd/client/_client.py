@@ -34,7 +34,7 @@ from ..protocol import (
 from ._admission import Places
 from ._arguments import as_request, check_timeout, choose_targets
 from ._entry import RoutingEntry
-from ._gather import ReplyStream, RequestInFlight, gather, unsent_result
+from ._gather import ReplyStream, RequestInFlight, gather, gather_within, unsent_result
 from ._kernel import udp_socket_drops
 from ._parity import SentRequests
 from ._peers import PeerSpec, parse_peers
@@ -206,15 +206,40 @@ class ConfdClient:
         :class:`ConfdRequest` sent before goes out as ``request.renewed()``.
         """
         plan = self._plan(type_or_request, query, coverage, timeout, retry)
-        places = await self._admit(plan)
+        places = self._router.admission.admit_nowait(plan.targets)
         if places is None:
-            return unsent_result(len(plan.targets), self._quorum, plan.timeout, plan.needed)
+            return await self._query_after_waiting(plan)
         in_flight = self._open_exchange(plan, places)
         del plan  # the request in flight holds what it needs; its packed datagram goes
         try:
             return await gather(in_flight)
         finally:
             in_flight.close()  # the table entry goes now: nothing stays behind
+
+    async def _query_after_waiting(self, plan: _Plan) -> QueryResult:
+        """:meth:`query`, once a target's window is full: it waits for places, then
+        gathers, in one cancel scope (a second, nested, costs a waiting query
+        20-35 µs more)."""
+        in_flight = None
+        try:
+            with trio.move_on_at(plan.deadline) as waiting:
+                places = self._let_in(plan, await self._wait_for_places(plan))
+                if places is None:
+                    return self._unsent(plan)
+                in_flight = self._open_exchange(plan, places)
+                return await gather_within(in_flight, waiting)
+            if in_flight is None:  # its deadline came while it waited
+                self._let_in(plan, None)
+                return self._unsent(plan)
+            if trio.current_time() >= in_flight.deadline:
+                return in_flight.verdict()
+            return await gather(in_flight)  # the next send due came first
+        finally:
+            if in_flight is not None:
+                in_flight.close()
+
+    def _unsent(self, plan: _Plan) -> QueryResult:
+        return unsent_result(len(plan.targets), self._quorum, plan.timeout, plan.needed)
 
     def watch(
         self,
@@ -272,7 +297,11 @@ class ConfdClient:
         it are discarded and counted.
         """
         plan = self._plan(type_or_request, query, coverage, timeout, retry)
-        places = await self._admit(plan)
+        places = self._router.admission.admit_nowait(plan.targets)
+        if places is None:
+            with trio.move_on_at(plan.deadline):
+                places = await self._wait_for_places(plan)
+            places = self._let_in(plan, places)
         in_flight = self._open_exchange(plan, places)
         try:
             if places is not None:
@@ -291,7 +320,8 @@ class ConfdClient:
         retry: RetryPolicy | None,
     ) -> _Plan:
         """Check a query's arguments, and pack its request (bad input fails here;
-        a bad quorum rule fails in :meth:`_admit`, or as the request in flight is made)."""
+        a bad quorum rule fails in :meth:`_wait_for_places`, or as the request in flight
+        is made)."""
         router = self._router
         router.check_open()
         request = as_request(type_or_request, query)
@@ -309,17 +339,14 @@ class ConfdClient:
         datagram = pack_request(request, router.key)
         return _Plan(request, datagram, targets, policy, deadline, seconds)
 
-    async def _admit(self, plan: _Plan) -> Places | None:
-        """A place in each target's window, waiting for one (parked) while any is full.
-
-        None if the deadline passes first: the request is never sent.
+    async def _wait_for_places(self, plan: _Plan) -> Places | None:
+        """A place in each target's window (one is full): wait, parked, until it has
+        them all. None if the client closed; the caller's cancel scope ends the
+        wait at the deadline. Then :meth:`_let_in`, cancelled or not.
         """
         router = self._router
         admission = router.admission
         targets = plan.targets
-        places = admission.admit_nowait(targets)
-        if places is not None:
-            return places
         # A bad quorum rule fails here, before any wait (with room, it fails
         # as the request in flight is made, and its places go back).
         needed = quorum_of(self._quorum, len(targets))
@@ -334,10 +361,10 @@ class ConfdClient:
         plan.datagram = b""  # packed again once let in, with a fresh timestamp
         chosen = list(targets)
         try:
-            with trio.move_on_at(plan.deadline):
-                places = await admission.admit(targets, spare, needed=needed)
-                if places is None:  # woken by the client closing
-                    router.check_open()
+            places = await admission.admit(targets, spare, needed=needed)
+            if places is None:  # woken by the client closing
+                router.check_open()
+            return places
         finally:
             router.waiting -= 1
             if len(targets) < len(chosen):
@@ -346,6 +373,11 @@ class ConfdClient:
                 plan.skipped = tuple(
                     peer for peer in chosen if peer not in targets and peer not in spare
                 )
+
+    def _let_in(self, plan: _Plan, places: Places | None) -> Places | None:
+        """After :meth:`_wait_for_places`: the places it got (None: none by its deadline,
+        the request is never sent), and its request packed again to go."""
+        router = self._router
         if places is not None and trio.current_time() >= plan.deadline:
             # Let in at its deadline (as others' places came back): too late
             # to send anything, as if never let in.

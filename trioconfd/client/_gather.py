@@ -337,28 +337,37 @@ async def gather(in_flight: RequestInFlight) -> QueryResult:
     If the deadline passes first, the verdict counts every reply already
     accepted, and has ``timed_out`` set if they fall short of the quorum.
     """
-    aggregator, replies = in_flight.aggregator, in_flight.replies
     while True:
-        # What is due goes out by the deadline; then the wait lasts until the
-        # next send due or the deadline, whichever comes first. (One cancel
-        # scope per wait, its deadline moved: another, nested, would cost
-        # ~10 µs more on every query.) Replies routed while this task was
-        # woken count first: a peer whose reply is in the channel is not
-        # asked again.
+        # One cancel scope per wait, its deadline moved to the next send due:
+        # another, nested, would cost ~10 µs more on every query.
         with trio.move_on_at(in_flight.deadline) as waiting:
-            while in_flight.receive_arrived() is not None:
-                pass
-            if not aggregator.quorum_reached:
-                await in_flight.send_due()
-                waiting.deadline = in_flight.wake_at
-                try:
-                    while not aggregator.quorum_reached:
-                        in_flight.take(await replies.receive())
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    in_flight.raise_ended()
-            return in_flight.verdict()
+            return await gather_within(in_flight, waiting)
         if trio.current_time() >= in_flight.deadline:
             return in_flight.verdict()
+
+
+async def gather_within(in_flight: RequestInFlight, waiting: trio.CancelScope) -> QueryResult:
+    """:func:`gather`'s wait, in the cancel scope ``waiting`` (entered, its deadline the
+    request's at most): sends what is due, moves the scope's deadline to the next
+    send due, and reads replies until the quorum. Cancelled at that deadline, the
+    caller sends what is due next (:func:`gather` does) or gives the verdict.
+
+    A query that waited for places waits here in the same scope it waited in.
+    """
+    aggregator, replies = in_flight.aggregator, in_flight.replies
+    # Replies routed while this task was woken count first: a peer whose
+    # reply is in the channel is not asked again.
+    while in_flight.receive_arrived() is not None:
+        pass
+    if not aggregator.quorum_reached:
+        await in_flight.send_due()
+        waiting.deadline = in_flight.wake_at
+        try:
+            while not aggregator.quorum_reached:
+                in_flight.take(await replies.receive())
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            in_flight.raise_ended()
+    return in_flight.verdict()
 
 
 class ReplyStream:
