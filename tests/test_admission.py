@@ -134,6 +134,29 @@ def test_a_hedge_goes_to_the_peer_with_most_room() -> None:
     assert admission.roomiest([A, B, C], rng=random.Random(0)) == C  # never used: all room
 
 
+def test_a_copy_queued_behind_earlier_ones_is_late_not_lost() -> None:
+    # A peer answers in order: while it answers only copies sent before a
+    # request's, that request is late, and its window stays; once it answers
+    # one sent after, the request was lost, and its window is cut.
+    admission = Admission(AdmissionPolicy(initial=64))
+    first, second, third = (admission.admit_nowait([A]) for _ in range(3))
+    assert first is not None
+    assert second is not None
+    assert third is not None
+    for places in (first, second, third):
+        places.sending(A)
+    window = admission.windows[A]
+    window.answers += 1  # the receive task routes the first's reply
+    first.answered(A)
+    assert not second.again(A, lost=True)  # due, but behind the first: held back
+    assert window.window.size == 64
+    window.answers += 1  # the third's reply, the second's not
+    third.answered(A)
+    assert second.again(A, lost=True)  # lost: asked again
+    assert window.window.size == 32
+    assert window.window.in_use == 2  # its first copy's place and its second's
+
+
 def test_places_are_all_or_nothing_without_waiting() -> None:
     admission = Admission(fixed(1))
     assert admission.admit_nowait([B]) is not None
@@ -488,6 +511,74 @@ async def test_retransmissions_take_places_and_cut_the_window_once_a_round(
         await trio.sleep(0.2)  # the deadlines: losses of the same round cut no more
         for peer in cluster.peers:
             assert (windows[peer].window.in_use, windows[peer].window.size) == (0, 32)
+
+
+async def test_replies_slower_than_the_first_retransmission_cut_no_window(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 256 in flight to a peer serving 1,000 a second, in order: each reply
+    # takes 0.25 s, past the first retransmission (0.1 s). The copies are
+    # queued behind earlier ones, not lost: no window is cut, nothing is sent
+    # again, and nothing waits past the first window's slow start. (Each
+    # cut used to halve the window, and most queries waited for a place.)
+    cuts = 0
+    lost = Window.lost
+
+    def counted(self: Window, round_taken: int) -> bool:
+        nonlocal cuts
+        cut = lost(self, round_taken)
+        cuts += cut
+        return cut
+
+    monkeypatch.setattr(Window, "lost", counted)
+    policy = AdmissionPolicy(initial=256)
+    async with (
+        open_simulated_cluster([CONFIG], KEY, capacity=Capacity(rate=1000, queue=1024)) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=policy) as client,
+    ):
+        started = trio.current_time()
+        results = await _in_turn(client, queries=3000, in_flight=256)
+        took = trio.current_time() - started
+    assert [result.ok for result in results] == [True] * 3000
+    assert cuts == 0
+    assert client.stats.retransmitted == 0
+    assert client.stats.held_back > 1000  # due, and held back: late
+    assert took < 3.3  # the peer's own pace: 3,000 at 1,000 a second
+
+
+async def test_a_lost_copy_is_sent_again_at_once_while_later_ones_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One request in ten is lost on its way. The peer answers the later ones,
+    # so a request unanswered at its first retransmission (0.1 s) was lost,
+    # not queued: it goes again then, not a retransmission later (0.3 s).
+    lossy = Faults(drop=0.1)
+    async with (
+        open_simulated_cluster([CONFIG], KEY, capacity=Capacity(rate=1000)) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.set_faults(0, to_server=lossy)
+        durations: list[float] = []
+
+        async def timed() -> None:
+            started = trio.current_time()
+            assert (await client.query(RequestType.PING, timeout=5)).ok
+            durations.append(trio.current_time() - started)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(32):
+                nursery.start_soon(timed)
+                await trio.sleep(0.001)
+            for _ in range(500):
+                nursery.start_soon(timed)
+                await trio.sleep(0.002)
+    assert client.stats.retransmitted > 20  # about one in ten
+    # Asked again at 0.1 s: ended by 0.25 s, but for a copy lost twice (one
+    # in ten of those). Held back as late, they would all take 0.3 s or more.
+    again_at_once = sum(0.1 < duration < 0.25 for duration in durations)
+    lost_twice = sum(duration >= 0.25 for duration in durations)
+    assert again_at_once > 20
+    assert lost_twice <= again_at_once / 4
 
 
 async def test_a_request_to_a_silent_peer_holds_two_places_there_at_most(

@@ -121,7 +121,16 @@ class PeerWindow:
     :meth:`give_back` hands a place to the next.
     """
 
-    __slots__ = ("_admission", "answers", "line", "peer", "silent", "window")
+    __slots__ = (
+        "_admission",
+        "answered_sent",
+        "answers",
+        "line",
+        "peer",
+        "sent",
+        "silent",
+        "window",
+    )
 
     def __init__(self, admission: Admission, peer: Address) -> None:
         self.peer = peer
@@ -129,6 +138,12 @@ class PeerWindow:
         #: replies from the peer so far, counted as the receive task routes
         #: them (to tell a busy peer from a silent one)
         self.answers = 0
+        #: copies of requests sent to it so far, numbered in the order they
+        #: went (:meth:`Places.sending`)
+        self.sent = 0
+        #: the highest number of a copy it has answered: a copy numbered
+        #: above it is still behind what it answers, a peer answering in order
+        self.answered_sent = 0
         #: a request to it went unanswered (sent again, or to its deadline)
         #: while it answered nothing else, and it has not answered since
         self.silent = False
@@ -242,20 +257,33 @@ class Places:
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
-        #: peer -> [window, round of the first place, places, the window's answers then]
+        #: peer -> [window, round of the first place, places, the window's answers
+        #: then, the number of its latest copy sent (0: none yet)]
         self.held: dict[Address, list[Any]] = {}
 
     def hold(self, peer: Address, window: PeerWindow, taken: int) -> None:
-        self.held[peer] = [window, taken, 1, window.answers]
+        self.held[peer] = [window, taken, 1, window.answers, 0]
+
+    def sending(self, peer: Address) -> None:
+        """A copy goes to ``peer`` now: it takes the peer's next number (called
+        just before its ``sendto``, which does not yield before the datagram goes)."""
+        held = self.held.get(peer)
+        if held is not None:
+            window = held[0]
+            window.sent += 1
+            held[4] = window.sent
 
     def again(self, peer: Address, *, lost: bool) -> bool:
         """Whether to send ``peer`` another copy now: a retransmission (``lost``) or a hedge.
 
-        A retransmission says the copy before was lost: the window is cut,
-        once per round. It goes, taking one more place, when the window has
-        room, or when the peer has answered nothing since the last copy (it
-        may be down, or losing datagrams: the window is marked silent), or
-        the last one was held back; a peer busy answering others with its
+        A retransmission due to a peer that has answered since the last copy
+        went, but only copies sent before it, is held back: the copy is late,
+        queued behind those, not lost (a peer answers in order), and the
+        window stays. Otherwise the copy before was lost: the window is cut,
+        once per round. The copy goes, taking one more place, when the window
+        has room, or when the peer has answered nothing since the last copy
+        (it may be down, or losing datagrams: the window is marked silent),
+        or the last one was held back; a peer busy answering others with its
         window full is not sent more load at once, and the schedule's next
         retransmission goes. A request holds two places with a peer at most:
         a third copy takes the place of the first. A hedge always goes.
@@ -266,8 +294,10 @@ class Places:
         else:
             window = held[0]
             if lost:
-                window.window.lost(held[1])
                 answers, held[3] = held[3], window.answers
+                if answers != window.answers and window.answered_sent < held[4]:
+                    return False  # late, behind copies sent before it: not lost
+                window.window.lost(held[1])
                 if answers == window.answers:
                     window.turn_silent()
                 elif answers is not None and window.window.room < 1:
@@ -278,7 +308,7 @@ class Places:
                 return True
         taken = window.window.take()
         if held is None:
-            self.held[peer] = [window, taken, 1, window.answers]
+            self.held[peer] = [window, taken, 1, window.answers, 0]
         else:
             held[2] += 1
             held[3] = window.answers
@@ -290,6 +320,7 @@ class Places:
         if held is None:
             return
         window: PeerWindow = held[0]
+        window.answered_sent = max(window.answered_sent, held[4])
         window.give_back(answered=True)
         if held[2] > 1:  # retransmissions and hedges took more
             for _ in range(held[2] - 1):
@@ -298,7 +329,7 @@ class Places:
     def give_back_live(self) -> None:
         """Give back the places held with peers that are not silent."""
         for peer in [peer for peer, held in self.held.items() if not held[0].silent]:
-            window, _, count, _ = self.held.pop(peer)
+            window, _, count, _, _ = self.held.pop(peer)
             for _ in range(count):
                 window.give_back(answered=False)
 
@@ -315,7 +346,7 @@ class Places:
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self.held = self.held, {}
-        for window, taken, count, answers in held.values():
+        for window, taken, count, answers, _ in held.values():
             if timed_out:
                 window.window.lost(taken)
                 if answers == window.answers:
@@ -379,7 +410,7 @@ class Admission:
                 places.give_back(timed_out=False)
                 return None
             counts.in_use += 1
-            held[peer] = [window, counts.round, 1, window.answers]
+            held[peer] = [window, counts.round, 1, window.answers, 0]
         return places
 
     async def admit(

@@ -196,7 +196,7 @@ class RequestInFlight:
                 return
             # Packed again: a fresh timestamp, so long deadlines never go stale.
             datagram, targets = pack_request(self._route.request, self._router.key), peers
-        failures = await self._router.send(datagram, targets)
+        failures = await self._router.send(datagram, targets, self._places)
         self._sent = True
         if failures:
             if self._send_failures is None:

@@ -31,7 +31,7 @@ from ..protocol import (
     RttEstimate,
     unpack_reply,
 )
-from ._admission import Admission
+from ._admission import Admission, Places
 from ._channels import ChannelPool
 from ._entry import RoutingEntry
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError
@@ -180,15 +180,18 @@ class Router:
             del self.table[route.request.rsalt]
 
     async def send(
-        self, datagram: bytes, targets: Iterable[Address]
+        self, datagram: bytes, targets: Iterable[Address], places: Places | None = None
     ) -> list[tuple[Address, str]] | None:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
         Each failure is counted and returned, with its OS error (None: none failed).
+        ``places``: the request's, told of each copy as it goes (its number).
         """
         sendto = self._sendto
         failures = None
         for target in targets:
+            if places is not None:
+                places.sending(target)
             try:
                 await sendto(datagram, target)
             except OSError as exc:

@@ -310,9 +310,11 @@ class SimulatedSocket(trio.socket.SocketType):
         datagram = bytes(data)
         if self._endpoint is None:  # an unbound socket gets a port on first send, as UDP does
             self._endpoint = self._network.bind(self, ("0.0.0.0", 0))
-        await trio.lowlevel.checkpoint()
-        self._check_open()
+        # As a trio.socket's: a cancelled send raises before anything goes; the
+        # datagram goes in the caller's step, then the task yields.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._network.send(self._endpoint, destination, datagram)
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return len(datagram)
 
     async def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Endpoint]:
