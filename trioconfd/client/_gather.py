@@ -112,6 +112,7 @@ class RequestInFlight:
         self._channel = router.channels.open(self._capacity)
         self._route = RoutingEntry(request, targets, self._channel[0])
         if places is not None:  # an unsent request waits for no reply
+            self._route.places = places
             router.add(self._route)
             request.mark_sent()
         # The first fan-out, sent by the first send_due().
@@ -134,6 +135,9 @@ class RequestInFlight:
             peers=peers,
             estimate_of=router.rtt_of,
             choose=choose,
+            # Replies queued behind others: no first retransmission check before
+            # they are due (it could only find them late).
+            queued=0.0 if places is None else places.queued(),
         )
         # What a verdict without a quorum explains itself with.
         self._send_failures: dict[Address, str] | None = None
@@ -184,7 +188,7 @@ class RequestInFlight:
             answered = self._route.answered
             if answered:
                 due_peers = [peer for peer in due_peers if peer not in answered]
-            peers = [peer for peer in due_peers if places.again(peer, lost=peer != hedge)]
+            peers = [peer for peer in due_peers if places.again(peer, now, lost=peer != hedge)]
             if hedge is not None:
                 self._route.ask(hedge)
                 self.aggregator.ask_more(1)
@@ -244,9 +248,9 @@ class RequestInFlight:
     def take(self, peer_reply: PeerReply) -> None:
         """Count a reply read from the channel: its places go back, and it is aggregated."""
         self._taken += 1
-        if self._places is not None:
-            self._places.answered(peer_reply.address)
         now = trio.current_time()
+        if self._places is not None:
+            self._places.answered(peer_reply.address, now)
         if self._first_reply is None:
             self._first_reply = now - self._started  # a round trip, for a verdict
         self.schedule.answered(peer_reply.address, now)

@@ -189,9 +189,10 @@ class Router:
         """
         sendto = self._sendto
         failures = None
+        now = 0.0 if places is None else trio.current_time()
         for target in targets:
             if places is not None:
-                places.sending(target)
+                places.sending(target, now)
             try:
                 await sendto(datagram, target)
             except OSError as exc:
@@ -409,6 +410,8 @@ class Router:
         if window is not None:  # the peer answers: not silent, however slowly it is read
             window.answers += 1
             window.silent = False
+            if route.places is not None:
+                route.places.arrived(address)
         if isinstance(route.answered, set):
             route.answered.add(address)
         else:
