@@ -116,7 +116,7 @@ def _admission(
 
 
 def _answered(places: Places, targets: list[Any]) -> Release:
-    return lambda index: places.answered(targets[index], 0.0)
+    return lambda index: places.answered(targets[index])
 
 
 def _limiters(peers: int, size: float, *, scope: bool) -> Take:

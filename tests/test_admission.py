@@ -31,7 +31,7 @@ from trioconfd import (
 )
 from trioconfd.client import _client as _client_module
 from trioconfd.client._admission import Admission, PeerWindow, Waiter
-from trioconfd.protocol import Address, Window
+from trioconfd.protocol import Window
 from trioconfd.testing import Capacity, Faults, make_cluster_config, open_simulated_cluster
 
 KEY = b"admission key\n"
@@ -132,99 +132,6 @@ def test_a_hedge_goes_to_the_peer_with_most_room() -> None:
     assert admission.admit_nowait([B]) is not None
     assert admission.roomiest([A, B], rng=random.Random(0)) == A
     assert admission.roomiest([A, B, C], rng=random.Random(0)) == C  # never used: all room
-
-
-def test_a_copy_queued_behind_earlier_ones_is_late_not_lost() -> None:
-    # A peer answers in order: while it answers only copies sent before a
-    # request's, that request is late, and its window stays; once it answers
-    # one sent after, the request was lost, and its window is cut.
-    admission = Admission(AdmissionPolicy(initial=64))
-    first, second, third = (admission.admit_nowait([A]) for _ in range(3))
-    assert first is not None
-    assert second is not None
-    assert third is not None
-    for places in (first, second, third):
-        places.sending(A, 0.0)
-    window = admission.windows[A]
-    window.answers += 1  # the receive task routes the first's reply
-    first.arrived(A)
-    first.answered(A, 0.001)  # its task reads it: a round trip of 1 ms
-    assert window.quickest == 0.001
-    assert not second.again(A, 0.1, lost=True)  # due, but behind the first: held back
-    assert window.window.size == 64
-    window.answers += 1  # the third's reply, the second's not
-    third.arrived(A)
-    third.answered(A, 0.15)
-    assert window.quickest == 0.001
-    # One sent just after it answered first: peers answer a few out of order.
-    assert not second.again(A, 0.3, lost=True)
-    later = []
-    for _ in range(3):
-        one_more = admission.admit_nowait([A])
-        assert one_more is not None
-        one_more.sending(A, 0.31)
-        later.append(one_more)
-    window.answers += 1
-    later[-1].arrived(A)  # one sent four after it: it was lost
-    assert second.again(A, 0.7, lost=True)  # asked again
-    assert window.window.size == 32
-    assert window.window.in_use == 5  # its two copies' places, and three later ones'
-
-
-def test_a_copy_younger_than_twice_the_quickest_round_trip_races_a_loss() -> None:
-    # A peer slow without a queue (1 s round trips): at 0.1 s nothing says
-    # whether a copy is late or lost; as without the rule, it goes again
-    # (and the window is cut, once a round).
-    admission = Admission(AdmissionPolicy(initial=64))
-    first, second = (admission.admit_nowait([A]) for _ in range(2))
-    assert first is not None
-    assert second is not None
-    first.sending(A, 0.0)
-    first.arrived(A)
-    first.answered(A, 1.0)  # a round trip of 1 s
-    window = admission.windows[A]
-    window.answers += 1
-    third = admission.admit_nowait([A])
-    assert third is not None
-    second.sending(A, 1.0)
-    third.sending(A, 1.0)
-    window.answers += 1  # an answer to a copy sent before the second
-    assert second.again(A, 1.1, lost=True)  # 0.1 s old: it goes
-    assert window.window.size == 32
-    window.answers += 1
-    assert not third.again(A, 3.1, lost=True)  # 2.1 s old, behind others: late
-
-
-def test_a_request_plans_its_first_check_for_when_queued_replies_are_overdue() -> None:
-    admission = Admission(AdmissionPolicy(initial=64))
-
-    def round_trip(peer: Address, sent: float, took: float) -> None:
-        places = admission.admit_nowait([peer])
-        assert places is not None
-        places.sending(peer, sent)
-        places.arrived(peer)
-        places.answered(peer, sent + took)
-
-    round_trip(A, 0.0, 0.002)  # quick: no queue ahead
-    round_trip(B, 0.0, 0.002)
-    both = admission.admit_nowait([A, B])
-    assert both is not None
-    assert both.queued() == 0.0
-    for step in range(40):
-        round_trip(A, step, 0.2)  # a queue ahead: 100 times its quickest
-    a_alone = admission.admit_nowait([A])
-    assert a_alone is not None
-    window = admission.windows[A]
-    assert window.quickest == 0.002
-    assert a_alone.queued() == pytest.approx(window.smoothed + 4 * window.deviation)
-    assert 0.2 <= a_alone.queued() < 0.3
-    assert both.queued() == 0.0  # B has no queue: its pace is the schedule's
-    admission = Admission(AdmissionPolicy(initial=64))
-    for step in range(10):
-        round_trip(C, step, 1.0)  # slow, but as slow as ever: no queue
-    only_c = admission.admit_nowait([C])
-    assert only_c is not None
-    assert only_c.queued() == 0.0
 
 
 def test_places_are_all_or_nothing_without_waiting() -> None:
@@ -583,49 +490,12 @@ async def test_retransmissions_take_places_and_cut_the_window_once_a_round(
             assert (windows[peer].window.in_use, windows[peer].window.size) == (0, 32)
 
 
-async def test_replies_slower_than_the_first_retransmission_cut_no_window(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 256 in flight to a peer serving 1,000 a second, in order: each reply
-    # takes 0.25 s, past the first retransmission (0.1 s). The copies are
-    # queued behind earlier ones, not lost: no window is cut and nothing is
-    # sent again. (Each cut used to halve the window, and most queries
-    # waited for a place.)
-    cuts = 0
-    lost = Window.lost
-
-    def counted(self: Window, round_taken: int) -> bool:
-        nonlocal cuts
-        cut = lost(self, round_taken)
-        cuts += cut
-        return cut
-
-    monkeypatch.setattr(Window, "lost", counted)
-    policy = AdmissionPolicy(initial=256)
-    async with (
-        open_simulated_cluster([CONFIG], KEY, capacity=Capacity(rate=1000, queue=1024)) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=policy) as client,
-    ):
-        started = trio.current_time()
-        results = await _in_turn(client, queries=3000, in_flight=256)
-        took = trio.current_time() - started
-    assert [result.ok for result in results] == [True] * 3000
-    assert cuts == 0
-    assert client.stats.retransmitted == 0
-    assert took < 3.3  # the peer's own pace: 3,000 at 1,000 a second
-    # Checked at 0.1 s, a copy would be found late and held back. The first
-    # 256, sent before any round trip was known, are; later queries plan
-    # their first check for when their replies are overdue, and are not woken
-    # for nothing (without that plan, 2,901 of the 3,000 were).
-    assert 256 <= client.stats.held_back < 600
-
-
 async def test_a_lost_copy_is_sent_again_at_once_while_later_ones_are_answered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # One request in ten is lost on its way. The peer answers the later ones,
-    # so a request unanswered at its first retransmission (0.1 s) was lost,
-    # not queued: it goes again then, not a retransmission later (0.3 s).
+    # One request in ten is lost on its way, while the peer answers the
+    # others: a request unanswered at its first retransmission (0.1 s) goes
+    # again then (its window has room), not a retransmission later (0.3 s).
     lossy = Faults(drop=0.1)
     async with (
         open_simulated_cluster([CONFIG], KEY, capacity=Capacity(rate=1000)) as cluster,
@@ -648,7 +518,7 @@ async def test_a_lost_copy_is_sent_again_at_once_while_later_ones_are_answered(
                 await trio.sleep(0.002)
     assert client.stats.retransmitted > 20  # about one in ten
     # Asked again at 0.1 s: ended by 0.25 s, but for a copy lost twice (one
-    # in ten of those). Held back as late, they would all take 0.3 s or more.
+    # in ten of those). Held back, they would all take 0.3 s or more.
     again_at_once = sum(0.1 < duration < 0.25 for duration in durations)
     lost_twice = sum(duration >= 0.25 for duration in durations)
     assert again_at_once > 20

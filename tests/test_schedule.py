@@ -186,24 +186,6 @@ def test_the_fixed_schedule_ignores_what_is_known() -> None:
     assert known[A].srtt == 2.0  # nothing learned either
 
 
-@pytest.mark.parametrize("policy", [FIXED, ADAPTIVE])
-def test_copies_queued_behind_others_are_first_checked_when_overdue(policy: RetryPolicy) -> None:
-    # Replies expected to wait 0.25 s in the peers' queues: a check at 0.1 s
-    # could only find them late, so the first is planned at 0.25 s, on either
-    # schedule; the ones after keep the schedule's pace.
-    _, estimate_of = estimates()
-    schedule = SendSchedule(policy, [A, B], 0.0, needed=2, estimate_of=estimate_of, queued=0.25)
-    assert schedule.wake_at == 0.25
-    assert schedule.due(0.1).peers == []
-    assert schedule.due(0.25).peers == [A, B]
-    assert schedule.wake_at == pytest.approx(0.25 + policy.interval(2))
-    # Never past the longest a first retransmission waits; none queued: 0.1 s.
-    capped = SendSchedule(policy, [A], 0.0, needed=1, queued=60.0)
-    assert capped.wake_at == policy.max_timeout
-    for queued in (0.0, -1.0, 0.05):
-        assert SendSchedule(policy, [A], 0.0, needed=1, queued=queued).wake_at == 0.1
-
-
 def test_a_policy_that_is_off_never_sends_again() -> None:
     _, estimate_of = estimates()
     schedule = SendSchedule(

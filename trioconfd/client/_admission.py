@@ -32,11 +32,6 @@ _LOOK_AHEAD = 8
 # oldest, presumed lost: a request to a peer that never answers does not
 # fill its window on its own, however long its deadline.
 _PLACES_PER_PEER = 2
-# How far a peer may answer out of order: a copy is behind the copies it
-# answers until it answers one sent more than this many after it (ganeti-confd
-# answers up to three out of order, one reply in a thousand or so; TCP
-# tolerates three duplicate acknowledgements likewise).
-_REORDERING = 3
 
 
 class Waiter:
@@ -126,19 +121,7 @@ class PeerWindow:
     :meth:`give_back` hands a place to the next.
     """
 
-    __slots__ = (
-        "_admission",
-        "answered_sent",
-        "answers",
-        "deviation",
-        "line",
-        "peer",
-        "quickest",
-        "sent",
-        "silent",
-        "smoothed",
-        "window",
-    )
+    __slots__ = ("_admission", "answers", "line", "peer", "silent", "window")
 
     def __init__(self, admission: Admission, peer: Address) -> None:
         self.peer = peer
@@ -146,19 +129,6 @@ class PeerWindow:
         #: replies from the peer so far, counted as the receive task routes
         #: them (to tell a busy peer from a silent one)
         self.answers = 0
-        #: copies of requests sent to it so far, numbered in the order they
-        #: went (:meth:`Places.sending`)
-        self.sent = 0
-        #: the highest number of a copy it has answered: a copy numbered
-        #: above it is still behind what it answers, a peer answering in order
-        self.answered_sent = 0
-        #: its quickest round trip seen (a request sent once, answered): what it
-        #: takes without a queue ahead
-        self.quickest = math.inf
-        #: its round trips smoothed, and their mean deviation (as RFC 6298's,
-        #: from requests sent once; 0: none yet)
-        self.smoothed = 0.0
-        self.deviation = 0.0
         #: a request to it went unanswered (sent again, or to its deadline)
         #: while it answered nothing else, and it has not answered since
         self.silent = False
@@ -272,41 +242,23 @@ class Places:
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
-        #: peer -> [window, round of the first place, places, the window's answers
-        #: then, the number of its latest copy sent (0: none yet), when it went]
+        #: peer -> [window, round of the first place, places, the window's answers then]
         self.held: dict[Address, list[Any]] = {}
 
     def hold(self, peer: Address, window: PeerWindow, taken: int) -> None:
-        self.held[peer] = [window, taken, 1, window.answers, 0, 0.0]
+        self.held[peer] = [window, taken, 1, window.answers]
 
-    def sending(self, peer: Address, now: float) -> None:
-        """A copy goes to ``peer`` now: it takes the peer's next number (called
-        just before its ``sendto``, which does not yield before the datagram goes)."""
-        held = self.held.get(peer)
-        if held is not None:
-            window = held[0]
-            window.sent += 1
-            held[4] = window.sent
-            held[5] = now
-
-    def again(self, peer: Address, now: float, *, lost: bool) -> bool:
+    def again(self, peer: Address, *, lost: bool) -> bool:
         """Whether to send ``peer`` another copy now: a retransmission (``lost``) or a hedge.
 
-        A retransmission due to a peer that has answered since the last copy
-        went, but only copies sent before it (or a few after: a peer may answer
-        out of order, see ``_REORDERING``), while the copy is older than
-        twice the peer's quickest round trip, is held back: the copy is late,
-        queued behind those, not lost (a peer answers in order), and the
-        window stays. (Younger, on a peer slow without a queue, nothing is
-        known yet: the copy races a loss, as below.) Otherwise the copy
-        before was lost: the window is cut, once per round. The copy goes,
-        taking one more place, when the window has room, or when the peer
-        has answered nothing since the last copy (it may be down, or losing
-        datagrams: the window is marked silent), or the last one was held
-        back; a peer busy answering others with its window full is not sent
-        more load at once, and the schedule's next retransmission goes. A
-        request holds two places with a peer at most: a third copy takes the
-        place of the first. A hedge always goes.
+        A retransmission says the copy before was lost: the window is cut,
+        once per round. It goes, taking one more place, when the window has
+        room, or when the peer has answered nothing since the last copy (it
+        may be down, or losing datagrams: the window is marked silent), or
+        the last one was held back; a peer busy answering others with its
+        window full is not sent more load at once, and the schedule's next
+        retransmission goes. A request holds two places with a peer at most:
+        a third copy takes the place of the first. A hedge always goes.
         """
         held = self.held.get(peer)
         if held is None:
@@ -314,14 +266,8 @@ class Places:
         else:
             window = held[0]
             if lost:
-                answers, held[3] = held[3], window.answers
-                if (
-                    answers != window.answers
-                    and window.answered_sent <= held[4] + _REORDERING
-                    and now - held[5] > 2 * window.quickest
-                ):
-                    return False  # late, behind copies sent before it: not lost
                 window.window.lost(held[1])
+                answers, held[3] = held[3], window.answers
                 if answers == window.answers:
                     window.turn_silent()
                 elif answers is not None and window.window.room < 1:
@@ -332,57 +278,27 @@ class Places:
                 return True
         taken = window.window.take()
         if held is None:
-            self.held[peer] = [window, taken, 1, window.answers, 0, 0.0]
+            self.held[peer] = [window, taken, 1, window.answers]
         else:
             held[2] += 1
             held[3] = window.answers
         return True
 
-    def arrived(self, peer: Address) -> None:
-        """A reply from ``peer`` was routed (in the order replies arrive): the copies
-        sent before the one it answers are behind it no more."""
-        held = self.held.get(peer)
-        if held is not None:
-            window = held[0]
-            window.answered_sent = max(window.answered_sent, held[4])
-
-    def answered(self, peer: Address, now: float) -> None:
-        """``peer`` replied (at ``now``): its places go back, and its window may grow."""
+    def answered(self, peer: Address) -> None:
+        """``peer`` replied: its places go back, and its window may grow."""
         held = self.held.pop(peer, None)
         if held is None:
             return
         window: PeerWindow = held[0]
-        if held[2] == 1 and held[4]:  # sent once: a round trip (several: which copy?)
-            took = now - held[5]
-            window.quickest = min(window.quickest, took)
-            if window.smoothed:
-                window.deviation += (abs(took - window.smoothed) - window.deviation) / 4
-                window.smoothed += (took - window.smoothed) / 8
-            else:
-                window.smoothed, window.deviation = took, took / 2
         window.give_back(answered=True)
         if held[2] > 1:  # retransmissions and hedges took more
             for _ in range(held[2] - 1):
                 window.give_back(answered=False)
 
-    def queued(self) -> float:
-        """How long its first copies should wait in their peers' queues: 0 unless every
-        peer's round trips run over twice its quickest (a queue ahead, not a slow
-        path); then the soonest a reply of theirs is overdue (smoothed round trip
-        and four deviations)."""
-        soonest = math.inf
-        for held in self.held.values():
-            window = held[0]
-            smoothed = window.smoothed
-            if smoothed <= 2 * window.quickest:
-                return 0.0
-            soonest = min(soonest, smoothed + 4 * window.deviation)
-        return 0.0 if soonest == math.inf else soonest
-
     def give_back_live(self) -> None:
         """Give back the places held with peers that are not silent."""
         for peer in [peer for peer, held in self.held.items() if not held[0].silent]:
-            window, _, count, _, _, _ = self.held.pop(peer)
+            window, _, count, _ = self.held.pop(peer)
             for _ in range(count):
                 window.give_back(answered=False)
 
@@ -399,7 +315,7 @@ class Places:
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self.held = self.held, {}
-        for window, taken, count, answers, _, _ in held.values():
+        for window, taken, count, answers in held.values():
             if timed_out:
                 window.window.lost(taken)
                 if answers == window.answers:
@@ -463,7 +379,7 @@ class Admission:
                 places.give_back(timed_out=False)
                 return None
             counts.in_use += 1
-            held[peer] = [window, counts.round, 1, window.answers, 0, 0.0]
+            held[peer] = [window, counts.round, 1, window.answers]
         return places
 
     async def admit(

@@ -7,7 +7,6 @@ from typing import Any
 import trio
 
 from ..protocol import Address, ConfdRequest, PeerReply
-from ._admission import Places
 
 ReplySender = trio.MemorySendChannel[PeerReply]
 ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
@@ -24,7 +23,7 @@ class RoutingEntry:
     no reader, are :class:`~trioconfd.client._parity.SentRequest`.
     """
 
-    __slots__ = ("answered", "args", "places", "replies", "request", "targets")
+    __slots__ = ("answered", "args", "replies", "request", "targets")
 
     def __init__(
         self,
@@ -41,9 +40,6 @@ class RoutingEntry:
         self.replies = replies
         #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
         self.args = args
-        #: the places its request holds in its peers' windows (a query's or a
-        #: stream's), told of each reply as it arrives
-        self.places: Places | None = None
 
     def ask(self, address: Address) -> None:
         """Add a peer the request goes to (hedging)."""

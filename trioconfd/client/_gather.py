@@ -112,7 +112,6 @@ class RequestInFlight:
         self._channel = router.channels.open(self._capacity)
         self._route = RoutingEntry(request, targets, self._channel[0])
         if places is not None:  # an unsent request waits for no reply
-            self._route.places = places
             router.add(self._route)
             request.mark_sent()
         # The first fan-out, sent by the first send_due().
@@ -135,9 +134,6 @@ class RequestInFlight:
             peers=peers,
             estimate_of=router.rtt_of,
             choose=choose,
-            # Replies queued behind others: no first retransmission check before
-            # they are due (it could only find them late).
-            queued=0.0 if places is None else places.queued(),
         )
         # What a verdict without a quorum explains itself with.
         self._send_failures: dict[Address, str] | None = None
@@ -188,7 +184,7 @@ class RequestInFlight:
             answered = self._route.answered
             if answered:
                 due_peers = [peer for peer in due_peers if peer not in answered]
-            peers = [peer for peer in due_peers if places.again(peer, now, lost=peer != hedge)]
+            peers = [peer for peer in due_peers if places.again(peer, lost=peer != hedge)]
             if hedge is not None:
                 self._route.ask(hedge)
                 self.aggregator.ask_more(1)
@@ -200,7 +196,7 @@ class RequestInFlight:
                 return
             # Packed again: a fresh timestamp, so long deadlines never go stale.
             datagram, targets = pack_request(self._route.request, self._router.key), peers
-        failures = await self._router.send(datagram, targets, self._places)
+        failures = await self._router.send(datagram, targets)
         self._sent = True
         if failures:
             if self._send_failures is None:
@@ -248,9 +244,9 @@ class RequestInFlight:
     def take(self, peer_reply: PeerReply) -> None:
         """Count a reply read from the channel: its places go back, and it is aggregated."""
         self._taken += 1
-        now = trio.current_time()
         if self._places is not None:
-            self._places.answered(peer_reply.address, now)
+            self._places.answered(peer_reply.address)
+        now = trio.current_time()
         if self._first_reply is None:
             self._first_reply = now - self._started  # a round trip, for a verdict
         self.schedule.answered(peer_reply.address, now)

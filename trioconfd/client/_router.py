@@ -31,7 +31,7 @@ from ..protocol import (
     RttEstimate,
     unpack_reply,
 )
-from ._admission import Admission, Places
+from ._admission import Admission
 from ._channels import ChannelPool
 from ._entry import RoutingEntry
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError
@@ -180,19 +180,15 @@ class Router:
             del self.table[route.request.rsalt]
 
     async def send(
-        self, datagram: bytes, targets: Iterable[Address], places: Places | None = None
+        self, datagram: bytes, targets: Iterable[Address]
     ) -> list[tuple[Address, str]] | None:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
         Each failure is counted and returned, with its OS error (None: none failed).
-        ``places``: the request's, told of each copy as it goes (its number).
         """
         sendto = self._sendto
         failures = None
-        now = 0.0 if places is None else trio.current_time()
         for target in targets:
-            if places is not None:
-                places.sending(target, now)
             try:
                 await sendto(datagram, target)
             except OSError as exc:
@@ -410,8 +406,6 @@ class Router:
         if window is not None:  # the peer answers: not silent, however slowly it is read
             window.answers += 1
             window.silent = False
-            if route.places is not None:
-                route.places.arrived(address)
         if isinstance(route.answered, set):
             route.answered.add(address)
         else:

@@ -38,8 +38,7 @@ class ClientStats:
     #: retransmission rounds put off: the client's socket held unread datagrams, or
     #: (adaptive only) the event loop was saturated
     deferred: int = 0
-    #: retransmissions not sent: the copy was late, queued behind copies the peer was
-    #: answering, or the peer was busy answering others, its window full
+    #: retransmissions not sent: the peer was busy answering, its window full
     held_back: int = 0
     #: peers outside a query's sample asked because the sample stayed silent
     hedged: int = 0

@@ -70,10 +70,6 @@ class SendSchedule:
     and another every ``policy.max_interval`` while the quorum is still short.
     ``estimate_of`` gives each peer's :class:`RttEstimate` (shared between
     requests), which :meth:`answered` updates; without it, nothing is learned.
-    ``queued``: how long the first copies are expected to wait behind others
-    in their peers' queues (seconds, up to ``policy.max_timeout``); until
-    then a retransmission check could only find them late, so no first
-    retransmission is planned sooner, adaptive or not.
     """
 
     __slots__ = (
@@ -88,7 +84,6 @@ class SendSchedule:
         "_needed",
         "_peers",
         "_policy",
-        "_queued",
         "_received",
         "_silent",
         "_started",
@@ -106,10 +101,8 @@ class SendSchedule:
         peers: Sequence[Address] = (),
         estimate_of: Callable[[Address], RttEstimate] | None = None,
         choose: Callable[[Sequence[Address]], Address] = random.choice,
-        queued: float = 0.0,
     ) -> None:
         self._policy = policy
-        self._queued = min(queued, policy.max_timeout) if queued > 0 else 0.0
         self._adaptive = policy.enabled and policy.adaptive and estimate_of is not None
         self._needed = needed
         self._received = 0
@@ -131,7 +124,7 @@ class SendSchedule:
             self._hedge_at = math.inf
         else:
             self._hedge_at = now + hedge_after
-        first = max(policy.interval(1), self._queued) if policy.enabled else math.inf
+        first = policy.interval(1) if policy.enabled else math.inf
         self._first_at = now + first
         learned = self._estimate_of
         if learned is not None:
@@ -280,8 +273,8 @@ class SendSchedule:
         if not policy.enabled:
             return math.inf
         if estimate is None:
-            return max(policy.interval(1), self._queued)
-        return max(policy.interval_for(1, estimate.timeout), self._queued)
+            return policy.interval(1)
+        return policy.interval_for(1, estimate.timeout)
 
     def _hedge(self, now: float) -> Address | None:
         """A peer not asked yet, asked now (the next one a ``max_interval`` on); or None."""
