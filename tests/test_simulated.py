@@ -211,3 +211,37 @@ async def test_simulated_sockets_behave_like_udp_sockets() -> None:
             await one.sendto(b"x", ("127.0.0.5", 9))
         two.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_simulated_send_goes_before_its_task_yields_as_trio_sockets_do() -> None:
+    # trio.socket's sendto makes its system call in the caller's step and
+    # then yields: datagrams leave in the order their tasks called sendto,
+    # whatever order the scheduler runs the tasks in next; a cancelled send
+    # sends nothing. (The simulated socket yielded first, so the order in
+    # which fifty tasks' datagrams left was the next batch's, shuffled.)
+    network = SimulatedNetwork(seed=0)
+    called: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        receiver, sender = network.socket(), network.socket()
+        await receiver.bind(("127.0.0.5", 9))
+
+        async def send(payload: bytes) -> None:
+            called.append(payload)
+            await sender.sendto(payload, ("127.0.0.5", 9))
+
+        async with trio.open_nursery() as senders:
+            for index in range(50):
+                senders.start_soon(send, b"%d" % index)
+        arrived = [(await receiver.recvfrom(16))[0] for _ in range(50)]
+        assert arrived == called
+        with trio.CancelScope() as cancelled:
+            cancelled.cancel()
+            await sender.sendto(b"never", ("127.0.0.5", 9))
+        await trio.sleep(0.01)
+        with trio.move_on_after(1):
+            await receiver.recvfrom(16)
+            pytest.fail("a cancelled send went out")
+        receiver.close()
+        sender.close()
+        nursery.cancel_scope.cancel()
