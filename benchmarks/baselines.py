@@ -16,13 +16,17 @@ import hmac
 import json
 import resource
 import socket
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import trio
 
 import trioconfd
+from trioconfd.testing import GanetiConfd, make_cluster_config, open_ganeti_confd
 
 Address = tuple[str, int]
 _REQUEST_TYPE = 1  # CLUSTER_MASTER
@@ -170,3 +174,17 @@ async def trioconfd_throughput(
         figures = await drive(in_flight, total, query)
         figures["received"] = client.stats.received - received
     return figures
+
+
+@asynccontextmanager
+async def open_daemons(key: bytes, count: int) -> AsyncIterator[list[GanetiConfd]]:
+    """``count`` real ganeti-confd daemons on loopback, one small cluster's config."""
+    config = make_cluster_config(nodes=3, instances=3, serial=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with AsyncExitStack() as stack:
+            yield [
+                await stack.enter_async_context(
+                    open_ganeti_confd(config, key, Path(tmp, f"daemon{index}"))
+                )
+                for index in range(count)
+            ]

@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import trio
 
 import trioconfd
-from trioconfd.testing import make_cluster_config, open_ganeti_confd
 
 SCRIPT = Path(__file__).resolve()
 KEY = b"revision cost key\n"
@@ -61,39 +58,31 @@ def client_main(spec: dict[str, Any]) -> None:
 
 async def _measure(args: argparse.Namespace, before: Path) -> dict[str, Any]:
     from ._revisions import ROOT, run_child
+    from .baselines import open_daemons
 
     codes = {"after": ROOT, "before": before}
     results: dict[str, Any] = {"before": args.before, "peers": {}}
-    config = make_cluster_config(nodes=3, instances=3, serial=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        async with AsyncExitStack() as stack:
-            daemons = [
-                await stack.enter_async_context(
-                    open_ganeti_confd(config, KEY, Path(tmp, f"d{index}"))
-                )
-                for index in range(max(args.peers))
-            ]
-            for count in args.peers:
-                spec = {
-                    "peers": [list(daemon.address) for daemon in daemons[:count]],
-                    "total": args.total,
-                }
-                rounds = []
-                for round_ in range(args.rounds):
-                    order = ("before", "after") if round_ % 2 == 0 else ("after", "before")
-                    runs = {name: run_child(SCRIPT, codes[name], spec) for name in order}
-                    rounds.append(runs)
-                    print(count, "peer(s), round", round_, json.dumps(runs), flush=True)
-                results["peers"][str(count)] = {
-                    "rounds": rounds,
-                    "cpu_after_over_before": statistics.median(
-                        runs["after"]["cpu_us"] / runs["before"]["cpu_us"] for runs in rounds
-                    ),
-                    "rate_after_over_before": statistics.median(
-                        runs["after"]["per_second"] / runs["before"]["per_second"]
-                        for runs in rounds
-                    ),
-                }
+    async with open_daemons(KEY, max(args.peers)) as daemons:
+        for count in args.peers:
+            spec = {
+                "peers": [list(daemon.address) for daemon in daemons[:count]],
+                "total": args.total,
+            }
+            rounds = []
+            for round_ in range(args.rounds):
+                order = ("before", "after") if round_ % 2 == 0 else ("after", "before")
+                runs = {name: run_child(SCRIPT, codes[name], spec) for name in order}
+                rounds.append(runs)
+                print(count, "peer(s), round", round_, json.dumps(runs), flush=True)
+            results["peers"][str(count)] = {
+                "rounds": rounds,
+                "cpu_after_over_before": statistics.median(
+                    runs["after"]["cpu_us"] / runs["before"]["cpu_us"] for runs in rounds
+                ),
+                "rate_after_over_before": statistics.median(
+                    runs["after"]["per_second"] / runs["before"]["per_second"] for runs in rounds
+                ),
+            }
     return results
 
 

@@ -27,20 +27,19 @@ import argparse
 import json
 import socket
 import statistics
-import tempfile
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import trio
 
 import trioconfd
-from trioconfd.testing import GanetiConfd, make_cluster_config, open_ganeti_confd
+from trioconfd.testing import GanetiConfd
 
 from .baselines import (
     Address,
     drive,
+    open_daemons,
     raw_pipelined,
     raw_reply,
     raw_request,
@@ -214,16 +213,8 @@ def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> Non
 
 
 async def _measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
-    config = make_cluster_config(nodes=3, instances=3, serial=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        async with AsyncExitStack() as stack:
-            daemons = [
-                await stack.enter_async_context(
-                    open_ganeti_confd(config, KEY, Path(tmp, f"daemon{index}"))
-                )
-                for index in range(max(args.peers))
-            ]
-            return await cost_per_query(daemons, args.total, args.rounds, tuple(args.peers))
+    async with open_daemons(KEY, max(args.peers)) as daemons:
+        return await cost_per_query(daemons, args.total, args.rounds, tuple(args.peers))
 
 
 def main(argv: list[str] | None = None) -> None:
