@@ -4,12 +4,14 @@ Each client runs in a process of its own (its ``getrusage`` is its own),
 with whichever trioconfd its ``PYTHONPATH`` gives: this tree's, or
 ``--before``'s, checked out in a temporary worktree. Both ask the same
 real daemons (1, 3 and 5 of them by default), 256 in flight, the client's
-defaults; each run warms up (2,000 queries) and keeps the best of two
-drives of ``--total``. Rounds alternate which commit runs first, and the
-ratios reported are the median of each round's (after over before)::
+defaults (or admission windows fixed at ``--window`` places, so that most
+queries wait for one, and ``--no-retry``: no retransmission); each run
+warms up (2,000 queries) and keeps the best of two drives of ``--total``.
+Rounds alternate which commit runs first, and the ratios reported are the
+median of each round's (after over before)::
 
     python -m benchmarks.revision_cost --before REV [--peers 1,3,5] [--rounds 8]
-        [--total 8000] [--json FILE]
+        [--total 8000] [--window N] [--no-retry] [--json FILE]
 """
 
 from __future__ import annotations
@@ -35,9 +37,18 @@ def client_main(spec: dict[str, Any]) -> None:
     from benchmarks.baselines import drive  # the commit under test's, as trioconfd
 
     peers = [tuple(peer) for peer in spec["peers"]]
+    window = spec["window"]
+    admission = (
+        trioconfd.AdmissionPolicy(initial=window, minimum=window, maximum=window)
+        if window
+        else trioconfd.AdmissionPolicy()
+    )
+    retry = trioconfd.RetryPolicy.off() if spec["no_retry"] else trioconfd.RetryPolicy()
 
     async def main() -> dict[str, float]:
-        async with trioconfd.open_confd_client(KEY, peers) as client:
+        async with trioconfd.open_confd_client(
+            KEY, peers, admission=admission, retry=retry
+        ) as client:
 
             async def query() -> bool:
                 result = await client.query(
@@ -67,6 +78,8 @@ async def _measure(args: argparse.Namespace, before: Path) -> dict[str, Any]:
             spec = {
                 "peers": [list(daemon.address) for daemon in daemons[:count]],
                 "total": args.total,
+                "window": args.window,
+                "no_retry": args.no_retry,
             }
             rounds = []
             for round_ in range(args.rounds):
@@ -106,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds")
     parser.add_argument("--total", type=int, default=8000, help="queries a drive")
+    parser.add_argument("--window", type=int, default=0, help="fixed admission windows")
+    parser.add_argument("--no-retry", action="store_true", help="no retransmission")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.client:
