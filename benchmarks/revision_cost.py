@@ -45,7 +45,7 @@ def client_main(spec: dict[str, Any]) -> None:
     )
     retry = trioconfd.RetryPolicy.off() if spec["no_retry"] else trioconfd.RetryPolicy()
 
-    async def main() -> dict[str, float]:
+    async def main() -> dict[str, Any]:
         async with trioconfd.open_confd_client(
             KEY, peers, admission=admission, retry=retry
         ) as client:
@@ -58,10 +58,12 @@ def client_main(spec: dict[str, Any]) -> None:
 
             await drive(IN_FLIGHT, WARM_UP, query)
             runs = [await drive(IN_FLIGHT, spec["total"], query) for _ in range(2)]
+            policies = {"window": client.admission.maximum, "retry": client.retry.enabled}
         return {
             "cpu_us": min(run["cpu_us"] for run in runs),
             "per_second": max(run["per_second"] for run in runs),
             "timeouts": sum(run["timeouts"] for run in runs),
+            **policies,
         }
 
     print(json.dumps(trio.run(main)))

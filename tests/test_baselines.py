@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import pytest
 import trio
 
+from benchmarks import revision_cost
 from benchmarks.baselines import (
     raw_fan_out,
     raw_pipelined,
@@ -106,3 +111,31 @@ def test_the_admission_wait_rows_run_every_query_to_its_end(
     assert ended == [600] * 6  # every row ran every query to its end (none hung)
     assert len(figures) == 7
     assert all(value > 0 for value in figures.values())
+
+
+async def test_revision_cost_runs_a_client_in_its_own_process_with_its_options() -> None:
+    config = make_cluster_config(nodes=3, serial=1)
+    async with (
+        open_confd_server(config, revision_cost.KEY) as one,
+        open_confd_server(config, revision_cost.KEY) as two,
+    ):
+        spec = {
+            "peers": [list(one.address), list(two.address)],
+            "total": 100,
+            "window": 4,
+            "no_retry": True,
+        }
+        root = revision_cost.SCRIPT.parent.parent
+        done = await trio.run_process(
+            [sys.executable, str(revision_cost.SCRIPT), "--client", json.dumps(spec)],
+            capture_stdout=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        answered = one.stats.answered + two.stats.answered
+    figures = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert figures["timeouts"] == 0
+    assert (figures["window"], figures["retry"]) == (4, False)  # its options, applied
+    assert figures["cpu_us"] > 0
+    assert figures["per_second"] > 0
+    # The warm-up and two drives, every query to both peers, each sent once.
+    assert answered == 2 * (revision_cost.WARM_UP + 2 * 100)
