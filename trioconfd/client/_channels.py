@@ -30,17 +30,21 @@ class ChannelPool:
             return spare.pop()
         return trio.open_memory_channel[PeerReply](capacity)
 
-    def recycle(self, pair: ChannelPair, capacity: int, unread: int) -> None:
+    def recycle(
+        self, pair: ChannelPair, capacity: int, unread: int, *, shared: bool = True
+    ) -> None:
         """Take back a finished route's channel, emptied of its ``unread`` replies.
 
         A channel some task still waits on is closed instead, which ends that
         wait at once (``trio.ClosedResourceError``): reused, it would hand
-        that task the next request's replies.
+        that task the next request's replies. ``shared=False`` says that only
+        the task recycling it ever read it (a query's), so none can wait on
+        it now: its statistics are not read.
         """
         if self._closed:
             return  # the client closed its channels: they are no use to anyone
         receiver = pair[1]
-        if receiver.statistics().tasks_waiting_receive:
+        if shared and receiver.statistics().tasks_waiting_receive:
             receiver.close()
             return
         for _ in range(unread):

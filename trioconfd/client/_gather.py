@@ -53,8 +53,9 @@ _UNREACHABLE = {
 _ENDED = "this request has ended: its async with block has exited"
 
 
-class RequestInFlight:
-    """One request read by one task: its route, its reply channel, its schedule, its verdict.
+class RequestInFlight(RoutingEntry):
+    """One request read by one task: its routing-table entry (itself), its reply
+    channel, its schedule, its verdict.
 
     Made by :meth:`ConfdClient.query` and :meth:`ConfdClient.request`, which
     send it, read it and, whatever happens, :meth:`close` it.
@@ -69,7 +70,6 @@ class RequestInFlight:
         "_first_send",
         "_places",
         "_quorum",
-        "_route",
         "_router",
         "_send_failures",
         "_sent",
@@ -78,6 +78,7 @@ class RequestInFlight:
         "aggregator",
         "deadline",
         "schedule",
+        "streamed",
         "timeout",
     )
 
@@ -110,9 +111,9 @@ class RequestInFlight:
         # changed while the query waited for places).
         self._capacity = len(peers) if capacity is None else capacity
         self._channel = router.channels.open(self._capacity)
-        self._route = RoutingEntry(request, targets, self._channel[0])
+        super().__init__(request, targets, self._channel[0])
         if places is not None:  # an unsent request waits for no reply
-            router.add(self._route)
+            router.add(self)
             request.mark_sent()
         # The first fan-out, sent by the first send_due().
         self._first_send: tuple[bytes, list[Address]] | None = None
@@ -142,10 +143,9 @@ class RequestInFlight:
         self._first_reply: float | None = None
         self._closed = False
         self._sent = False  # whether the first fan-out went out
-
-    @property
-    def request(self) -> ConfdRequest:
-        return self._route.request
+        #: whether a :class:`ReplyStream` reads it: then a task other than the
+        #: one that closes it may wait on its channel
+        self.streamed = False
 
     @property
     def unsent(self) -> bool:
@@ -156,6 +156,15 @@ class RequestInFlight:
     def wake_at(self) -> float:
         """When a wait for replies gives up: the next send due, or the deadline."""
         return min(self.schedule.wake_at, self.deadline)
+
+    @property
+    def wait_from(self) -> float:
+        """The deadline a wait for replies is entered with. Before the first
+        fan-out, :attr:`wake_at` (sending it moves nothing). After, the
+        request's deadline, until what is due has been sent: the wake that
+        ended the last wait has passed, and a scope entered with it would
+        cancel those sends."""
+        return self.wake_at if self._first_send is not None else self.deadline
 
     async def send_due(self) -> None:
         """Send what is due now: the first fan-out, then what the schedule says."""
@@ -181,12 +190,12 @@ class RequestInFlight:
             # Each copy takes a place in its peer's window, if it goes; none goes
             # to a peer whose reply is in the channel, unread (a stream read slowly).
             due_peers = due.peers
-            answered = self._route.answered
+            answered = self.answered
             if answered:
                 due_peers = [peer for peer in due_peers if peer not in answered]
             peers = [peer for peer in due_peers if places.again(peer, lost=peer != hedge)]
             if hedge is not None:
-                self._route.ask(hedge)
+                self.ask(hedge)
                 self.aggregator.ask_more(1)
                 stats.hedged += 1
             resent = len(peers) - (hedge is not None)
@@ -195,7 +204,7 @@ class RequestInFlight:
             if not peers:
                 return
             # Packed again: a fresh timestamp, so long deadlines never go stale.
-            datagram, targets = pack_request(self._route.request, self._router.key), peers
+            datagram, targets = pack_request(self.request, self._router.key), peers
         failures = await self._router.send(datagram, targets)
         self._sent = True
         if failures:
@@ -204,9 +213,10 @@ class RequestInFlight:
             self._send_failures.update(failures)
 
     @property
-    def replies(self) -> ReplyReceiver:
-        """The memory channel the receive task hands this request's replies to
-        (each one read goes to :meth:`take`)."""
+    def received(self) -> ReplyReceiver:
+        """The receiving end of the memory channel the receive task hands this
+        request's replies to (each one read goes to :meth:`take`); ``replies``,
+        as in every routing entry, is its sending end."""
         return self._channel[1]
 
     async def receive(self) -> PeerReply:
@@ -232,7 +242,7 @@ class RequestInFlight:
 
     def receive_arrived(self) -> PeerReply | None:
         """A reply the receive task accepted that is still in the channel, counted; or None."""
-        if self._closed or len(self._route.answered) <= self._taken:
+        if self._closed or len(self.answered) <= self._taken:
             return None
         try:
             peer_reply = self._channel[1].receive_nowait()
@@ -292,7 +302,7 @@ class RequestInFlight:
                 unreachable.append((peer, _UNREACHABLE.get(seen[1]) or os.strerror(seen[1])))
         measured = [
             estimate.srtt
-            for estimate in (router.rtt.get(peer) for peer in self._route.targets)
+            for estimate in (router.rtt.get(peer) for peer in self.targets)
             if estimate is not None and estimate.srtt is not None
         ]
         if self._first_reply is not None:
@@ -317,9 +327,9 @@ class RequestInFlight:
             # Unanswered at the deadline, a request that went out was lost.
             lost = self._sent and now >= self.deadline and not self.aggregator.quorum_reached
             self._places.give_back(timed_out=lost)
-        self._router.remove(self._route)
-        unread = len(self._route.answered) - self._taken
-        self._router.channels.recycle(self._channel, self._capacity, unread)
+        self._router.remove(self)
+        unread = len(self.answered) - self._taken
+        self._router.channels.recycle(self._channel, self._capacity, unread, shared=self.streamed)
 
 
 def unsent_result(
@@ -338,9 +348,9 @@ async def gather(in_flight: RequestInFlight) -> QueryResult:
     accepted, and has ``timed_out`` set if they fall short of the quorum.
     """
     while True:
-        # One cancel scope per wait, its deadline moved to the next send due:
-        # another, nested, would cost ~10 µs more on every query.
-        with trio.move_on_at(in_flight.deadline) as waiting:
+        # One cancel scope per wait, until the next send due (or the
+        # deadline): another, nested, would cost ~10 µs more on every query.
+        with trio.move_on_at(in_flight.wait_from) as waiting:
             return await gather_within(in_flight, waiting)
         if trio.current_time() >= in_flight.deadline:
             return in_flight.verdict()
@@ -354,14 +364,18 @@ async def gather_within(in_flight: RequestInFlight, waiting: trio.CancelScope) -
 
     A query that waited for places waits here in the same scope it waited in.
     """
-    aggregator, replies = in_flight.aggregator, in_flight.replies
+    aggregator, replies = in_flight.aggregator, in_flight.received
     # Replies routed while this task was woken count first: a peer whose
     # reply is in the channel is not asked again.
     while in_flight.receive_arrived() is not None:
         pass
     if not aggregator.quorum_reached:
         await in_flight.send_due()
-        waiting.deadline = in_flight.wake_at
+        wake_at = in_flight.wake_at
+        if waiting.deadline != wake_at:
+            # Moved only when it moves: each move is a context manager and
+            # a push on Trio's heap of deadlines.
+            waiting.deadline = wake_at
         try:
             while not aggregator.quorum_reached:
                 in_flight.take(await replies.receive())
@@ -384,6 +398,7 @@ class ReplyStream:
         self.timed_out = False
         self._exchange = in_flight
         self._aggregator = in_flight.aggregator
+        in_flight.streamed = True  # read by whichever task iterates it
 
     @property
     def sent(self) -> int:
