@@ -762,6 +762,56 @@ async def test_places_held_by_waiting_queries_do_not_grow_a_window(
             assert (windows[peer].window.in_use, windows[peer].window.reserved) == (0, 0)
 
 
+def _parked_waiters(admission: Admission) -> set[Waiter]:
+    return {waiter for window in admission.windows.values() for waiter in window.line}
+
+
+def _check_reserved(admission: Admission) -> int:
+    """Each window's reserved places are those parked waiters hold in it; how many wait."""
+    parked = _parked_waiters(admission)
+    for window in admission.windows.values():
+        holding = sum(window.peer in waiter.places.held for waiter in parked)
+        assert window.window.reserved == holding, (window, holding)
+    for waiter in parked:
+        held = [entry[0].window for entry in waiter.places.held.values()]
+        assert waiter.reserved == held
+    return len(parked)
+
+
+async def test_places_reserved_while_queries_go_from_line_to_line_are_counted_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Five busy peers, windows of 4: queries asking all of them wait in one
+    # line after another, handed a place by each window in turn, parked all
+    # the while. The places they hold meanwhile are counted as reserved in
+    # their windows, and only those, at every moment; none once they are sent.
+    config = make_cluster_config(nodes=5)
+    async with (
+        open_simulated_cluster(
+            [config] * 5, KEY, capacity=Capacity(rate=2000, queue=1000)
+        ) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(4)) as client,
+    ):
+        admission = client._router.admission
+        results: list[QueryResult] = []
+        most_parked = 0
+
+        async def one(coverage: int) -> None:
+            results.append(await client.query(RequestType.PING, coverage=coverage, timeout=30))
+
+        async with trio.open_nursery() as nursery:
+            for index in range(300):
+                nursery.start_soon(one, -1 if index % 3 else 3)
+            while len(results) < 300:
+                await trio.sleep(0.0005)
+                most_parked = max(most_parked, _check_reserved(admission))
+        assert all(result.ok for result in results)
+        assert most_parked > 100
+        assert _check_reserved(admission) == 0
+        for window in admission.windows.values():
+            assert (window.window.in_use, window.window.reserved) == (0, 0)
+
+
 async def test_a_request_that_cannot_be_made_gives_its_places_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -77,10 +77,18 @@ class Waiter:
 
     def reserve(self) -> None:
         """Its places send nothing while it waits: they do not count towards their
-        windows' use (see :meth:`Window.give_back`)."""
-        self.reserved = [held[0].window for held in self.places.held.values()]
-        for counts in self.reserved:
-            counts.reserved += 1
+        windows' use (see :meth:`Window.give_back`).
+
+        Those taken since it last reserved are added: while it waits, its
+        places are only added to (each in turn at the end of ``places.held``),
+        or given back all at once with :meth:`unreserve` first.
+        """
+        reserved, held = self.reserved, self.places.held
+        if len(held) > len(reserved):
+            for entry in list(held.values())[len(reserved) :]:
+                counts = entry[0].window
+                counts.reserved += 1
+                reserved.append(counts)
 
     def unreserve(self) -> None:
         for counts in self.reserved:
@@ -461,7 +469,6 @@ class Admission:
         """
         waited_in, waiter.line = waiter.line, None
         self.skippers.discard(waiter)
-        waiter.unreserve()
         places, targets, spare = waiter.places, waiter.targets, waiter.spare
         places.hold(window.peer, window, taken)
         if waited_in is not None and window is not waited_in:
@@ -469,17 +476,22 @@ class Admission:
             blocked, index = targets.index(waited_in.peer), spare.index(window.peer)
             targets[blocked], spare[index] = window.peer, waited_in.peer
         if self.closed:
+            waiter.unreserve()
             waiter.wake()
             return
         blocked_at = self._take_all(places, targets, spare, waiter.needed)
         if blocked_at is None:
+            waiter.unreserve()  # its places are about to be sent with
             waiter.wake(ready=True)
             return
         line = self._line_to_wait_in(blocked_at, targets, spare)
-        if places.holds_above(line.peer):
+        # Without a spare peer its targets stay in address order, and what it
+        # holds is below the line it waits in next.
+        if spare and places.holds_above(line.peer):
+            waiter.unreserve()
             waiter.wake(again=True)
             return
-        waiter.reserve()
+        waiter.reserve()  # the places just taken
         line.join(waiter)
 
     def _take_all(
