@@ -812,6 +812,50 @@ async def test_places_reserved_while_queries_go_from_line_to_line_are_counted_ex
             assert (window.window.in_use, window.window.reserved) == (0, 0)
 
 
+async def test_a_query_kept_waiting_by_a_silent_peer_never_holds_a_place_above_its_line(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Windows of one place. W asks A, B and C (no spare): it takes A and waits
+    # in B's line; B turns silent, so W gives A back and waits on. Q, asking A
+    # and B, takes A and waits in B's line. When B's place comes back, W gets
+    # it and finds A full: it must not wait in A's line holding B, which Q
+    # waits for (each would hold what the other waits for, until their
+    # deadlines); it looks again, holding nothing above A.
+    admission = Admission(fixed(1))
+    in_b, in_c = admission.admit_nowait([B]), admission.admit_nowait([C])
+    assert in_b is not None
+    assert in_c is not None
+    let_in: dict[str, float] = {}
+
+    async def waiting(name: str, targets: list[Any]) -> None:
+        with trio.move_on_after(10):
+            places = await admission.admit(list(targets), [], needed=2)
+            assert places is not None
+            let_in[name] = trio.current_time()
+            await trio.sleep(0.01)
+            places.give_back(timed_out=False)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiting, "W", [A, B, C])
+        await trio.sleep(0.01)
+        admission.window_of(B).turn_silent()
+        in_a = admission.admit_nowait([A])
+        assert in_a is not None
+        nursery.start_soon(waiting, "Q", [A, B])
+        await trio.sleep(0.01)
+        in_a.give_back(timed_out=False)  # A goes to Q, which waits for B
+        await trio.sleep(0.01)
+        in_b.give_back(timed_out=False)  # B goes to W, which finds A full
+        await trio.sleep(0.01)
+        for window in admission.windows.values():
+            for waiter in window.line:
+                assert not waiter.places.holds_above(window.peer)
+        await trio.sleep(1)
+        in_c.give_back(timed_out=False)
+    assert set(let_in) == {"Q", "W"}
+    assert max(let_in.values()) < 2
+
+
 async def test_a_request_that_cannot_be_made_gives_its_places_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

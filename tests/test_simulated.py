@@ -245,3 +245,54 @@ async def test_a_simulated_send_goes_before_its_task_yields_as_trio_sockets_do()
         receiver.close()
         sender.close()
         nursery.cancel_scope.cancel()
+
+
+async def _query_with_slow_sends(
+    monkeypatch: pytest.MonkeyPatch, timeout: float
+) -> tuple[trioconfd.QueryResult, list[Any], trioconfd.ClientStats]:
+    """One query to 3 peers whose client sends each block 45 ms (a full send buffer)."""
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    sent: list[Any] = []
+    send = SimulatedSocket.sendto
+    slow: set[int] = set()
+
+    async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
+        if id(self) in slow:
+            await trio.sleep(0.045)
+            sent.append(args[-1])
+        return await send(self, *args)
+
+    monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
+    retry = trioconfd.RetryPolicy(initial=0.1, hedge_after=None)
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=retry) as client,
+    ):
+        slow.add(id(client._router.socket))
+        result = await client.query(RequestType.PING, coverage=-1, timeout=timeout)
+        return result, sent, client.stats
+
+
+async def test_a_slow_first_fan_out_is_not_cut_short_at_the_first_retransmission_time(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The three sends take 135 ms, past the first retransmission time (0.1 s):
+    # all go, no peer counts as lost, and the quorum is reached.
+    result, sent, stats = await _query_with_slow_sends(monkeypatch, timeout=5)
+    assert len(sent) == 3
+    assert result.ok
+    assert (result.sent, result.received) == (3, 2)
+    assert stats.retransmitted == 0
+
+
+async def test_a_deadline_that_cuts_the_first_fan_out_short_counts_the_replies_it_got(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only two of three sends go before the deadline (0.1 s); both peers
+    # answer in time, a quorum of the three: the verdict says so, and not
+    # "never sent".
+    result, sent, _ = await _query_with_slow_sends(monkeypatch, timeout=0.1)
+    assert len(sent) == 2
+    assert result.ok
+    assert (result.sent, result.received, result.needed) == (3, 2, 2)

@@ -485,9 +485,9 @@ class Admission:
             waiter.wake(ready=True)
             return
         line = self._line_to_wait_in(blocked_at, targets, spare)
-        # Without a spare peer its targets stay in address order, and what it
-        # holds is below the line it waits in next.
-        if spare and places.holds_above(line.peer):
+        # A place above that line (kept while a silent peer's line gave back
+        # those below, or after a sample's swap) would break the order.
+        if places.holds_above(line.peer):
             waiter.unreserve()
             waiter.wake(again=True)
             return

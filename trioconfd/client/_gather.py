@@ -157,15 +157,6 @@ class RequestInFlight(RoutingEntry):
         """When a wait for replies gives up: the next send due, or the deadline."""
         return min(self.schedule.wake_at, self.deadline)
 
-    @property
-    def wait_from(self) -> float:
-        """The deadline a wait for replies is entered with. Before the first
-        fan-out, :attr:`wake_at` (sending it moves nothing). After, the
-        request's deadline, until what is due has been sent: the wake that
-        ended the last wait has passed, and a scope entered with it would
-        cancel those sends."""
-        return self.wake_at if self._first_send is not None else self.deadline
-
     async def send_due(self) -> None:
         """Send what is due now: the first fan-out, then what the schedule says."""
         if self._first_send is not None:
@@ -278,8 +269,10 @@ class RequestInFlight(RoutingEntry):
             return unsent_result(
                 self.aggregator.sent, self._quorum, self.timeout, self.aggregator.needed
             )
-        if not self._sent:
+        if not self._sent and not self.answered:
             # Its deadline came before its first send (a zero timeout, say).
+            # (A deadline that cut the first fan-out short, with replies from
+            # those it reached, is judged on them below.)
             needed = self.aggregator.needed
             return QueryResult(None, (), 0, needed, True, True, timeout=self.timeout)
         result = self.aggregator.result(timed_out=timed_out)
@@ -348,9 +341,11 @@ async def gather(in_flight: RequestInFlight) -> QueryResult:
     accepted, and has ``timed_out`` set if they fall short of the quorum.
     """
     while True:
-        # One cancel scope per wait, until the next send due (or the
-        # deadline): another, nested, would cost ~10 µs more on every query.
-        with trio.move_on_at(in_flight.wait_from) as waiting:
+        # One cancel scope per wait, its deadline moved to the next send due:
+        # another, nested, would cost ~10 µs more on every query.
+        # Entered with the deadline, not the next wake: a slow fan-out (a full
+        # send buffer, a busy loop) must not be cut at the first wake.
+        with trio.move_on_at(in_flight.deadline) as waiting:
             return await gather_within(in_flight, waiting)
         if trio.current_time() >= in_flight.deadline:
             return in_flight.verdict()
