@@ -9,7 +9,7 @@ import sys
 import pytest
 import trio
 
-from benchmarks import revision_cost
+from benchmarks import instructions, revision_cost
 from benchmarks.baselines import (
     raw_fan_out,
     raw_pipelined,
@@ -139,3 +139,26 @@ async def test_revision_cost_runs_a_client_in_its_own_process_with_its_options()
     assert figures["per_second"] > 0
     # The warm-up and two drives, every query to both peers, each sent once.
     assert answered == 2 * (revision_cost.WARM_UP + 2 * 100)
+
+
+@pytest.mark.parametrize("program", ["floor", "trioconfd"])
+async def test_the_instruction_count_child_runs_its_program_to_the_end(program: str) -> None:
+    config = make_cluster_config(nodes=3, serial=1)
+    async with open_confd_server(config, instructions.KEY) as one:
+        spec = {"peers": [list(one.address)], "in_flight": 8, "queries": 40, "program": program}
+        root = instructions.SCRIPT.parent.parent
+        done = await trio.run_process(
+            [sys.executable, str(instructions.SCRIPT), "--client", json.dumps(spec)],
+            capture_stdout=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        answered = one.stats.answered
+    assert json.loads(done.stdout.decode().strip().splitlines()[-1]) == {"timeouts": 0}
+    assert answered == 40  # each query sent once: no retransmission
+
+
+def test_the_instruction_count_is_read_from_cachegrinds_report() -> None:
+    report = "==7== Cachegrind, a cache profiler\n==7== \n==7== I   refs:      1,021,183,203\n"
+    assert instructions.instructions_of(report) == 1_021_183_203
+    with pytest.raises(ValueError, match="I refs"):
+        instructions.instructions_of("==7== Command: python\n")

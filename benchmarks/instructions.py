@@ -1,0 +1,148 @@
+"""Instructions a query, counted by cachegrind: a figure this machine's noise does not move.
+
+CPU time here drifts by 30% within minutes; the instructions a client
+process executes do not. Each program (the shape's floor, this tree's
+trioconfd, and ``--before``'s if given) runs under ``valgrind
+--tool=cachegrind`` in a process of its own, twice (``--small`` and
+``--large`` queries), against the same real daemons; its count a query is
+the difference of the two runs over the difference in queries, so that
+start-up and warm-up cancel out::
+
+    python -m benchmarks.instructions [--peers 1] [--in-flight 256] [--before REV]
+
+Needs valgrind. Under it a client runs about 50 times slower, so replies
+pile up unread and queries take longer than the first retransmission
+interval: trioconfd runs without retransmission (``RetryPolicy.off()``),
+and what is counted is each query's own work, not how the schedule
+behaves under load. Counts at 3 or more peers move by about 3% from run
+to run (how many replies each read finds), at 1 peer by under 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trioconfd
+
+SCRIPT = Path(__file__).resolve()
+KEY = b"instructions key\n"
+_I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def instructions_of(report: str) -> int:
+    """The instructions cachegrind counted, from its report (its stderr)."""
+    found = _I_REFS.search(report)
+    if found is None:
+        raise ValueError("no 'I refs' line in cachegrind's report")
+    return int(found.group(1).replace(",", ""))
+
+
+def client_main(spec: dict[str, Any]) -> None:
+    """In the child process: ``spec["queries"]`` queries by ``spec["program"]``."""
+    from benchmarks.baselines import drive
+    from benchmarks.shape_floor import floor_throughput
+
+    peers = [tuple(peer) for peer in spec["peers"]]
+
+    async def main() -> dict[str, float]:
+        if spec["program"] == "floor":
+            return await floor_throughput(KEY, peers, spec["in_flight"], spec["queries"])
+        async with trioconfd.open_confd_client(
+            KEY, peers, retry=trioconfd.RetryPolicy.off()
+        ) as client:
+
+            async def query() -> bool:
+                result = await client.query(
+                    trioconfd.RequestType.CLUSTER_MASTER, coverage=-1, timeout=60
+                )
+                return result.ok
+
+            return await drive(spec["in_flight"], spec["queries"], query)
+
+    figures = trio.run(main)
+    print(json.dumps({"timeouts": figures["timeouts"]}))
+
+
+def _count(code: Path, spec: dict[str, Any]) -> int:
+    """Instructions one child run executes under cachegrind."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            str(SCRIPT),
+            "--client",
+            json.dumps(spec),
+        ],
+        env={**os.environ, "PYTHONPATH": str(code)},
+        cwd=code,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    if json.loads(done.stdout.strip().splitlines()[-1])["timeouts"]:
+        raise RuntimeError(f"queries timed out under cachegrind: {spec}")
+    return instructions_of(done.stderr)
+
+
+async def _measure(args: argparse.Namespace, before: Path | None) -> dict[str, float]:
+    from ._revisions import ROOT
+    from .baselines import open_daemons
+
+    programs = [("shape floor", ROOT, "floor"), ("trioconfd", ROOT, "trioconfd")]
+    if before is not None:
+        programs.append((f"trioconfd at {args.before}", before, "trioconfd"))
+    figures = {}
+    async with open_daemons(KEY, args.peers) as daemons:
+        base = {"peers": [list(daemon.address) for daemon in daemons], "in_flight": args.in_flight}
+        for name, code, program in programs:
+            spec = {**base, "program": program}
+            small = await trio.to_thread.run_sync(_count, code, {**spec, "queries": args.small})
+            large = await trio.to_thread.run_sync(_count, code, {**spec, "queries": args.large})
+            figures[name] = (large - small) / (args.large - args.small)
+            print(f"  {name:<32} {figures[name]:>12,.0f}", flush=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--peers", type=int, default=1, help="real daemons asked (default 1)")
+    parser.add_argument("--in-flight", type=int, default=256, help="queries in flight")
+    parser.add_argument("--small", type=int, default=500, help="queries of the shorter run")
+    parser.add_argument("--large", type=int, default=2500, help="queries of the longer run")
+    parser.add_argument("--before", help="also count another commit's trioconfd")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.client:
+        client_main(json.loads(args.client))
+        return
+    if args.large <= args.small:
+        parser.error("--large must be more queries than --small")
+
+    from ._revisions import checked_out
+
+    print(f"instructions a query, {args.peers} peer(s), {args.in_flight} in flight")
+    if args.before is None:
+        figures = trio.run(_measure, args, None)
+    else:
+        with checked_out(args.before) as before:
+            figures = trio.run(_measure, args, before)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
