@@ -248,9 +248,10 @@ async def test_a_simulated_send_goes_before_its_task_yields_as_trio_sockets_do()
 
 
 async def _query_with_slow_sends(
-    monkeypatch: pytest.MonkeyPatch, timeout: float
+    monkeypatch: pytest.MonkeyPatch, timeout: float, *, crashed: bool = False
 ) -> tuple[trioconfd.QueryResult, list[Any], trioconfd.ClientStats]:
-    """One query to 3 peers whose client sends each block 45 ms (a full send buffer)."""
+    """One query to 3 peers whose client sends each block 45 ms (a full send buffer);
+    ``crashed``: the peers are down."""
     from trioconfd.testing._simnet import SimulatedSocket
 
     sent: list[Any] = []
@@ -270,6 +271,8 @@ async def _query_with_slow_sends(
         open_confd_client(KEY, cluster.peers, port=cluster.port, retry=retry) as client,
     ):
         slow.add(id(client._router.socket))
+        for index in range(3 if crashed else 0):
+            cluster.crash(index)
         result = await client.query(RequestType.PING, coverage=-1, timeout=timeout)
         return result, sent, client.stats
 
@@ -290,9 +293,20 @@ async def test_a_deadline_that_cuts_the_first_fan_out_short_counts_the_replies_i
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Only two of three sends go before the deadline (0.1 s); both peers
-    # answer in time, a quorum of the three: the verdict says so, and not
-    # "never sent".
+    # answer in time, the quorum of the three chosen: the verdict says so,
+    # and not "never sent"; the third peer was never asked.
     result, sent, _ = await _query_with_slow_sends(monkeypatch, timeout=0.1)
     assert len(sent) == 2
     assert result.ok
-    assert (result.sent, result.received, result.needed) == (3, 2, 2)
+    assert (result.sent, result.received, result.needed) == (2, 2, 2)
+
+
+async def test_a_first_fan_out_cut_short_with_no_reply_names_the_peers_it_asked(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, sent, _ = await _query_with_slow_sends(monkeypatch, timeout=0.1, crashed=True)
+    assert len(sent) == 2
+    assert result.timed_out
+    assert (result.sent, result.received) == (2, 0)
+    assert set(result.silent) == set(sent)
+    assert not any("not sent" in line for line in result.diagnosis)

@@ -68,6 +68,7 @@ class RequestInFlight(RoutingEntry):
         "_discards_before",
         "_first_reply",
         "_first_send",
+        "_not_asked",
         "_places",
         "_quorum",
         "_router",
@@ -142,7 +143,9 @@ class RequestInFlight(RoutingEntry):
         self._taken = 0
         self._first_reply: float | None = None
         self._closed = False
-        self._sent = False  # whether the first fan-out went out
+        self._sent = False  # whether the first fan-out went out (to one peer at least)
+        #: the peers of the first fan-out the deadline came before
+        self._not_asked: list[Address] = []
         #: whether a :class:`ReplyStream` reads it: then a task other than the
         #: one that closes it may wait on its channel
         self.streamed = False
@@ -162,42 +165,56 @@ class RequestInFlight(RoutingEntry):
         if self._first_send is not None:
             datagram, targets = self._first_send
             self._first_send = None
-        else:
-            schedule, router = self.schedule, self._router
-            now = trio.current_time()
-            if now < schedule.wake_at:
-                return
-            # Replies the kernel holds, unread, may be the ones awaited.
-            holds_unread = router.holds_unread
-            due = schedule.due(now, unread=holds_unread is not None and holds_unread())
-            stats = router.stats
-            if due.deferred:
-                stats.deferred += 1
-            if not due.peers:
-                return
-            hedge = due.hedge
-            places = self._places
-            assert places is not None  # an unsent request's schedule sends nothing
-            # Each copy takes a place in its peer's window, if it goes; none goes
-            # to a peer whose reply is in the channel, unread (a stream read slowly).
-            due_peers = due.peers
-            answered = self.answered
-            if answered:
-                due_peers = [peer for peer in due_peers if peer not in answered]
-            peers = [peer for peer in due_peers if places.again(peer, lost=peer != hedge)]
-            if hedge is not None:
-                self.ask(hedge)
-                self.aggregator.ask_more(1)
-                stats.hedged += 1
-            resent = len(peers) - (hedge is not None)
-            stats.retransmitted += resent
-            stats.held_back += len(due_peers) - len(peers)
-            if not peers:
-                return
-            # Packed again: a fresh timestamp, so long deadlines never go stale.
-            datagram, targets = pack_request(self.request, self._router.key), peers
-        failures = await self._router.send(datagram, targets)
-        self._sent = True
+            await self._send_first(datagram, targets)
+            return
+        schedule, router = self.schedule, self._router
+        now = trio.current_time()
+        if now < schedule.wake_at:
+            return
+        # Replies the kernel holds, unread, may be the ones awaited.
+        holds_unread = router.holds_unread
+        due = schedule.due(now, unread=holds_unread is not None and holds_unread())
+        stats = router.stats
+        if due.deferred:
+            stats.deferred += 1
+        if not due.peers:
+            return
+        hedge = due.hedge
+        places = self._places
+        assert places is not None  # an unsent request's schedule sends nothing
+        # Each copy takes a place in its peer's window, if it goes; none goes
+        # to a peer whose reply is in the channel, unread (a stream read slowly).
+        due_peers = due.peers
+        answered = self.answered
+        if answered:
+            due_peers = [peer for peer in due_peers if peer not in answered]
+        peers = [peer for peer in due_peers if places.again(peer, lost=peer != hedge)]
+        if hedge is not None:
+            self.ask(hedge)
+            self.aggregator.ask_more(1)
+            stats.hedged += 1
+        resent = len(peers) - (hedge is not None)
+        stats.retransmitted += resent
+        stats.held_back += len(due_peers) - len(peers)
+        if not peers:
+            return
+        # Packed again: a fresh timestamp, so long deadlines never go stale.
+        datagram, targets = pack_request(self.request, self._router.key), peers
+        self._note_failures(await self._router.send(datagram, targets))
+
+    async def _send_first(self, datagram: bytes, targets: list[Address]) -> None:
+        """The first fan-out. Cut short by the deadline (sends that waited for
+        room), the peers never tried are not counted as asked."""
+        attempted: list[Address] = []
+        try:
+            self._note_failures(await self._router.send(datagram, targets, attempted))
+        finally:
+            self._sent = bool(attempted)
+            if len(attempted) < len(targets):
+                self._not_asked = [peer for peer in targets if peer not in attempted]
+                self.aggregator.sent -= len(self._not_asked)
+
+    def _note_failures(self, failures: list[tuple[Address, str]] | None) -> None:
         if failures:
             if self._send_failures is None:
                 self._send_failures = {}
@@ -269,10 +286,10 @@ class RequestInFlight(RoutingEntry):
             return unsent_result(
                 self.aggregator.sent, self._quorum, self.timeout, self.aggregator.needed
             )
-        if not self._sent and not self.answered:
+        if not self._sent:
             # Its deadline came before its first send (a zero timeout, say).
-            # (A deadline that cut the first fan-out short, with replies from
-            # those it reached, is judged on them below.)
+            # (One that cut the first fan-out short is judged below, on the
+            # peers it asked.)
             needed = self.aggregator.needed
             return QueryResult(None, (), 0, needed, True, True, timeout=self.timeout)
         result = self.aggregator.result(timed_out=timed_out)
@@ -287,7 +304,7 @@ class RequestInFlight(RoutingEntry):
             if after > before
         )
         router, started = self._router, self._started
-        silent = tuple(self.schedule.silent)
+        silent = tuple(peer for peer in self.schedule.silent if peer not in self._not_asked)
         unreachable = []
         for peer in silent:
             seen = router.unreachable.get(peer)

@@ -180,11 +180,16 @@ class Router:
             del self.table[route.request.rsalt]
 
     async def send(
-        self, datagram: bytes, targets: Iterable[Address]
+        self,
+        datagram: bytes,
+        targets: Iterable[Address],
+        attempted: list[Address] | None = None,
     ) -> list[tuple[Address, str]] | None:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
         Each failure is counted and returned, with its OS error (None: none failed).
+        Each target tried, sent to or failed, goes on ``attempted`` if given: a
+        send cancelled part way (at a deadline) leaves out those never tried.
         """
         sendto = self._sendto
         failures = None
@@ -200,6 +205,8 @@ class Router:
                 self.log.log(
                     "send errors", logging.DEBUG, "could not send to %s:%d: %s", *target[:2], exc
                 )
+            if attempted is not None:
+                attempted.append(target)
         return failures
 
     async def _sendto(self, datagram: bytes, target: Address) -> None:
