@@ -481,7 +481,7 @@ class Admission:
             return
         blocked_at = self._take_all(places, targets, spare, waiter.needed)
         if blocked_at is None:
-            waiter.unreserve()  # its places are about to be sent with
+            waiter.unreserve()  # its places now carry its sends
             waiter.wake(ready=True)
             return
         line = self._line_to_wait_in(blocked_at, targets, spare)
