@@ -310,3 +310,25 @@ async def test_a_first_fan_out_cut_short_with_no_reply_names_the_peers_it_asked(
     assert (result.sent, result.received) == (2, 0)
     assert set(result.silent) == set(sent)
     assert not any("not sent" in line for line in result.diagnosis)
+
+
+async def test_a_stream_read_after_its_deadline_sends_nothing_more(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One peer of three is down. The stream's two replies are read at once;
+    # the next read comes after the deadline (0.5 s): it ends the stream,
+    # with no copy sent to the silent peer then and no loss counted.
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        cluster.crash(2)
+        async with client.request(RequestType.PING, coverage=-1, timeout=0.5) as replies:
+            got = [await replies.__anext__(), await replies.__anext__()]
+            await trio.sleep(1)
+            with pytest.raises(StopAsyncIteration):
+                await replies.__anext__()
+        assert len(got) == 2
+        assert replies.timed_out
+        assert client.stats.retransmitted == 0
+        assert client.stats.held_back == 0

@@ -169,8 +169,8 @@ class RequestInFlight(RoutingEntry):
             return
         schedule, router = self.schedule, self._router
         now = trio.current_time()
-        if now < schedule.wake_at:
-            return
+        if now < schedule.wake_at or now >= self.deadline:
+            return  # nothing due yet; or past its deadline, nothing ever (a stream read late)
         # Replies the kernel holds, unread, may be the ones awaited.
         holds_unread = router.holds_unread
         due = schedule.due(now, unread=holds_unread is not None and holds_unread())
