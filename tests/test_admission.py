@@ -1179,3 +1179,33 @@ async def test_a_query_let_in_at_its_deadline_says_it_was_never_sent() -> None:
             assert result.silent == ()
             assert "sent nothing back" not in result.verdict
             assert "not sent" in result.verdict
+
+
+async def test_a_retransmission_held_back_leaves_the_round_trip_to_be_learned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A busy peer, 50 ms a request, one at a time; a window of 4 with 8
+    # queries. Two queries are past their first retransmission time before
+    # it serves them, with the window full and the peer answering others:
+    # their copies are held back, and each reply (at 0.2 and 0.25 s) answers
+    # the one copy that went, 0.2 s before. The estimate learns those round
+    # trips. (Counted as sends, the held-back copies would leave each reply
+    # 0.05 s after the last "send", which teaches nothing: srtt 68 ms.)
+    async with (
+        open_simulated_cluster([CONFIG], KEY, capacity=Capacity(rate=20)) as cluster,
+        open_confd_client(
+            KEY,
+            cluster.peers,
+            port=cluster.port,
+            admission=fixed(4),
+            retry=RetryPolicy(adaptive=True, hedge_after=None),
+        ) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(8):
+            nursery.start_soon(lambda: client.query(RequestType.PING, timeout=5))
+        await trio.sleep(0.26)
+        assert client.stats.held_back == 2
+        # Round trips of 0.05, 0.1, 0.15, 0.2 and 0.2 s, smoothed.
+        srtt = client._router.rtt[cluster.peers[0]].srtt
+        assert srtt == pytest.approx(0.0993, abs=0.001)

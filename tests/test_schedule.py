@@ -593,3 +593,35 @@ def test_late_wakes_put_retransmissions_off_once_in_a_row_at_most() -> None:
         due = schedule.due(schedule.wake_at + 0.03)  # every wake 30 ms late
         outcomes.append((due.peers, due.deferred))
     assert outcomes == [([], True), ([A], False), ([], True), ([A], False)]
+
+
+def test_a_copy_held_back_is_not_a_send_to_learn_from() -> None:
+    # Without held_back, the reply at 0.15 s would be taken to answer either
+    # copy (answered_last(0.05): nothing learned); the held-back copy never
+    # went, so it answers the first, and 0.15 s is a round trip.
+    known, estimate_of = estimates()
+    schedule = SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    assert schedule.due(0.1).peers == [A, B]
+    schedule.held_back(A)  # A's window was full: only B's copy went
+    schedule.held_back(A)  # said twice, it takes back no more than the one copy
+    schedule.answered(A, 0.15)
+    schedule.answered(B, 0.15)
+    assert known[A].srtt == pytest.approx(0.15)  # a round trip, from the first send
+    # B's two copies went: 0.05 s after the last is all its reply says for sure.
+    assert known[B].srtt == pytest.approx(0.05)
+    # The schedule goes on as if it had sent: the next copy waits its interval.
+    schedule = SendSchedule(FIXED, [A], 0.0, needed=1)
+    schedule.due(0.1)
+    schedule.held_back(A)
+    assert schedule.wake_at == pytest.approx(0.3)
+    assert schedule.sends_to(A) == 2
+
+
+def test_held_back_before_any_retransmission_or_for_a_peer_not_asked_changes_nothing() -> None:
+    known, estimate_of = estimates()
+    schedule = SendSchedule(ADAPTIVE, [A], 0.0, needed=1, estimate_of=estimate_of)
+    schedule.held_back(A)  # nothing was due: the first send went
+    schedule.held_back(B)  # never asked
+    schedule.answered(A, 0.02)
+    assert known[A].srtt == pytest.approx(0.02)
+    assert B not in known

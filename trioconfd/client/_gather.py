@@ -195,6 +195,11 @@ class RequestInFlight(RoutingEntry):
             stats.hedged += 1
         resent = len(peers) - (hedge is not None)
         stats.retransmitted += resent
+        if len(peers) < len(due.peers):
+            # The copies that did not go are not sends the replies answer.
+            for peer in due.peers:
+                if peer not in peers:
+                    schedule.held_back(peer)
         stats.held_back += len(due_peers) - len(peers)
         if not peers:
             return

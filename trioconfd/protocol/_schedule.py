@@ -44,15 +44,20 @@ _NOTHING = Due([])
 
 
 class _Sends:
-    """The sends to one silent peer: how many, the last, and when the next is due."""
+    """The sends to one silent peer: how many the schedule made, and when the next
+    is due; and the copies that went (a send may be held back), the last when."""
 
-    __slots__ = ("estimate", "last_sent", "next_at", "sends")
+    __slots__ = ("copied_at", "copies", "estimate", "last_sent", "next_at", "sends", "undo_at")
 
     def __init__(self, estimate: RttEstimate | None, now: float, next_at: float) -> None:
         self.estimate = estimate
         self.sends = 1
         self.last_sent = now
         self.next_at = next_at
+        self.copies = 1
+        self.copied_at = now
+        #: when the copy before the last went (None: nothing to take back)
+        self.undo_at: float | None = None
 
 
 class SendSchedule:
@@ -152,7 +157,8 @@ class SendSchedule:
         return 0 if sends is None else sends.sends
 
     def due(self, now: float, *, unread: bool = False) -> Due:
-        """What to send at ``now``; the sends it returns count as made at ``now``.
+        """What to send at ``now``; the sends it returns count as made at ``now``
+        (a copy the caller holds back, it says so with :meth:`held_back`).
 
         A wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
         an adaptive schedule, puts the retransmissions due off instead (by
@@ -185,6 +191,8 @@ class SendSchedule:
             if sends.next_at <= now:
                 sends.sends += 1
                 sends.last_sent = now
+                sends.copies += 1
+                sends.undo_at, sends.copied_at = sends.copied_at, now
                 # Past the first, every wait is the schedule's.
                 sends.next_at = now + self._policy.interval(sends.sends)
                 peers.append(peer)
@@ -193,6 +201,18 @@ class SendSchedule:
             peers.append(hedge)
         self.wake_at = self._earliest()
         return Due(peers, hedge)
+
+    def held_back(self, peer: Address) -> None:
+        """The copy :meth:`due` just named for ``peer`` did not go (its window was
+        full): the schedule goes on as if it had, but a reply is to the copies
+        that went, and the round trip is learned from them alone. (A request
+        that went once, its retransmission held back, is answered by that
+        one: a round trip, with no doubt which copy it answers.)
+        """
+        sends = None if self._silent is None else self._silent.get(peer)
+        if sends is not None and sends.undo_at is not None:
+            sends.copies -= 1
+            sends.copied_at, sends.undo_at = sends.undo_at, None
 
     def answered(self, peer: Address, now: float) -> None:
         """``peer`` replied at ``now``: it is asked no more, and its round trip is learned.
@@ -222,10 +242,10 @@ class SendSchedule:
         self._received += 1
         estimate = sends.estimate
         if estimate is not None:
-            if sends.sends == 1:
-                estimate.sample(now - sends.last_sent)
+            if sends.copies == 1:
+                estimate.sample(now - sends.copied_at)
             else:
-                estimate.answered_last(now - sends.last_sent)
+                estimate.answered_last(now - sends.copied_at)
         if self._received == self._needed or sends.next_at <= self.wake_at:
             # The quorum is in (no more hedges), or this peer's send was next.
             self.wake_at = self._earliest()
