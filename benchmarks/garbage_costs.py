@@ -109,6 +109,12 @@ def measure_garbage_costs(count: int) -> dict[str, Any]:
         "authenticate_short_us": _per_call(
             count, lambda: _raises(lambda: unpack_reply(short, _WRONG_KEY))
         ),
+        # A reply for no request in flight (late, or a made-up salt), as the
+        # client reads it: dropped on its envelope.
+        "late_short_us": _per_call(
+            count, lambda: _raises(lambda: unpack_reply(short, _KEY, awaited=frozenset()))
+        ),
+        "accept_short_us": _per_call(count, lambda: unpack_reply(short, _KEY)),
         "hmac_sha1_60k_us": _per_call(count, lambda: _KEY.sign(plain)),
         "authenticate_ip_list_us": _per_call(
             count, lambda: _raises(lambda: unpack_reply(plain, _WRONG_KEY))
@@ -117,6 +123,9 @@ def measure_garbage_costs(count: int) -> dict[str, Any]:
             count, lambda: _raises(lambda: unpack_reply(quotes, _WRONG_KEY))
         ),
         "accept_ip_list_us": _per_call(count, lambda: unpack_reply(plain, _KEY)),
+        "late_ip_list_us": _per_call(
+            count, lambda: _raises(lambda: unpack_reply(plain, _KEY, awaited=frozenset()))
+        ),
         "ip_list_bytes": len(plain),
         "quotes_bytes": len(quotes),
     }
@@ -127,7 +136,7 @@ def _raises(call: Callable[[], object]) -> None:
         call()
     except ConfdProtocolError:
         return
-    raise AssertionError("a reply signed with another key was accepted")
+    raise AssertionError("a reply that must be refused was accepted")
 
 
 def ratios(costs: dict[str, Any]) -> dict[str, float]:
@@ -167,12 +176,18 @@ def print_garbage_costs(costs: dict[str, Any]) -> None:
         f"  {'accepting the IP-list reply (all)':<38}{costs['ip_list_bytes']:>7}"
         f"{costs['accept_ip_list_us']:>9.1f}"
     )
+    print(
+        f"  {'the IP-list reply, for no request':<38}{costs['ip_list_bytes']:>7}"
+        f"{costs['late_ip_list_us']:>9.1f}"
+    )
     size = costs["short_bytes"]
     print(f"the same shapes cut to a short reply's {size} bytes, µs per datagram")
     for name, cost in costs["short_garbage_us"].items():
         print(f"  {name:<38}{size:>7}{cost:>9.1f}")
     yardstick = "yardstick: authenticating that reply"
     print(f"  {yardstick:<38}{size:>7}{costs['authenticate_short_us']:>9.1f}")
+    print(f"  {'accepting that reply (all)':<38}{size:>7}{costs['accept_short_us']:>9.1f}")
+    print(f"  {'that reply, for no request in flight':<38}{size:>7}{costs['late_short_us']:>9.1f}")
 
 
 def main() -> None:

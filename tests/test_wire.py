@@ -21,6 +21,7 @@ from trioconfd import (
     ConfdReply,
     ConfdRequest,
     ConfdSignatureError,
+    ConfdUnknownSaltError,
     HmacKey,
     ReplyStatus,
     RequestType,
@@ -722,3 +723,38 @@ def test_an_8_bit_reply_signed_with_another_key_is_refused() -> None:
     datagram = _as_the_daemon_writes(ConfdReply(ReplyStatus.OK, "café", 7), "rsalt")
     with pytest.raises(ConfdSignatureError, match="HMAC mismatch"):
         unpack_reply(datagram, b"another key")
+
+
+def test_a_reply_no_request_awaits_is_refused_on_its_envelope() -> None:
+    # Its salt is checked first: a wrong signature, a message that is not
+    # JSON, 8-bit text, none of it is read (each would fail otherwise).
+    awaited = {"live"}
+    stray = [
+        _signed(GOOD_MSG, "gone"),
+        _signed(GOOD_MSG, "gone", b"another key"),
+        _signed("{not json", "gone"),
+        _as_the_daemon_writes(ConfdReply(ReplyStatus.OK, "café", 7), "gone"),
+    ]
+    for datagram in stray:
+        with pytest.raises(ConfdUnknownSaltError) as caught:
+            unpack_reply(datagram, KEY, awaited=awaited)
+        assert caught.value.salt == "gone"
+        assert isinstance(caught.value, ConfdProtocolError)
+    # An awaited salt is checked as ever; without ``awaited``, every salt is.
+    assert unpack_reply(_signed(GOOD_MSG, "live"), KEY, awaited=awaited)[1] == "live"
+    with pytest.raises(ConfdSignatureError):
+        unpack_reply(_signed(GOOD_MSG, "live", b"another key"), KEY, awaited=awaited)
+    with pytest.raises(ConfdMalformedError):
+        unpack_reply(_signed("{not json", "live"), KEY, awaited=awaited)
+    assert (
+        unpack_reply(
+            _as_the_daemon_writes(ConfdReply(ReplyStatus.OK, "café", 7), "live"),
+            KEY,
+            awaited=awaited,
+        )[1]
+        == "live"
+    )
+    assert unpack_reply(_signed(GOOD_MSG, "gone"), KEY)[1] == "gone"
+    # What is not an envelope is malformed whatever the salt.
+    with pytest.raises(ConfdMalformedError):
+        unpack_reply(MAGIC + b'{"salt": "gone"', KEY, awaited=awaited)

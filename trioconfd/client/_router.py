@@ -26,6 +26,7 @@ from ..protocol import (
     ConfdClientError,
     ConfdMalformedError,
     ConfdSignatureError,
+    ConfdUnknownSaltError,
     HmacKey,
     PeerReply,
     RttEstimate,
@@ -360,8 +361,21 @@ class Router:
         """Check one datagram and hand it on if it is a reply a request waits for."""
         stats = self.stats
         stats.received += 1
+        table = self.table
         try:
-            reply, salt = unpack_reply(datagram, self.key)
+            # A reply to no request in flight (late, or forged) is dropped
+            # on its envelope: its signature and message are never read.
+            reply, salt = unpack_reply(datagram, self.key, awaited=table)
+        except ConfdUnknownSaltError as exc:
+            stats.unknown_salt += 1
+            self.log.log(
+                "replies to no outstanding request",
+                logging.DEBUG,
+                "discarding a reply from %s for unknown salt %r",
+                sender,
+                exc.salt[:80],  # not authenticated: any length
+            )
+            return
         except ConfdMalformedError as exc:
             stats.malformed += 1
             self.log.log(
@@ -382,17 +396,7 @@ class Router:
                 exc,
             )
             return
-        route = self.table.get(salt)
-        if route is None:
-            stats.unknown_salt += 1
-            self.log.log(
-                "replies to no outstanding request",
-                logging.DEBUG,
-                "discarding a reply from %s for unknown salt %r",
-                sender,
-                salt,
-            )
-            return
+        route = table[salt]
         address: Address = (sender[0], sender[1])
         if address not in route.targets:
             stats.unexpected_peer += 1

@@ -11,11 +11,12 @@ class ClientStats:
 
     #: replies counted towards a request
     accepted: int = 0
-    #: wrong magic, size, encoding, JSON or fields
+    #: wrong magic, size, encoding or envelope; or, for a request in flight, JSON or fields
     malformed: int = 0
-    #: missing or wrong HMAC
+    #: missing HMAC; or, for a request in flight, a wrong one
     bad_signature: int = 0
-    #: authentic, but for no outstanding request (unknown, expired, or finished: late)
+    #: for no outstanding request (unknown, expired, or finished: late); read no
+    #: further than its envelope, so its signature is not checked
     unknown_salt: int = 0
     #: authentic, but from an address the request was not sent to
     unexpected_peer: int = 0

@@ -38,6 +38,7 @@ from ._errors import (
     ConfdMalformedError,
     ConfdProtocolError,
     ConfdSignatureError,
+    ConfdUnknownSaltError,
 )
 from ._messages import ConfdReply, ConfdRequest, Query, new_rsalt
 from ._quorum import QuorumRule, needed_replies, quorum_of
@@ -79,6 +80,7 @@ __all__ = [
     "ConfdReply",
     "ConfdRequest",
     "ConfdSignatureError",
+    "ConfdUnknownSaltError",
     "Due",
     "ErrorCode",
     "HmacKey",

@@ -29,3 +29,15 @@ class ConfdMalformedError(ConfdProtocolError):
 
 class ConfdSignatureError(ConfdProtocolError):
     """A datagram cannot be authenticated: missing, wrong or stale signature."""
+
+
+class ConfdUnknownSaltError(ConfdProtocolError):
+    """A reply's salt names no request awaited: dropped on its envelope, unauthenticated."""
+
+    def __init__(self, salt: str) -> None:
+        super().__init__(salt)
+        #: the salt it came with (not authenticated)
+        self.salt = salt
+
+    def __str__(self) -> str:  # worded only if asked: most are counted, unread
+        return f"no request awaited has the salt {self.salt[:80]!r}"

@@ -13,7 +13,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, TypeAlias
 
 from ._constants import MAGIC, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
@@ -22,6 +22,7 @@ from ._errors import (
     ConfdArgumentTypeError,
     ConfdMalformedError,
     ConfdSignatureError,
+    ConfdUnknownSaltError,
 )
 from ._messages import ConfdReply, ConfdRequest
 
@@ -290,21 +291,32 @@ def _read_members(text: str, *, strict: bool, first_wins: bool) -> dict[str, str
     return members
 
 
-def _authenticate(text: str, key: HmacKey, *, strict: bool = True) -> tuple[str, str]:
-    """The envelope ``text``'s message and salt, once its signature holds."""
+def _authenticate(
+    text: str, key: HmacKey, *, strict: bool = True, awaited: Container[str] | None = None
+) -> tuple[str, str]:
+    """The envelope ``text``'s message and salt, once its signature holds (and, with
+    ``awaited``, once its salt is found there: else nothing more is checked)."""
     envelope = envelope_members(text, strict=strict)
     msg = envelope.get("msg")
     salt = envelope.get("salt")
     signature = envelope.get("hmac")
     if msg is None or salt is None or signature is None:
         raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
+    if awaited is not None and salt not in awaited:
+        raise ConfdUnknownSaltError(salt)
     signed = signed_bytes(salt + envelope.get("key_selector", "") + msg)
     if not key.verify(signed, signature.lower()):
         raise ConfdSignatureError("HMAC mismatch")
     return msg, salt
 
 
-def _open_envelope(datagram: bytes, key: HmacKey, *, eight_bit: bool = False) -> tuple[Any, str]:
+def _open_envelope(
+    datagram: bytes,
+    key: HmacKey,
+    *,
+    eight_bit: bool = False,
+    awaited: Container[str] | None = None,
+) -> tuple[Any, str]:
     """Check size, magic and signature; return the decoded message and the salt.
 
     Only the envelope is read before the signature is checked; the message
@@ -322,11 +334,11 @@ def _open_envelope(datagram: bytes, key: HmacKey, *, eight_bit: bool = False) ->
         )
     body = datagram[_MAGIC_LEN:]
     try:
-        msg, salt = _authenticate(body.decode("utf-8"), key)
+        msg, salt = _authenticate(body.decode("utf-8"), key, awaited=awaited)
     except UnicodeDecodeError:
         if not eight_bit:
             raise ConfdMalformedError("the envelope is not UTF-8") from None
-        msg, salt = _authenticate(body.decode("latin-1"), key, strict=False)
+        msg, salt = _authenticate(body.decode("latin-1"), key, strict=False, awaited=awaited)
     except ConfdSignatureError:
         if not eight_bit or body.isascii():
             raise
@@ -336,7 +348,7 @@ def _open_envelope(datagram: bytes, key: HmacKey, *, eight_bit: bool = False) ->
         # (even where those bytes happen to be valid UTF-8 too). A character
         # above U+00FF was lost in the writing, and nothing can verify it
         # (its low byte may even be a control character, hence not strict).
-        msg, salt = _authenticate(body.decode("latin-1"), key, strict=False)
+        msg, salt = _authenticate(body.decode("latin-1"), key, strict=False, awaited=awaited)
     return _load(msg, "the message"), salt
 
 
@@ -350,15 +362,22 @@ def _int_field(message: dict[str, Any], name: str) -> int:
 _STATUSES = {int(s): s for s in ReplyStatus}
 
 
-def unpack_reply(datagram: bytes, key: KeyLike) -> tuple[ConfdReply, str]:
+def unpack_reply(
+    datagram: bytes, key: KeyLike, *, awaited: Container[str] | None = None
+) -> tuple[ConfdReply, str]:
     """Check and decode a reply datagram; return the reply and its salt (the rsalt).
 
     A reply is read as UTF-8, or as the 8-bit text ganeti-confd 3.0 writes
-    when that is what its signature verifies.
+    when that is what its signature verifies. With ``awaited`` (the rsalts
+    of the requests in flight), a reply to none of them is refused once its
+    envelope is read, before its signature is checked and its message parsed
+    (:class:`ConfdUnknownSaltError`): a late reply, or garbage, costs a
+    third of an answer.
 
-    Raises :class:`ConfdMalformedError` or :class:`ConfdSignatureError`, nothing else.
+    Raises :class:`ConfdMalformedError`, :class:`ConfdSignatureError` or
+    :class:`ConfdUnknownSaltError`, nothing else.
     """
-    message, salt = _open_envelope(datagram, as_hmac_key(key), eight_bit=True)
+    message, salt = _open_envelope(datagram, as_hmac_key(key), eight_bit=True, awaited=awaited)
     if not isinstance(message, dict):
         raise ConfdMalformedError("the reply is not a JSON object")
     status = _int_field(message, "status")
