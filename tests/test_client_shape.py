@@ -670,3 +670,32 @@ async def test_the_client_makes_one_socket_and_reads_its_errors_through_it(
         assert client._router.error_queue is not None  # Linux: the queue is read
     assert result.unreachable == ((nobody, "port unreachable"),)
     assert len(made) == 1  # the trio.socket's own
+
+
+async def test_a_retransmission_that_failed_to_send_is_no_copy_a_reply_answers() -> None:
+    # The second send fails (EPERM, as a firewall says it): the reply at
+    # 0.15 s answers the one copy that went, a round trip of 0.15 s. Counted
+    # as sent, the failed copy would leave it 0.05 s after the last.
+    class FailsItsSecondSend(RecordingSocket):
+        async def sendto(self, *args: Any) -> int:
+            self._calls["sendto"] += 1
+            if self._calls["sendto"] == 2:
+                raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+            return await self._inner.sendto(*args)
+
+    async with run_responders(1, KEY, answer_ping(serial=1)) as responders:
+        responders[0].delay = 0.15
+        factory = RecordingFactory(FailsItsSecondSend)
+        with installed(factory):
+            async with open_confd_client(
+                KEY,
+                [responders[0].address],
+                retry=RetryPolicy(adaptive=True, hedge_after=None),
+            ) as client:
+                result = await client.query(RequestType.PING, timeout=2)
+                assert result.ok
+                assert client.stats.send_errors == 1
+                assert factory.calls["sendto"] == 2
+                srtt = client._router.rtt[responders[0].address].srtt
+                assert srtt is not None
+                assert srtt >= 0.14

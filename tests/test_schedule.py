@@ -625,3 +625,15 @@ def test_held_back_before_any_retransmission_or_for_a_peer_not_asked_changes_not
     schedule.answered(A, 0.02)
     assert known[A].srtt == pytest.approx(0.02)
     assert B not in known
+
+
+def test_held_back_takes_back_only_what_the_last_due_named() -> None:
+    # A copy that went at 0.1 s is not taken back after another due(): the reply
+    # at 0.16 s may answer either copy (0.06 s after the last).
+    known, estimate_of = estimates()
+    schedule = SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of)
+    assert schedule.due(0.1).peers == [A, B]
+    assert schedule.due(0.15).peers == []
+    schedule.held_back(A)
+    schedule.answered(A, 0.16)
+    assert known[A].srtt == pytest.approx(0.06)  # answered_last, nothing measured before

@@ -758,3 +758,18 @@ def test_a_reply_no_request_awaits_is_refused_on_its_envelope() -> None:
     # What is not an envelope is malformed whatever the salt.
     with pytest.raises(ConfdMalformedError):
         unpack_reply(MAGIC + b'{"salt": "gone"', KEY, awaited=awaited)
+
+
+def test_an_8_bit_reply_is_read_both_ways_before_its_salt_is_refused() -> None:
+    # ganeti-confd 3.0 writes "Ã©-2" byte for character: as UTF-8 those
+    # bytes read "é-2", a salt no request awaits; read as it wrote them,
+    # the awaited one.
+    reply = ConfdReply(ReplyStatus.OK, "x", 7)  # all of it valid UTF-8 as written
+    datagram = _as_the_daemon_writes(reply, "Ã©-2")
+    assert datagram.decode("utf-8")  # so it is read as UTF-8 first
+    assert unpack_reply(datagram, KEY, awaited={"Ã©-2"}) == (reply, "Ã©-2")
+    with pytest.raises(ConfdUnknownSaltError):
+        unpack_reply(datagram, KEY, awaited={"é-2"})  # signed as "Ã©-2": read so, not awaited
+    # An ASCII datagram is read once.
+    with pytest.raises(ConfdUnknownSaltError):
+        unpack_reply(_signed(GOOD_MSG, "gone"), KEY, awaited={"live"})

@@ -205,7 +205,11 @@ class RequestInFlight(RoutingEntry):
             return
         # Packed again: a fresh timestamp, so long deadlines never go stale.
         datagram, targets = pack_request(self.request, self._router.key), peers
-        self._note_failures(await self._router.send(datagram, targets))
+        failures = await self._router.send(datagram, targets)
+        if failures is not None:
+            for peer, _ in failures:
+                schedule.held_back(peer)  # not sent either
+        self._note_failures(failures)
 
     async def _send_first(self, datagram: bytes, targets: list[Address]) -> None:
         """The first fan-out. Cut short by the deadline (sends that waited for

@@ -13,7 +13,7 @@ class ClientStats:
     accepted: int = 0
     #: wrong magic, size, encoding or envelope; or, for a request in flight, JSON or fields
     malformed: int = 0
-    #: missing HMAC; or, for a request in flight, a wrong one
+    #: no msg, salt or hmac member; or, for a request in flight, a wrong HMAC
     bad_signature: int = 0
     #: for no outstanding request (unknown, expired, or finished: late); read no
     #: further than its envelope, so its signature is not checked

@@ -35,7 +35,7 @@ class ConfdUnknownSaltError(ConfdProtocolError):
     """A reply's salt names no request awaited: dropped on its envelope, unauthenticated."""
 
     def __init__(self, salt: str) -> None:
-        super().__init__(salt)
+        super().__init__(salt[:80])  # not authenticated: any length
         #: the salt it came with (not authenticated)
         self.salt = salt
 

@@ -47,7 +47,16 @@ class _Sends:
     """The sends to one silent peer: how many the schedule made, and when the next
     is due; and the copies that went (a send may be held back), the last when."""
 
-    __slots__ = ("copied_at", "copies", "estimate", "last_sent", "next_at", "sends", "undo_at")
+    __slots__ = (
+        "copied_at",
+        "copies",
+        "estimate",
+        "last_sent",
+        "next_at",
+        "sends",
+        "undo_at",
+        "undo_due",
+    )
 
     def __init__(self, estimate: RttEstimate | None, now: float, next_at: float) -> None:
         self.estimate = estimate
@@ -56,8 +65,10 @@ class _Sends:
         self.next_at = next_at
         self.copies = 1
         self.copied_at = now
-        #: when the copy before the last went (None: nothing to take back)
+        #: when the copy before the last went (None: nothing to take back),
+        #: and which call of ``due`` named the last
         self.undo_at: float | None = None
+        self.undo_due = 0
 
 
 class SendSchedule:
@@ -83,6 +94,7 @@ class SendSchedule:
         "_asked",
         "_choose",
         "_deferred",
+        "_dues",
         "_estimate_of",
         "_first_at",
         "_hedge_at",
@@ -117,6 +129,7 @@ class SendSchedule:
         self._targets = targets
         self._started = now
         self._deferred = False
+        self._dues = 0  # calls of due(), so that held_back takes back only the last one's
         self._asked: list[Address] = []  # who may not be a hedge (made with per-peer times)
         # Until the first retransmission, most queries' peers all wait alike
         # (the schedule's first interval): then they share one time, and who
@@ -169,6 +182,7 @@ class SendSchedule:
         the loop has not read yet, among which the replies awaited may be.
         The next wake sends, however late, and whatever is unread.
         """
+        self._dues += 1
         if now < self.wake_at:
             return _NOTHING
         silent = self._materialize()
@@ -193,6 +207,7 @@ class SendSchedule:
                 sends.last_sent = now
                 sends.copies += 1
                 sends.undo_at, sends.copied_at = sends.copied_at, now
+                sends.undo_due = self._dues
                 # Past the first, every wait is the schedule's.
                 sends.next_at = now + self._policy.interval(sends.sends)
                 peers.append(peer)
@@ -203,14 +218,16 @@ class SendSchedule:
         return Due(peers, hedge)
 
     def held_back(self, peer: Address) -> None:
-        """The copy :meth:`due` just named for ``peer`` did not go (its window was
-        full): the schedule goes on as if it had, but a reply is to the copies
-        that went, and the round trip is learned from them alone. (A request
-        that went once, its retransmission held back, is answered by that
-        one: a round trip, with no doubt which copy it answers.)
+        """The copy the last call of :meth:`due` named for ``peer`` did not go (its
+        window was full, or the send failed): the schedule goes on as if it
+        had, but a reply is to the copies that went, and the round trip is
+        learned from them alone. (A request that went once, its
+        retransmission held back, is answered by that one: a round trip, with
+        no doubt which copy it answers.) Said of another peer, or after
+        another call of :meth:`due`, it changes nothing.
         """
         sends = None if self._silent is None else self._silent.get(peer)
-        if sends is not None and sends.undo_at is not None:
+        if sends is not None and sends.undo_at is not None and sends.undo_due == self._dues:
             sends.copies -= 1
             sends.copied_at, sends.undo_at = sends.undo_at, None
 

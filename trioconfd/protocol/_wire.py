@@ -339,7 +339,8 @@ def _open_envelope(
         if not eight_bit:
             raise ConfdMalformedError("the envelope is not UTF-8") from None
         msg, salt = _authenticate(body.decode("latin-1"), key, strict=False, awaited=awaited)
-    except ConfdSignatureError:
+    except (ConfdSignatureError, ConfdUnknownSaltError):
+        # (A salt not awaited as UTF-8 may be one as 8-bit text: "Ã©" is "é".)
         if not eight_bit or body.isascii():
             raise
         # ganeti-confd 3.0 signs the UTF-8 of its text but writes each
@@ -369,10 +370,10 @@ def unpack_reply(
 
     A reply is read as UTF-8, or as the 8-bit text ganeti-confd 3.0 writes
     when that is what its signature verifies. With ``awaited`` (the rsalts
-    of the requests in flight), a reply to none of them is refused once its
-    envelope is read, before its signature is checked and its message parsed
-    (:class:`ConfdUnknownSaltError`): a late reply, or garbage, costs a
-    third of an answer.
+    of the requests in flight), a reply to none of them (in either reading)
+    is refused once its envelope is read, before its signature is checked
+    and its message parsed (:class:`ConfdUnknownSaltError`): a late reply,
+    or garbage, costs what reading its envelope does.
 
     Raises :class:`ConfdMalformedError`, :class:`ConfdSignatureError` or
     :class:`ConfdUnknownSaltError`, nothing else.
