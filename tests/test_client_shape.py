@@ -699,3 +699,23 @@ async def test_a_retransmission_that_failed_to_send_is_no_copy_a_reply_answers()
                 srtt = client._router.rtt[responders[0].address].srtt
                 assert srtt is not None
                 assert srtt >= 0.14
+
+
+async def test_a_stream_read_late_learns_the_round_trip_of_its_replies_not_the_wait() -> None:
+    # The reply comes at once; the stream is read 0.3 s later. The peer's
+    # round-trip estimate (shared by every query to it) learns the first.
+    async with (
+        run_responders(1, KEY, answer_ping(serial=1)) as responders,
+        open_confd_client(
+            KEY,
+            [responders[0].address],
+            retry=RetryPolicy(adaptive=True, hedge_after=None),
+        ) as client,
+    ):
+        async with client.request(RequestType.PING, timeout=2) as replies:
+            await trio.sleep(0.3)
+            got = [peer_reply async for peer_reply in replies]
+        assert len(got) == 1
+        srtt = client._router.rtt[responders[0].address].srtt
+        assert srtt is not None
+        assert srtt < 0.1

@@ -303,6 +303,7 @@ class ConfdClient:
                 places = await self._wait_for_places(plan)
             places = self._let_in(plan, places)
         in_flight = self._open_exchange(plan, places)
+        in_flight.read_as_a_stream()  # from its first send: a reply may come meanwhile
         try:
             if places is not None:
                 with trio.move_on_at(in_flight.deadline):

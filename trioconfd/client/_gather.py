@@ -62,6 +62,7 @@ class RequestInFlight(RoutingEntry):
     """
 
     __slots__ = (
+        "_arrived",
         "_capacity",
         "_channel",
         "_closed",
@@ -149,6 +150,8 @@ class RequestInFlight(RoutingEntry):
         #: whether a :class:`ReplyStream` reads it: then a task other than the
         #: one that closes it may wait on its channel
         self.streamed = False
+        #: a stream's replies' times of arrival, by peer, until read (see deliver)
+        self._arrived: dict[Address, float] | None = None
 
     @property
     def unsent(self) -> bool:
@@ -268,12 +271,29 @@ class RequestInFlight(RoutingEntry):
         self.take(peer_reply)
         return peer_reply
 
+    def read_as_a_stream(self) -> None:
+        """A :class:`ReplyStream` reads it: the round trips end as replies arrive."""
+        self.streamed = True
+        if self._arrived is None:
+            self._arrived = {}
+
+    def deliver(self, peer_reply: PeerReply) -> None:
+        """Hand on an accepted reply (the receive task does); a stream, which may be
+        read long after, notes when it came."""
+        arrived = self._arrived
+        if arrived is not None:
+            arrived[peer_reply.address] = trio.current_time()
+        self._channel[0].send_nowait(peer_reply)
+
     def take(self, peer_reply: PeerReply) -> None:
         """Count a reply read from the channel: its places go back, and it is aggregated."""
         self._taken += 1
         if self._places is not None:
             self._places.answered(peer_reply.address)
-        now = trio.current_time()
+        arrived = self._arrived
+        now = None if arrived is None else arrived.pop(peer_reply.address, None)
+        if now is None:  # read as it came (a stream's that came before it streamed)
+            now = trio.current_time()
         if self._first_reply is None:
             self._first_reply = now - self._started  # a round trip, for a verdict
         self.schedule.answered(peer_reply.address, now)
@@ -419,7 +439,7 @@ class ReplyStream:
         self.timed_out = False
         self._exchange = in_flight
         self._aggregator = in_flight.aggregator
-        in_flight.streamed = True  # read by whichever task iterates it
+        in_flight.read_as_a_stream()  # by whichever task iterates it
 
     @property
     def sent(self) -> int:
