@@ -80,7 +80,6 @@ class RequestInFlight(RoutingEntry):
         "aggregator",
         "deadline",
         "schedule",
-        "streamed",
         "timeout",
     )
 
@@ -147,10 +146,8 @@ class RequestInFlight(RoutingEntry):
         self._sent = False  # whether the first fan-out went out (to one peer at least)
         #: the peers of the first fan-out the deadline came before
         self._not_asked: list[Address] = []
-        #: whether a :class:`ReplyStream` reads it: then a task other than the
-        #: one that closes it may wait on its channel
-        self.streamed = False
-        #: a stream's replies' times of arrival, by peer, until read (see deliver)
+        # A stream's replies' times of arrival, by peer, until read (see
+        # deliver); None: not a stream.
         self._arrived: dict[Address, float] | None = None
 
     @property
@@ -273,9 +270,14 @@ class RequestInFlight(RoutingEntry):
 
     def read_as_a_stream(self) -> None:
         """A :class:`ReplyStream` reads it: the round trips end as replies arrive."""
-        self.streamed = True
         if self._arrived is None:
             self._arrived = {}
+
+    @property
+    def streamed(self) -> bool:
+        """Whether a :class:`ReplyStream` reads it: then a task other than the one
+        that closes it may wait on its channel."""
+        return self._arrived is not None
 
     def deliver(self, peer_reply: PeerReply) -> None:
         """Hand on an accepted reply (the receive task does); a stream, which may be
