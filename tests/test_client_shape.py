@@ -36,6 +36,7 @@ from trioconfd.testing import (
     make_cluster_config,
     open_confd_server,
     open_fault_proxy,
+    open_simulated_cluster,
 )
 
 from .responders import answer_ping, run_responders, settle, silent
@@ -719,3 +720,49 @@ async def test_a_stream_read_late_learns_the_round_trip_of_its_replies_not_the_w
         srtt = client._router.rtt[responders[0].address].srtt
         assert srtt is not None
         assert srtt < 0.1
+
+
+def _set_on_upcall(event: trio.Event, upcall: object) -> None:
+    event.set()
+
+
+async def test_a_stream_left_as_a_second_reader_is_handed_its_reply_closes_cleanly() -> None:
+    # The receive task hands the reply straight to a reader task parked on
+    # the channel; the owner, woken by the same reply (the callback),
+    # leaves its block before that reader runs. The channel holds nothing
+    # to drain: closing must not raise trio.WouldBlock.
+    for _ in range(20):
+        delivered = trio.Event()
+        async with (
+            run_responders(1, KEY, answer_ping(serial=1)) as responders,
+            open_confd_client(
+                KEY, [responders[0].address], callback=partial(_set_on_upcall, delivered)
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def read(replies: Any) -> None:
+                with contextlib.suppress(ConfdRequestEndedError):  # it ended meanwhile
+                    async for _ in replies:
+                        pass
+
+            async with client.request(RequestType.PING, timeout=2) as replies:
+                nursery.start_soon(read, replies)
+                await delivered.wait()
+            assert client.outstanding == 0
+
+
+async def test_a_stream_left_unread_after_its_reply_came_cuts_no_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The peer answered at once; the stream, never read, ends at its
+    # deadline. Its peer is neither silent nor lost: its window is not cut.
+    async with (
+        open_simulated_cluster([make_cluster_config(nodes=3)], KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        async with client.request(RequestType.PING, timeout=0.3):
+            await trio.sleep(0.4)
+        window = client._router.admission.windows[cluster.peers[0]].window
+        assert (window.size, window.in_use) == (64, 0)
+        assert not client._router.admission.windows[cluster.peers[0]].silent

@@ -48,7 +48,12 @@ class ChannelPool:
             receiver.close()
             return
         for _ in range(unread):
-            receiver.receive_nowait()
+            try:
+                receiver.receive_nowait()
+            except trio.WouldBlock:
+                # Handed straight to a reader of a stream that has not run
+                # yet: that reader finds the request ended.
+                break
         spare = self._spare.setdefault(capacity, [])
         if len(spare) < _POOL_LIMIT:
             spare.append(pair)

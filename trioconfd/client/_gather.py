@@ -294,7 +294,7 @@ class RequestInFlight(RoutingEntry):
             self._places.answered(peer_reply.address)
         arrived = self._arrived
         now = None if arrived is None else arrived.pop(peer_reply.address, None)
-        if now is None:  # read as it came (a stream's that came before it streamed)
+        if now is None:  # a query's, read as it came
             now = trio.current_time()
         if self._first_reply is None:
             self._first_reply = now - self._started  # a round trip, for a verdict
@@ -363,6 +363,14 @@ class RequestInFlight(RoutingEntry):
         """Forget the request now: late replies are discarded, the channel is reused."""
         self._closed = True
         now = trio.current_time()
+        if self._arrived:
+            # A stream left with replies unread: their peers answered (in
+            # time, and promptly); they are not silent, nor their copies lost.
+            for peer, at in self._arrived.items():
+                self.schedule.answered(peer, at)
+                if self._places is not None:
+                    self._places.answered(peer)
+            self._arrived.clear()
         self.schedule.end(now)
         if self._places is not None:
             # Unanswered at the deadline, a request that went out was lost.
