@@ -51,8 +51,9 @@ class ChannelPool:
             try:
                 receiver.receive_nowait()
             except trio.WouldBlock:
-                # Handed straight to a reader of a stream that has not run
-                # yet: that reader finds the request ended.
+                # Handed straight to a stream's reader that has not run
+                # yet: it has its reply, and its next read finds the
+                # request ended (it waits on this channel no more).
                 break
         spare = self._spare.setdefault(capacity, [])
         if len(spare) < _POOL_LIMIT:
