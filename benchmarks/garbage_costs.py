@@ -60,28 +60,24 @@ def _per_call(count: int, call: Callable[[], object]) -> float:
     return best
 
 
-def _rejection(datagram: bytes) -> Callable[[], None]:
+def _rejection(
+    datagram: bytes,
+    awaited: frozenset[str] | None = None,
+    refused_as: type[ConfdProtocolError] = ConfdProtocolError,
+) -> Callable[[], None]:
     def reject() -> None:
         try:
-            unpack_reply(datagram, _KEY)
-        except ConfdProtocolError:
+            unpack_reply(datagram, _KEY, awaited=awaited)
+        except refused_as:
             return
-        raise AssertionError("garbage was accepted")
+        raise AssertionError(f"{datagram[:40]!r}... was not refused as {refused_as.__name__}")
 
     return reject
 
 
 def _dropped_on_its_envelope(datagram: bytes) -> Callable[[], None]:
     """A reply read as the client reads one for no request in flight."""
-
-    def drop() -> None:
-        try:
-            unpack_reply(datagram, _KEY, awaited=frozenset())
-        except ConfdUnknownSaltError:
-            return
-        raise AssertionError("a reply for no request in flight was not refused on its salt")
-
-    return drop
+    return _rejection(datagram, frozenset(), ConfdUnknownSaltError)
 
 
 def _old_general_parse(datagram: bytes) -> Callable[[], None]:

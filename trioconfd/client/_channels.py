@@ -37,24 +37,24 @@ class ChannelPool:
 
         A channel some task still waits on is closed instead, which ends that
         wait at once (``trio.ClosedResourceError``): reused, it would hand
-        that task the next request's replies. ``shared=False`` says that only
-        the task recycling it ever read it (a query's), so none can wait on
-        it now: its statistics are not read.
+        that task the next request's replies. Shared (a stream's), what its
+        buffer holds is emptied: a reply handed straight to a reader that
+        has not run yet is in neither count (that reader has it, and its next
+        read finds the request ended). ``shared=False`` says that only the
+        task recycling it ever read it (a query's), so none can wait on it
+        now: its statistics are not read, and ``unread`` is what it holds.
         """
         if self._closed:
             return  # the client closed its channels: they are no use to anyone
         receiver = pair[1]
-        if shared and receiver.statistics().tasks_waiting_receive:
-            receiver.close()
-            return
+        if shared:
+            statistics = receiver.statistics()
+            if statistics.tasks_waiting_receive:
+                receiver.close()
+                return
+            unread = statistics.current_buffer_used
         for _ in range(unread):
-            try:
-                receiver.receive_nowait()
-            except trio.WouldBlock:
-                # Handed straight to a stream's reader that has not run
-                # yet: it has its reply, and its next read finds the
-                # request ended (it waits on this channel no more).
-                break
+            receiver.receive_nowait()
         spare = self._spare.setdefault(capacity, [])
         if len(spare) < _POOL_LIMIT:
             spare.append(pair)

@@ -364,8 +364,8 @@ class RequestInFlight(RoutingEntry):
         self._closed = True
         now = trio.current_time()
         if self._arrived:
-            # A stream left with replies unread: their peers answered (in
-            # time, and promptly); they are not silent, nor their copies lost.
+            # A stream left with replies unread: their peers answered, when
+            # these came; they are not silent, nor their copies lost.
             for peer, at in self._arrived.items():
                 self.schedule.answered(peer, at)
                 if self._places is not None:
