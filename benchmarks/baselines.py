@@ -161,7 +161,9 @@ async def trioconfd_throughput(
     retry: trioconfd.RetryPolicy | None = None,
 ) -> dict[str, float]:
     """The same load through trioconfd: ``in_flight`` tasks each asking in turn
-    (``retry``: the client's retransmission policy, default its own)."""
+    (``retry``: the client's retransmission policy, default its own). Besides
+    :func:`drive`'s figures: the share of queries that waited for places,
+    the windows cut and the datagrams sent again (``ClientStats``)."""
     async with trioconfd.open_confd_client(key, addresses, retry=retry) as client:
 
         async def query() -> bool:
@@ -170,9 +172,15 @@ async def trioconfd_throughput(
             )
             return result.ok
 
-        received = client.stats.received
+        stats = client.stats
+        received = stats.received
         figures = await drive(in_flight, total, query)
-        figures["received"] = client.stats.received - received
+        figures["received"] = stats.received - received
+        # Where a retry schedule's cost goes under load: each window cut
+        # leaves queries waiting for places, parked, before they send.
+        figures["waited_share"] = stats.waited / max(total, 1)
+        figures["window_cuts"] = stats.window_cuts
+        figures["retransmitted"] = stats.retransmitted
     return figures
 
 

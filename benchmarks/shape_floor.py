@@ -14,7 +14,9 @@ daemons, 256 queries in flight, rounds alternating, in one run::
 
 Rows: rate and CPU per answered query (getrusage, user + system), and for
 the Trio programs the scheduler's batches (one per I/O wait) per query and
-the datagrams read per batch. A third Trio row, trioconfd with
+the datagrams read per batch; for trioconfd, the most of any round of: the
+share of queries that waited for places, the windows cut, and the
+datagrams sent again. A third Trio row, trioconfd with
 ``RetryPolicy.off()``, says what its retry schedule costs at this load
 (with it, a query waits for a place once its replies take longer than the
 first retransmission interval: see README, "Admission"). The harness
@@ -175,6 +177,9 @@ async def cost_per_query(
                 kept["per_second"] = max(kept["per_second"], run["per_second"])
                 kept["cpu_us"] = min(kept["cpu_us"], run["cpu_us"])
                 kept["timeouts"] = max(kept["timeouts"], run["timeouts"])
+                for count_name in ("waited_share", "window_cuts", "retransmitted"):
+                    if count_name in run:  # trioconfd's: the most of any round
+                        kept[count_name] = max(kept[count_name], run[count_name])
         # Batches are counted in a run of their own: an instrument slows
         # every task step of the run it watches.
         for name, program in programs.items():
@@ -196,6 +201,7 @@ def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> Non
     print(
         f"{'cost per query, ' + str(IN_FLIGHT) + ' in flight':<46}{'q/s':>8}{'CPU µs':>9}"
         f"{'q/s/floor':>10}{'CPU/floor':>10}{'batch/q':>9}{'dg/batch':>9}{'timeouts':>9}"
+        f"{'waited':>8}{'cuts':>6}{'resent':>8}"
     )
     for count, programs in figures.items():
         floor = programs["shape floor"]
@@ -209,6 +215,11 @@ def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> Non
                 f"{row['cpu_us']:>9.1f}{rate:>10.2f}{cpu:>10.2f}"
                 f"{'' if batches is None else f'{batches:.2f}':>9}"
                 f"{'' if per_batch is None else f'{per_batch:.2f}':>9}{row['timeouts']:>9}"
+                + (
+                    f"{row['waited_share']:>8.2f}{row['window_cuts']:>6}{row['retransmitted']:>8}"
+                    if "waited_share" in row
+                    else ""
+                )
             )
 
 

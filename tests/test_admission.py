@@ -330,6 +330,48 @@ async def test_queries_past_the_window_wait_their_turn_then_go(
     assert (client.outstanding, client.waiting) == (0, 0)
     for window in client._router.admission.windows.values():
         assert window.window.in_use == 0
+    # Six waited; nothing was lost, so no window was cut.
+    assert (client.stats.waited, client.stats.window_cuts) == (6, 0)
+
+
+async def test_window_cuts_are_counted_once_a_round_per_peer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Two silent peers of three, four queries at once. Each silent peer's
+    # window is cut at the first retransmission of a request let in before
+    # any cut (one cut a round: the other three are of the same round), and
+    # again when a request let in after that cut is lost: none is, so two
+    # cuts in all; the answering peer's window is never cut.
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(8)) as client,
+        trio.open_nursery() as nursery,
+    ):
+        cluster.crash(1)
+        cluster.crash(2)
+        for _ in range(4):
+            nursery.start_soon(lambda: client.query(RequestType.PING, coverage=3, timeout=1))
+    assert client.stats.retransmitted > 4
+    assert (client.stats.waited, client.stats.window_cuts) == (0, 2)
+    windows = client._router.admission.windows
+    rounds = {peer: window.window.round for peer, window in windows.items()}
+    assert rounds == {cluster.peers[0]: 0, cluster.peers[1]: 1, cluster.peers[2]: 1}
+
+
+async def test_a_request_unanswered_at_its_deadline_counts_a_window_cut(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_simulated_cluster([CONFIG], KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=RetryPolicy.off()) as client,
+    ):
+        cluster.crash(0)
+        result = await client.query(RequestType.PING, timeout=1)
+        assert result.timed_out
+        assert client.stats.window_cuts == 1  # never sent again: cut at its deadline
+        result = await client.query(RequestType.PING, timeout=1)
+        assert client.stats.window_cuts == 2  # let in after the cut: a new round
+        assert client.stats.as_dict()["window_cuts"] == 2
 
 
 async def test_a_query_never_let_in_ends_at_its_deadline_unsent(

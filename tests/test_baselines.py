@@ -50,6 +50,10 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
         assert floor["datagrams_per_batch"] * floor["batches_per_query"] * 200 >= 400
         ours = await trioconfd_throughput(KEY, addresses, in_flight=8, total=200)
         assert ours["timeouts"] == 0
+        # 8 in flight, windows of 64: nothing waits, nothing is lost.
+        assert (ours["waited_share"], ours["window_cuts"], ours["retransmitted"]) == (0, 0, 0)
+        crowded = await trioconfd_throughput(KEY, addresses, in_flight=100, total=200)
+        assert crowded["waited_share"] > 0  # 100 in flight: some wait for the 64 places
         # With a wrong key, the servers drop every request: every query times out.
         wrong = await floor_throughput(b"wrong\n", addresses, in_flight=4, total=4, timeout=0.2)
         assert (wrong["timeouts"], wrong["per_second"]) == (4, 0)

@@ -23,6 +23,7 @@ import trio
 import trio.lowlevel
 
 from ..protocol import Address, AdmissionPolicy, Window
+from ._stats import ClientStats
 
 # How far down another window's line a window with room looks for a
 # sample that may ask its peer instead (see Admission.waiter_for).
@@ -274,7 +275,8 @@ class Places:
         else:
             window = held[0]
             if lost:
-                window.window.lost(held[1])
+                if window.window.lost(held[1]):
+                    self._admission.stats.window_cuts += 1
                 answers, held[3] = held[3], window.answers
                 if answers == window.answers:
                     window.turn_silent()
@@ -325,7 +327,8 @@ class Places:
         held, self.held = self.held, {}
         for window, taken, count, answers in held.values():
             if timed_out:
-                window.window.lost(taken)
+                if window.window.lost(taken):
+                    self._admission.stats.window_cuts += 1
                 if answers == window.answers:
                     window.turn_silent()
             for _ in range(count):
@@ -337,10 +340,21 @@ class Places:
 class Admission:
     """Every peer's window, and the queries waiting for room in them."""
 
-    __slots__ = ("closed", "gone", "peers", "policy", "samples_waiting", "skippers", "windows")
+    __slots__ = (
+        "closed",
+        "gone",
+        "peers",
+        "policy",
+        "samples_waiting",
+        "skippers",
+        "stats",
+        "windows",
+    )
 
-    def __init__(self, policy: AdmissionPolicy) -> None:
+    def __init__(self, policy: AdmissionPolicy, stats: ClientStats | None = None) -> None:
         self.policy = policy
+        #: where its cuts are counted (``window_cuts``): the client's counters
+        self.stats = ClientStats() if stats is None else stats
         self.windows: dict[Address, PeerWindow] = {}
         #: parked queries that may ask another peer instead (a sample's spare)
         self.samples_waiting = 0

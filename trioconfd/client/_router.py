@@ -92,7 +92,7 @@ class Router:
         self.on_reply: Callable[[RoutingEntry, PeerReply], None] | None = None
         self._max_outstanding = max_outstanding
         #: every peer's window of places; queries waiting for room are ``waiting``
-        self.admission = Admission(admission)
+        self.admission = Admission(admission, self.stats)
         self._windows = self.admission.windows
         self.waiting = 0
         #: reply channels, reused once their request ends

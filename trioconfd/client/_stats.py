@@ -45,6 +45,11 @@ class ClientStats:
     hedged: int = 0
     #: requests refused because ``max_outstanding`` were held already
     refused: int = 0
+    #: queries that waited, parked, for room in a full window before they were sent
+    waited: int = 0
+    #: times a peer's window was halved: a request to it was sent again, or
+    #: ended at its deadline unanswered (see :class:`AdmissionPolicy`)
+    window_cuts: int = 0
     #: queries never sent: the peers' windows stayed full until their deadline
     saturated: int = 0
     #: peers a query left out: their windows were full and they answered nothing
