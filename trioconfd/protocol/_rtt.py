@@ -86,7 +86,7 @@ class RttEstimate:
             self.rttvar = (1 - _BETA) * self.rttvar + _BETA * (rtt - srtt)
             self.srtt = (1 - _ALPHA) * srtt + _ALPHA * rtt
 
-    def answered_last(self, seconds: float) -> None:
+    def answered_last(self, seconds: float, *, stretched: bool = False) -> None:
         """A reply came ``seconds`` after the last of several sends of its request.
 
         The round trip was at least ``seconds``: longer than ``srtt`` (or
@@ -94,19 +94,29 @@ class RttEstimate:
         towards what the peer shows. Four times quicker than ``srtt``, the
         peer answered the last copy promptly: it has turned quick, and the
         estimate restarts from there. Between the two, the reply may answer
-        any copy; it teaches no round trip, but shows the peer has not
-        turned quick, which is all a :attr:`doubted` estimate waited for.
+        any copy and teaches no round trip, but shows the peer has not
+        turned quick; with two exceptions. If the estimate held the last
+        copy back (``stretched``: the first retransmission waited past the
+        schedule's interval for its sake), the estimate may be what delays
+        the answers (a peer losing every first copy and answering the next
+        promptly would never teach it otherwise): that is a :meth:`doubt`.
+        And a :attr:`doubted` estimate, asked at the schedule's pace, takes
+        the reply as a round trip: that confirms it, and can only shorten
+        the timeout (no wait is ever shorter than the schedule's).
         """
         if not seconds >= 0:
             return  # a clock that went backwards, or NaN (inf is ignored by sample)
         srtt = self.srtt
-        if srtt is None or seconds > srtt or seconds * _RESTART_RATIO < srtt:
+        if srtt is None or seconds > srtt or seconds * _RESTART_RATIO < srtt or self.doubted:
             self.sample(seconds)
+        elif stretched:
+            self.doubt()
         else:
             self.doubted, self._unheard = False, 0
 
     def doubt(self) -> None:
-        """A query gave up on this peer while its estimate held a retransmission back.
+        """A query gave up on this peer while its estimate held a retransmission back,
+        or the peer answered soon after a copy the estimate held back.
 
         The peer may have changed (turned quick, but losing datagrams): had
         it been asked on the schedule, it might have answered. The third time

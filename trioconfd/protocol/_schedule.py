@@ -54,12 +54,17 @@ class _Sends:
         "last_sent",
         "next_at",
         "sends",
+        "stretched",
         "undo_at",
         "undo_due",
     )
 
-    def __init__(self, estimate: RttEstimate | None, now: float, next_at: float) -> None:
+    def __init__(
+        self, estimate: RttEstimate | None, now: float, next_at: float, *, stretched: bool
+    ) -> None:
         self.estimate = estimate
+        #: whether the estimate put the first retransmission past the schedule's
+        self.stretched = stretched
         self.sends = 1
         self.last_sent = now
         self.next_at = next_at
@@ -262,7 +267,7 @@ class SendSchedule:
             if sends.copies == 1:
                 estimate.sample(now - sends.copied_at)
             else:
-                estimate.answered_last(now - sends.copied_at)
+                estimate.answered_last(now - sends.copied_at, stretched=sends.stretched)
         if self._received == self._needed or sends.next_at <= self.wake_at:
             # The quorum is in (no more hedges), or this peer's send was next.
             self.wake_at = self._earliest()
@@ -294,10 +299,15 @@ class SendSchedule:
             silent = self._silent = {}
             for peer in self._targets:
                 if peer not in answered:
-                    estimate = self._estimate(peer)
-                    silent[peer] = _Sends(estimate, started, started + self._first_wait(estimate))
+                    silent[peer] = self._sends(self._estimate(peer), started)
             self._asked = list(self._targets)
         return silent
+
+    def _sends(self, estimate: RttEstimate | None, now: float) -> _Sends:
+        """A peer's sends, the first at ``now``, the next when its first wait ends."""
+        wait = self._first_wait(estimate)
+        stretched = estimate is not None and wait > self._policy.interval(1)
+        return _Sends(estimate, now, now + wait, stretched=stretched)
 
     def _first_wait(self, estimate: RttEstimate | None) -> float:
         """Seconds from a peer's first send to its first retransmission.
@@ -321,9 +331,8 @@ class SendSchedule:
             return None
         peer = self._choose(spare)
         self._asked.append(peer)
-        estimate = self._estimate(peer)
         assert self._silent is not None
-        self._silent[peer] = _Sends(estimate, now, now + self._first_wait(estimate))
+        self._silent[peer] = self._sends(self._estimate(peer), now)
         self._hedge_at = now + self._policy.max_interval
         return peer
 
