@@ -210,6 +210,40 @@ async def test_a_query_woken_late_does_not_retransmit_then(
         nursery.cancel_scope.cancel()
 
 
+async def test_the_readings_lag_is_told_by_the_kernels_arrival_stamps() -> None:
+    # Real time: the stamps are the kernel's clock. A datagram read, another
+    # left unread while the event loop is held up 50 ms: the reading lags by
+    # at least that, and a request sent now waits that much longer before
+    # its first retransmission.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        async with open_confd_client(KEY, [peer.getsockname()]) as client:
+            router = client._router
+            assert router.stamps_arrivals  # Linux, a kernel socket
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(b"first", client.local_address)
+                await wait_all_tasks_blocked_real()
+                assert client.stats.malformed == 1  # read
+                assert router.unread() == (False, None)  # nothing waits
+                assert router.reading_lag() == 0.0
+                sender.sendto(b"second", client.local_address)
+                time.sleep(0.05)  # noqa: ASYNC251 - the event loop held up
+                unread, read_up_to = router.unread()
+                assert unread
+                assert read_up_to is not None
+                assert read_up_to <= trio.current_time() - 0.05
+                lag = router.reading_lag()
+                assert 0.05 <= lag < 5
+                start = trio.current_time()
+                async with client.request(RequestType.PING, timeout=5) as replies:
+                    first_retransmission = replies._exchange.schedule.wake_at - start
+                    assert first_retransmission >= 0.1 + lag
+                    assert first_retransmission < 0.1 + lag + 1
+                await wait_all_tasks_blocked_real()
+                assert client.stats.malformed == 2  # the second read in turn
+                assert router.reading_lag() == 0.0
+
+
 async def test_a_retransmission_waits_while_the_socket_holds_unread_datagrams(
     mock_clock: trio.testing.MockClock,
 ) -> None:

@@ -293,6 +293,56 @@ def test_unread_replies_put_the_retransmissions_off_once_on_any_schedule() -> No
         assert schedule.due(0.42, unread=True).deferred  # the next round may be put off again
 
 
+def test_the_readings_lag_puts_off_the_first_retransmission_and_hedge_only() -> None:
+    # The client's reading lagged 50 ms behind arrivals as the request went:
+    # a reply may wait unread that long, so the first wait is 0.1 + 0.05 s.
+    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2, peers=[A, B, C], lag=0.05)
+    assert schedule.wake_at == pytest.approx(0.15)
+    assert schedule.due(0.149).peers == []
+    assert schedule.due(schedule.wake_at).peers == [A, B]
+    assert schedule.wake_at == pytest.approx(0.35)  # then the schedule's pace: 0.2 s on
+    assert schedule.due(schedule.wake_at).peers == [A, B]
+    assert schedule.wake_at == pytest.approx(0.55)  # the hedge: 0.5 + 0.05 s
+    due = schedule.due(schedule.wake_at)
+    assert (due.peers, due.hedge) == ([C], C)
+    for nonsense in (-1.0, math.nan, math.inf):
+        assert SendSchedule(FIXED, [A], 0.0, needed=1, lag=nonsense).wake_at == 0.1
+    # A wall clock stepped forward an hour: the lag counts up to max_timeout.
+    assert SendSchedule(FIXED, [A], 0.0, needed=1, lag=3600).wake_at == pytest.approx(4.1)
+
+
+def test_a_retransmission_waits_until_the_reading_reaches_its_time() -> None:
+    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
+    # Due at 0.1 s; at 0.11 s the reading has got to what came by 0.07 s: a
+    # reply that came in time may wait unread, 30 ms behind the due time.
+    due = schedule.due(0.11, unread=True, read_up_to=0.07)
+    assert (due.peers, due.deferred) == ([], True)
+    assert schedule.wake_at == pytest.approx(0.14)
+    # Once in a row: then it goes, whatever is unread.
+    assert schedule.due(0.14, unread=True, read_up_to=0.09).peers == [A, B]
+    # The reading past the due time, nothing awaited in time waits unread: it
+    # is overdue (on time, so the rule for unstamped arrivals does not hold it).
+    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
+    assert schedule.due(0.1, unread=True, read_up_to=0.1).peers == [A, B]
+    # Unread, with the reading past the due time but the wake late: as
+    # without stamps, an interval on, once in a row.
+    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
+    due = schedule.due(0.15, unread=True, read_up_to=0.12)
+    assert (due.peers, due.deferred) == ([], True)
+    assert schedule.wake_at == pytest.approx(0.25)
+
+
+def test_a_retransmission_the_reading_held_back_casts_no_doubt() -> None:
+    known, estimate_of = estimates()
+    known[A] = RttEstimate()
+    known[A].sample(0.01)  # quick: the schedule's 0.1 s rules
+    schedule = SendSchedule(ADAPTIVE, [A], 0.0, needed=1, estimate_of=estimate_of, lag=0.2)
+    assert schedule.wake_at == pytest.approx(0.3)
+    for _ in range(3):
+        schedule.end(0.25)  # past the schedule's 0.1 s, before the lag's 0.3 s
+    assert not known[A].doubted
+
+
 def test_ending_doubts_only_estimates_that_held_a_send_back() -> None:
     known, estimate_of = estimates()
     for peer in (A, B):

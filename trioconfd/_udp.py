@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import platform
 import socket
 import struct
 import sys
@@ -80,6 +81,46 @@ def ask_for_a_large_receive_buffer(sock: Any) -> None:
     """
     with contextlib.suppress(OSError, NotImplementedError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_SIZE)
+
+
+# Linux's SO_TIMESTAMP, as <asm-generic/socket.h> numbers it for the
+# architectures below (others number it differently; Python's socket module
+# does not name it): each datagram read with ``recvmsg`` comes with the time
+# the kernel received it, a ``struct timeval``, as ancillary data.
+_SO_TIMESTAMP = 29
+_GENERIC_SOCKET_NUMBERS = frozenset(
+    {"x86_64", "i386", "i686", "aarch64", "arm64", "armv7l", "armv6l", "riscv64", "s390x"}
+)
+_TIMEVAL = struct.Struct("@ll")
+#: Room in a ``recvmsg``'s ancillary buffer for one arrival stamp.
+ARRIVAL_STAMP_SPACE = socket.CMSG_SPACE(_TIMEVAL.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def ask_for_arrival_stamps(sock: Any) -> bool:
+    """Have the kernel stamp each datagram ``sock`` receives with when it came
+    (``SO_TIMESTAMP``, read with ``recvmsg``); whether it will (Linux on the
+    common architectures, a kernel socket)."""
+    if (
+        sys.platform != "linux"
+        or platform.machine() not in _GENERIC_SOCKET_NUMBERS
+        or not ARRIVAL_STAMP_SPACE
+    ):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMP, 1)
+    except (OSError, NotImplementedError, AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """When the kernel received a datagram (on ``time.time()``'s clock), from the
+    ancillary data ``recvmsg`` read with it; None if it carries no stamp."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMP and len(data) == _TIMEVAL.size:
+            seconds, microseconds = _TIMEVAL.unpack(data)
+            return float(seconds) + float(microseconds) / 1e6
+    return None
 
 
 # Linux's <linux/in.h> and <linux/in6.h>: the socket options that queue the

@@ -136,6 +136,8 @@ class RequestInFlight(RoutingEntry):
             peers=peers,
             estimate_of=router.rtt_of,
             choose=choose,
+            # A reply may wait unread as long as the reading lags now.
+            lag=router.reading_lag() if policy.enabled else 0.0,
         )
         # What a verdict without a quorum explains itself with.
         self._send_failures: dict[Address, str] | None = None
@@ -172,8 +174,8 @@ class RequestInFlight(RoutingEntry):
         if now < schedule.wake_at or now >= self.deadline:
             return  # nothing due yet; or past its deadline, nothing ever (a stream read late)
         # Replies the kernel holds, unread, may be the ones awaited.
-        holds_unread = router.holds_unread
-        due = schedule.due(now, unread=holds_unread is not None and holds_unread())
+        unread, read_up_to = router.unread()
+        due = schedule.due(now, unread=unread, read_up_to=read_up_to)
         stats = router.stats
         if due.deferred:
             stats.deferred += 1

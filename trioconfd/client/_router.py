@@ -12,12 +12,21 @@ Everything else is counted in :class:`ClientStats` and dropped.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 
-from .._udp import PEER_UNREACHABLE, SOCKET_CLOSED, ErrorQueue, unread_datagram_check
+from .._udp import (
+    ARRIVAL_STAMP_SPACE,
+    PEER_UNREACHABLE,
+    SOCKET_CLOSED,
+    ErrorQueue,
+    arrival_of,
+    ask_for_arrival_stamps,
+    unread_datagram_check,
+)
 from ..protocol import (
     MAX_DATAGRAM_SIZE,
     Address,
@@ -107,6 +116,11 @@ class Router:
         #: whether the socket holds replies not read yet (None where the
         #: kernel cannot be asked, as on a custom socket)
         self.holds_unread = unread_datagram_check(sock)
+        #: whether the kernel stamps each datagram with when it came (a kernel
+        #: socket on Linux): the receive tasks then read with ``recvmsg``
+        self.stamps_arrivals = self.holds_unread is not None and ask_for_arrival_stamps(sock)
+        # The ancillary data of the datagram read last (its arrival stamp).
+        self._last_read: list[tuple[int, int, bytes]] = []
         #: each receive task's cancel scope while it reads: a send that met
         #: an error of the queue cancels them, and they read the queue
         self._reading: set[trio.CancelScope] = set()
@@ -326,11 +340,19 @@ class Router:
         """Read and route datagrams until the socket closes; raise the error of a
         socket that failed."""
         receive = self.socket.recvfrom
+        receive_stamped = self.socket.recvmsg
+        stamped = self.stamps_arrivals
         route = self._route
         idle = self._idle_readers
         while True:
             try:
-                datagram, sender = await receive(_RECEIVE_SIZE)
+                if stamped:
+                    # (Only kept: the stamp is read when a query asks, see unread.)
+                    datagram, self._last_read, _, sender = await receive_stamped(
+                        _RECEIVE_SIZE, ARRIVAL_STAMP_SPACE
+                    )
+                else:
+                    datagram, sender = await receive(_RECEIVE_SIZE)
             except trio.BusyResourceError:
                 # Another receive task waits for the socket: wait for it.
                 await idle.park()
@@ -356,6 +378,26 @@ class Router:
             if idle and len(self.table) > _READERS_BUSY:
                 idle.unpark()  # under load there may be more: one more reader
             route(datagram, sender)
+
+    def unread(self) -> tuple[bool, float | None]:
+        """Whether datagrams wait unread in the socket (False where the kernel cannot
+        be asked); and, if they do and arrivals are stamped, when (on Trio's clock)
+        the datagram read last came: every one that came before it has been
+        read, and one that came after may wait unread."""
+        holds_unread = self.holds_unread
+        if holds_unread is None or not holds_unread():
+            return False, None
+        arrival = arrival_of(self._last_read) if self.stamps_arrivals else None
+        if arrival is None:
+            return True, None
+        return True, arrival - time.time() + trio.current_time()
+
+    def reading_lag(self) -> float:
+        """How far (seconds) the reading lags behind the datagrams arriving: how
+        long one that came just now may wait unread (0 if none wait unread, or
+        arrivals are not stamped)."""
+        _, read_up_to = self.unread()
+        return 0.0 if read_up_to is None else max(0.0, trio.current_time() - read_up_to)
 
     def _route(self, datagram: bytes, sender: Any) -> None:
         """Check one datagram and hand it on if it is a reply a request waits for."""

@@ -91,6 +91,11 @@ class SendSchedule:
     and another every ``policy.max_interval`` while the quorum is still short.
     ``estimate_of`` gives each peer's :class:`RttEstimate` (shared between
     requests), which :meth:`answered` updates; without it, nothing is learned.
+    ``lag``: how far the client's reading of its socket lagged behind the
+    datagrams arriving when the request first went; a reply may wait unread
+    that long, so the first retransmission of each peer first asked and the
+    first hedge wait that much longer, up to ``policy.max_timeout`` (the
+    later ones keep the schedule's pace).
     """
 
     __slots__ = (
@@ -103,6 +108,7 @@ class SendSchedule:
         "_estimate_of",
         "_first_at",
         "_hedge_at",
+        "_lag",
         "_needed",
         "_peers",
         "_policy",
@@ -123,8 +129,13 @@ class SendSchedule:
         peers: Sequence[Address] = (),
         estimate_of: Callable[[Address], RttEstimate] | None = None,
         choose: Callable[[Sequence[Address]], Address] = random.choice,
+        lag: float = 0.0,
     ) -> None:
         self._policy = policy
+        # How far the client's reading lagged behind arrivals as it first sent:
+        # a reply that comes in time may wait unread that long. (At most
+        # max_timeout: a wall clock stepped forward makes stamps look old.)
+        self._lag = min(lag, policy.max_timeout) if 0.0 < lag < math.inf else 0.0
         self._adaptive = policy.enabled and policy.adaptive and estimate_of is not None
         self._needed = needed
         self._received = 0
@@ -146,9 +157,9 @@ class SendSchedule:
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
             self._hedge_at = math.inf
         else:
-            self._hedge_at = now + hedge_after
+            self._hedge_at = now + hedge_after + self._lag
         first = policy.interval(1) if policy.enabled else math.inf
-        self._first_at = now + first
+        self._first_at = now + first + self._lag
         learned = self._estimate_of
         if learned is not None:
             cap = policy.max_timeout
@@ -174,18 +185,23 @@ class SendSchedule:
         sends = self._silent.get(peer)
         return 0 if sends is None else sends.sends
 
-    def due(self, now: float, *, unread: bool = False) -> Due:
+    def due(self, now: float, *, unread: bool = False, read_up_to: float | None = None) -> Due:
         """What to send at ``now``; the sends it returns count as made at ``now``
         (a copy the caller holds back, it says so with :meth:`held_back`).
 
-        A wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
+        With ``read_up_to`` (datagrams wait unread in the client's socket, and
+        every one that came before that time has been read), a retransmission
+        or hedge due after that time is put off by as long as the reading
+        lags behind it: a reply that came in time may still wait unread. Else
+        a wake more than :data:`LATE_WAKE` seconds after :attr:`wake_at`, on
         an adaptive schedule, puts the retransmissions due off instead (by
         the schedule's interval, or as long again as the wake was late): the
         event loop is saturated, and asking again would add to the load it is
         drowning in. So does ``unread``, on any schedule, with a wake
         :data:`BEHIND_WAKE` late or more: the client's socket holds datagrams
         the loop has not read yet, among which the replies awaited may be.
-        The next wake sends, however late, and whatever is unread.
+        Either is once in a row: the next wake sends, however late, and
+        whatever is unread.
         """
         self._dues += 1
         if now < self.wake_at:
@@ -195,9 +211,22 @@ class SendSchedule:
         # Put off once in a row at most: a loop late at every wake (or a
         # stream read slowly, or a socket flooded) must not stop
         # retransmission altogether.
+        was_deferred = self._deferred
+        lagging = False
+        if read_up_to is not None and not was_deferred:
+            for sends in silent.values():
+                if read_up_to < sends.next_at <= now:
+                    # As long again as the reading lags behind the time it was due.
+                    sends.next_at = now + (sends.next_at - read_up_to)
+                    lagging = True
+            if read_up_to < self._hedge_at <= now:
+                self._hedge_at = now + (self._hedge_at - read_up_to)
+                lagging = True
         self._deferred = deferring = (
-            (unread and late >= BEHIND_WAKE) or (self._adaptive and late > LATE_WAKE)
-        ) and not self._deferred
+            not lagging
+            and ((unread and late >= BEHIND_WAKE) or (self._adaptive and late > LATE_WAKE))
+            and not was_deferred
+        )
         if deferring:
             for sends in silent.values():
                 if sends.next_at <= now:
@@ -205,6 +234,7 @@ class SendSchedule:
             self._hedge_at = max(self._hedge_at, now + late)
             self.wake_at = self._earliest()
             return Due([], None, True)
+        self._deferred = lagging
         peers = []
         for peer, sends in silent.items():
             if sends.next_at <= now:
@@ -220,7 +250,7 @@ class SendSchedule:
         if hedge is not None:
             peers.append(hedge)
         self.wake_at = self._earliest()
-        return Due(peers, hedge)
+        return Due(peers, hedge, lagging)
 
     def held_back(self, peer: Address) -> None:
         """The copy the last call of :meth:`due` named for ``peer`` did not go (its
@@ -285,6 +315,8 @@ class SendSchedule:
         for sends in self._silent.values():
             estimate = sends.estimate
             scheduled = sends.last_sent + policy.interval(sends.sends)
+            if sends.sends == 1 and sends.last_sent == self._started:
+                scheduled += self._lag  # held back for the reading's sake, not the estimate's
             if estimate is not None and now > scheduled and sends.next_at > scheduled:
                 estimate.doubt()
 
@@ -299,15 +331,16 @@ class SendSchedule:
             silent = self._silent = {}
             for peer in self._targets:
                 if peer not in answered:
-                    silent[peer] = self._sends(self._estimate(peer), started)
+                    silent[peer] = self._sends(self._estimate(peer), started, self._lag)
             self._asked = list(self._targets)
         return silent
 
-    def _sends(self, estimate: RttEstimate | None, now: float) -> _Sends:
-        """A peer's sends, the first at ``now``, the next when its first wait ends."""
+    def _sends(self, estimate: RttEstimate | None, now: float, lag: float = 0.0) -> _Sends:
+        """A peer's sends, the first at ``now``, the next when its first wait (and
+        ``lag``, the reading's) ends."""
         wait = self._first_wait(estimate)
         stretched = estimate is not None and wait > self._policy.interval(1)
-        return _Sends(estimate, now, now + wait, stretched=stretched)
+        return _Sends(estimate, now, now + wait + lag, stretched=stretched)
 
     def _first_wait(self, estimate: RttEstimate | None) -> float:
         """Seconds from a peer's first send to its first retransmission.
