@@ -334,17 +334,39 @@ async def test_queries_past_the_window_wait_their_turn_then_go(
     assert (client.stats.waited, client.stats.window_cuts) == (6, 0)
 
 
+async def test_a_sample_that_asks_a_spare_peer_instead_has_not_waited(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Peer 0's one place held: a sample of one that draws it swaps it for a
+    # spare peer with room at once, parked never: it did not wait.
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(1)) as client,
+    ):
+        held = client._router.admission.admit_nowait([cluster.peers[0]])
+        assert held is not None
+        for _ in range(30):
+            assert (await client.query(RequestType.PING, coverage=1, timeout=2)).ok
+        assert client.stats.waited == 0
+        held.give_back(timed_out=False)
+
+
 async def test_window_cuts_are_counted_once_a_round_per_peer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # Two silent peers of three, four queries at once. Each silent peer's
-    # window is cut at the first retransmission of a request let in before
-    # any cut (one cut a round: the other three are of the same round), and
-    # again when a request let in after that cut is lost: none is, so two
-    # cuts in all; the answering peer's window is never cut.
+    # window is cut (8 places to 4) at the first retransmission of a request
+    # let in before any cut (one cut a round: the other three are of the
+    # same round), and again only if a request let in after that cut is
+    # lost: none is, so two cuts in all; the answering peer's is never cut.
     async with (
         open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=fixed(8)) as client,
+        open_confd_client(
+            KEY,
+            cluster.peers,
+            port=cluster.port,
+            admission=AdmissionPolicy(initial=8, minimum=2, maximum=8),
+        ) as client,
         trio.open_nursery() as nursery,
     ):
         cluster.crash(1)
@@ -354,8 +376,8 @@ async def test_window_cuts_are_counted_once_a_round_per_peer(
     assert client.stats.retransmitted > 4
     assert (client.stats.waited, client.stats.window_cuts) == (0, 2)
     windows = client._router.admission.windows
-    rounds = {peer: window.window.round for peer, window in windows.items()}
-    assert rounds == {cluster.peers[0]: 0, cluster.peers[1]: 1, cluster.peers[2]: 1}
+    sizes = {peer: window.window.size for peer, window in windows.items()}
+    assert sizes == {cluster.peers[0]: 8, cluster.peers[1]: 4, cluster.peers[2]: 4}
 
 
 async def test_a_request_unanswered_at_its_deadline_counts_a_window_cut(
@@ -370,7 +392,10 @@ async def test_a_request_unanswered_at_its_deadline_counts_a_window_cut(
         assert result.timed_out
         assert client.stats.window_cuts == 1  # never sent again: cut at its deadline
         result = await client.query(RequestType.PING, timeout=1)
-        assert client.stats.window_cuts == 2  # let in after the cut: a new round
+        assert client.stats.window_cuts == 2  # let in after the cut: a new round, 32 to 16
+        await client.query(RequestType.PING, timeout=1)
+        window = client._router.admission.windows[cluster.peers[0]].window
+        assert (window.size, window.round) == (16, 3)  # a round, but not below the minimum
         assert client.stats.as_dict()["window_cuts"] == 2
 
 

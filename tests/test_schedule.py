@@ -19,7 +19,7 @@ from trioconfd.protocol import (
     SendSchedule,
 )
 
-from .timing import Kind, Peer, drops_first, lossy, prompt, run_queries, slow
+from .timing import COPY_SPREAD, Kind, Peer, drops_first, lossy, prompt, run_queries, slow
 
 A: Address = ("192.0.2.1", 1814)
 B: Address = ("192.0.2.2", 1814)
@@ -398,10 +398,17 @@ def peers(draw: st.DrawFn) -> Peer:
 def test_adapting_never_loses_to_the_fixed_schedule(cluster: list[Peer], seed: int) -> None:
     adaptive = run_queries(ADAPTIVE, cluster, queries=QUERIES, seed=seed)
     fixed = run_queries(FIXED, cluster, queries=QUERIES, seed=seed)
+
     # Query for query, with the same luck, adaptive ends as soon as fixed,
     # but for three queries per change of a peer's kind (a slow peer turned
     # quick but lossy is asked on its old pace until a reply restarts the
-    # estimate, or three queries in a row doubt it).
+    # estimate, or three queries in a row doubt it). "As soon": within 5 ms,
+    # and within the spread of one copy's round trip against another's (a
+    # later copy of the fixed schedule's may come back first: 2 s round
+    # trips, query 14 of seed 1, by 6.7 ms).
+    def soon_after(theirs: float) -> float:
+        return theirs * (1 + COPY_SPREAD) + 0.005
+
     changes = sum(len(peer.changes) - 1 for peer in cluster)
     assert adaptive.timeouts <= fixed.timeouts + 3 * changes
     later = [
@@ -409,12 +416,13 @@ def test_adapting_never_loses_to_the_fixed_schedule(cluster: list[Peer], seed: i
         for query, (mine, theirs) in enumerate(
             zip(adaptive.latencies, fixed.latencies, strict=True)
         )
-        if (math.inf if mine is None else mine) > (math.inf if theirs is None else theirs) + 0.005
+        if (math.inf if mine is None else mine)
+        > (math.inf if theirs is None else soon_after(theirs))
     ]
     assert len(later) <= 3 * changes, later
     if changes == 0:
         for fraction in (0.5, 0.9, 0.99, 1.0):
-            assert adaptive.percentile(fraction) <= fixed.percentile(fraction) + 0.005
+            assert adaptive.percentile(fraction) <= soon_after(fixed.percentile(fraction))
         assert adaptive.datagrams <= fixed.datagrams
     # And it never asks a peer sooner than the schedule would.
     schedule = ADAPTIVE

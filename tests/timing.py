@@ -82,6 +82,11 @@ class Run:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+#: How much longer one copy's round trip may be than another's to the same
+#: peer for the same query: a later copy may come back first by that much.
+COPY_SPREAD = 0.05
+
+
 def _luck(seed: int, query: int, peer: int, copy: int) -> random.Random:
     return random.Random(f"{seed}/{query}/{peer}/{copy}")
 
@@ -112,7 +117,7 @@ class _Query:
         lost = luck.random() < kind.loss or luck.random() < kind.loss
         if lost or (kind.drops_first and copy == 1):
             return
-        arrival = at + self.base[index] * luck.uniform(1.0, 1.05)
+        arrival = at + self.base[index] * luck.uniform(1.0, 1.0 + COPY_SPREAD)
         if arrival < self.arrivals.get(index, math.inf):
             self.arrivals[index] = arrival
 

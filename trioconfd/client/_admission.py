@@ -275,8 +275,7 @@ class Places:
         else:
             window = held[0]
             if lost:
-                if window.window.lost(held[1]):
-                    self._admission.stats.window_cuts += 1
+                self._lose(window, held[1])
                 answers, held[3] = held[3], window.answers
                 if answers == window.answers:
                     window.turn_silent()
@@ -293,6 +292,14 @@ class Places:
             held[2] += 1
             held[3] = window.answers
         return True
+
+    def _lose(self, window: PeerWindow, round_taken: int) -> None:
+        """A request that took its place with ``window`` in ``round_taken`` was lost:
+        the window is cut once a round (counted if it shrank)."""
+        counts = window.window
+        size = counts.size
+        if counts.lost(round_taken) and counts.size < size:
+            self._admission.stats.window_cuts += 1
 
     def answered(self, peer: Address) -> None:
         """``peer`` replied: its places go back, and its window may grow."""
@@ -327,8 +334,7 @@ class Places:
         held, self.held = self.held, {}
         for window, taken, count, answers in held.values():
             if timed_out:
-                if window.window.lost(taken):
-                    self._admission.stats.window_cuts += 1
+                self._lose(window, taken)
                 if answers == window.answers:
                     window.turn_silent()
             for _ in range(count):
@@ -446,6 +452,7 @@ class Admission:
                 places.give_back_above(line.peer)
                 if waiter is None:
                     waiter = Waiter(targets, spare, places, needed)
+                    self.stats.waited += 1
                 await self._wait_in(line, waiter)
                 if waiter.ready:
                     return places

@@ -358,7 +358,6 @@ class ConfdClient:
         peers = self._peers
         spare = [peer for peer in peers if peer not in targets] if len(targets) < len(peers) else []
         router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
-        router.stats.waited += 1
         plan.waited = True
         plan.datagram = b""  # packed again once let in, with a fresh timestamp
         chosen = list(targets)

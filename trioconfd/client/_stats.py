@@ -45,10 +45,12 @@ class ClientStats:
     hedged: int = 0
     #: requests refused because ``max_outstanding`` were held already
     refused: int = 0
-    #: queries that waited, parked, for room in a full window before they were sent
+    #: queries (and streams) that waited, parked, for room in a full window:
+    #: once each, whether they were sent in the end or not
     waited: int = 0
-    #: times a peer's window was halved: a request to it was sent again, or
-    #: ended at its deadline unanswered (see :class:`AdmissionPolicy`)
+    #: times a peer's window shrank: a retransmission to it fell due (sent or
+    #: held back), or a request to it ended at its deadline unanswered; once a
+    #: round, never below the window's minimum (see :class:`AdmissionPolicy`)
     window_cuts: int = 0
     #: queries never sent: the peers' windows stayed full until their deadline
     saturated: int = 0

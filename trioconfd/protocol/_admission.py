@@ -125,7 +125,8 @@ class Window:
         """A request that took its place in ``round_taken`` was lost (retransmitted,
         or unanswered at its deadline): halve the window, once per round.
 
-        Returns whether it was cut.
+        Returns whether the loss began a new round (the window halved, but
+        never below its minimum).
         """
         if round_taken != self.round or not self._policy.enabled:
             return False

@@ -4,9 +4,11 @@ RFC 6298: the smoothed round-trip time and its variation give the timeout,
 ``srtt + 4 * rttvar``. A reply to a request sent once is a round trip
 (:meth:`RttEstimate.sample`). A reply to a request sent several times could
 answer any of its copies (Karn's problem); :meth:`RttEstimate.answered_last`
-takes from it only what cannot mislead: that the round trip is at least the
-time since the last copy, and that a reply far quicker than the estimate
-means the peer has turned quick again.
+takes from it what cannot mislead towards a later retransmission: that the
+round trip is at least the time since the last copy, and that a reply far
+quicker than the estimate means the peer has turned quick again; and a
+doubted estimate takes such a reply as a round trip, which can only shorten
+the timeout.
 
 Silence teaches nothing here. A lost datagram and a slow peer look alike
 until a reply comes, and waiting longer helps only the second: so silence
@@ -42,10 +44,11 @@ class RttEstimate:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self._unheard = 0
-        #: Whether queries ended, three in a row, while this peer, asked later
-        #: than the schedule for its estimate's sake, stayed silent: then the
-        #: estimate may be out of date, and until a reply confirms one,
-        #: :attr:`timeout` is 0.
+        #: Whether, three queries in a row, this peer was asked later than the
+        #: schedule for its estimate's sake and then stayed silent to the end,
+        #: or answered within ``srtt`` of that late copy: then the estimate
+        #: may be out of date, and until a reply confirms one, :attr:`timeout`
+        #: is 0.
         self.doubted = False
 
     def __repr__(self) -> str:
@@ -100,9 +103,10 @@ class RttEstimate:
         schedule's interval for its sake), the estimate may be what delays
         the answers (a peer losing every first copy and answering the next
         promptly would never teach it otherwise): that is a :meth:`doubt`.
-        And a :attr:`doubted` estimate, asked at the schedule's pace, takes
-        the reply as a round trip: that confirms it, and can only shorten
-        the timeout (no wait is ever shorter than the schedule's).
+        And a :attr:`doubted` estimate (whose timeout the schedule has
+        ignored since it was doubted) takes the reply as a round trip: that
+        confirms it, and can only shorten the timeout (no wait is ever
+        shorter than the schedule's).
         """
         if not seconds >= 0:
             return  # a clock that went backwards, or NaN (inf is ignored by sample)
