@@ -673,6 +673,25 @@ async def test_the_client_makes_one_socket_and_reads_its_errors_through_it(
     assert len(made) == 1  # the trio.socket's own
 
 
+async def test_an_error_read_from_a_stamped_socket_is_one_error() -> None:
+    # With arrival stamps on, each error read from the queue comes with a
+    # stamp too: only the error's own message is an error (the stamp's
+    # seconds were once taken for an errno).
+    from trioconfd._udp import ErrorQueue, ask_for_arrival_stamps
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = closed.getsockname()
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        queue = ErrorQueue.attach(sock)
+        assert queue is not None
+        assert ask_for_arrival_stamps(sock)
+        await sock.sendto(b"to nobody", nobody)
+        await trio.sleep(0.05)  # the ICMP error, queued
+        assert await queue.drain() == [(nobody, errno.ECONNREFUSED)]
+
+
 async def test_a_retransmission_that_failed_to_send_is_no_copy_a_reply_answers() -> None:
     # The second send fails (EPERM, as a firewall says it): the reply at
     # 0.15 s answers the one copy that went, a round trip of 0.15 s. Counted

@@ -325,22 +325,48 @@ def test_a_retransmission_waits_until_the_reading_reaches_its_time() -> None:
     schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
     assert schedule.due(0.1, unread=True, read_up_to=0.1).peers == [A, B]
     # Unread, with the reading past the due time but the wake late: as
-    # without stamps, an interval on, once in a row.
-    schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
-    due = schedule.due(0.15, unread=True, read_up_to=0.12)
-    assert (due.peers, due.deferred) == ([], True)
-    assert schedule.wake_at == pytest.approx(0.25)
+    # without stamps, an interval on, once in a row. So with a reading time
+    # that means nothing.
+    for read_up_to in (0.12, -math.inf, math.nan):
+        schedule = SendSchedule(FIXED, [A, B], 0.0, needed=2)
+        due = schedule.due(0.15, unread=True, read_up_to=read_up_to)
+        assert (due.peers, due.deferred) == ([], True)
+        assert schedule.wake_at == pytest.approx(0.25)
+    # The hedge too waits for the reading; and a put-off is max_timeout at most
+    # (a wall clock stepped forward makes every stamp look old).
+    hedging = SendSchedule(FIXED, [A, B], 0.0, needed=3, peers=[A, B, C])
+    for _ in range(2):
+        assert hedging.due(hedging.wake_at).peers == [A, B]  # asked again, on time
+    assert hedging.wake_at == pytest.approx(0.5)  # the hedge's time
+    due = hedging.due(0.71, unread=True, read_up_to=0.45)
+    assert (due.peers, due.hedge, due.deferred) == ([], None, True)
+    assert hedging.wake_at == pytest.approx(0.76)  # the hedge, 0.05 s on
+    due = hedging.due(hedging.wake_at)
+    assert (due.peers, due.hedge) == ([C], C)
+    assert hedging.wake_at == pytest.approx(0.86)  # C's first retransmission
+    assert hedging.due(hedging.wake_at).peers == [C]
+    assert hedging.wake_at == pytest.approx(0.96)  # A's and B's (due at 0.7), 0.25 s on
+    stepped = SendSchedule(FIXED, [A], 0.0, needed=1)
+    stepped.due(0.1, unread=True, read_up_to=-3600.0)
+    assert stepped.wake_at == pytest.approx(4.1)
 
 
-def test_a_retransmission_the_reading_held_back_casts_no_doubt() -> None:
+def test_a_first_wait_the_reading_stretched_casts_no_doubt() -> None:
+    # B known slow: each peer gets its own times at the start. A's first
+    # retransmission is at 0.3 s (0.1 + the reading's 0.2 s lag): a query
+    # ending at 0.25 s held nothing back for A's estimate's sake.
     known, estimate_of = estimates()
     known[A] = RttEstimate()
-    known[A].sample(0.01)  # quick: the schedule's 0.1 s rules
-    schedule = SendSchedule(ADAPTIVE, [A], 0.0, needed=1, estimate_of=estimate_of, lag=0.2)
-    assert schedule.wake_at == pytest.approx(0.3)
+    known[A].sample(0.01)
+    known[B] = RttEstimate()
+    known[B].sample(0.5)
     for _ in range(3):
-        schedule.end(0.25)  # past the schedule's 0.1 s, before the lag's 0.3 s
+        schedule = SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of, lag=0.2)
+        assert schedule.due(0.29).peers == []
+        schedule.end(0.25)
     assert not known[A].doubted
+    schedule = SendSchedule(ADAPTIVE, [A, B], 0.0, needed=2, estimate_of=estimate_of, lag=0.2)
+    assert schedule.due(schedule.wake_at).peers == [A]  # at 0.3 s
 
 
 def test_ending_doubts_only_estimates_that_held_a_send_back() -> None:

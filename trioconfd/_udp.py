@@ -128,6 +128,10 @@ def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> float | None:
 # the datagram that caused it (Python's socket module names neither).
 _IP_RECVERR = 11
 _IPV6_RECVERR = 25
+#: The ancillary messages that carry a queued error (an arrival stamp may come too).
+_RECVERR_MESSAGES = frozenset(
+    {(socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)}
+)
 #: ``struct sock_extended_err`` begins with ee_errno (u32) and ee_origin (u8).
 _EXTENDED_ERROR = struct.Struct("=IB")
 #: A bound on one drain, far above what a socket's buffer can queue: the
@@ -196,8 +200,12 @@ class ErrorQueue:
                     _, ancillary, _, address = await sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
                 except (trio.BusyResourceError, trio.ClosedResourceError, OSError):
                     return errors  # another task waits on the socket (so: empty), or closed
-                for _, _, data in ancillary:
-                    if len(data) >= _EXTENDED_ERROR.size and isinstance(address, tuple):
+                for level, kind, data in ancillary:
+                    if (
+                        (level, kind) in _RECVERR_MESSAGES
+                        and len(data) >= _EXTENDED_ERROR.size
+                        and isinstance(address, tuple)
+                    ):
                         code = _EXTENDED_ERROR.unpack_from(data)[0]
                         errors.append(((str(address[0]), int(address[1])), code))
                 continue

@@ -119,8 +119,10 @@ class Router:
         #: whether the kernel stamps each datagram with when it came (a kernel
         #: socket on Linux): the receive tasks then read with ``recvmsg``
         self.stamps_arrivals = self.holds_unread is not None and ask_for_arrival_stamps(sock)
-        # The ancillary data of the datagram read last (its arrival stamp).
+        # The ancillary data of the datagram read last (its arrival stamp),
+        # and when it was read (time.time()): how long it had waited unread.
         self._last_read: list[tuple[int, int, bytes]] = []
+        self._last_read_at = 0.0
         #: each receive task's cancel scope while it reads: a send that met
         #: an error of the queue cancels them, and they read the queue
         self._reading: set[trio.CancelScope] = set()
@@ -340,17 +342,19 @@ class Router:
         """Read and route datagrams until the socket closes; raise the error of a
         socket that failed."""
         receive = self.socket.recvfrom
-        receive_stamped = self.socket.recvmsg
-        stamped = self.stamps_arrivals
+        # (A custom socket may have no recvmsg: it is not stamped.)
+        receive_stamped = self.socket.recvmsg if self.stamps_arrivals else None
+        wall_clock = time.time
         route = self._route
         idle = self._idle_readers
         while True:
             try:
-                if stamped:
+                if receive_stamped is not None:
                     # (Only kept: the stamp is read when a query asks, see unread.)
                     datagram, self._last_read, _, sender = await receive_stamped(
                         _RECEIVE_SIZE, ARRIVAL_STAMP_SPACE
                     )
+                    self._last_read_at = wall_clock()
                 else:
                     datagram, sender = await receive(_RECEIVE_SIZE)
             except trio.BusyResourceError:
@@ -381,23 +385,32 @@ class Router:
 
     def unread(self) -> tuple[bool, float | None]:
         """Whether datagrams wait unread in the socket (False where the kernel cannot
-        be asked); and, if they do and arrivals are stamped, when (on Trio's clock)
-        the datagram read last came: every one that came before it has been
-        read, and one that came after may wait unread."""
+        be asked); and, if they do and arrivals are stamped, how far the reading
+        has got, on Trio's clock: the datagrams that came before that time have
+        been read, as far as can be told (see :meth:`reading_lag`)."""
         holds_unread = self.holds_unread
         if holds_unread is None or not holds_unread():
             return False, None
-        arrival = arrival_of(self._last_read) if self.stamps_arrivals else None
-        if arrival is None:
+        lag = self._lag_at_last_read()
+        if lag is None:
             return True, None
-        return True, arrival - time.time() + trio.current_time()
+        return True, trio.current_time() - lag
 
     def reading_lag(self) -> float:
         """How far (seconds) the reading lags behind the datagrams arriving: how
-        long one that came just now may wait unread (0 if none wait unread, or
-        arrivals are not stamped)."""
+        long the datagram read last had waited unread, while more wait (0 if
+        none wait, or arrivals are not stamped). Measured at each read, it
+        says nothing of a gap before a datagram that has just come, and
+        falls behind while the loop is held up: it may understate, never
+        take idle time for lag."""
         _, read_up_to = self.unread()
         return 0.0 if read_up_to is None else max(0.0, trio.current_time() - read_up_to)
+
+    def _lag_at_last_read(self) -> float | None:
+        arrival = arrival_of(self._last_read) if self.stamps_arrivals else None
+        if arrival is None:
+            return None
+        return max(0.0, self._last_read_at - arrival)
 
     def _route(self, datagram: bytes, sender: Any) -> None:
         """Check one datagram and hand it on if it is a reply a request waits for."""

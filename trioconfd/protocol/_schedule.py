@@ -213,14 +213,17 @@ class SendSchedule:
         # retransmission altogether.
         was_deferred = self._deferred
         lagging = False
-        if read_up_to is not None and not was_deferred:
+        if read_up_to is not None and math.isfinite(read_up_to) and not was_deferred:
+            # Put off as long again as the reading lags behind the time it was
+            # due (at most max_timeout: a wall clock stepped forward makes
+            # stamps look old).
+            most = self._policy.max_timeout
             for sends in silent.values():
                 if read_up_to < sends.next_at <= now:
-                    # As long again as the reading lags behind the time it was due.
-                    sends.next_at = now + (sends.next_at - read_up_to)
+                    sends.next_at = now + min(sends.next_at - read_up_to, most)
                     lagging = True
             if read_up_to < self._hedge_at <= now:
-                self._hedge_at = now + (self._hedge_at - read_up_to)
+                self._hedge_at = now + min(self._hedge_at - read_up_to, most)
                 lagging = True
         self._deferred = deferring = (
             not lagging
