@@ -403,8 +403,10 @@ class Router:
         says nothing of a gap before a datagram that has just come, and
         falls behind while the loop is held up: it may understate, never
         take idle time for lag."""
-        _, read_up_to = self.unread()
-        return 0.0 if read_up_to is None else max(0.0, trio.current_time() - read_up_to)
+        holds_unread = self.holds_unread
+        if not self.stamps_arrivals or holds_unread is None or not holds_unread():
+            return 0.0
+        return self._lag_at_last_read() or 0.0
 
     def _lag_at_last_read(self) -> float | None:
         arrival = arrival_of(self._last_read) if self.stamps_arrivals else None

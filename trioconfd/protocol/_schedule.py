@@ -225,12 +225,12 @@ class SendSchedule:
             if read_up_to < self._hedge_at <= now:
                 self._hedge_at = now + min(self._hedge_at - read_up_to, most)
                 lagging = True
-        self._deferred = deferring = (
+        if (
             not lagging
             and ((unread and late >= BEHIND_WAKE) or (self._adaptive and late > LATE_WAKE))
             and not was_deferred
-        )
-        if deferring:
+        ):
+            self._deferred = True
             for sends in silent.values():
                 if sends.next_at <= now:
                     sends.next_at = now + max(late, self._policy.interval(sends.sends))
