@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import threading
 
 import pytest
 from hypothesis import assume, given
@@ -25,6 +27,7 @@ from trioconfd import (
     HmacKey,
     ReplyStatus,
     RequestType,
+    new_rsalt,
     pack_request,
     unpack_reply,
 )
@@ -481,6 +484,42 @@ def test_keys_as_bytes_bytearray_memoryview_or_str(make: object) -> None:
     datagram = pack_reply(ConfdReply(ReplyStatus.OK, "a", 2), "s", key)
     assert datagram == pack_reply(ConfdReply(ReplyStatus.OK, "a", 2), "s", KEY)
     assert unpack_reply(datagram, HmacKey(key))[0].answer == "a"
+
+
+def test_rsalts_drawn_together_are_never_shared_by_threads() -> None:
+    # Drawn 64 at a time: threads taking them at once each get their own.
+    drawn: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(into: list[str]) -> None:
+        into.extend(new_rsalt() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [rsalt for into in drawn for rsalt in into]
+    assert len(set(every)) == len(every) == 16000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_draws_rsalts_of_its_own() -> None:
+    # The parent holds rsalts drawn ahead; a child that used them would send
+    # the very rsalts its parent sends next.
+    new_rsalt()
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.write(writing, new_rsalt().encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as from_child:
+        childs = from_child.read().decode()
+    os.waitpid(child, 0)
+    assert len(childs) == 36
+    assert childs != new_rsalt()
 
 
 def test_rsalts_are_uuid4_strings() -> None:

@@ -331,7 +331,7 @@ class ConfdClient:
             # late, would otherwise be taken as an answer to this one.
             request = request.renewed()
         seconds = check_timeout(timeout)
-        deadline = trio.current_time() + seconds
+        deadline = router.now() + seconds
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         policy = self._retry if retry is None else retry

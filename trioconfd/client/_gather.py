@@ -127,7 +127,7 @@ class RequestInFlight(RoutingEntry):
         self._quorum = quorum
         self.deadline = deadline
         self.timeout = timeout
-        self._started = now = trio.current_time()
+        self._started = now = router.now()
         self.schedule = SendSchedule(
             policy,
             targets,
@@ -297,7 +297,7 @@ class RequestInFlight(RoutingEntry):
         arrived = self._arrived
         now = None if arrived is None else arrived.pop(peer_reply.address, None)
         if now is None:  # a query's, read as it came
-            now = trio.current_time()
+            now = self._router.now()
         if self._first_reply is None:
             self._first_reply = now - self._started  # a round trip, for a verdict
         self.schedule.answered(peer_reply.address, now)
@@ -364,7 +364,7 @@ class RequestInFlight(RoutingEntry):
     def close(self) -> None:
         """Forget the request now: late replies are discarded, the channel is reused."""
         self._closed = True
-        now = trio.current_time()
+        now = self._router.now()
         if self._arrived:
             # A stream left with replies unread: their peers answered, when
             # these came; they are not silent, nor their copies lost.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
@@ -19,12 +20,32 @@ Query: TypeAlias = str | Mapping[str, Any] | None
 _ERROR_CODES = {int(code): code for code in ErrorCode}
 
 
+#: Random hex digits, 32 (128 bits) to an rsalt, drawn 64 rsalts at a time:
+#: one ``getrandom`` call each time, not one a request. ``popleft`` and
+#: ``extend`` are atomic, so threads never share an rsalt; a forked child
+#: forgets what its parent drew (else both would send the same rsalts).
+_RANDOM_DIGITS: deque[str] = deque()
+_DRAWN_AT_ONCE = 64
+os.register_at_fork(after_in_child=_RANDOM_DIGITS.clear)
+#: The UUID variant digit (10xx in binary) of each hex digit's low two bits.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _draw_random_digits() -> str:
+    digits = os.urandom(16 * _DRAWN_AT_ONCE).hex()
+    _RANDOM_DIGITS.extend(digits[start : start + 32] for start in range(32, len(digits), 32))
+    return digits[:32]
+
+
 def new_rsalt() -> str:
     """A fresh, unique reply salt: a random UUID4 string, as Ganeti makes them."""
     # Formatted from 128 random bits directly: the uuid module's object costs
     # more than the rest of making a request.
-    digits = os.urandom(16).hex()
-    variant = "89ab"[int(digits[16], 16) & 3]
+    try:
+        digits = _RANDOM_DIGITS.popleft()
+    except IndexError:
+        digits = _draw_random_digits()
+    variant = _VARIANT[digits[16]]
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
