@@ -14,8 +14,11 @@ Needs valgrind. Under it a client runs about 50 times slower, so replies
 pile up unread and queries take longer than the first retransmission
 interval: trioconfd runs without retransmission (``RetryPolicy.off()``),
 and what is counted is each query's own work, not how the schedule
-behaves under load. Counts at 3 or more peers move by about 3% from run
-to run (how many replies each read finds), at 1 peer by under 1%.
+behaves under load. ``--schedule planned`` counts the default schedule's
+own work too (planning each query's first retransmission, moving its
+cancel scope's deadline to it), with its times too far off (30 s) for any
+retransmission to fire. Counts at 3 or more peers move by about 3% from
+run to run (how many replies each read finds), at 1 peer by under 1%.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ import trio
 import trioconfd
 
 SCRIPT = Path(__file__).resolve()
+#: trioconfd's retry schedule: none, or the default one with times too far off to fire.
+SCHEDULES = {
+    "off": trioconfd.RetryPolicy.off(),
+    "planned": trioconfd.RetryPolicy(initial=30.0, max_interval=30.0, max_timeout=30.0),
+}
 KEY = b"instructions key\n"
 _I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -57,7 +65,7 @@ def client_main(spec: dict[str, Any]) -> None:
         if spec["program"] == "floor":
             return await floor_throughput(KEY, peers, spec["in_flight"], spec["queries"])
         async with trioconfd.open_confd_client(
-            KEY, peers, retry=trioconfd.RetryPolicy.off()
+            KEY, peers, retry=SCHEDULES[spec["schedule"]]
         ) as client:
 
             async def query() -> bool:
@@ -106,7 +114,11 @@ async def _measure(args: argparse.Namespace, before: Path | None) -> dict[str, f
         programs.append((f"trioconfd at {args.before}", before, "trioconfd"))
     figures = {}
     async with open_daemons(KEY, args.peers) as daemons:
-        base = {"peers": [list(daemon.address) for daemon in daemons], "in_flight": args.in_flight}
+        base = {
+            "peers": [list(daemon.address) for daemon in daemons],
+            "in_flight": args.in_flight,
+            "schedule": args.schedule,
+        }
         for name, code, program in programs:
             spec = {**base, "program": program}
             small = await trio.to_thread.run_sync(_count, code, {**spec, "queries": args.small})
@@ -124,6 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", type=int, default=500, help="queries of the shorter run")
     parser.add_argument("--large", type=int, default=2500, help="queries of the longer run")
     parser.add_argument("--before", help="also count another commit's trioconfd")
+    parser.add_argument(
+        "--schedule",
+        choices=sorted(SCHEDULES),
+        default="off",
+        help="trioconfd's retry schedule (default off; planned: the default one, never firing)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.client:
@@ -134,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from ._revisions import checked_out
 
-    print(f"instructions a query, {args.peers} peer(s), {args.in_flight} in flight")
+    print(
+        f"instructions a query, {args.peers} peer(s), {args.in_flight} in flight, "
+        f"retry schedule {args.schedule}"
+    )
     if args.before is None:
         figures = trio.run(_measure, args, None)
     else:

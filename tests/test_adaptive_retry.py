@@ -550,3 +550,23 @@ async def test_a_query_to_silent_peers_wakes_only_to_send(
         assert first_wake >= 0.25  # the peers' timeout, known at the start
     else:
         assert first_wake == pytest.approx(policy.initial)
+
+
+async def test_a_first_retry_time_past_before_the_first_send_does_not_stop_the_fan_out() -> None:
+    # Real time: a first retransmission 1 µs after the start has passed by
+    # the first send. The wait that began at that time cuts the fan-out
+    # short before a single send; the next one, which waits for the
+    # deadline while the fan-out is to go, sends it all. (Each wait began at
+    # the passed time, the query would spin, sending nothing, until its
+    # deadline.)
+    fast = RetryPolicy(initial=1e-6, max_interval=0.02, hedge_after=None)
+    async with (
+        run_responders(3, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders], retry=fast) as client,
+    ):
+        result = await client.query(RequestType.PING, coverage=-1, timeout=0.3)
+        await wait_all_tasks_blocked_real()
+        assert result.timed_out
+        assert result.sent == 3
+        assert all(len(responder.requests) >= 2 for responder in responders)
+        assert client.stats.retransmitted >= 3

@@ -145,11 +145,21 @@ async def test_revision_cost_runs_a_client_in_its_own_process_with_its_options()
     assert answered == 2 * (revision_cost.WARM_UP + 2 * 100)
 
 
-@pytest.mark.parametrize("program", ["floor", "trioconfd"])
-async def test_the_instruction_count_child_runs_its_program_to_the_end(program: str) -> None:
+@pytest.mark.parametrize(
+    ("program", "schedule"), [("floor", "off"), ("trioconfd", "off"), ("trioconfd", "planned")]
+)
+async def test_the_instruction_count_child_runs_its_program_to_the_end(
+    program: str, schedule: str
+) -> None:
     config = make_cluster_config(nodes=3, serial=1)
     async with open_confd_server(config, instructions.KEY) as one:
-        spec = {"peers": [list(one.address)], "in_flight": 8, "queries": 40, "program": program}
+        spec = {
+            "peers": [list(one.address)],
+            "in_flight": 8,
+            "queries": 40,
+            "program": program,
+            "schedule": schedule,
+        }
         root = instructions.SCRIPT.parent.parent
         done = await trio.run_process(
             [sys.executable, str(instructions.SCRIPT), "--client", json.dumps(spec)],

@@ -248,10 +248,16 @@ async def test_a_simulated_send_goes_before_its_task_yields_as_trio_sockets_do()
 
 
 async def _query_with_slow_sends(
-    monkeypatch: pytest.MonkeyPatch, timeout: float, *, crashed: bool = False
+    monkeypatch: pytest.MonkeyPatch,
+    timeout: float,
+    *,
+    crashed: bool = False,
+    copies: list[tuple[float, Any]] | None = None,
+    slow_sends: int = 1000,
 ) -> tuple[trioconfd.QueryResult, list[Any], trioconfd.ClientStats]:
-    """One query to 3 peers whose client sends each block 45 ms (a full send buffer);
-    ``crashed``: the peers are down."""
+    """One query to 3 peers whose client's first ``slow_sends`` sends each block
+    45 ms (a full send buffer); ``crashed``: the peers are down. Each copy
+    that goes, with when, goes on ``copies``."""
     from trioconfd.testing._simnet import SimulatedSocket
 
     sent: list[Any] = []
@@ -260,8 +266,11 @@ async def _query_with_slow_sends(
 
     async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
         if id(self) in slow:
-            await trio.sleep(0.045)
+            if len(sent) < slow_sends:
+                await trio.sleep(0.045)
             sent.append(args[-1])
+            if copies is not None:
+                copies.append((trio.current_time(), args[-1]))
         return await send(self, *args)
 
     monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
@@ -277,16 +286,42 @@ async def _query_with_slow_sends(
         return result, sent, client.stats
 
 
-async def test_a_slow_first_fan_out_is_not_cut_short_at_the_first_retransmission_time(
+async def test_a_slow_first_fan_out_cut_short_at_the_first_wake_ends_at_the_quorum(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The three sends take 135 ms, past the first retransmission time (0.1 s):
-    # all go, no peer counts as lost, and the quorum is reached.
+    # The three sends would take 135 ms, past the first retransmission time
+    # (0.1 s), which cuts the third short. The two peers asked have answered
+    # by then, the quorum of the three chosen: the third is never asked (it
+    # would be asked for nothing), and nobody is asked again.
     result, sent, stats = await _query_with_slow_sends(monkeypatch, timeout=5)
-    assert len(sent) == 3
+    assert len(sent) == 2
     assert result.ok
-    assert (result.sent, result.received) == (3, 2)
+    assert (result.sent, result.received, result.needed) == (2, 2, 2)
     assert stats.retransmitted == 0
+
+
+async def test_a_first_fan_out_cut_short_at_a_wake_goes_on_and_its_last_peer_waits_its_own_time(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The peers are down; the first fan-out's sends are slow, the later ones
+    # not. The first wake (0.1 s) cuts the third send short: it goes right
+    # after (at 0.145 s), then the first two go again (due since 0.1 s), and
+    # that third peer is asked again a full interval after its own first
+    # copy, not at once (as if it had gone at the start).
+    copies: list[tuple[float, Any]] = []
+    result, sent, stats = await _query_with_slow_sends(
+        monkeypatch, timeout=1, crashed=True, copies=copies, slow_sends=3
+    )
+    first, second, third = sent[:3]
+    assert len({first, second, third}) == 3
+    assert [at for at, _ in copies[:5]] == pytest.approx([0.045, 0.09, 0.145, 0.145, 0.145])
+    assert [peer for _, peer in copies[3:5]] == [first, second]
+    again = [at for at, peer in copies[3:] if peer == third]
+    assert again[0] == pytest.approx(0.145 + 0.1)
+    assert result.timed_out
+    assert (result.sent, result.received) == (3, 0)  # every peer was asked
+    assert set(result.silent) == {first, second, third}
+    assert stats.retransmitted >= 3
 
 
 async def test_a_deadline_that_cuts_the_first_fan_out_short_counts_the_replies_it_got(

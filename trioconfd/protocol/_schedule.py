@@ -269,6 +269,20 @@ class SendSchedule:
             sends.copies -= 1
             sends.copied_at, sends.undo_at = sends.undo_at, None
 
+    def sent_late(self, peers: Sequence[Address], now: float) -> None:
+        """The first copy to ``peers`` went only at ``now``, not as the schedule
+        began: the first fan-out was cut short (its sends took until a wake)
+        and went on then. Their first waits, and round trips, count from
+        ``now``, as a hedge's do. A peer not silent, or already asked again,
+        changes nothing.
+        """
+        silent = self._materialize()
+        for peer in peers:
+            sends = silent.get(peer)
+            if sends is not None and sends.sends == 1:
+                silent[peer] = self._sends(sends.estimate, now)
+        self.wake_at = self._earliest()
+
     def answered(self, peer: Address, now: float) -> None:
         """``peer`` replied at ``now``: it is asked no more, and its round trip is learned.
 
