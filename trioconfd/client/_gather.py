@@ -451,12 +451,15 @@ async def gather_within(in_flight: RequestInFlight, waiting: trio.CancelScope) -
 
     A query that waited for places waits here in the same scope it waited in.
     """
+    # The quorum is reached once ``needed`` replies are taken (the
+    # aggregator's quorum_reached, read here without a call per reply).
     aggregator, replies = in_flight.aggregator, in_flight.received
+    taken, needed = aggregator.replies, aggregator.needed
     # Replies routed while this task was woken count first: a peer whose
     # reply is in the channel is not asked again.
     while in_flight.receive_arrived() is not None:
         pass
-    if not aggregator.quorum_reached:
+    if len(taken) < needed:
         await in_flight.send_due()
         wake_at = in_flight.wake_at
         if waiting.deadline != wake_at:
@@ -464,7 +467,7 @@ async def gather_within(in_flight: RequestInFlight, waiting: trio.CancelScope) -
             # a push on Trio's heap of deadlines.
             waiting.deadline = wake_at
         try:
-            while not aggregator.quorum_reached:
+            while len(taken) < needed:
                 in_flight.take(await replies.receive())
         except (trio.EndOfChannel, trio.ClosedResourceError):
             in_flight.raise_ended()

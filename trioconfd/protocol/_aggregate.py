@@ -107,7 +107,11 @@ class QueryResult:
     @property
     def ok(self) -> bool:
         """Quorum was reached and the trusted reply has status OK."""
-        return self.quorum_reached and self.best is not None and self.best.ok
+        # (The quorum and the status read directly: most callers ask this once a query.)
+        best = self.best
+        return (
+            len(self.replies) >= self.needed and best is not None and best.status is ReplyStatus.OK
+        )
 
     @property
     def verdict(self) -> str:
