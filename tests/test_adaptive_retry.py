@@ -570,3 +570,50 @@ async def test_a_first_retry_time_past_before_the_first_send_does_not_stop_the_f
         assert result.sent == 3
         assert all(len(responder.requests) >= 2 for responder in responders)
         assert client.stats.retransmitted >= 3
+
+
+async def test_a_lag_that_has_stood_its_time_says_nothing_of_datagrams_waiting_later() -> None:
+    # Real time. One datagram waits half a second unread (the event loop
+    # held up): the reading lagged that much. Once that long has passed
+    # with nothing read, the lag stands no more: a datagram then waiting
+    # unread is judged by the plain rule (no point the reading has
+    # reached), not put off by the old lag.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        async with open_confd_client(KEY, [peer.getsockname()]) as client:
+            router = client._router
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(b"stalled", client.local_address)
+                time.sleep(0.5)  # noqa: ASYNC251 - the event loop held up
+                while client.stats.malformed < 1:
+                    await trio.lowlevel.checkpoint()
+                assert 0.5 <= router.reading_lag() < 5
+                assert router.unread() == (False, None)  # nothing waits
+                await trio.sleep(router.reading_lag() + 0.01)
+                assert router.reading_lag() == 0.0
+                sender.sendto(b"waiting", client.local_address)
+                time.sleep(0.01)  # noqa: ASYNC251 - there by then, unread
+                assert router.unread() == (True, None)
+
+
+async def test_the_lag_stands_for_its_time_on_trios_clock_not_the_wall_clock(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # The stamps are on the wall clock, but how long the lag stands is
+    # Trio's: a wall clock stepped back cannot keep an old lag standing.
+    # Here the wall clock hardly moves while Trio's jumps past the lag.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        async with open_confd_client(KEY, [peer.getsockname()]) as client:
+            router = client._router
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(b"stalled", client.local_address)
+                time.sleep(0.2)  # noqa: ASYNC251 - the event loop held up
+                while client.stats.malformed < 1:
+                    await trio.lowlevel.checkpoint()
+                lag = router.reading_lag()
+                assert 0.2 <= lag < 5
+                mock_clock.jump(lag / 2)
+                assert router.reading_lag() == lag
+                mock_clock.jump(lag)
+                assert router.reading_lag() == 0.0

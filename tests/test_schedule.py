@@ -755,3 +755,59 @@ def test_held_back_takes_back_only_what_the_last_due_named() -> None:
     schedule.held_back(A)
     schedule.answered(A, 0.16)
     assert known[A].srtt == pytest.approx(0.06)  # answered_last, nothing measured before
+
+
+def test_peers_sent_late_wait_their_first_interval_from_their_own_send_lag_included() -> None:
+    # A first fan-out cut short at a wake: B and C went only at 10 and 30 ms.
+    # Each waits its first interval (and the reading's lag) from its own
+    # send; A, sent at the start, from the start.
+    policy = RetryPolicy(initial=0.1, hedge_after=None)
+    schedule = SendSchedule(policy, [A, B, C], 0.0, needed=2, lag=0.05)
+    assert schedule.wake_at == pytest.approx(0.15)
+    schedule.sent_late([B], 0.01)
+    schedule.sent_late([C], 0.03)
+    assert schedule.due(0.149).peers == []
+    assert schedule.due(0.151).peers == [A]
+    assert schedule.wake_at == pytest.approx(0.16)
+    assert schedule.due(0.161).peers == [B]
+    assert schedule.wake_at == pytest.approx(0.18)
+    assert schedule.due(0.181).peers == [C]
+    # Said again of a peer already asked again, or of one that answered, it
+    # changes nothing.
+    schedule.sent_late([A], 0.2)
+    schedule.answered(B, 0.25)
+    schedule.sent_late([B], 0.3)
+    assert schedule.silent == [A, C]
+    assert schedule.wake_at == pytest.approx(0.151 + 0.2)
+
+
+def test_a_round_trip_to_a_peer_sent_late_is_timed_from_its_own_send() -> None:
+    known, estimate_of = estimates()
+    schedule = SendSchedule(
+        RetryPolicy(initial=0.1, adaptive=True), [A, B], 0.0, needed=2, estimate_of=estimate_of
+    )
+    schedule.sent_late([B], 0.04)
+    schedule.answered(A, 0.05)
+    schedule.answered(B, 0.06)
+    assert known[A].srtt == pytest.approx(0.05)
+    assert known[B].srtt == pytest.approx(0.02)
+
+
+def test_a_peer_sent_late_and_unanswered_is_no_evidence_against_its_estimate() -> None:
+    # Its first wait, lag included, had not run out when the request ended:
+    # nothing the estimate held back, so it is not doubted.
+    known, estimate_of = estimates()
+    for _ in range(3):
+        estimate_of(B).sample(0.01)
+    schedule = SendSchedule(
+        RetryPolicy(initial=0.1, adaptive=True),
+        [A, B],
+        0.0,
+        needed=2,
+        estimate_of=estimate_of,
+        lag=0.05,
+    )
+    schedule.sent_late([B], 0.04)
+    schedule.answered(A, 0.05)
+    schedule.end(0.16)  # past 0.04 + 0.1, before 0.04 + 0.1 + 0.05
+    assert known[B]._unheard == 0

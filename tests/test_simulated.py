@@ -367,3 +367,95 @@ async def test_a_stream_read_after_its_deadline_sends_nothing_more(
         assert replies.timed_out
         assert client.stats.retransmitted == 0
         assert client.stats.held_back == 0
+
+
+async def test_a_reply_from_a_peer_not_asked_yet_is_refused_and_never_counted(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An attacker copies the first peer's signed reply onto the other peers'
+    # addresses (the signature does not cover the source) while the slow
+    # first fan-out has not reached them. The third peer's copy is refused
+    # (no request went there yet); the second's comes while its send waits,
+    # and counts for nothing once that send is cut short before it went.
+    # The verdict counts only replies from peers asked; the third's own
+    # reply, once it is asked, counts (the second's is refused as a second
+    # reply from it: an attacker able to do this can deny service anyway).
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    deliver = SimulatedSocket.deliver
+    client_socket: list[Any] = []
+    peers: list[Any] = []
+
+    def spoofing_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
+        deliver(self, datagram, source)
+        if client_socket and self is client_socket[0] and tuple(source[:2]) == peers[0]:
+            for other in peers[1:]:
+                deliver(self, datagram, other)
+
+    monkeypatch.setattr(SimulatedSocket, "deliver", spoofing_deliver)
+    copies: list[tuple[float, Any]] = []
+    send = SimulatedSocket.sendto
+
+    async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
+        if client_socket and self is client_socket[0]:
+            await trio.sleep(0.06)
+            copies.append((trio.current_time(), args[-1]))
+        return await send(self, *args)
+
+    monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
+    retry = trioconfd.RetryPolicy(initial=0.1, hedge_after=None)
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=retry) as client,
+    ):
+        client_socket.append(client._router.socket)
+        peers.extend(cluster.peers)
+        result = await client.query(RequestType.PING, coverage=-1, timeout=5)
+        stats = client.stats
+    first, second, third = peers
+    assert [peer for _, peer in copies] == [first, second, third]  # then resumed
+    assert copies[1][0] > 0.1  # the second send, cut at the first wake, went after it
+    assert stats.unexpected_peer >= 2  # the copies from the two not asked yet
+    assert result.ok
+    assert (result.sent, result.received) == (3, 2)
+    assert {reply.address for reply in result.replies} == {first, third}
+
+
+async def test_the_places_of_peers_a_first_fan_out_never_reached_are_not_lost(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The peers are down and the deadline (0.1 s) cuts the slow first fan-out
+    # after two sends: the two peers asked lost their requests (their
+    # windows are cut, marked silent); the third was never sent anything,
+    # and its window is as it was.
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    send = SimulatedSocket.sendto
+    slow: set[int] = set()
+    sent: list[Any] = []
+
+    async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
+        if id(self) in slow:
+            await trio.sleep(0.045)
+            sent.append(args[-1])
+        return await send(self, *args)
+
+    monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        slow.add(id(client._router.socket))
+        for index in range(3):
+            cluster.crash(index)
+        windows = client._router.admission.windows
+        result = await client.query(RequestType.PING, coverage=-1, timeout=0.1)
+        assert result.timed_out
+        assert result.sent == 2
+        (never,) = [peer for peer in cluster.peers if peer not in sent]
+        for peer in sent:
+            assert windows[peer].window.size < 64
+            assert windows[peer].silent
+        assert windows[never].window.size == 64
+        assert not windows[never].silent
+        assert windows[never].window.in_use == 0

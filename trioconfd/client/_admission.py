@@ -329,6 +329,15 @@ class Places:
             window = self.held.pop(other)[0]
             window.give_back(answered=False)
 
+    def give_back_unasked(self, peers: Iterable[Address]) -> None:
+        """Give back the places held with ``peers``, never sent the request (its first
+        fan-out ended before them): nothing of theirs was lost."""
+        for peer in peers:
+            held = self.held.pop(peer, None)
+            if held is not None:
+                for _ in range(held[2]):
+                    held[0].give_back(answered=False)
+
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self.held = self.held, {}

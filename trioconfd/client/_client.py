@@ -198,7 +198,8 @@ class ConfdClient:
     ) -> QueryResult:
         """Ask ``coverage`` peers and return the verdict once a quorum has replied.
 
-        The quorum is ``needed_replies(sent)`` (or the client's own rule).
+        The quorum is ``needed_replies`` of the peers chosen (or the client's
+        own rule).
         Silent peers are asked again as ``retry`` (default: the client's
         policy) says. If the deadline (``timeout`` seconds, default
         :data:`EXPIRE_TIMEOUT`; ``math.inf`` for none) passes first, the

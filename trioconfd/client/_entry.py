@@ -13,6 +13,8 @@ ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
 
 # Every entry's ``answered`` until its first reply (``frozenset()`` makes a new one).
 _NONE_YET: frozenset[Address] = frozenset()
+#: Targets up to this many are a list (smaller than a set, and as quick to search).
+SHORT_TARGETS = 8
 
 
 class RoutingEntry:
@@ -33,8 +35,9 @@ class RoutingEntry:
         args: Any = None,
     ) -> None:
         self.request = request
-        # A short list is smaller than a set and as quick to search.
-        self.targets: list[Address] | set[Address] = targets if len(targets) <= 8 else set(targets)
+        self.targets: list[Address] | set[Address] = (
+            targets if len(targets) <= SHORT_TARGETS else set(targets)
+        )
         # Shared and empty until the first reply: most requests in flight have none.
         self.answered: set[Address] | frozenset[Address] = _NONE_YET
         self.replies = replies

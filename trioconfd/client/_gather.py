@@ -33,7 +33,7 @@ from ..protocol import (
     quorum_of,
 )
 from ._admission import Places
-from ._entry import ReplyReceiver, RoutingEntry
+from ._entry import SHORT_TARGETS, ReplyReceiver, RoutingEntry
 from ._errors import ConfdRequestEndedError
 from ._router import Router
 from ._stats import DISCARD_REASONS
@@ -70,6 +70,7 @@ class RequestInFlight(RoutingEntry):
         "_first_cut",
         "_first_reply",
         "_first_send",
+        "_forged",
         "_not_asked",
         "_places",
         "_quorum",
@@ -113,7 +114,8 @@ class RequestInFlight(RoutingEntry):
         # changed while the query waited for places).
         self._capacity = len(peers) if capacity is None else capacity
         self._channel = router.channels.open(self._capacity)
-        super().__init__(request, targets, self._channel[0])
+        # Its targets join the entry as they are sent to (see _send_first).
+        super().__init__(request, [], self._channel[0])
         if places is not None:  # an unsent request waits for no reply
             router.add(self)
             request.mark_sent()
@@ -121,6 +123,9 @@ class RequestInFlight(RoutingEntry):
         self._first_send: tuple[bytes, list[Address]] | None = None
         # Whether a wake cut the first fan-out short (the rest goes next).
         self._first_cut = False
+        # Peers whose replies count for nothing: accepted before their send,
+        # which was then cancelled before it went (None: none).
+        self._forged: set[Address] | None = None
         if places is None:
             policy = RetryPolicy.off()
         else:
@@ -140,7 +145,7 @@ class RequestInFlight(RoutingEntry):
             estimate_of=router.rtt_of,
             choose=choose,
             # A reply may wait unread as long as the reading lags now.
-            lag=router.reading_lag() if policy.enabled else 0.0,
+            lag=router.reading_lag(now) if policy.enabled else 0.0,
         )
         # What a verdict without a quorum explains itself with.
         self._send_failures: dict[Address, str] | None = None
@@ -149,7 +154,8 @@ class RequestInFlight(RoutingEntry):
         self._first_reply: float | None = None
         self._closed = False
         self._sent = False  # whether the first fan-out went out (to one peer at least)
-        #: the peers of the first fan-out the deadline came before
+        #: the peers the first fan-out ended without asking (its deadline came
+        #: first, or, once a wake had cut it short, the quorum)
         self._not_asked: list[Address] = []
         # A stream's replies' times of arrival, by peer, until read (see
         # deliver); None: not a stream.
@@ -230,24 +236,51 @@ class RequestInFlight(RoutingEntry):
 
     async def _send_first(self, datagram: bytes, targets: list[Address]) -> None:
         """The first fan-out (sends that wait for room, or a busy event loop, may
-        make it slow). Cut short by a wake, the peers not tried yet are sent
-        to at the next :meth:`send_due`, their first waits counted from then;
-        by the deadline, they are not counted as asked."""
-        attempted: list[Address] = []
+        make it slow). Each peer joins the routing entry as it is sent to: a
+        reply from one not asked yet is refused. Cut short by a wake, the
+        peers not sent to yet go at the next :meth:`send_due`, their first
+        waits counted from then; by the deadline, they are not counted as
+        asked."""
+        asked = self.targets
+        assert isinstance(asked, list)  # a set only once the fan-out has gone
+        before = len(asked)
+        router = self._router
         try:
-            self._note_failures(await self._router.send(datagram, targets, attempted))
+            if not self._first_cut:
+                self._note_failures(await router.send(datagram, targets, asked))
+            else:
+                # What a wake left of it: each peer's first wait counts from
+                # its own send.
+                for peer in targets:
+                    self._note_failures(await router.send(datagram, (peer,), asked))
+                    self.schedule.sent_late((peer,), router.now())
         finally:
-            if attempted:
+            sent = len(asked) - before  # the first of targets, in order
+            if sent:
                 self._sent = True
-                if self._first_cut:
-                    self.schedule.sent_late(attempted, self._router.now())
-            if len(attempted) < len(targets):
-                rest = [peer for peer in targets if peer not in attempted]
-                if self._router.now() < self.deadline:
+            if sent < len(targets):
+                rest = targets[sent:]
+                forged = [peer for peer in rest if peer in self.answered]
+                if forged:
+                    self._refuse(forged)
+                if router.now() < self.deadline:
                     self._first_send = (datagram, rest)
                     self._first_cut = True
                 else:
                     self._never_asked(rest)
+            elif len(asked) > SHORT_TARGETS:
+                self.targets = set(asked)
+
+    def _refuse(self, peers: list[Address]) -> None:
+        """Replies accepted from ``peers`` while their sends waited, then cancelled
+        before they went, were forged (nothing had been asked of them): they
+        count for nothing, and are counted as from an unasked peer."""
+        if self._forged is None:
+            self._forged = set()
+        self._forged.update(peers)
+        stats = self._router.stats
+        stats.accepted -= len(peers)
+        stats.unexpected_peer += len(peers)
 
     def _never_asked(self, peers: list[Address]) -> None:
         """The first fan-out ended before it reached ``peers``."""
@@ -271,12 +304,13 @@ class RequestInFlight(RoutingEntry):
         """The next reply from the channel, counted (raises if the client or request closes)."""
         if self._closed:
             raise ConfdRequestEndedError(_ENDED)
-        try:
-            peer_reply = await self._channel[1].receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self.raise_ended()
-        self.take(peer_reply)
-        return peer_reply
+        while True:
+            try:
+                peer_reply = await self._channel[1].receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self.raise_ended()
+            if self.take(peer_reply):
+                return peer_reply
 
     def raise_ended(self) -> NoReturn:
         """Its channel ended: because the client closed (raise why), or the request ended."""
@@ -290,14 +324,14 @@ class RequestInFlight(RoutingEntry):
 
     def receive_arrived(self) -> PeerReply | None:
         """A reply the receive task accepted that is still in the channel, counted; or None."""
-        if self._closed or len(self.answered) <= self._taken:
-            return None
-        try:
-            peer_reply = self._channel[1].receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            return None
-        self.take(peer_reply)
-        return peer_reply
+        while not self._closed and len(self.answered) > self._taken:
+            try:
+                peer_reply = self._channel[1].receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+            if self.take(peer_reply):
+                return peer_reply
+        return None
 
     def read_as_a_stream(self) -> None:
         """A :class:`ReplyStream` reads it: the round trips end as replies arrive."""
@@ -318,9 +352,13 @@ class RequestInFlight(RoutingEntry):
             arrived[peer_reply.address] = trio.current_time()
         self._channel[0].send_nowait(peer_reply)
 
-    def take(self, peer_reply: PeerReply) -> None:
-        """Count a reply read from the channel: its places go back, and it is aggregated."""
+    def take(self, peer_reply: PeerReply) -> bool:
+        """Count a reply read from the channel: its places go back, and it is
+        aggregated. False, and nothing counted, if it was forged (see _refuse)."""
         self._taken += 1
+        forged = self._forged
+        if forged is not None and peer_reply.address in forged:
+            return False
         if self._places is not None:
             self._places.answered(peer_reply.address)
         arrived = self._arrived
@@ -331,6 +369,7 @@ class RequestInFlight(RoutingEntry):
             self._first_reply = now - self._started  # a round trip, for a verdict
         self.schedule.answered(peer_reply.address, now)
         self.aggregator.add_reply(peer_reply)
+        return True
 
     def verdict(self) -> QueryResult:
         """The verdict on every reply accepted so far, those still in the channel included.
@@ -408,6 +447,11 @@ class RequestInFlight(RoutingEntry):
             self._arrived.clear()
         self.schedule.end(now)
         if self._places is not None:
+            unasked = self._not_asked
+            if self._first_cut and self._first_send is not None:
+                unasked = [*unasked, *self._first_send[1]]
+            if unasked:  # nothing of theirs was lost
+                self._places.give_back_unasked(unasked)
             # Unanswered at the deadline, a request that went out was lost.
             lost = self._sent and now >= self.deadline and not self.aggregator.quorum_reached
             self._places.give_back(timed_out=lost)

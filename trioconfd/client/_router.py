@@ -126,9 +126,10 @@ class Router:
         #: socket on Linux): the receive tasks then read with ``recvmsg``
         self.stamps_arrivals = self.holds_unread is not None and ask_for_arrival_stamps(sock)
         # How long the datagram read with its stamp last had waited unread
-        # (None: no stamp yet), and when it was read (time.time()).
+        # (None: no stamp yet), and when it was read, on Trio's clock (the
+        # stamps are on the wall clock, which may step).
         self._lag: float | None = None
-        self._last_read_at = 0.0
+        self._lag_read_at = 0.0
         #: each receive task's cancel scope while it reads: a send that met
         #: an error of the queue cancels them, and they read the queue
         self._reading: set[trio.CancelScope] = set()
@@ -211,12 +212,16 @@ class Router:
         """Send ``datagram`` to each target; one that fails does not stop the others.
 
         Each failure is counted and returned, with its OS error (None: none failed).
-        Each target tried, sent to or failed, goes on ``attempted`` if given: a
-        send cancelled part way (at a deadline) leaves out those never tried.
+        Each target goes on ``attempted`` if given, as it is tried: before its
+        send (its reply may be read before this task runs again), and off again
+        if that send is cancelled before it went (sent to or failed, it stays):
+        a send cancelled part way (at a deadline) leaves out those never tried.
         """
         sendto = self._sendto
         failures = None
         for target in targets:
+            if attempted is not None:
+                attempted.append(target)
             try:
                 await sendto(datagram, target)
             except OSError as exc:
@@ -228,8 +233,10 @@ class Router:
                 self.log.log(
                     "send errors", logging.DEBUG, "could not send to %s:%d: %s", *target[:2], exc
                 )
-            if attempted is not None:
-                attempted.append(target)
+            except BaseException:
+                if attempted is not None:
+                    attempted.pop()  # cancelled before it went
+                raise
         return failures
 
     async def _sendto(self, datagram: bytes, target: Address) -> None:
@@ -362,9 +369,9 @@ class Router:
                     datagram, ancillary, _, sender = await receive_stamped(
                         _RECEIVE_SIZE, ARRIVAL_STAMP_SPACE
                     )
-                    self._last_read_at = read_at = wall_clock()
                     arrival = arrival_of(ancillary)
-                    self._lag = None if arrival is None else max(0.0, read_at - arrival)
+                    self._lag = None if arrival is None else max(0.0, wall_clock() - arrival)
+                    self._lag_read_at = self.now()
                 else:
                     datagram, sender = await receive(_RECEIVE_SIZE)
             except trio.BusyResourceError:
@@ -401,16 +408,17 @@ class Router:
         holds_unread = self.holds_unread
         if holds_unread is None or not holds_unread():
             return False, None
-        lag = self._lag
+        now = self.now()
+        lag = self._fresh_lag(now)
         if lag is None:
             return True, None
-        return True, trio.current_time() - lag
+        return True, now - lag
 
-    def reading_lag(self) -> float:
-        """How far (seconds) the reading lags behind the datagrams arriving: how
-        long the datagram last read with its stamp (one in eight is) had
-        waited unread, if it was read no longer ago than that (0 otherwise, or
-        if arrivals are not stamped).
+    def reading_lag(self, now: float | None = None) -> float:
+        """How far (seconds) the reading lags behind the datagrams arriving at
+        ``now`` (default: Trio's clock now): how long the datagram last read
+        with its stamp (one in eight is) had waited unread, if it was read no
+        longer ago than that (0 otherwise, or if arrivals are not stamped).
 
         Measured at a read, it says nothing of a gap before a datagram that
         has just come, and falls behind while the loop is held up: it may
@@ -419,9 +427,13 @@ class Router:
         is not asked whether more wait (``FIONREAD`` contends with the
         datagrams arriving, and cost ~3% of a query under load).
         """
+        return self._fresh_lag(self.now() if now is None else now) or 0.0
+
+    def _fresh_lag(self, now: float) -> float | None:
+        """The lag last read with a stamp, if read no longer ago than it was; else None."""
         lag = self._lag
-        if lag is None or time.time() - self._last_read_at > lag:
-            return 0.0
+        if lag is None or now - self._lag_read_at > lag:
+            return None
         return lag
 
     def _route(self, datagram: bytes, sender: Any) -> None:

@@ -26,7 +26,8 @@ _ERROR_CODES = {int(code): code for code in ErrorCode}
 #: forgets what its parent drew (else both would send the same rsalts).
 _RANDOM_DIGITS: deque[str] = deque()
 _DRAWN_AT_ONCE = 64
-os.register_at_fork(after_in_child=_RANDOM_DIGITS.clear)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_RANDOM_DIGITS.clear)
 #: The UUID variant digit (10xx in binary) of each hex digit's low two bits.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 

@@ -51,6 +51,7 @@ class _Sends:
         "copied_at",
         "copies",
         "estimate",
+        "lag",
         "last_sent",
         "next_at",
         "sends",
@@ -60,11 +61,19 @@ class _Sends:
     )
 
     def __init__(
-        self, estimate: RttEstimate | None, now: float, next_at: float, *, stretched: bool
+        self,
+        estimate: RttEstimate | None,
+        now: float,
+        next_at: float,
+        *,
+        stretched: bool,
+        lag: float = 0.0,
     ) -> None:
         self.estimate = estimate
         #: whether the estimate put the first retransmission past the schedule's
         self.stretched = stretched
+        #: how much longer the first wait is for the reading's lag
+        self.lag = lag
         self.sends = 1
         self.last_sent = now
         self.next_at = next_at
@@ -272,15 +281,15 @@ class SendSchedule:
     def sent_late(self, peers: Sequence[Address], now: float) -> None:
         """The first copy to ``peers`` went only at ``now``, not as the schedule
         began: the first fan-out was cut short (its sends took until a wake)
-        and went on then. Their first waits, and round trips, count from
-        ``now``, as a hedge's do. A peer not silent, or already asked again,
-        changes nothing.
+        and went on then. Their first waits (the reading's lag included, as
+        for the rest of the first fan-out) and round trips count from
+        ``now``. A peer not silent, or already asked again, changes nothing.
         """
         silent = self._materialize()
         for peer in peers:
             sends = silent.get(peer)
             if sends is not None and sends.sends == 1:
-                silent[peer] = self._sends(sends.estimate, now)
+                silent[peer] = self._sends(sends.estimate, now, self._lag)
         self.wake_at = self._earliest()
 
     def answered(self, peer: Address, now: float) -> None:
@@ -332,8 +341,8 @@ class SendSchedule:
         for sends in self._silent.values():
             estimate = sends.estimate
             scheduled = sends.last_sent + policy.interval(sends.sends)
-            if sends.sends == 1 and sends.last_sent == self._started:
-                scheduled += self._lag  # held back for the reading's sake, not the estimate's
+            if sends.sends == 1:
+                scheduled += sends.lag  # held back for the reading's sake, not the estimate's
             if estimate is not None and now > scheduled and sends.next_at > scheduled:
                 estimate.doubt()
 
@@ -357,7 +366,7 @@ class SendSchedule:
         ``lag``, the reading's) ends."""
         wait = self._first_wait(estimate)
         stretched = estimate is not None and wait > self._policy.interval(1)
-        return _Sends(estimate, now, now + wait + lag, stretched=stretched)
+        return _Sends(estimate, now, now + wait + lag, stretched=stretched, lag=lag)
 
     def _first_wait(self, estimate: RttEstimate | None) -> float:
         """Seconds from a peer's first send to its first retransmission.
