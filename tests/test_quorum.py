@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioconfd import ConfdReply, ReplyAggregator, ReplyStatus, needed_replies
+from trioconfd import ConfdArgumentError, ConfdReply, ReplyAggregator, ReplyStatus, needed_replies
+from trioconfd.protocol import quorum_of
 from trioconfd.testing import strategies
 
 OK = ReplyStatus.OK
@@ -144,3 +145,10 @@ def test_comparing_without_recursion_agrees_with_equality(first: object, second:
     assert _equal_without_recursion(first, second) == (first == second)
     assert _equal_without_recursion(first, first)
     assert _equal_without_recursion([first, {"k": second}], [first, {"k": second}])
+
+
+def test_the_default_rule_worked_out_once_gives_what_the_rule_gives() -> None:
+    for count in range(200):  # the table's counts, and past them
+        assert quorum_of(needed_replies, count) == needed_replies(count)
+    with pytest.raises(ConfdArgumentError, match="gave True"):
+        quorum_of(needed_replies, True)

@@ -156,7 +156,7 @@ class RequestInFlight(RoutingEntry):
         self._sent = False  # whether the first fan-out went out (to one peer at least)
         #: the peers the first fan-out ended without asking (its deadline came
         #: first, or, once a wake had cut it short, the quorum)
-        self._not_asked: list[Address] = []
+        self._not_asked: Sequence[Address] = ()
         # A stream's replies' times of arrival, by peer, until read (see
         # deliver); None: not a stream.
         self._arrived: dict[Address, float] | None = None

@@ -28,12 +28,18 @@ def needed_replies(peer_count: int) -> int:
     return peer_count // 2 + 1
 
 
+#: Ganeti's rule for the peer counts most clusters have, worked out once.
+_NEEDED = tuple(needed_replies(count) for count in range(64))
+
+
 def quorum_of(rule: QuorumRule, peer_count: int) -> int:
     """``rule(peer_count)``, checked where it is used.
 
     A rule that raises, or answers anything but a whole number from 1 to
     ``peer_count``, is a :class:`ConfdClientError` naming the rule and the count.
     """
+    if rule is needed_replies and type(peer_count) is int and 0 <= peer_count < len(_NEEDED):
+        return _NEEDED[peer_count]  # (once per query)
     try:
         needed = rule(peer_count)
     except Exception as exc:
