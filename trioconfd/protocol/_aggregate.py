@@ -335,11 +335,8 @@ class ReplyAggregator:
 
     def result(self, *, timed_out: bool = False) -> QueryResult:
         """The verdict so far."""
+        # (best, replies, sent, needed, timed_out, consistent): by position,
+        # as each query makes one.
         return QueryResult(
-            best=self.best,
-            replies=tuple(self.replies),
-            sent=self.sent,
-            needed=self.needed,
-            timed_out=timed_out,
-            consistent=self.consistent,
+            self.best, tuple(self.replies), self.sent, self.needed, timed_out, self.consistent
         )
