@@ -1279,28 +1279,3 @@ async def test_a_retransmission_held_back_leaves_the_round_trip_to_be_learned(
         # Round trips of 0.05, 0.1, 0.15, 0.2 and 0.2 s, smoothed.
         srtt = client._router.rtt[cluster.peers[0]].srtt
         assert srtt == pytest.approx(0.0993, abs=0.001)
-
-
-def test_a_peer_keeping_up_but_answering_after_the_quorum_still_sees_its_window_grow() -> None:
-    # Queries end at their quorum, before B's replies to them come: B answers
-    # other requests meanwhile, so each place it held goes back as an answer
-    # would, and its window grows as A's does. C answers nothing: its window
-    # stays. Without the quorum (a query cancelled), none grows.
-    admission = Admission(AdmissionPolicy(initial=4, minimum=2, maximum=64))
-    windows = admission.windows
-    held = [admission.admit_nowait([A, B, C]) for _ in range(4)]
-    for places in held:
-        assert places is not None
-        windows[B].answers += 1  # a reply from B to another request, routed
-        places.answered(A)
-        places.give_back(timed_out=False, quorum=True)
-    assert windows[A].window.size > 4
-    assert windows[B].window.size == windows[A].window.size
-    assert windows[C].window.size == 4
-    held = [admission.admit_nowait([A, B, C]) for _ in range(4)]
-    size = windows[B].window.size
-    for places in held:
-        assert places is not None
-        windows[B].answers += 1
-        places.give_back(timed_out=False)  # no quorum
-    assert windows[B].window.size == size

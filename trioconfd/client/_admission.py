@@ -338,25 +338,15 @@ class Places:
                 for _ in range(held[2]):
                     held[0].give_back(answered=False)
 
-    def give_back(self, *, timed_out: bool, quorum: bool = False) -> None:
-        """The request ended: every place goes back; ``timed_out``: the silent were lost.
-
-        ``quorum``: it ended at its quorum, before these peers' replies came.
-        One that has answered other requests meanwhile is keeping up (its
-        reply to this one is most likely on its way): its place goes back as
-        an answer would, and its window may grow. Else the peer whose replies
-        come after the quorum, whichever it is, would never see its window
-        grow, and queries would wait for it.
-        """
+    def give_back(self, *, timed_out: bool) -> None:
+        """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self.held = self.held, {}
         for window, taken, count, answers in held.values():
             if timed_out:
                 self._lose(window, taken)
                 if answers == window.answers:
                     window.turn_silent()
-            keeping_up = quorum and answers is not None and window.answers > answers
-            window.give_back(answered=keeping_up)
-            for _ in range(count - 1):
+            for _ in range(count):
                 window.give_back(answered=False)
         if self._admission.gone:
             self._admission.drop_free()

@@ -454,7 +454,7 @@ class RequestInFlight(RoutingEntry):
                 self._places.give_back_unasked(unasked)
             # Unanswered at the deadline, a request that went out was lost.
             lost = self._sent and now >= self.deadline and not self.aggregator.quorum_reached
-            self._places.give_back(timed_out=lost, quorum=self.aggregator.quorum_reached)
+            self._places.give_back(timed_out=lost)
         self._router.remove(self)
         unread = len(self.answered) - self._taken
         self._router.channels.recycle(self._channel, self._capacity, unread, shared=self.streamed)
