@@ -459,3 +459,148 @@ async def test_the_places_of_peers_a_first_fan_out_never_reached_are_not_lost(
         assert windows[never].window.size == 64
         assert not windows[never].silent
         assert windows[never].window.in_use == 0
+
+
+def _spoofing(monkeypatch: pytest.MonkeyPatch, client_socket: list[Any], peers: list[Any]) -> None:
+    """Copies of every reply from ``peers[0]`` to ``client_socket[0]`` also come
+    "from" the other peers (the signature does not cover the source)."""
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    deliver = SimulatedSocket.deliver
+
+    def spoofing_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
+        deliver(self, datagram, source)
+        if client_socket and self is client_socket[0] and tuple(source[:2]) == peers[0]:
+            for other in peers[1:]:
+                deliver(self, datagram, other)
+
+    monkeypatch.setattr(SimulatedSocket, "deliver", spoofing_deliver)
+
+
+def _slow_sends(monkeypatch: pytest.MonkeyPatch, client_socket: list[Any], seconds: float) -> None:
+    """Each send from ``client_socket[0]`` waits ``seconds`` first (a full buffer)."""
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    send = SimulatedSocket.sendto
+
+    async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
+        if client_socket and self is client_socket[0]:
+            await trio.sleep(seconds)
+        return await send(self, *args)
+
+    monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
+
+
+async def test_a_copy_refused_at_a_wake_and_again_at_the_deadline_is_counted_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second peer's send is cut at the first wake (0.1 s), after a copy
+    # "from" it was accepted; its resumed send is cut again by the deadline.
+    client_socket: list[Any] = []
+    peers: list[Any] = []
+    _spoofing(monkeypatch, client_socket, peers)
+    _slow_sends(monkeypatch, client_socket, 0.06)
+    retry = trioconfd.RetryPolicy(initial=0.1, hedge_after=None)
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=retry) as client,
+    ):
+        client_socket.append(client._router.socket)
+        peers.extend(cluster.peers)
+        result = await client.query(RequestType.PING, coverage=-1, timeout=0.15)
+        stats = client.stats
+    assert (result.sent, result.received) == (1, 1)
+    assert (stats.accepted, stats.unexpected_peer) == (1, 2)
+
+
+async def test_a_copy_refused_in_a_stream_is_no_answer_from_its_peer(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream's first fan-out is cut by its deadline after the first send;
+    # a copy "from" the second peer came while its send waited: it is not
+    # yielded, and at the close it neither grows that peer's window nor
+    # gives it a round trip.
+    client_socket: list[Any] = []
+    peers: list[Any] = []
+    _spoofing(monkeypatch, client_socket, peers)
+    _slow_sends(monkeypatch, client_socket, 0.06)
+    admission = trioconfd.AdmissionPolicy(initial=1, minimum=1, maximum=64)
+    async with (
+        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, admission=admission) as client,
+    ):
+        client_socket.append(client._router.socket)
+        peers.extend(cluster.peers)
+        first, second, third = peers
+        async with client.request(RequestType.PING, coverage=-1, timeout=0.1) as replies:
+            got = [reply.address async for reply in replies]
+        windows = client._router.admission.windows
+        assert got == [first]
+        assert (client.stats.accepted, client.stats.unexpected_peer) == (1, 2)
+        assert windows[second].window.size == windows[third].window.size == 1
+        assert windows[second].answers == 0
+        estimate = client._router.rtt.get(second)
+        assert estimate is None or estimate.srtt is None
+
+
+@pytest.mark.parametrize("spoof", [False, True])
+async def test_a_hedge_whose_send_never_went_is_neither_asked_nor_answered(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, spoof: bool
+) -> None:
+    # Three of four peers are down; the query asks three (the live one among
+    # them), hedges at 20 ms, and the hedge's send waits past the deadline:
+    # that peer was never asked (not counted as sent, its window not cut),
+    # and a copy "from" it while its send waited counts for nothing.
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    client_socket: list[Any] = []
+    genuine: list[bytes] = []
+    first: list[Any] = []
+    hedged: list[Any] = []
+    deliver = SimulatedSocket.deliver
+    send = SimulatedSocket.sendto
+
+    def recording_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
+        if client_socket and self is client_socket[0]:
+            genuine.append(datagram)
+        deliver(self, datagram, source)
+
+    async def sendto(self: SimulatedSocket, *args: Any) -> int:
+        if client_socket and self is client_socket[0]:
+            if trio.current_time() < 0.01:
+                first.append(tuple(args[-1][:2]))
+            else:  # the hedge: its send waits (a full buffer) ...
+                hedged.append(tuple(args[-1][:2]))
+                if spoof and genuine:  # ... and a copy comes "from" it meanwhile
+                    deliver(client_socket[0], genuine[0], args[-1])
+                await trio.sleep(1)
+        return await send(self, *args)
+
+    monkeypatch.setattr(SimulatedSocket, "deliver", recording_deliver)
+    monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
+    retry = trioconfd.RetryPolicy(initial=1.0, hedge_after=0.02)
+    async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
+        alive = cluster.peers[0]
+        for index in (1, 2, 3):
+            cluster.crash(index)
+        for seed in range(50):  # a sample with the live peer in it
+            first.clear()
+            hedged.clear()
+            genuine.clear()
+            async with open_confd_client(
+                KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
+            ) as client:
+                client_socket[:] = [client._router.socket]
+                result = await client.query(RequestType.PING, coverage=3, timeout=0.1)
+                windows = client._router.admission.windows
+            if alive in first:
+                break
+        assert alive in first
+        (never,) = hedged
+        assert never not in first
+        assert result.timed_out
+        assert (result.sent, result.received) == (3, 1)
+        assert [reply.address for reply in result.replies] == [alive]
+        assert never not in result.silent
+        assert windows[never].window.size == 64
+        assert not windows[never].silent

@@ -154,8 +154,9 @@ class RequestInFlight(RoutingEntry):
         self._first_reply: float | None = None
         self._closed = False
         self._sent = False  # whether the first fan-out went out (to one peer at least)
-        #: the peers the first fan-out ended without asking (its deadline came
-        #: first, or, once a wake had cut it short, the quorum)
+        #: the peers it ended without asking: of its first fan-out (its deadline
+        #: came first, or, once a wake had cut it short, the quorum), or a hedge
+        #: whose send the deadline cut
         self._not_asked: Sequence[Address] = ()
         # A stream's replies' times of arrival, by peer, until read (see
         # deliver); None: not a stream.
@@ -224,14 +225,22 @@ class RequestInFlight(RoutingEntry):
                 if peer not in peers:
                     schedule.held_back(peer)
         stats.held_back += len(due_peers) - len(peers)
-        if not peers:
-            return
+        if peers:
+            await self._send_copies(peers, hedge)
+
+    async def _send_copies(self, peers: list[Address], hedge: Address | None) -> None:
+        """Send the copies due (the ``hedge`` among them, if any)."""
         # Packed again: a fresh timestamp, so long deadlines never go stale.
-        datagram, targets = pack_request(self.request, self._router.key), peers
-        failures = await self._router.send(datagram, targets)
+        datagram = pack_request(self.request, self._router.key)
+        attempted: list[Address] = []
+        try:
+            failures = await self._router.send(datagram, peers, attempted)
+        finally:
+            if hedge is not None and hedge not in attempted:
+                self._hedge_never_went(hedge)
         if failures is not None:
             for peer, _ in failures:
-                schedule.held_back(peer)  # not sent either
+                self.schedule.held_back(peer)  # not sent either
         self._note_failures(failures)
 
     async def _send_first(self, datagram: bytes, targets: list[Address]) -> None:
@@ -260,9 +269,7 @@ class RequestInFlight(RoutingEntry):
                 self._sent = True
             if sent < len(targets):
                 rest = targets[sent:]
-                forged = [peer for peer in rest if peer in self.answered]
-                if forged:
-                    self._refuse(forged)
+                self._refuse(rest)
                 if router.now() < self.deadline:
                     self._first_send = (datagram, rest)
                     self._first_cut = True
@@ -274,17 +281,48 @@ class RequestInFlight(RoutingEntry):
     def _refuse(self, peers: list[Address]) -> None:
         """Replies accepted from ``peers`` while their sends waited, then cancelled
         before they went, were forged (nothing had been asked of them): they
-        count for nothing, and are counted as from an unasked peer."""
-        if self._forged is None:
-            self._forged = set()
-        self._forged.update(peers)
-        stats = self._router.stats
-        stats.accepted -= len(peers)
-        stats.unexpected_peer += len(peers)
+        count for nothing (not even as the peer's sign of life), and are
+        counted as from an unasked peer. Each peer once."""
+        forged = self._forged
+        new = [
+            peer
+            for peer in peers
+            if peer in self.answered and (forged is None or peer not in forged)
+        ]
+        if not new:
+            return
+        if forged is None:
+            forged = self._forged = set()
+        forged.update(new)
+        router = self._router
+        router.stats.accepted -= len(new)
+        router.stats.unexpected_peer += len(new)
+        arrived = self._arrived
+        for peer in new:
+            window = router.admission.windows.get(peer)
+            if window is not None:
+                window.answers -= 1
+            if arrived:
+                arrived.pop(peer, None)
+
+    def _hedge_never_went(self, peer: Address) -> None:
+        """The deadline cut the hedge's send short before it went: it was never
+        asked (it leaves the routing entry; a reply taken from it meanwhile
+        counts for nothing)."""
+        targets = self.targets
+        if isinstance(targets, set):
+            targets.discard(peer)
+        else:
+            while peer in targets:
+                targets.remove(peer)
+        self._refuse([peer])
+        self._router.stats.hedged -= 1
+        self._never_asked([peer])
 
     def _never_asked(self, peers: list[Address]) -> None:
-        """The first fan-out ended before it reached ``peers``."""
-        self._not_asked = peers
+        """The request never went to ``peers`` (its first fan-out, or a hedge,
+        ended before them)."""
+        self._not_asked = [*self._not_asked, *peers]
         self.aggregator.sent -= len(peers)
 
     def _note_failures(self, failures: list[tuple[Address, str]] | None) -> None:
@@ -358,6 +396,8 @@ class RequestInFlight(RoutingEntry):
         self._taken += 1
         forged = self._forged
         if forged is not None and peer_reply.address in forged:
+            if self._arrived:
+                self._arrived.pop(peer_reply.address, None)
             return False
         if self._places is not None:
             self._places.answered(peer_reply.address)
