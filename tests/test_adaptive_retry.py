@@ -572,6 +572,15 @@ async def test_a_first_retry_time_past_before_the_first_send_does_not_stop_the_f
         assert client.stats.retransmitted >= 3
 
 
+async def _read_after_a_stall(client: Any, sender: socket.socket, seconds: float) -> None:
+    """A datagram sent to ``client`` while its event loop is held up ``seconds``
+    (it waits that long unread, the first one read, with its stamp); until read."""
+    sender.sendto(b"stalled", client.local_address)
+    time.sleep(seconds)  # noqa: ASYNC251 - the event loop held up
+    while client.stats.malformed < 1:
+        await trio.lowlevel.checkpoint()
+
+
 async def test_a_lag_that_has_stood_its_time_says_nothing_of_datagrams_waiting_later() -> None:
     # Real time. One datagram waits half a second unread (the event loop
     # held up): the reading lagged that much. Once that long has passed
@@ -583,10 +592,7 @@ async def test_a_lag_that_has_stood_its_time_says_nothing_of_datagrams_waiting_l
         async with open_confd_client(KEY, [peer.getsockname()]) as client:
             router = client._router
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                sender.sendto(b"stalled", client.local_address)
-                time.sleep(0.5)  # noqa: ASYNC251 - the event loop held up
-                while client.stats.malformed < 1:
-                    await trio.lowlevel.checkpoint()
+                await _read_after_a_stall(client, sender, 0.5)
                 assert 0.5 <= router.reading_lag() < 5
                 assert router.unread() == (False, None)  # nothing waits
                 await trio.sleep(router.reading_lag() + 0.01)
@@ -607,10 +613,7 @@ async def test_the_lag_stands_for_its_time_on_trios_clock_not_the_wall_clock(
         async with open_confd_client(KEY, [peer.getsockname()]) as client:
             router = client._router
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                sender.sendto(b"stalled", client.local_address)
-                time.sleep(0.2)  # noqa: ASYNC251 - the event loop held up
-                while client.stats.malformed < 1:
-                    await trio.lowlevel.checkpoint()
+                await _read_after_a_stall(client, sender, 0.2)
                 lag = router.reading_lag()
                 assert 0.2 <= lag < 5
                 mock_clock.jump(lag / 2)

@@ -380,38 +380,8 @@ async def test_a_reply_from_a_peer_not_asked_yet_is_refused_and_never_counted(
     # The verdict counts only replies from peers asked; the third's own
     # reply, once it is asked, counts (the second's is refused as a second
     # reply from it: an attacker able to do this can deny service anyway).
-    from trioconfd.testing._simnet import SimulatedSocket
-
-    deliver = SimulatedSocket.deliver
-    client_socket: list[Any] = []
-    peers: list[Any] = []
-
-    def spoofing_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
-        deliver(self, datagram, source)
-        if client_socket and self is client_socket[0] and tuple(source[:2]) == peers[0]:
-            for other in peers[1:]:
-                deliver(self, datagram, other)
-
-    monkeypatch.setattr(SimulatedSocket, "deliver", spoofing_deliver)
     copies: list[tuple[float, Any]] = []
-    send = SimulatedSocket.sendto
-
-    async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
-        if client_socket and self is client_socket[0]:
-            await trio.sleep(0.06)
-            copies.append((trio.current_time(), args[-1]))
-        return await send(self, *args)
-
-    monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
-    retry = trioconfd.RetryPolicy(initial=0.1, hedge_after=None)
-    async with (
-        open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port, retry=retry) as client,
-    ):
-        client_socket.append(client._router.socket)
-        peers.extend(cluster.peers)
-        result = await client.query(RequestType.PING, coverage=-1, timeout=5)
-        stats = client.stats
+    result, stats, peers = await _spoofed_query(monkeypatch, 5, copies)
     first, second, third = peers
     assert [peer for _, peer in copies] == [first, second, third]  # then resumed
     assert copies[1][0] > 0.1  # the second send, cut at the first wake, went after it
@@ -477,8 +447,14 @@ def _spoofing(monkeypatch: pytest.MonkeyPatch, client_socket: list[Any], peers: 
     monkeypatch.setattr(SimulatedSocket, "deliver", spoofing_deliver)
 
 
-def _slow_sends(monkeypatch: pytest.MonkeyPatch, client_socket: list[Any], seconds: float) -> None:
-    """Each send from ``client_socket[0]`` waits ``seconds`` first (a full buffer)."""
+def _slow_sends(
+    monkeypatch: pytest.MonkeyPatch,
+    client_socket: list[Any],
+    seconds: float,
+    copies: list[tuple[float, Any]] | None = None,
+) -> None:
+    """Each send from ``client_socket[0]`` waits ``seconds`` first (a full buffer);
+    each that goes, with when, goes on ``copies``."""
     from trioconfd.testing._simnet import SimulatedSocket
 
     send = SimulatedSocket.sendto
@@ -486,20 +462,22 @@ def _slow_sends(monkeypatch: pytest.MonkeyPatch, client_socket: list[Any], secon
     async def slow_sendto(self: SimulatedSocket, *args: Any) -> int:
         if client_socket and self is client_socket[0]:
             await trio.sleep(seconds)
+            if copies is not None:
+                copies.append((trio.current_time(), args[-1]))
         return await send(self, *args)
 
     monkeypatch.setattr(SimulatedSocket, "sendto", slow_sendto)
 
 
-async def test_a_copy_refused_at_a_wake_and_again_at_the_deadline_is_counted_once(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The second peer's send is cut at the first wake (0.1 s), after a copy
-    # "from" it was accepted; its resumed send is cut again by the deadline.
+async def _spoofed_query(
+    monkeypatch: pytest.MonkeyPatch, timeout: float, copies: list[tuple[float, Any]] | None = None
+) -> tuple[trioconfd.QueryResult, trioconfd.ClientStats, list[Any]]:
+    """A query to 3 peers whose client's sends each wait 60 ms, the first
+    peer's replies copied "from" the others; its verdict, stats, and the peers."""
     client_socket: list[Any] = []
     peers: list[Any] = []
     _spoofing(monkeypatch, client_socket, peers)
-    _slow_sends(monkeypatch, client_socket, 0.06)
+    _slow_sends(monkeypatch, client_socket, 0.06, copies)
     retry = trioconfd.RetryPolicy(initial=0.1, hedge_after=None)
     async with (
         open_simulated_cluster([CONFIG] * 3, KEY) as cluster,
@@ -507,8 +485,16 @@ async def test_a_copy_refused_at_a_wake_and_again_at_the_deadline_is_counted_onc
     ):
         client_socket.append(client._router.socket)
         peers.extend(cluster.peers)
-        result = await client.query(RequestType.PING, coverage=-1, timeout=0.15)
-        stats = client.stats
+        result = await client.query(RequestType.PING, coverage=-1, timeout=timeout)
+        return result, client.stats, peers
+
+
+async def test_a_copy_refused_at_a_wake_and_again_at_the_deadline_is_counted_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second peer's send is cut at the first wake (0.1 s), after a copy
+    # "from" it was accepted; its resumed send is cut again by the deadline.
+    result, stats, _ = await _spoofed_query(monkeypatch, 0.15)
     assert (result.sent, result.received) == (1, 1)
     assert (stats.accepted, stats.unexpected_peer) == (1, 2)
 
