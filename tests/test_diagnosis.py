@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -367,3 +368,49 @@ async def test_silence_beside_an_authentic_reply_blames_no_key() -> None:
     )
     assert result.round_trip is not None  # measured by that reply
     assert result.round_trip < 0.3
+
+
+class _QueuedErrors:
+    """A socket whose error queue is a list: a read finding it empty waits."""
+
+    family = socket.AF_INET
+
+    def __init__(self) -> None:
+        self.queue: list[int] = []
+        self.found_empty = trio.Event()
+
+    async def recvmsg(self, bufsize: int, ancbufsize: int, flags: int) -> tuple[Any, ...]:
+        assert flags == socket.MSG_ERRQUEUE
+        if not self.queue:
+            self.found_empty.set()
+            await trio.sleep_forever()
+        await trio.lowlevel.checkpoint()
+        extended = struct.pack("=IB", self.queue.pop(0), 2).ljust(16, b"\0")
+        return b"", [(socket.IPPROTO_IP, 11, extended)], 0, ("127.0.0.2", 1814)
+
+
+async def test_errors_that_come_while_the_queue_is_read_are_read_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A task reads the queue and finds it empty; an error comes, another task
+    # meets it and asks for the queue to be read: the one reading reads it
+    # once more. (Left there, with its signal taken, it kept the socket
+    # signalling and the receive tasks spinning, one run in 20.)
+    from trioconfd._udp import ErrorQueue
+
+    sock = _QueuedErrors()
+    queue = ErrorQueue(sock)  # type: ignore[arg-type]
+    sock.queue.append(errno.ECONNREFUSED)
+    drained: list[list[tuple[tuple[str, int], int]]] = []
+
+    async def drain() -> None:
+        drained.append(await queue.drain())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await sock.found_empty.wait()
+        sock.queue.append(errno.EHOSTUNREACH)
+        assert await queue.drain() == []  # the other task: the one reading reads it
+    peer = ("127.0.0.2", 1814)
+    assert drained == [[(peer, errno.ECONNREFUSED), (peer, errno.EHOSTUNREACH)]]
+    assert sock.queue == []

@@ -160,6 +160,9 @@ class ErrorQueue:
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self._socket = sock
         self._draining = False
+        # Asked again while draining: errors may have come after the reading
+        # found the queue empty (their signal taken by whoever asked).
+        self._asked_again = False
 
     @classmethod
     def attach(cls, sock: Any) -> ErrorQueue | None:
@@ -180,14 +183,24 @@ class ErrorQueue:
         """Each queued error's peer (the address the datagram went to) and errno.
 
         One task at a time reads the queue, to its end (a read that finds
-        nothing in :data:`_EMPTY_WAIT`); another asking meanwhile gets ``[]``:
-        the one reading will have read its error too.
+        nothing in :data:`_EMPTY_WAIT`); another asking meanwhile gets ``[]``,
+        and the one reading reads it to its end once more when done: the
+        errors that made the other ask may have come after it found the queue
+        empty. (Left in the queue, with the socket's error flag taken by that
+        other task's read, they would keep the socket signalling, and its
+        readers spinning, with nobody to read them.)
         """
         if self._draining:
+            self._asked_again = True
             return []
         self._draining = True
         try:
-            return await self._read_to_the_end()
+            errors: list[tuple[tuple[str, int], int]] = []
+            while True:
+                self._asked_again = False
+                errors += await self._read_to_the_end()
+                if not self._asked_again:
+                    return errors
         finally:
             self._draining = False
 
