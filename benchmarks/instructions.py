@@ -19,6 +19,12 @@ own work too (planning each query's first retransmission, moving its
 cancel scope's deadline to it), with its times too far off (30 s) for any
 retransmission to fire. Counts at 3 or more peers move by about 3% from
 run to run (how many replies each read finds), at 1 peer by under 1%.
+
+``--cache`` also simulates the caches (slower still): the first-level data
+cache's misses a query, and the misses of this core's second-level cache
+(read from sysfs, simulated as cachegrind's last level). Memory a query
+touches that is no longer in that cache (256 queries' objects outgrow it)
+costs time that no instruction count shows.
 """
 
 from __future__ import annotations
@@ -43,15 +49,41 @@ SCHEDULES = {
     "planned": trioconfd.RetryPolicy(initial=30.0, max_interval=30.0, max_timeout=30.0),
 }
 KEY = b"instructions key\n"
-_I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+#: What a run counts: cachegrind's name for each figure, as its report spells it.
+COUNTERS = {"instructions": "I refs", "D1 misses": "D1 misses", "L2 misses": "LL misses"}
+_L2 = Path("/sys/devices/system/cpu/cpu0/cache/index2")
+
+
+def counter_of(report: str, name: str) -> int:
+    """One figure of cachegrind's report (its stderr), by its name there ("I refs")."""
+    pattern = r"\s+".join(map(re.escape, name.split())) + r":\s+([\d,]+)"
+    found = re.search(pattern, report)
+    if found is None:
+        raise ValueError(f"no {name!r} line in cachegrind's report")
+    return int(found.group(1).replace(",", ""))
 
 
 def instructions_of(report: str) -> int:
     """The instructions cachegrind counted, from its report (its stderr)."""
-    found = _I_REFS.search(report)
-    if found is None:
-        raise ValueError("no 'I refs' line in cachegrind's report")
-    return int(found.group(1).replace(",", ""))
+    return counter_of(report, COUNTERS["instructions"])
+
+
+def second_level_cache(sysfs: Path = _L2) -> str:
+    """This core's second-level cache as cachegrind's ``--LL`` wants it: size,
+    ways, line size, in bytes (from sysfs)."""
+    try:
+        level = (sysfs / "level").read_text().strip()
+        size = (sysfs / "size").read_text().strip()
+        ways = int((sysfs / "ways_of_associativity").read_text())
+        line = int((sysfs / "coherency_line_size").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"--cache: cannot read the second-level cache from {sysfs}: {exc}"
+        ) from None
+    units = {"K": 1 << 10, "M": 1 << 20}
+    if level != "2" or not size[:-1].isdigit() or size[-1] not in units:
+        raise SystemExit(f"--cache: {sysfs} is not a second-level cache of a known size ({size!r})")
+    return f"{int(size[:-1]) * units[size[-1]]},{ways},{line}"
 
 
 def client_main(spec: dict[str, Any]) -> None:
@@ -80,13 +112,15 @@ def client_main(spec: dict[str, Any]) -> None:
     print(json.dumps({"timeouts": figures["timeouts"]}))
 
 
-def _count(code: Path, spec: dict[str, Any]) -> int:
-    """Instructions one child run executes under cachegrind."""
+def _count(code: Path, spec: dict[str, Any], cache: str | None) -> dict[str, int]:
+    """What one child run counts under cachegrind: its instructions, and with
+    ``cache`` (the second-level cache to simulate) its misses too."""
+    simulation = ["--cache-sim=no"] if cache is None else ["--cache-sim=yes", f"--LL={cache}"]
     done = subprocess.run(
         [
             "valgrind",
             "--tool=cachegrind",
-            "--cache-sim=no",
+            *simulation,
             "--cachegrind-out-file=/dev/null",
             sys.executable,
             str(SCRIPT),
@@ -102,17 +136,21 @@ def _count(code: Path, spec: dict[str, Any]) -> int:
     )
     if json.loads(done.stdout.strip().splitlines()[-1])["timeouts"]:
         raise RuntimeError(f"queries timed out under cachegrind: {spec}")
-    return instructions_of(done.stderr)
+    counted = COUNTERS if cache is not None else {"instructions": COUNTERS["instructions"]}
+    return {figure: counter_of(done.stderr, name) for figure, name in counted.items()}
 
 
-async def _measure(args: argparse.Namespace, before: Path | None) -> dict[str, float]:
+async def _measure(
+    args: argparse.Namespace, before: Path | None
+) -> dict[str, float] | dict[str, dict[str, float]]:
     from ._revisions import ROOT
     from .baselines import open_daemons
 
     programs = [("shape floor", ROOT, "floor"), ("trioconfd", ROOT, "trioconfd")]
     if before is not None:
         programs.append((f"trioconfd at {args.before}", before, "trioconfd"))
-    figures = {}
+    cache = second_level_cache() if args.cache else None
+    figures: dict[str, dict[str, float]] = {}
     async with open_daemons(KEY, args.peers) as daemons:
         base = {
             "peers": [list(daemon.address) for daemon in daemons],
@@ -121,10 +159,20 @@ async def _measure(args: argparse.Namespace, before: Path | None) -> dict[str, f
         }
         for name, code, program in programs:
             spec = {**base, "program": program}
-            small = await trio.to_thread.run_sync(_count, code, {**spec, "queries": args.small})
-            large = await trio.to_thread.run_sync(_count, code, {**spec, "queries": args.large})
-            figures[name] = (large - small) / (args.large - args.small)
-            print(f"  {name:<32} {figures[name]:>12,.0f}", flush=True)
+            small = await trio.to_thread.run_sync(
+                _count, code, {**spec, "queries": args.small}, cache
+            )
+            large = await trio.to_thread.run_sync(
+                _count, code, {**spec, "queries": args.large}, cache
+            )
+            figures[name] = {
+                figure: (large[figure] - small[figure]) / (args.large - args.small)
+                for figure in large
+            }
+            row = "".join(f" {count:>12,.0f}" for count in figures[name].values())
+            print(f"  {name:<32}{row}", flush=True)
+    if cache is None:  # the instructions alone, as before
+        return {name: row["instructions"] for name, row in figures.items()}
     return figures
 
 
@@ -142,6 +190,11 @@ def main(argv: list[str] | None = None) -> None:
         default="off",
         help="trioconfd's retry schedule (default off; planned: the default one, never firing)",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="also simulate the caches: D1 and second-level misses a query",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.client:
@@ -155,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"instructions a query, {args.peers} peer(s), {args.in_flight} in flight, "
         f"retry schedule {args.schedule}"
+        + (f"; then D1 and L2 ({second_level_cache()}) misses" if args.cache else "")
     )
     if args.before is None:
         figures = trio.run(_measure, args, None)

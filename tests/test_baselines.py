@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -176,3 +177,35 @@ def test_the_instruction_count_is_read_from_cachegrinds_report() -> None:
     assert instructions.instructions_of(report) == 1_021_183_203
     with pytest.raises(ValueError, match="I refs"):
         instructions.instructions_of("==7== Command: python\n")
+
+
+def test_cache_misses_are_read_from_cachegrinds_report() -> None:
+    report = (
+        "==7== I   refs:      1,021,183,203\n==7== D1  misses:       14,516,181  "
+        "( 12,476,496 rd   +   2,039,685 wr)\n==7== LL misses:           369,714  "
+        "(     92,402 rd   +     277,312 wr)\n"
+    )
+    counted = {
+        figure: instructions.counter_of(report, name)
+        for figure, name in instructions.COUNTERS.items()
+    }
+    assert counted == {"instructions": 1_021_183_203, "D1 misses": 14_516_181, "L2 misses": 369_714}
+    with pytest.raises(ValueError, match="LL misses"):
+        instructions.counter_of("==7== I   refs:      1\n", "LL misses")
+
+
+def test_the_second_level_cache_is_read_from_sysfs(tmp_path: Path) -> None:
+    for name, text in (
+        ("level", "2\n"),
+        ("size", "1024K\n"),
+        ("ways_of_associativity", "8\n"),
+        ("coherency_line_size", "64\n"),
+    ):
+        (tmp_path / name).write_text(text)
+    assert instructions.second_level_cache(tmp_path) == "1048576,8,64"
+    (tmp_path / "level").write_text("3\n")  # a third-level cache is not asked for
+    with pytest.raises(SystemExit, match="not a second-level cache"):
+        instructions.second_level_cache(tmp_path)
+    (tmp_path / "ways_of_associativity").unlink()
+    with pytest.raises(SystemExit, match="cannot read the second-level cache"):
+        instructions.second_level_cache(tmp_path)
