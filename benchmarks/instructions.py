@@ -50,7 +50,7 @@ SCHEDULES = {
 }
 KEY = b"instructions key\n"
 #: What a run counts: cachegrind's name for each figure, as its report spells it.
-COUNTERS = {"instructions": "I refs", "D1 misses": "D1 misses", "L2 misses": "LL misses"}
+COUNTERS = {"instructions": "I refs", "D1 misses": "D1 misses", "L2 misses": "LLd misses"}
 _L2 = Path("/sys/devices/system/cpu/cpu0/cache/index2")
 
 
@@ -81,9 +81,17 @@ def second_level_cache(sysfs: Path = _L2) -> str:
             f"--cache: cannot read the second-level cache from {sysfs}: {exc}"
         ) from None
     units = {"K": 1 << 10, "M": 1 << 20}
-    if level != "2" or not size[:-1].isdigit() or size[-1] not in units:
+    if level != "2" or not size[:-1].isascii() or not size[:-1].isdigit() or size[-1] not in units:
         raise SystemExit(f"--cache: {sysfs} is not a second-level cache of a known size ({size!r})")
-    return f"{int(size[:-1]) * units[size[-1]]},{ways},{line}"
+    total = int(size[:-1]) * units[size[-1]]
+    sets = total // (ways * line) if ways > 0 and line > 0 else 0
+    if sets < 1 or sets * ways * line != total or sets & (sets - 1) or line & (line - 1):
+        # cachegrind simulates only power-of-two sets and lines
+        raise SystemExit(
+            f"--cache: {sysfs} gives a geometry cachegrind cannot simulate: "
+            f"{total} bytes, {ways} ways, {line}-byte lines"
+        )
+    return f"{total},{ways},{line}"
 
 
 def client_main(spec: dict[str, Any]) -> None:
@@ -131,9 +139,11 @@ def _count(code: Path, spec: dict[str, Any], cache: str | None) -> dict[str, int
         cwd=code,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=1800,
     )
+    if done.returncode:
+        raise RuntimeError(f"valgrind failed ({done.returncode}): {done.stderr[-2000:]}")
     if json.loads(done.stdout.strip().splitlines()[-1])["timeouts"]:
         raise RuntimeError(f"queries timed out under cachegrind: {spec}")
     counted = COUNTERS if cache is not None else {"instructions": COUNTERS["instructions"]}

@@ -183,15 +183,16 @@ def test_cache_misses_are_read_from_cachegrinds_report() -> None:
     report = (
         "==7== I   refs:      1,021,183,203\n==7== D1  misses:       14,516,181  "
         "( 12,476,496 rd   +   2,039,685 wr)\n==7== LL misses:           369,714  "
-        "(     92,402 rd   +     277,312 wr)\n"
+        "(     92,402 rd   +     277,312 wr)\n==7== LLd misses:          348,964  "
+        "(     71,652 rd   +     277,312 wr)\n"
     )
     counted = {
         figure: instructions.counter_of(report, name)
         for figure, name in instructions.COUNTERS.items()
     }
-    assert counted == {"instructions": 1_021_183_203, "D1 misses": 14_516_181, "L2 misses": 369_714}
-    with pytest.raises(ValueError, match="LL misses"):
-        instructions.counter_of("==7== I   refs:      1\n", "LL misses")
+    assert counted == {"instructions": 1_021_183_203, "D1 misses": 14_516_181, "L2 misses": 348_964}
+    with pytest.raises(ValueError, match="LLd misses"):
+        instructions.counter_of("==7== I   refs:      1\n", "LLd misses")
 
 
 def test_the_second_level_cache_is_read_from_sysfs(tmp_path: Path) -> None:
@@ -203,6 +204,17 @@ def test_the_second_level_cache_is_read_from_sysfs(tmp_path: Path) -> None:
     ):
         (tmp_path / name).write_text(text)
     assert instructions.second_level_cache(tmp_path) == "1048576,8,64"
+    (tmp_path / "ways_of_associativity").write_text("10\n")  # 1638.4 sets
+    with pytest.raises(SystemExit, match="cannot simulate"):
+        instructions.second_level_cache(tmp_path)
+    (tmp_path / "ways_of_associativity").write_text("0\n")
+    with pytest.raises(SystemExit, match="cannot simulate"):
+        instructions.second_level_cache(tmp_path)
+    (tmp_path / "ways_of_associativity").write_text("8\n")
+    (tmp_path / "size").write_text("\u00b2K\n")  # a digit to isdigit(), not to int()
+    with pytest.raises(SystemExit, match="not a second-level cache"):
+        instructions.second_level_cache(tmp_path)
+    (tmp_path / "size").write_text("1024K\n")
     (tmp_path / "level").write_text("3\n")  # a third-level cache is not asked for
     with pytest.raises(SystemExit, match="not a second-level cache"):
         instructions.second_level_cache(tmp_path)

@@ -393,13 +393,16 @@ async def test_errors_that_come_while_the_queue_is_read_are_read_too(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # A task reads the queue and finds it empty; an error comes, another task
-    # meets it and asks for the queue to be read: the one reading reads it
-    # once more. (Left there, with its signal taken, it kept the socket
-    # signalling and the receive tasks spinning, one run in 20.)
+    # meets it and asks for the queue to be read: the drain then has it read
+    # again. (Left there, with its signal taken, it kept the socket
+    # signalling and the receive tasks spinning, one run in 20.) One pass a
+    # drain: what it read comes back at once, and a flood of errors cannot
+    # keep one drain going.
     from trioconfd._udp import ErrorQueue
 
     sock = _QueuedErrors()
-    queue = ErrorQueue(sock)  # type: ignore[arg-type]
+    asked_again: list[int] = []
+    queue = ErrorQueue(sock, read_again=lambda: asked_again.append(len(sock.queue)))  # type: ignore[arg-type]
     sock.queue.append(errno.ECONNREFUSED)
     drained: list[list[tuple[tuple[str, int], int]]] = []
 
@@ -410,7 +413,30 @@ async def test_errors_that_come_while_the_queue_is_read_are_read_too(
         nursery.start_soon(drain)
         await sock.found_empty.wait()
         sock.queue.append(errno.EHOSTUNREACH)
-        assert await queue.drain() == []  # the other task: the one reading reads it
+        assert await queue.drain() == []  # the other task: the one reading has it read again
     peer = ("127.0.0.2", 1814)
-    assert drained == [[(peer, errno.ECONNREFUSED), (peer, errno.EHOSTUNREACH)]]
+    assert drained == [[(peer, errno.ECONNREFUSED)]]
+    assert asked_again == [1]  # once, with the new error still queued
+    # The next drain (a receive task's, in the client) reads what was left.
+    assert await queue.drain() == [(peer, errno.EHOSTUNREACH)]
     assert sock.queue == []
+    assert asked_again == [1]  # nobody asked during that drain
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the error queue is Linux's")
+async def test_a_drain_asked_for_meanwhile_is_done_again_by_a_receive_task() -> None:
+    async with open_confd_client(b"key", [("127.0.0.1", 9)]) as client:
+        router = client._router
+        queue = router.error_queue
+        assert queue is not None
+        drained = trio.Event()
+        drain = queue.drain
+
+        async def counted() -> list[tuple[tuple[str, int], int]]:
+            drained.set()
+            return await drain()
+
+        queue.drain = counted  # type: ignore[method-assign]
+        queue._read_again()  # as a drain that was asked for meanwhile ends
+        with trio.fail_after(5):
+            await drained.wait()

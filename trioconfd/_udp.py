@@ -157,17 +157,20 @@ class ErrorQueue:
     readers would wake for nothing.
     """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(
+        self, sock: trio.socket.SocketType, read_again: Callable[[], None] = lambda: None
+    ) -> None:
         self._socket = sock
+        self._read_again = read_again
         self._draining = False
-        # Asked again while draining: errors may have come after the reading
-        # found the queue empty (their signal taken by whoever asked).
+        # Asked while draining: errors may have come after the reading found
+        # the queue empty (their signal taken by whoever asked).
         self._asked_again = False
 
     @classmethod
-    def attach(cls, sock: Any) -> ErrorQueue | None:
+    def attach(cls, sock: Any, read_again: Callable[[], None] = lambda: None) -> ErrorQueue | None:
         """Ask ``sock``'s kernel to queue its ICMP errors; None where it cannot (not
-        Linux, a custom socket)."""
+        Linux, a custom socket). ``read_again``: see :meth:`drain`."""
         if sys.platform != "linux" or not hasattr(sock, "recvmsg"):
             return None
         try:
@@ -177,32 +180,34 @@ class ErrorQueue:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
         except (OSError, NotImplementedError, AttributeError, TypeError, ValueError):
             return None
-        return cls(sock)
+        return cls(sock, read_again)
 
     async def drain(self) -> list[tuple[tuple[str, int], int]]:
         """Each queued error's peer (the address the datagram went to) and errno.
 
         One task at a time reads the queue, to its end (a read that finds
-        nothing in :data:`_EMPTY_WAIT`); another asking meanwhile gets ``[]``,
-        and the one reading reads it to its end once more when done: the
-        errors that made the other ask may have come after it found the queue
-        empty. (Left in the queue, with the socket's error flag taken by that
-        other task's read, they would keep the socket signalling, and its
-        readers spinning, with nobody to read them.)
+        nothing in :data:`_EMPTY_WAIT`); another asking meanwhile gets ``[]``.
+        The errors that made it ask may have come after the reading found the
+        queue empty, and the socket's error flag was taken by that other
+        task's read: left there, they would keep the socket signalling, and
+        its readers spinning, with nobody to read them. So a drain that was
+        asked for meanwhile ends by calling ``read_again`` (the client has a
+        receive task drain the queue once more, after the others' turn): one
+        pass a drain, what it read returned at once, however long errors
+        keep coming.
         """
         if self._draining:
             self._asked_again = True
             return []
         self._draining = True
+        self._asked_again = False
         try:
-            errors: list[tuple[tuple[str, int], int]] = []
-            while True:
-                self._asked_again = False
-                errors += await self._read_to_the_end()
-                if not self._asked_again:
-                    return errors
+            errors = await self._read_to_the_end()
         finally:
             self._draining = False
+        if self._asked_again:
+            self._read_again()
+        return errors
 
     async def _read_to_the_end(self) -> list[tuple[tuple[str, int], int]]:
         sock = self._socket

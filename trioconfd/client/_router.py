@@ -118,7 +118,7 @@ class Router:
         self.rtt: dict[Address, RttEstimate] = {}
         #: the ICMP errors the socket was sent, by the peer they were about
         #: (Linux; None where the kernel cannot say, as on a custom socket)
-        self.error_queue = ErrorQueue.attach(sock)
+        self.error_queue = ErrorQueue.attach(sock, read_again=self._have_errors_read)
         #: whether the socket holds replies not read yet (None where the
         #: kernel cannot be asked, as on a custom socket)
         self.holds_unread = unread_datagram_check(sock)
@@ -301,9 +301,10 @@ class Router:
         raise error
 
     def _have_errors_read(self) -> None:
-        """A send met an error of the queue: the receive tasks, the socket's only
-        readers, are to read the queue (their reads cancelled; one not yet
-        reading sees the flag first)."""
+        """A send met an error of the queue, or a drain was asked for while
+        another read it: the receive tasks, the socket's only readers, are to
+        read the queue (their reads cancelled; one not yet reading sees the
+        flag first)."""
         self._errors_pending = True
         for reading in self._reading:
             reading.cancel()
@@ -327,7 +328,10 @@ class Router:
         failure: BaseException | None = None
         try:
             while True:
-                if self._errors_pending:
+                # Until no drain was asked for while one read (its errors
+                # left in the queue would keep the socket signalling: a read
+                # of the socket would spin in Trio's wait for it).
+                while self._errors_pending:
                     self._errors_pending = False
                     await self.read_network_errors()
                 # One scope for as long as nothing cancels it: a send that met
