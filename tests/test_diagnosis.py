@@ -440,3 +440,46 @@ async def test_a_drain_asked_for_meanwhile_is_done_again_by_a_receive_task() -> 
         queue._read_again()  # as a drain that was asked for meanwhile ends
         with trio.fail_after(5):
             await drained.wait()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the error queue is Linux's")
+async def test_a_receive_task_drains_again_before_it_reads_the_socket() -> None:
+    # A receive task drains the queue from the top of its loop, and another
+    # drain is asked for meanwhile: that task drains once more before it
+    # reads the socket (a read first would wait on a socket that signals
+    # for the errors left queued, and spin).
+    async with open_confd_client(b"key", [("127.0.0.1", 9)]) as client:
+        router = client._router
+        queue = router.error_queue
+        assert queue is not None
+        seen: list[tuple[trio.lowlevel.Task, str]] = []
+        hold, holding = trio.Event(), trio.Event()
+        read_to_the_end = queue._read_to_the_end
+
+        async def one_pass() -> list[tuple[tuple[str, int], int]]:
+            seen.append((trio.lowlevel.current_task(), "drain"))
+            if not hold.is_set():  # the first pass is held
+                holding.set()
+                await hold.wait()
+            return await read_to_the_end()
+
+        def noting(method: Any) -> Any:
+            async def read(*args: Any) -> Any:
+                if not (len(args) > 2 and args[2] & socket.MSG_ERRQUEUE):
+                    seen.append((trio.lowlevel.current_task(), "read"))
+                return await method(*args)
+
+            return read
+
+        queue._read_to_the_end = one_pass  # type: ignore[method-assign]
+        router.socket.recvfrom = noting(router.socket.recvfrom)  # type: ignore[method-assign]
+        router.socket.recvmsg = noting(router.socket.recvmsg)  # type: ignore[method-assign]
+        router._have_errors_read()  # the receive tasks leave their reads, and one drains
+        with trio.fail_after(5):
+            await holding.wait()
+            assert await queue.drain() == []  # asked for meanwhile
+            hold.set()
+            await trio.sleep(0.05)
+        drainer = seen[0][0]
+        assert seen[0][1] == "drain"
+        assert [what for task, what in seen if task is drainer][:2] == ["drain", "drain"]

@@ -191,10 +191,10 @@ class ErrorQueue:
         queue empty, and the socket's error flag was taken by that other
         task's read: left there, they would keep the socket signalling, and
         its readers spinning, with nobody to read them. So a drain that was
-        asked for meanwhile ends by calling ``read_again`` (the client has a
-        receive task drain the queue once more, after the others' turn): one
-        pass a drain, what it read returned at once, however long errors
-        keep coming.
+        asked for meanwhile ends by calling ``read_again``: the client has a
+        receive task drain the queue once more before it reads the socket.
+        One pass a drain: what it read is returned at once, however long
+        errors keep coming (a task may then drain pass after pass).
         """
         if self._draining:
             self._asked_again = True

@@ -131,9 +131,10 @@ class Router:
         self._lag: float | None = None
         self._lag_read_at = 0.0
         #: each receive task's cancel scope while it reads: a send that met
-        #: an error of the queue cancels them, and they read the queue
+        #: an error of the queue, or a drain asked for while another read it,
+        #: cancels them, and they read the queue
         self._reading: set[trio.CancelScope] = set()
-        #: a send met an error of the queue: a receive task is to read it
+        #: the queue is to be read again (see the above): a receive task does
         self._errors_pending = False
         #: each peer the network last said was unreachable: when, and the errno
         self.unreachable: dict[Address, tuple[float, int]] = {}
@@ -335,7 +336,8 @@ class Router:
                     self._errors_pending = False
                     await self.read_network_errors()
                 # One scope for as long as nothing cancels it: a send that met
-                # an error of the queue does, and this task reads the queue.
+                # an error of the queue does, or a drain asked for while
+                # another read it, and this task reads the queue.
                 with trio.CancelScope() as reading:
                     self._reading.add(reading)
                     try:
