@@ -14,6 +14,7 @@ from ..protocol import (
     Query,
     RequestType,
 )
+from ..protocol._messages import new_request
 
 
 def check_timeout(timeout: float | None) -> float:
@@ -33,7 +34,7 @@ def as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) 
         if query is not None:
             raise ConfdArgumentError("give a query either inside the ConfdRequest or beside a type")
         return type_or_request
-    return ConfdRequest(type_or_request, query)  # type: ignore[arg-type]
+    return new_request(type_or_request, query)
 
 
 def choose_targets(peers: list[Address], coverage: int, rng: random.Random) -> list[Address]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
 from ._constants import ReplyStatus
+from ._frozen import quick_constructor
 from ._messages import ConfdReply
 from ._quorum import QuorumRule, needed_replies, quorum_of
 
@@ -272,6 +273,10 @@ def _equal_without_recursion(first: Any, second: Any) -> bool:
     return True
 
 
+#: A QueryResult made at a plain dataclass's cost (once a query).
+_new_result = quick_constructor(QueryResult)
+
+
 class ReplyAggregator:
     """Feed it one (peer, reply) at a time; it keeps the verdict up to date.
 
@@ -337,6 +342,6 @@ class ReplyAggregator:
         """The verdict so far."""
         # (best, replies, sent, needed, timed_out, consistent): by position,
         # as each query makes one.
-        return QueryResult(
+        return _new_result(
             self.best, tuple(self.replies), self.sent, self.needed, timed_out, self.consistent
         )

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from ._constants import PROTOCOL_VERSION, ErrorCode, ReplyStatus, RequestType
 from ._errors import ConfdArgumentError, ConfdArgumentTypeError
+from ._frozen import quick_constructor
 
 #: What a request's ``query`` may be on the wire: null, a string, or a dict
 #: keyed by :class:`QueryKey` values.
@@ -50,6 +51,13 @@ def new_rsalt() -> str:
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
+def _check_query(query: object) -> None:
+    if query is not None and not isinstance(query, str | Mapping):
+        raise ConfdArgumentTypeError(
+            f"query must be None, a string or a dict, not {type(query).__name__}"
+        )
+
+
 def _as_request_type(value: object) -> RequestType:
     if isinstance(value, RequestType):
         return value
@@ -87,10 +95,7 @@ class ConfdRequest:
         object.__setattr__(self, "type", _as_request_type(self.type))
         if not isinstance(self.rsalt, str):
             raise ConfdArgumentTypeError(f"rsalt must be a string, not {self.rsalt!r}")
-        if self.query is not None and not isinstance(self.query, str | Mapping):
-            raise ConfdArgumentTypeError(
-                f"query must be None, a string or a dict, not {type(self.query).__name__}"
-            )
+        _check_query(self.query)
 
     @property
     def sent(self) -> bool:
@@ -113,6 +118,18 @@ class ConfdRequest:
             "query": self.query,
             "rsalt": self.rsalt,
         }
+
+
+# Its checks are new_request's own.
+_quick_request = quick_constructor(ConfdRequest, checked_by_caller=True)
+
+
+def new_request(type: RequestType | int, query: Query = None) -> ConfdRequest:
+    """``ConfdRequest(type, query)`` (a fresh rsalt), at a plain dataclass's cost:
+    a query made from a type makes one."""
+    request_type = _as_request_type(type)
+    _check_query(query)
+    return _quick_request(request_type, query)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from ._errors import (
     ConfdSignatureError,
     ConfdUnknownSaltError,
 )
+from ._frozen import quick_constructor
 from ._messages import ConfdReply, ConfdRequest
 
 _MAGIC_LEN = len(MAGIC)
@@ -365,6 +366,8 @@ def _int_field(message: dict[str, Any], name: str) -> int:
 
 
 _STATUSES = {int(s): s for s in ReplyStatus}
+#: A ConfdReply made at a plain dataclass's cost (once a reply).
+_new_reply = quick_constructor(ConfdReply)
 
 
 def unpack_reply(
@@ -399,7 +402,7 @@ def unpack_reply(
         or "answer" not in message
     ):
         _refuse_reply_fields(message)
-    reply = ConfdReply(_STATUSES[status], message["answer"], serial, protocol)
+    reply = _new_reply(_STATUSES[status], message["answer"], serial, protocol)
     return reply, salt
 
 
