@@ -24,8 +24,10 @@ from trioconfd import (
     RetryPolicy,
     open_confd_client,
 )
+from trioconfd._udp import ErrorQueue
 from trioconfd.cli._exits import EXIT_TIMEOUT
 from trioconfd.client import format_address
+from trioconfd.client._router import Router
 from trioconfd.protocol import pack_reply, unpack_request
 from trioconfd.testing import Faults, make_cluster_config, open_simulated_cluster
 
@@ -398,8 +400,6 @@ async def test_errors_that_come_while_the_queue_is_read_are_read_too(
     # signalling and the receive tasks spinning, one run in 20.) One pass a
     # drain: what it read comes back at once, and a flood of errors cannot
     # keep one drain going.
-    from trioconfd._udp import ErrorQueue
-
     sock = _QueuedErrors()
     asked_again: list[int] = []
     queue = ErrorQueue(sock, read_again=lambda: asked_again.append(len(sock.queue)))  # type: ignore[arg-type]
@@ -423,12 +423,18 @@ async def test_errors_that_come_while_the_queue_is_read_are_read_too(
     assert asked_again == [1]  # nobody asked during that drain
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the error queue is Linux's")
-async def test_a_drain_asked_for_meanwhile_is_done_again_by_a_receive_task() -> None:
+@asynccontextmanager
+async def _a_clients_error_queue() -> AsyncIterator[tuple[Router, ErrorQueue]]:
+    """A client's router and its error queue (Linux)."""
     async with open_confd_client(b"key", [("127.0.0.1", 9)]) as client:
         router = client._router
-        queue = router.error_queue
-        assert queue is not None
+        assert router.error_queue is not None
+        yield router, router.error_queue
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the error queue is Linux's")
+async def test_a_drain_asked_for_meanwhile_is_done_again_by_a_receive_task() -> None:
+    async with _a_clients_error_queue() as (_, queue):
         drained = trio.Event()
         drain = queue.drain
 
@@ -448,10 +454,7 @@ async def test_a_receive_task_drains_again_before_it_reads_the_socket() -> None:
     # drain is asked for meanwhile: that task drains once more before it
     # reads the socket (a read first would wait on a socket that signals
     # for the errors left queued, and spin).
-    async with open_confd_client(b"key", [("127.0.0.1", 9)]) as client:
-        router = client._router
-        queue = router.error_queue
-        assert queue is not None
+    async with _a_clients_error_queue() as (router, queue):
         seen: list[tuple[trio.lowlevel.Task, str]] = []
         hold, holding = trio.Event(), trio.Event()
         read_to_the_end = queue._read_to_the_end
