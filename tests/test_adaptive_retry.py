@@ -7,6 +7,8 @@ import math
 import random
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from trioconfd import (
     AdmissionPolicy,
+    ConfdClient,
     ConfdClientError,
     ConfdReply,
     ConfdRequest,
@@ -210,6 +213,15 @@ async def test_a_query_woken_late_does_not_retransmit_then(
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def _a_client_and_its_silent_peer() -> AsyncIterator[tuple[ConfdClient, socket.socket]]:
+    """A client of one peer: a kernel UDP socket on loopback that answers nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        async with open_confd_client(KEY, [peer.getsockname()]) as client:
+            yield client, peer
+
+
 async def test_the_readings_lag_is_told_by_the_kernels_arrival_stamps() -> None:
     # Real time: the stamps are the kernel's clock. The lag is how long the
     # datagram read last had waited, if it was read no longer ago than that:
@@ -217,43 +229,41 @@ async def test_the_readings_lag_is_told_by_the_kernels_arrival_stamps() -> None:
     # while the event loop was held up 50 ms is, and a request sent then
     # waits that much longer before its first retransmission. Once the
     # reading has caught up, the lag stands no longer than it was.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        async with open_confd_client(KEY, [peer.getsockname()]) as client:
-            router = client._router
-            assert router.stamps_arrivals  # Linux, a kernel socket
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                sender.sendto(b"first", client.local_address)
-                await wait_all_tasks_blocked_real()
-                assert client.stats.malformed == 1  # read
-                assert router.unread() == (False, None)  # nothing waits
-                assert router.reading_lag() == 0.0
-                await trio.sleep(0.1)  # idle
-                sender.sendto(b"stray", client.local_address)
-                time.sleep(0.01)  # noqa: ASYNC251 - there by then, unread
-                assert router.unread()[0]
-                assert router.reading_lag() < 0.01  # the idle time is no lag
-                await wait_all_tasks_blocked_real()
-                for _ in range(300):
-                    sender.sendto(b"backlog", client.local_address)
-                time.sleep(0.05)  # noqa: ASYNC251 - the event loop held up
-                # A few read (one in 8 with its stamp), most wait.
-                while client.stats.malformed < 12:
-                    await trio.lowlevel.checkpoint()
-                unread, read_up_to = router.unread()
-                assert unread
-                assert read_up_to is not None
-                lag = router.reading_lag()
-                assert 0.05 <= lag < 5
-                assert read_up_to == pytest.approx(trio.current_time() - lag)
-                start = trio.current_time()
-                async with client.request(RequestType.PING, timeout=5) as replies:
-                    first_retransmission = replies._exchange.schedule.wake_at - start
-                    assert 0.1 + lag <= first_retransmission < 0.1 + lag + 1
-                await wait_all_tasks_blocked_real()
-                assert client.stats.malformed == 302  # every one read in turn
-                await trio.sleep(router._lag or 0.0)
-                assert router.reading_lag() == 0.0
+    async with _a_client_and_its_silent_peer() as (client, _):
+        router = client._router
+        assert router.stamps_arrivals  # Linux, a kernel socket
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"first", client.local_address)
+            await wait_all_tasks_blocked_real()
+            assert client.stats.malformed == 1  # read
+            assert router.unread() == (False, None)  # nothing waits
+            assert router.reading_lag() == 0.0
+            await trio.sleep(0.1)  # idle
+            sender.sendto(b"stray", client.local_address)
+            time.sleep(0.01)  # noqa: ASYNC251 - there by then, unread
+            assert router.unread()[0]
+            assert router.reading_lag() < 0.01  # the idle time is no lag
+            await wait_all_tasks_blocked_real()
+            for _ in range(300):
+                sender.sendto(b"backlog", client.local_address)
+            time.sleep(0.05)  # noqa: ASYNC251 - the event loop held up
+            # A few read (one in 8 with its stamp), most wait.
+            while client.stats.malformed < 12:
+                await trio.lowlevel.checkpoint()
+            unread, read_up_to = router.unread()
+            assert unread
+            assert read_up_to is not None
+            lag = router.reading_lag()
+            assert 0.05 <= lag < 5
+            assert read_up_to == pytest.approx(trio.current_time() - lag)
+            start = trio.current_time()
+            async with client.request(RequestType.PING, timeout=5) as replies:
+                first_retransmission = replies._exchange.schedule.wake_at - start
+                assert 0.1 + lag <= first_retransmission < 0.1 + lag + 1
+            await wait_all_tasks_blocked_real()
+            assert client.stats.malformed == 302  # every one read in turn
+            await trio.sleep(router._lag or 0.0)
+            assert router.reading_lag() == 0.0
 
 
 async def test_a_retransmission_waits_while_the_socket_holds_unread_datagrams(
@@ -298,37 +308,35 @@ async def test_a_reply_routed_as_the_query_wakes_is_not_asked_for_again(
     # task runs first, the reply is in the query's channel when it looks at
     # what to send: it counts it, and asks nobody again (it asked again,
     # half the time).
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        async with open_confd_client(KEY, [peer.getsockname()]) as client:
-            for _ in range(20):
-                with contextlib.suppress(BlockingIOError):
-                    while True:  # copies of earlier requests sent again
-                        peer.recvfrom(4096, socket.MSG_DONTWAIT)
-                async with trio.open_nursery() as nursery:
-                    results: list[Any] = []
+    async with _a_client_and_its_silent_peer() as (client, peer):
+        for _ in range(20):
+            with contextlib.suppress(BlockingIOError):
+                while True:  # copies of earlier requests sent again
+                    peer.recvfrom(4096, socket.MSG_DONTWAIT)
+            async with trio.open_nursery() as nursery:
+                results: list[Any] = []
 
-                    async def ask() -> None:
-                        results.append(await client.query(RequestType.PING, timeout=5))  # noqa: B023
+                async def ask() -> None:
+                    results.append(await client.query(RequestType.PING, timeout=5))  # noqa: B023
 
-                    nursery.start_soon(ask)
-                    # The event loop held up (this task blocks it) from the
-                    # request's arrival to past its retry time, the reply
-                    # waiting in the client's socket.
-                    while True:
-                        try:
-                            datagram, sender = peer.recvfrom(4096, socket.MSG_DONTWAIT)
-                        except BlockingIOError:
-                            await trio.lowlevel.checkpoint()  # until the query has sent
-                        else:
-                            break
-                    request, _ = unpack_request(datagram, HmacKey(KEY))
-                    reply = ConfdReply(ReplyStatus.OK, "pong", 1)
-                    peer.sendto(pack_reply(reply, request.rsalt, HmacKey(KEY)), sender)
-                    mock_clock.jump(0.15)
-                    time.sleep(0.01)  # noqa: ASYNC251 - on loopback, there by then
-                assert results[0].ok
-            assert client.stats.retransmitted == 0
+                nursery.start_soon(ask)
+                # The event loop held up (this task blocks it) from the
+                # request's arrival to past its retry time, the reply
+                # waiting in the client's socket.
+                while True:
+                    try:
+                        datagram, sender = peer.recvfrom(4096, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        await trio.lowlevel.checkpoint()  # until the query has sent
+                    else:
+                        break
+                request, _ = unpack_request(datagram, HmacKey(KEY))
+                reply = ConfdReply(ReplyStatus.OK, "pong", 1)
+                peer.sendto(pack_reply(reply, request.rsalt, HmacKey(KEY)), sender)
+                mock_clock.jump(0.15)
+                time.sleep(0.01)  # noqa: ASYNC251 - on loopback, there by then
+            assert results[0].ok
+        assert client.stats.retransmitted == 0
 
 
 async def wait_all_tasks_blocked_real() -> None:
@@ -587,19 +595,17 @@ async def test_a_lag_that_has_stood_its_time_says_nothing_of_datagrams_waiting_l
     # with nothing read, the lag stands no more: a datagram then waiting
     # unread is judged by the plain rule (no point the reading has
     # reached), not put off by the old lag.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        async with open_confd_client(KEY, [peer.getsockname()]) as client:
-            router = client._router
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                await _read_after_a_stall(client, sender, 0.5)
-                assert 0.5 <= router.reading_lag() < 5
-                assert router.unread() == (False, None)  # nothing waits
-                await trio.sleep(router.reading_lag() + 0.01)
-                assert router.reading_lag() == 0.0
-                sender.sendto(b"waiting", client.local_address)
-                time.sleep(0.01)  # noqa: ASYNC251 - there by then, unread
-                assert router.unread() == (True, None)
+    async with _a_client_and_its_silent_peer() as (client, _):
+        router = client._router
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            await _read_after_a_stall(client, sender, 0.5)
+            assert 0.5 <= router.reading_lag() < 5
+            assert router.unread() == (False, None)  # nothing waits
+            await trio.sleep(router.reading_lag() + 0.01)
+            assert router.reading_lag() == 0.0
+            sender.sendto(b"waiting", client.local_address)
+            time.sleep(0.01)  # noqa: ASYNC251 - there by then, unread
+            assert router.unread() == (True, None)
 
 
 async def test_the_lag_stands_for_its_time_on_trios_clock_not_the_wall_clock(
@@ -608,15 +614,13 @@ async def test_the_lag_stands_for_its_time_on_trios_clock_not_the_wall_clock(
     # The stamps are on the wall clock, but how long the lag stands is
     # Trio's: a wall clock stepped back cannot keep an old lag standing.
     # Here the wall clock hardly moves while Trio's jumps past the lag.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        async with open_confd_client(KEY, [peer.getsockname()]) as client:
-            router = client._router
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                await _read_after_a_stall(client, sender, 0.2)
-                lag = router.reading_lag()
-                assert 0.2 <= lag < 5
-                mock_clock.jump(lag / 2)
-                assert router.reading_lag() == lag
-                mock_clock.jump(lag)
-                assert router.reading_lag() == 0.0
+    async with _a_client_and_its_silent_peer() as (client, _):
+        router = client._router
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            await _read_after_a_stall(client, sender, 0.2)
+            lag = router.reading_lag()
+            assert 0.2 <= lag < 5
+            mock_clock.jump(lag / 2)
+            assert router.reading_lag() == lag
+            mock_clock.jump(lag)
+            assert router.reading_lag() == 0.0
