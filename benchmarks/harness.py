@@ -325,7 +325,12 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
         rows.append(("60 KB envelope of escapes / authenticating 60 KB", ratio, "<= 2", ratio <= 2))
         ratio = garbage["worst_short_refusal_per_short_authentication"]
         rows.append(
-            ("worst short garbage / authenticating a short reply", ratio, "<= 1", ratio <= 1)
+            (
+                "worst short garbage / authenticating a short reply, any order",
+                ratio,
+                "<= 1",
+                ratio <= 1,
+            )
         )
     return rows
 

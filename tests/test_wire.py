@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -660,35 +661,107 @@ def test_the_envelope_readers_fast_path_is_taken_and_declines_what_it_must(
     from trioconfd.protocol import _wire
 
     calls: list[str] = []
-    real_scan = _wire._scan_json
+    resumed_at: list[int] = []
+    real_reader = _wire._read_members
 
-    def counting_scan(text: str, index: int) -> tuple[object, int]:
+    def counting_reader(text: str, **how: Any) -> dict[str, str]:
         calls.append(text)
-        return real_scan(text, index)
+        resumed_at.append(how.get("position", 0))
+        return real_reader(text, **how)
 
-    monkeypatch.setattr(_wire, "_scan_json", counting_scan)
-    flat = '{"hmac":"ab","msg":"{\\"a\\":1}","salt":"s"}'
-    assert _wire.envelope_members(flat) == json.loads(flat)
-    assert calls == [flat]
-    # Five members, a number, a nested object, text after it: never decoded whole.
-    for text in (
-        '{"a":"1","b":"2","c":"3","d":"4","e":"5"}',
-        '{"a":1}',
-        '{"a":{"b":"c"}}',
-        '{"a":"b"}x',
-    ):
+    monkeypatch.setattr(_wire, "_read_members", counting_reader)
+    # ganeti-confd's layout (a real reply's envelope): read without the token reader.
+    canonical = (
+        '{"hmac":"c6198cad550d2451ee0c6dabb53367886327054f","msg":"{\\"protocol\\":1,'
+        '\\"status\\":0,\\"answer\\":\\"node1\\",\\"serial\\":7}",'
+        '"salt":"42627932-f3ee-4ce7-9df2-f715729437ce"}'
+    )
+    assert _wire.envelope_members(canonical) == json.loads(canonical)
+    assert _wire.envelope_members(canonical, first_wins=True) == json.loads(canonical)
+    assert calls == []
+    # A long one too (an IP list's): the layout, not the size, decides.
+    longer = canonical.replace("node1", "n" * 60000)
+    assert _wire.envelope_members(longer) == json.loads(longer)
+    assert calls == []
+    # Anything else goes on to the token reader: another order, spaces, a
+    # fourth member, a name spelled with an escape, text after it.
+    others = [
+        '{"msg":"m","salt":"s","hmac":"h"}',
+        '{"hmac":"h", "msg":"m","salt":"s"}',
+        '{"hmac":"h","msg":"m","salt":"s","key_selector":"k"}',
+        '{"hmac":"h","msg":"m","sal\\u0074":"s"}',
+        '{"hmac":"h","msg":"m","salt":"s"} ',
+    ]
+    for text in others:
+        assert _wire.envelope_members(text) == json.loads(text)
+    # What began in the layout goes on from where it left it: nothing is read twice.
+    assert resumed_at == [0, 11, 32, 21, 32]
+    refused = ['{"hmac":"h","msg":1,"salt":"s"}', '{"hmac":"h","msg":"m","salt":"s"}x']
+    for text in refused:
         with pytest.raises(ConfdMalformedError):
             _wire.envelope_members(text)
-    assert calls == [flat]
-    # A control character or a bad escape in a string matches the pattern;
-    # the decoder refuses it, in the token reader's words.
-    for text in ('{"a":"\x01"}', '{"a":"\\x"}'):
+    assert calls == [*others, *refused]
+    # A control character, a bad escape or no end in one of its strings: refused
+    # there, in the token reader's words.
+    calls.clear()
+    for text in (
+        '{"hmac":"\x01","msg":"m","salt":"s"}',
+        '{"hmac":"h","msg":"\\x","salt":"s"}',
+        '{"hmac":"h","msg":"m","salt":"s',
+    ):
         with pytest.raises(ConfdMalformedError) as fast:
             _wire.envelope_members(text)
         with pytest.raises(ConfdMalformedError) as slow:
-            _wire._read_members(text, strict=True, first_wins=False)
+            real_reader(text, strict=True, first_wins=False)
         assert str(fast.value) == str(slow.value)
-    assert calls == [flat, '{"a":"\x01"}', '{"a":"\\x"}']
+    assert calls == []
+    # Read as 8-bit text (not strict), a control character is a character.
+    assert _wire.envelope_members('{"hmac":"\x01","msg":"m","salt":"s"}', strict=False) == {
+        "hmac": "\x01",
+        "msg": "m",
+        "salt": "s",
+    }
+
+
+_canonical_envelopes = st.tuples(
+    st.text(max_size=8), st.text(max_size=30), st.text(max_size=8), st.text(max_size=4)
+).map(
+    lambda parts: (
+        f'{{"hmac":{json.dumps(parts[0])},"msg":{json.dumps(parts[1], ensure_ascii=False)},'
+        f'"salt":{json.dumps(parts[2])}}}{parts[3]}'
+    )
+)
+
+
+@pytest.mark.fuzz
+@given(
+    st.one_of(
+        _canonical_envelopes,
+        # cut short, or with a character changed, anywhere
+        st.tuples(_canonical_envelopes, st.integers(0, 80), st.sampled_from('"\\,:}{ \x01a')).map(
+            lambda cut: cut[0][: cut[1]] + cut[2] + cut[0][cut[1] + 1 :]
+        ),
+        _canonical_envelopes.map(lambda text: text[: len(text) // 2]),
+    ),
+    st.booleans(),
+)
+def test_the_envelope_readers_canonical_path_agrees_with_its_token_reader(
+    text: str, strict: bool
+) -> None:
+    """What begins in ganeti-confd's layout reads as it does token by token, or
+    is refused in the same words."""
+    from trioconfd.protocol._wire import _read_members, envelope_members
+
+    try:
+        expected = _read_members(text, strict=strict, first_wins=False)
+    except ConfdMalformedError as slow:
+        refusal = str(slow)
+    else:
+        assert envelope_members(text, strict=strict) == expected
+        return
+    with pytest.raises(ConfdMalformedError) as fast:
+        envelope_members(text, strict=strict)
+    assert str(fast.value) == refusal
 
 
 @pytest.mark.fuzz
