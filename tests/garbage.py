@@ -16,4 +16,10 @@ COSTLY_GARBAGE = {
     "floats in msg": MAGIC + b'{"msg":[' + b"1e400," * 10000 + b"1]}",
     "members": MAGIC + b"{" + b",".join(b'"%d":""' % i for i in range(6000)) + b"}",
     "a complete list, then junk": MAGIC + b"[" + b"1," * 30000 + b"1] x",
+    # Whitespace is read pattern by pattern between tokens, not by the string scanner.
+    "whitespace": MAGIC + b"{" + b" " * 59994 + b"x",
+    "spaced members": MAGIC
+    + b'{ "a" : "b" , "c" : "d" , "e" : "f" , "g" : "h" , "i" : "j"'
+    + b" " * 59944
+    + b"x",
 }

@@ -715,12 +715,36 @@ def test_the_envelope_readers_fast_path_is_taken_and_declines_what_it_must(
             real_reader(text, strict=True, first_wins=False)
         assert str(fast.value) == str(slow.value)
     assert calls == []
-    # Read as 8-bit text (not strict), a control character is a character.
-    assert _wire.envelope_members('{"hmac":"\x01","msg":"m","salt":"s"}', strict=False) == {
-        "hmac": "\x01",
-        "msg": "m",
-        "salt": "s",
-    }
+    # Read as 8-bit text (not strict), a control character is a character,
+    # in any of its strings.
+    for spoiled in ("hmac", "msg", "salt"):
+        members = {"hmac": "h", "msg": "m", "salt": "s", spoiled: "\x01"}
+        text = '{{"hmac":"{hmac}","msg":"{msg}","salt":"{salt}"}}'.format(**members)
+        assert _wire.envelope_members(text, strict=False) == members
+    # Where it departs from the layout, the reading goes on as the token
+    # reader's would: the same members (in the same order), or the same fault.
+    for text in (
+        '{"hmac":"h","msg":"m","salt":"s"x',  # no closing brace
+        '{"hmac":"h","msg":"m","salt":"s"}x',  # text after it
+        '{"hmac":"h" ,"msg":"m","salt":"s"}',  # a space before a comma
+        '{"hmac":"h","msg":"m" ,"salt":"s"}',
+        '{"hmac":"h","msg":"m","salt":"s" }',
+        '{"hmac":"h","msg":"m","salt":"s","a":"1"}',  # a fourth member
+        '{"hmac":"h","msg":"m","salt":"s","a":"1","b":"2"}',  # a fifth: refused
+        '{"hmac":"h","msg":"m","salt":"s","hmac":"2"}',  # a name again
+    ):
+        for first_wins in (False, True):
+            try:
+                expected = real_reader(text, strict=True, first_wins=first_wins)
+            except ConfdMalformedError as slow:
+                refusal = str(slow)
+            else:
+                members = _wire.envelope_members(text, first_wins=first_wins)
+                assert list(members.items()) == list(expected.items())
+                continue
+            with pytest.raises(ConfdMalformedError) as fast:
+                _wire.envelope_members(text, first_wins=first_wins)
+            assert str(fast.value) == refusal
 
 
 _canonical_envelopes = st.tuples(
@@ -742,25 +766,33 @@ _canonical_envelopes = st.tuples(
             lambda cut: cut[0][: cut[1]] + cut[2] + cut[0][cut[1] + 1 :]
         ),
         _canonical_envelopes.map(lambda text: text[: len(text) // 2]),
+        # whitespace, or more members, where the layout has none
+        st.tuples(
+            _canonical_envelopes,
+            st.sampled_from([" ", ',"a":"1"', ',"hmac":"2"', ',"a":"1","b":"2"', ",", ":"]),
+            st.integers(0, 80),
+        ).map(lambda cut: cut[0][: cut[2]] + cut[1] + cut[0][cut[2] :]),
     ),
+    st.booleans(),
     st.booleans(),
 )
 def test_the_envelope_readers_canonical_path_agrees_with_its_token_reader(
-    text: str, strict: bool
+    text: str, strict: bool, first_wins: bool
 ) -> None:
-    """What begins in ganeti-confd's layout reads as it does token by token, or
-    is refused in the same words."""
+    """What begins in ganeti-confd's layout reads as it does token by token (the
+    same members in the same order), or is refused in the same words."""
     from trioconfd.protocol._wire import _read_members, envelope_members
 
     try:
-        expected = _read_members(text, strict=strict, first_wins=False)
+        expected = _read_members(text, strict=strict, first_wins=first_wins)
     except ConfdMalformedError as slow:
         refusal = str(slow)
     else:
-        assert envelope_members(text, strict=strict) == expected
+        members = envelope_members(text, strict=strict, first_wins=first_wins)
+        assert list(members.items()) == list(expected.items())
         return
     with pytest.raises(ConfdMalformedError) as fast:
-        envelope_members(text, strict=strict)
+        envelope_members(text, strict=strict, first_wins=first_wins)
     assert str(fast.value) == refusal
 
 

@@ -226,9 +226,7 @@ def _token(text: str, position: int, token: str, expected: str) -> int:
     return _skip_space(text, position + 1)
 
 
-def _string(
-    text: str, position: int, strict: bool, value_of: str | None = None
-) -> tuple[str, int]:
+def _string(text: str, position: int, strict: bool, value_of: str | None = None) -> tuple[str, int]:
     """The JSON string at ``position`` (a member name, or the value of member
     ``value_of``), and the position after it and its whitespace."""
     if not text.startswith('"', position):
