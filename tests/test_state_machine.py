@@ -83,7 +83,7 @@ def test_counting_a_retransmitted_peer_twice_is_caught(monkeypatch: pytest.Monke
 
     def forgetful_take(self: RequestInFlight, peer_reply: PeerReply) -> None:
         take(self, peer_reply)
-        self.answered = frozenset()
+        self.answered = ()
 
     def add_without_looking(self: ReplyAggregator, peer_reply: PeerReply) -> bool:
         self.replies.append(peer_reply)

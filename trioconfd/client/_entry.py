@@ -11,8 +11,6 @@ from ..protocol import Address, ConfdRequest, PeerReply
 ReplySender = trio.MemorySendChannel[PeerReply]
 ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
 
-# Every entry's ``answered`` until its first reply (``frozenset()`` makes a new one).
-_NONE_YET: frozenset[Address] = frozenset()
 #: Targets up to this many are a list (smaller than a set, and as quick to search).
 SHORT_TARGETS = 8
 
@@ -38,8 +36,8 @@ class RoutingEntry:
         self.targets: list[Address] | set[Address] = (
             targets if len(targets) <= SHORT_TARGETS else set(targets)
         )
-        # Shared and empty until the first reply: most requests in flight have none.
-        self.answered: set[Address] | frozenset[Address] = _NONE_YET
+        # Who has answered: a tuple while few (quicker to make and search), then a set.
+        self.answered: tuple[Address, ...] | set[Address] = ()
         self.replies = replies
         #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
         self.args = args

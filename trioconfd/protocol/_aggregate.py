@@ -294,7 +294,7 @@ class ReplyAggregator:
         self.replies: list[PeerReply] = []
         self.best: ConfdReply | None = None
         self.consistent = True
-        # Made at the first reply: a query in flight often has none yet.
+        # Made at the second reply: a query in flight often has one at most.
         self._seen: set[Address] | None = None
         self._by_serial: dict[int, Any] | None = None
 
@@ -305,20 +305,32 @@ class ReplyAggregator:
     def add_reply(self, peer_reply: PeerReply) -> bool:
         """:meth:`add` for a :class:`PeerReply` already made."""
         address, reply = peer_reply
-        if self._seen is None or self._by_serial is None:
-            self._seen, self._by_serial = set(), {}
-        elif address in self._seen:
-            return False
-        self._seen.add(address)
-        self.replies.append(peer_reply)
+        replies = self.replies
+        if replies:
+            seen, by_serial = self._seen, self._by_serial
+            if seen is None or by_serial is None:
+                # The second reply: who has answered, and the answer at each
+                # serial, are kept from now on (most queries to one peer
+                # never need them).
+                first_address, first = replies[0]
+                if address == first_address:
+                    return False
+                seen, by_serial = self._seen, self._by_serial = (
+                    {first_address},
+                    {first.serial: first.answer},
+                )
+            elif address in seen:
+                return False
+            seen.add(address)
+            answer_at_serial = by_serial.setdefault(reply.serial, reply.answer)
+            if answer_at_serial is not reply.answer and not answers_equal(
+                answer_at_serial, reply.answer
+            ):
+                self.consistent = False
+        replies.append(peer_reply)
         best = self.best
         if best is None or (reply.ok, reply.serial) > (best.ok, best.serial):
             self.best = reply
-        answer_at_serial = self._by_serial.setdefault(reply.serial, reply.answer)
-        if answer_at_serial is not reply.answer and not answers_equal(
-            answer_at_serial, reply.answer
-        ):
-            self.consistent = False
         return True
 
     def ask_more(self, count: int = 1) -> None:

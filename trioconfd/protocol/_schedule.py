@@ -41,6 +41,8 @@ class Due(NamedTuple):
 
 
 _NOTHING = Due([])
+#: Who has answered is a tuple up to this many (quicker to make and search), then a set.
+_SMALL = 8
 
 
 class _Sends:
@@ -160,7 +162,7 @@ class SendSchedule:
         # (the schedule's first interval): then they share one time, and who
         # has answered is a set, made at the first reply. Per-peer times are
         # made only when they differ, or when the first retransmission is due.
-        self._answered: set[Address] | None = None
+        self._answered: tuple[Address, ...] | set[Address] | None = None
         self._silent: dict[Address, _Sends] | None = None
         hedge_after = policy.hedge_after
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
@@ -305,8 +307,11 @@ class SendSchedule:
             if (answered is not None and peer in answered) or peer not in self._targets:
                 return
             if answered is None:
-                self._answered = {peer}
+                self._answered = (peer,)
+            elif isinstance(answered, tuple) and len(answered) < _SMALL:
+                self._answered = (*answered, peer)
             else:
+                answered = self._answered = set(answered)
                 answered.add(peer)
             self._received = received = self._received + 1
             if self._estimate_of is not None:
