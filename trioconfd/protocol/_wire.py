@@ -52,6 +52,7 @@ _MAX_ENVELOPE_MEMBERS = 4
 _CANONICAL_HEAD = '{"hmac":"'
 _CANONICAL_MSG = ',"msg":"'
 _CANONICAL_SALT = ',"salt":"'
+_HEAD_SIZE, _MSG_SIZE, _SALT_SIZE = map(len, (_CANONICAL_HEAD, _CANONICAL_MSG, _CANONICAL_SALT))
 
 
 #: SHA-1's block: a key is padded to it (hashed first if longer), RFC 2104.
@@ -261,13 +262,13 @@ def envelope_members(text: str, *, strict: bool = True, first_wins: bool = False
     # In ganeti-confd's own layout, as far as it goes. A string the scanner
     # refuses is refused here as the token reader would refuse it, in its words.
     members: dict[str, str] = {}
-    end = len(_CANONICAL_HEAD)
+    end = _HEAD_SIZE
     try:
         members["hmac"], end = _scan_string(text, end, strict)
         if text.startswith(_CANONICAL_MSG, end):
-            members["msg"], end = _scan_string(text, end + len(_CANONICAL_MSG), strict)
+            members["msg"], end = _scan_string(text, end + _MSG_SIZE, strict)
             if text.startswith(_CANONICAL_SALT, end):
-                members["salt"], end = _scan_string(text, end + len(_CANONICAL_SALT), strict)
+                members["salt"], end = _scan_string(text, end + _SALT_SIZE, strict)
                 if end == len(text) - 1 and text.endswith("}"):
                     return members
     except ValueError as exc:  # JSONDecodeError: a bad escape, a control character, no end
