@@ -91,6 +91,25 @@ async def test_default_and_maximum_coverage() -> None:
         assert (result.sent, result.received) == (2, 2)
 
 
+async def test_each_of_many_peers_counts_once_however_often_it_replies() -> None:
+    # Ten peers, past the few whose replies a request keeps as a tuple; each
+    # reply comes twice, and the second copy of each is a duplicate.
+    upcalls: list[Upcall] = []
+    async with (
+        run_responders(10, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders], callback=upcalls.append) as client,
+    ):
+        for responder in responders:
+            responder.copies = 2
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request, coverage=-1)
+        stats = client.stats
+        await settle(lambda: stats.accepted + stats.duplicate == 20)
+        assert (stats.accepted, stats.duplicate) == (10, 10)
+        assert len([upcall for upcall in upcalls if upcall.server_reply is not None]) == 10
+        assert await client.wait_for_reply(request.rsalt, 1) == (False, 10, 10)
+
+
 async def test_targets_are_a_random_sample() -> None:
     async with (
         run_responders(5, KEY, silent) as responders,

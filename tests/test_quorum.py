@@ -70,6 +70,11 @@ def test_each_peer_counts_once() -> None:
     assert aggregator.add(("10.0.0.1", 2), ConfdReply(OK, 1, 1))  # another port, another peer
     assert aggregator.quorum_reached
     assert not aggregator.complete
+    # The first peer again after a second one (who answered is kept from then on).
+    assert not aggregator.add(("10.0.0.1", 1), ConfdReply(OK, 2, 9))
+    assert aggregator.received == 2
+    assert aggregator.best == ConfdReply(OK, 1, 1)
+    assert aggregator.consistent
 
 
 def test_same_serial_different_answer_is_inconsistent() -> None:

@@ -210,6 +210,20 @@ def test_each_peer_is_asked_again_on_its_own_schedule() -> None:
     assert known[C].srtt == pytest.approx(0.0005)  # one send, one reply: a round trip
 
 
+def test_each_of_many_peers_answers_once_and_who_answered_is_kept_once() -> None:
+    # Past the few kept as a tuple, who has answered is one set, added to.
+    peers = [(f"10.0.0.{index}", 1814) for index in range(20)]
+    schedule = SendSchedule(RetryPolicy(), peers, 0.0, needed=11)
+    records = []
+    for peer in [*peers, *peers]:  # each answers twice: the second changes nothing
+        schedule.answered(peer, 0.01)
+        records.append(schedule._answered)
+    assert schedule.silent == []
+    assert all(schedule.sends_to(peer) == 0 for peer in peers)
+    assert schedule.wake_at == math.inf  # every peer answered: nothing more to send
+    assert len({id(record) for record in records[8:]}) == 1
+
+
 def test_the_fixed_schedule_ignores_what_is_known() -> None:
     known, estimate_of = estimates()
     known[A] = RttEstimate()

@@ -7,6 +7,7 @@ from typing import Any
 import trio
 
 from ..protocol import Address, ConfdRequest, PeerReply
+from ..protocol._aggregate import Answered
 
 ReplySender = trio.MemorySendChannel[PeerReply]
 ReplyReceiver = trio.MemoryReceiveChannel[PeerReply]
@@ -37,7 +38,7 @@ class RoutingEntry:
             targets if len(targets) <= SHORT_TARGETS else set(targets)
         )
         # Who has answered: a tuple while few (quicker to make and search), then a set.
-        self.answered: tuple[Address, ...] | set[Address] = ()
+        self.answered: Answered = ()
         self.replies = replies
         #: The ``extra_args`` of its upcalls (Ganeti's ``args``).
         self.args = args

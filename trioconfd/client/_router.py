@@ -41,9 +41,10 @@ from ..protocol import (
     RttEstimate,
     unpack_reply,
 )
+from ..protocol._aggregate import with_answered
 from ._admission import Admission
 from ._channels import ChannelPool
-from ._entry import SHORT_TARGETS, RoutingEntry
+from ._entry import RoutingEntry
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError
 from ._logs import LogSummary
 from ._stats import ClientStats
@@ -502,13 +503,7 @@ class Router:
         if window is not None:  # the peer answers: not silent, however slowly it is read
             window.answers += 1
             window.silent = False
-        answered = route.answered
-        if isinstance(answered, set):
-            answered.add(address)
-        elif len(answered) < SHORT_TARGETS:
-            route.answered = (*answered, address)
-        else:
-            route.answered = {*answered, address}
+        route.answered = with_answered(route.answered, address)
         peer_reply = PeerReply(address, reply)
         route.deliver(peer_reply)
         if self.on_reply is not None:

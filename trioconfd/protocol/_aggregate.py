@@ -12,6 +12,23 @@ from ._quorum import QuorumRule, needed_replies, quorum_of
 
 #: A peer's socket address as the client knows it: (IP literal, port).
 Address: TypeAlias = tuple[str, int]
+#: Peers that have answered a request: a tuple while few, then a set (:func:`with_answered`).
+Answered: TypeAlias = tuple[Address, ...] | set[Address]
+
+#: Who has answered is a tuple up to this many peers (quicker to make and to
+#: search than a set, and a request most often has one or a few), then a set.
+FEW_ANSWERED = 8
+
+
+def with_answered(answered: Answered, peer: Address) -> Answered:
+    """``answered`` with ``peer`` added (not there yet): a set is added to, a tuple grown
+    (or, past :data:`FEW_ANSWERED`, made a set)."""
+    if isinstance(answered, set):
+        answered.add(peer)
+        return answered
+    if len(answered) < FEW_ANSWERED:
+        return (*answered, peer)
+    return {*answered, peer}
 
 
 def format_address(address: Address) -> str:

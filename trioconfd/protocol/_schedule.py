@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from ._aggregate import Address
+from ._aggregate import Address, Answered, with_answered
 from ._retry import RetryPolicy
 from ._rtt import RttEstimate
 
@@ -41,8 +41,6 @@ class Due(NamedTuple):
 
 
 _NOTHING = Due([])
-#: Who has answered is a tuple up to this many (quicker to make and search), then a set.
-_SMALL = 8
 
 
 class _Sends:
@@ -160,9 +158,10 @@ class SendSchedule:
         self._asked: list[Address] = []  # who may not be a hedge (made with per-peer times)
         # Until the first retransmission, most queries' peers all wait alike
         # (the schedule's first interval): then they share one time, and who
-        # has answered is a set, made at the first reply. Per-peer times are
-        # made only when they differ, or when the first retransmission is due.
-        self._answered: tuple[Address, ...] | set[Address] | None = None
+        # has answered is a tuple made at the first reply (a set past
+        # FEW_ANSWERED peers). Per-peer times are made only when they
+        # differ, or when the first retransmission is due.
+        self._answered: Answered | None = None
         self._silent: dict[Address, _Sends] | None = None
         hedge_after = policy.hedge_after
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
@@ -306,13 +305,7 @@ class SendSchedule:
             answered = self._answered
             if (answered is not None and peer in answered) or peer not in self._targets:
                 return
-            if answered is None:
-                self._answered = (peer,)
-            elif isinstance(answered, tuple) and len(answered) < _SMALL:
-                self._answered = (*answered, peer)
-            else:
-                answered = self._answered = set(answered)
-                answered.add(peer)
+            self._answered = (peer,) if answered is None else with_answered(answered, peer)
             self._received = received = self._received + 1
             if self._estimate_of is not None:
                 self._estimate_of(peer).sample(now - self._started)
