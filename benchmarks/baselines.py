@@ -29,7 +29,8 @@ import trioconfd
 from trioconfd.testing import GanetiConfd, make_cluster_config, open_ganeti_confd
 
 Address = tuple[str, int]
-_REQUEST_TYPE = 1  # CLUSTER_MASTER
+#: What every program here asks, as trioconfd's queries do (3: the cluster's master).
+_REQUEST_TYPE = int(trioconfd.RequestType.CLUSTER_MASTER)
 
 
 def raw_request(key: bytes) -> tuple[bytes, str]:

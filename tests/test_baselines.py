@@ -19,6 +19,8 @@ from benchmarks.baselines import (
     trioconfd_throughput,
 )
 from benchmarks.shape_floor import _counting_batches, floor_throughput
+from trioconfd import ConfdRequest, RequestType
+from trioconfd.protocol import pack_request, unpack_request
 from trioconfd.testing import make_cluster_config, open_confd_server
 
 KEY = b"baseline key\n"
@@ -32,6 +34,21 @@ def test_a_raw_request_is_signed_and_a_forged_reply_is_refused() -> None:
     assert raw_reply(KEY, datagram) is not None  # its envelope is signed with KEY
     assert raw_reply(b"another key\n", datagram) is None
     assert raw_reply(KEY, b"plj0" + b"\xff" * 10) is None
+
+
+def test_the_raw_request_asks_what_trioconfds_query_asks() -> None:
+    # The same request on the wire (the rows compare the same work: an
+    # error reply, to a request the daemon cannot answer, costs it less).
+    datagram, rsalt = raw_request(KEY)
+    request, _ = unpack_request(datagram, KEY)
+    ours, _ = unpack_request(pack_request(ConfdRequest(RequestType.CLUSTER_MASTER), KEY), KEY)
+    assert (request.type, request.query, request.protocol, request.rsalt) == (
+        ours.type,
+        ours.query,
+        ours.protocol,
+        rsalt,
+    )
+    assert request.type is RequestType.CLUSTER_MASTER
 
 
 async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers() -> None:
