@@ -158,10 +158,10 @@ class SendSchedule:
         self._asked: list[Address] = []  # who may not be a hedge (made with per-peer times)
         # Until the first retransmission, most queries' peers all wait alike
         # (the schedule's first interval): then they share one time, and who
-        # has answered is a tuple made at the first reply (a set past
+        # has answered is a tuple grown at each reply (a set past
         # FEW_ANSWERED peers). Per-peer times are made only when they
         # differ, or when the first retransmission is due.
-        self._answered: Answered | None = None
+        self._answered: Answered = ()
         self._silent: dict[Address, _Sends] | None = None
         hedge_after = policy.hedge_after
         if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
@@ -184,7 +184,7 @@ class SendSchedule:
     def silent(self) -> list[Address]:
         """The peers asked that have not answered, in the order they were asked."""
         if self._silent is None:
-            answered = self._answered or ()
+            answered = self._answered
             return [peer for peer in self._targets if peer not in answered]
         return list(self._silent)
 
@@ -303,9 +303,9 @@ class SendSchedule:
         if self._silent is None:
             # Every peer was sent the request once, at the start.
             answered = self._answered
-            if (answered is not None and peer in answered) or peer not in self._targets:
+            if peer in answered or peer not in self._targets:
                 return
-            self._answered = (peer,) if answered is None else with_answered(answered, peer)
+            self._answered = with_answered(answered, peer)
             self._received = received = self._received + 1
             if self._estimate_of is not None:
                 self._estimate_of(peer).sample(now - self._started)
@@ -351,7 +351,7 @@ class SendSchedule:
         """Each silent peer's own sends and times (made once, when first needed)."""
         silent = self._silent
         if silent is None:
-            answered, started = self._answered or (), self._started
+            answered, started = self._answered, self._started
             silent = self._silent = {}
             for peer in self._targets:
                 if peer not in answered:
