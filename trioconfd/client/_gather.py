@@ -1,6 +1,7 @@
 """A query's life: send to the sample, gather replies from the channel, resend to the silent.
 
-One task owns a request from first send to verdict. It reads the request's
+One task owns a request from first send to verdict (the loop is
+:meth:`ConfdClient.query`'s; a stream's, :class:`ReplyStream`). It reads the request's
 memory channel under a cancel scope that ends the wait at the next send its
 :class:`~trioconfd.protocol.SendSchedule` plans, or at the deadline,
 whichever comes first; then it sends what is due and waits again. At the
@@ -174,7 +175,7 @@ class RequestInFlight(RoutingEntry):
 
     @property
     def wait_until(self) -> float:
-        """When :func:`gather`'s next wait gives up, as it begins. The first one
+        """When a query's next wait gives up, as it begins. The first one
         (the first fan-out still to go), at :attr:`wake_at`: a first fan-out
         that wake cuts short goes on in the next wait. Any later one, at the
         deadline, so that what is due goes out before it moves to the next
@@ -507,55 +508,6 @@ def unsent_result(
     if needed is None:
         needed = quorum_of(quorum, targets)
     return QueryResult(None, (), 0, needed, True, True, timeout=timeout, saturated=True)
-
-
-async def gather(in_flight: RequestInFlight) -> QueryResult:
-    """Send the request, read replies until the quorum, resend to the silent; the verdict.
-
-    If the deadline passes first, the verdict counts every reply already
-    accepted, and has ``timed_out`` set if they fall short of the quorum.
-    """
-    while True:
-        # One cancel scope per wait, its deadline the next send due: another,
-        # nested, would cost ~10 µs more on every query; and it is entered
-        # with that time, not moved to it after the first fan-out (a move
-        # costs ~3% of a query). A slow first fan-out (a full send buffer, a
-        # busy loop) that the first wake cuts short goes on at the next wait.
-        with trio.move_on_at(in_flight.wait_until) as waiting:
-            return await gather_within(in_flight, waiting)
-        if trio.current_time() >= in_flight.deadline:
-            return in_flight.verdict()
-
-
-async def gather_within(in_flight: RequestInFlight, waiting: trio.CancelScope) -> QueryResult:
-    """:func:`gather`'s wait, in the cancel scope ``waiting`` (entered, its deadline the
-    request's at most): sends what is due, moves the scope's deadline to the next
-    send due, and reads replies until the quorum. Cancelled at that deadline, the
-    caller sends what is due next (:func:`gather` does) or gives the verdict.
-
-    A query that waited for places waits here in the same scope it waited in.
-    """
-    # The quorum is reached once ``needed`` replies are taken (the
-    # aggregator's quorum_reached, read here without a call per reply).
-    aggregator, replies = in_flight.aggregator, in_flight.received
-    taken, needed = aggregator.replies, aggregator.needed
-    # Replies routed while this task was woken count first: a peer whose
-    # reply is in the channel is not asked again.
-    while in_flight.receive_arrived() is not None:
-        pass
-    if len(taken) < needed:
-        await in_flight.send_due()
-        wake_at = in_flight.wake_at
-        if waiting.deadline != wake_at:
-            # Moved only when it moves: each move is a context manager and
-            # a push on Trio's heap of deadlines.
-            waiting.deadline = wake_at
-        try:
-            while len(taken) < needed:
-                in_flight.take(await replies.receive())
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            in_flight.raise_ended()
-    return in_flight.verdict()
 
 
 class ReplyStream:
