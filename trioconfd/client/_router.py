@@ -219,13 +219,21 @@ class Router:
         if that send is cancelled before it went (sent to or failed, it stays):
         a send cancelled part way (at a deadline) leaves out those never tried.
         """
-        sendto = self._sendto
+        lock, sendto = self._send_lock, self.socket.sendto
         failures = None
         for target in targets:
             if attempted is not None:
                 attempted.append(target)
             try:
-                await sendto(datagram, target)
+                if lock.locked():  # another task waits for room: take turns
+                    await self._sendto(datagram, target)
+                else:  # with room in the buffer, no lock (see _sendto)
+                    try:
+                        await sendto(datagram, target)
+                    except trio.BusyResourceError:
+                        await self._sendto(datagram, target)
+                    except OSError as exc:
+                        await self._send_again(datagram, target, exc)
             except OSError as exc:
                 self.check_open()  # a closed socket fails every send: say why
                 self.stats.send_errors += 1
@@ -242,26 +250,16 @@ class Router:
         return failures
 
     async def _sendto(self, datagram: bytes, target: Address) -> None:
-        """One ``sendto``, taking turns only when the socket's send buffer is full.
+        """One ``sendto`` in turn: the socket's send buffer is full.
 
         A task whose send waits for room holds the socket's send side, and a
         second task's ``sendto`` raises ``trio.BusyResourceError``: that one
         takes the send lock and tries again every 1 ms, while later senders
         queue on the lock (as in ``trio/_dtls.py``). With room in the buffer
-        no lock is taken: queueing every send cost ~10% CPU at 256 in flight.
+        no lock is taken (:meth:`send` sends at once): queueing every send
+        cost ~10% CPU at 256 in flight.
         """
-        lock = self._send_lock
-        if not lock.locked():
-            try:
-                await self.socket.sendto(datagram, target)
-            except trio.BusyResourceError:
-                pass  # another task waits for room: take turns below
-            except OSError as exc:
-                await self._send_again(datagram, target, exc)
-                return
-            else:
-                return
-        async with lock:
+        async with self._send_lock:
             while True:
                 try:
                     await self.socket.sendto(datagram, target)
