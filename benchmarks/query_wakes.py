@@ -12,7 +12,9 @@ with this tree's admission on (its default)::
     python -m benchmarks.query_wakes [--before REV] [--json FILE]
 
 A *wake* is the end of a query's wait by its timer (a retry time or the
-deadline), counted on the cancel scope the query gathers under; a wake
+deadline), counted on the cancel scope the query waits under (for places
+or replies: one scope, since 4d6eb06; before, a query's deadline that
+came while it waited for places was not counted); a wake
 *with nothing to do* neither sent a datagram nor ended the query. The
 default ``--before`` is the commit before the schedule became one sans-IO
 object (db900a2), when a query to a known-slow peer woke at 0.1 s to find
@@ -117,9 +119,10 @@ def client_main(spec: dict[str, Any]) -> None:
             after = resource.getrusage(resource.RUSAGE_SELF)
             deferred = client.stats.deferred
         woke = sum(wakes[task] for task in tasks)
-        # Each query's last wake is its deadline (a verdict); each send
-        # after its first fan-out followed a wake.
-        idle = sum(max(0, wakes[task] - 1 - (sends[task] - 1)) for task in tasks)
+        # Each query's last wake is its deadline (a verdict; for a query
+        # never let out, its only one); each send after its first fan-out
+        # followed a wake.
+        idle = sum(max(0, wakes[task] - 1 - max(0, sends[task] - 1)) for task in tasks)
         return {
             "queries": queries,
             "policy": policy,

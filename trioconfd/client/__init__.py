@@ -1,11 +1,13 @@
 """The Trio client: a UDP socket, a receive task, a memory channel and a cancel scope per query.
 
 ``_open`` opens the socket and the nursery; ``_router`` runs the receive task
-and its routing table; ``_gather`` is a query's life (send, gather under a
-cancel scope, resend); ``_parity`` is Ganeti's send/wait/expire API; ``_arguments`` checks what
-callers pass; ``_logs`` keeps per-datagram log lines to one per kind per
-interval; ``_client`` is the public :class:`ConfdClient` that ties them
-together.
+and its routing table; ``_gather`` holds a request in flight (its sends, its
+channel, its verdict) and the stream over it; ``_parity`` is Ganeti's
+send/wait/expire API; ``_arguments`` checks what callers pass; ``_logs``
+keeps per-datagram log lines to one per kind per interval; ``_client`` is
+the public :class:`ConfdClient` that ties them together, and whose
+``query`` is a query's life (wait for places, send, read the channel under
+a cancel scope, resend).
 """
 
 from ..protocol import format_address

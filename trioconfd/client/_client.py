@@ -216,9 +216,10 @@ class ConfdClient:
             while True:
                 # One cancel scope a wait, until the next send due or the
                 # deadline: entered with that time, not moved to it after the
-                # first fan-out (a move costs ~3% of a query). A slow first
-                # fan-out (a full send buffer, a busy loop) that the first
-                # wake cuts short goes on in the next wait.
+                # first fan-out (a move costs ~3% of a query; a query that
+                # waited for places enters at its deadline and moves once). A
+                # slow first fan-out (a full send buffer, a busy loop) that
+                # the first wake cuts short goes on in the next wait.
                 with trio.move_on_at(
                     plan.deadline if in_flight is None else in_flight.wait_until
                 ) as waiting:

@@ -1,4 +1,4 @@
-"""A query's life: send to the sample, gather replies from the channel, resend to the silent.
+"""A request in flight: its sends to the sample and to the silent, its channel, its verdict.
 
 One task owns a request from first send to verdict (the loop is
 :meth:`ConfdClient.query`'s; a stream's, :class:`ReplyStream`). It reads the request's

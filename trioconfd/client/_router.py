@@ -225,15 +225,16 @@ class Router:
             if attempted is not None:
                 attempted.append(target)
             try:
-                if lock.locked():  # another task waits for room: take turns
-                    await self._sendto(datagram, target)
-                else:  # with room in the buffer, no lock (see _sendto)
+                if not lock.locked():  # with room in the buffer, no lock (see _sendto)
                     try:
                         await sendto(datagram, target)
+                        continue
                     except trio.BusyResourceError:
-                        await self._sendto(datagram, target)
+                        pass  # another task waits for room: take turns below
                     except OSError as exc:
                         await self._send_again(datagram, target, exc)
+                        continue
+                await self._sendto(datagram, target)
             except OSError as exc:
                 self.check_open()  # a closed socket fails every send: say why
                 self.stats.send_errors += 1
