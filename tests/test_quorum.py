@@ -8,6 +8,12 @@ from hypothesis import strategies as st
 
 from trioconfd import ConfdArgumentError, ConfdReply, ReplyAggregator, ReplyStatus, needed_replies
 from trioconfd.protocol import quorum_of
+from trioconfd.protocol._aggregate import (
+    FEW_ANSWERED,
+    Answered,
+    with_answered,
+    without_answered,
+)
 from trioconfd.testing import strategies
 
 OK = ReplyStatus.OK
@@ -157,3 +163,19 @@ def test_the_default_rule_worked_out_once_gives_what_the_rule_gives() -> None:
         assert quorum_of(needed_replies, count) == needed_replies(count)
     with pytest.raises(ConfdArgumentError, match="gave True"):
         quorum_of(needed_replies, True)
+
+
+@given(st.integers(min_value=0, max_value=20), st.sets(st.integers(min_value=0, max_value=19)))
+def test_who_has_answered_grows_and_shrinks_as_a_set_would(count: int, removed: set[int]) -> None:
+    # A tuple while few, a set past FEW_ANSWERED; either way the same peers.
+    peers = [("127.0.0.1", 1814 + index) for index in range(count)]
+    answered: Answered = ()
+    for peer in peers:
+        answered = with_answered(answered, peer)
+    assert isinstance(answered, tuple) == (count <= FEW_ANSWERED)
+    assert set(answered) == set(peers)
+    assert len(answered) == count
+    gone = {("127.0.0.1", 1814 + index) for index in removed}
+    answered = without_answered(answered, gone)
+    assert set(answered) == set(peers) - gone
+    assert len(answered) == len(set(peers) - gone)

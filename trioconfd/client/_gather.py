@@ -33,6 +33,7 @@ from ..protocol import (
     pack_request,
     quorum_of,
 )
+from ..protocol._aggregate import without_answered
 from ._admission import Places
 from ._entry import SHORT_TARGETS, ReplyReceiver, RoutingEntry
 from ._errors import ConfdRequestEndedError
@@ -72,6 +73,7 @@ class RequestInFlight(RoutingEntry):
         "_first_reply",
         "_first_send",
         "_forged",
+        "_forged_unread",
         "_not_asked",
         "_places",
         "_quorum",
@@ -124,9 +126,11 @@ class RequestInFlight(RoutingEntry):
         self._first_send: tuple[bytes, list[Address]] | None = None
         # Whether a wake cut the first fan-out short (the rest goes next).
         self._first_cut = False
-        # Peers whose replies count for nothing: accepted before their send,
-        # which was then cancelled before it went (None: none).
-        self._forged: set[Address] | None = None
+        # Replies that count for nothing, still in the channel: accepted
+        # before their peer's send, which was then cancelled before it went;
+        # how many, by peer (None: none yet), and in all.
+        self._forged: dict[Address, int] | None = None
+        self._forged_unread = 0
         if places is None:
             policy = RetryPolicy.off()
         else:
@@ -283,28 +287,34 @@ class RequestInFlight(RoutingEntry):
         """Replies accepted from ``peers`` while their sends waited, then cancelled
         before they went, were forged (nothing had been asked of them): they
         count for nothing (not even as the peer's sign of life), and are
-        counted as from an unasked peer. Each peer once."""
-        forged = self._forged
-        new = [
-            peer
-            for peer in peers
-            if peer in self.answered and (forged is None or peer not in forged)
-        ]
+        counted as from an unasked peer. Each peer leaves who has answered,
+        so that its own reply, once it is asked, is heard; the forged one,
+        still in the channel, is dropped as it is read. (One a stream's
+        other reader took meanwhile stays taken.)"""
+        arrived = self._arrived
+        new = []
+        for peer in peers:
+            if peer not in self.answered:
+                continue  # nothing came from it (or it was refused already)
+            if arrived is not None and arrived.pop(peer, None) is None:
+                continue  # a stream's other reader took it meanwhile
+            new.append(peer)
         if not new:
             return
+        forged = self._forged
         if forged is None:
-            forged = self._forged = set()
-        forged.update(new)
+            forged = self._forged = {}
+        for peer in new:
+            forged[peer] = forged.get(peer, 0) + 1
+        self._forged_unread += len(new)
+        self.answered = without_answered(self.answered, new)
         router = self._router
         router.stats.accepted -= len(new)
         router.stats.unexpected_peer += len(new)
-        arrived = self._arrived
         for peer in new:
             window = router.admission.windows.get(peer)
             if window is not None:
                 window.answers -= 1
-            if arrived:
-                arrived.pop(peer, None)
 
     def _hedge_never_went(self, peer: Address) -> None:
         """The deadline cut the hedge's send short before it went: it was never
@@ -363,7 +373,7 @@ class RequestInFlight(RoutingEntry):
 
     def receive_arrived(self) -> PeerReply | None:
         """A reply the receive task accepted that is still in the channel, counted; or None."""
-        while not self._closed and len(self.answered) > self._taken:
+        while not self._closed and len(self.answered) + self._forged_unread > self._taken:
             try:
                 peer_reply = self._channel[1].receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
@@ -394,12 +404,15 @@ class RequestInFlight(RoutingEntry):
     def take(self, peer_reply: PeerReply) -> bool:
         """Count a reply read from the channel: its places go back, and it is
         aggregated. False, and nothing counted, if it was forged (see _refuse)."""
-        self._taken += 1
         forged = self._forged
         if forged is not None and peer_reply.address in forged:
-            if self._arrived:
-                self._arrived.pop(peer_reply.address, None)
+            # Forged (see _refuse): the first of its peer's in the channel.
+            left = forged.pop(peer_reply.address) - 1
+            if left:
+                forged[peer_reply.address] = left
+            self._forged_unread -= 1
             return False
+        self._taken += 1
         if self._places is not None:
             self._places.answered(peer_reply.address)
         arrived = self._arrived
@@ -497,7 +510,7 @@ class RequestInFlight(RoutingEntry):
             lost = self._sent and now >= self.deadline and not self.aggregator.quorum_reached
             self._places.give_back(timed_out=lost)
         self._router.remove(self)
-        unread = len(self.answered) - self._taken
+        unread = len(self.answered) + self._forged_unread - self._taken
         self._router.channels.recycle(self._channel, self._capacity, unread, shared=self.streamed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
@@ -29,6 +30,14 @@ def with_answered(answered: Answered, peer: Address) -> Answered:
     if len(answered) < FEW_ANSWERED:
         return (*answered, peer)
     return {*answered, peer}
+
+
+def without_answered(answered: Answered, peers: Collection[Address]) -> Answered:
+    """``answered`` less ``peers``: a set is taken from, a tuple made anew."""
+    if isinstance(answered, set):
+        answered.difference_update(peers)
+        return answered
+    return tuple(peer for peer in answered if peer not in peers)
 
 
 def format_address(address: Address) -> str:
