@@ -30,6 +30,8 @@ from trioconfd import (
     open_confd_client,
 )
 from trioconfd.client._router import RECEIVE_TASKS
+from trioconfd.protocol import ConfdReply, PeerReply, ReplyStatus
+from trioconfd.protocol._aggregate import with_answered
 from trioconfd.testing import (
     ConfdServer,
     FaultProxy,
@@ -785,3 +787,39 @@ async def test_a_stream_left_unread_after_its_reply_came_cuts_no_window(
         window = client._router.admission.windows[cluster.peers[0]].window
         assert (window.size, window.in_use) == (64, 0)
         assert not client._router.admission.windows[cluster.peers[0]].silent
+
+
+async def test_a_stream_reader_woken_with_a_copy_refused_as_the_stream_ends_reads_no_further() -> (
+    None
+):
+    # A second task reading a stream is handed a copy "from" a peer, and
+    # before it runs the copy is refused (that peer's hedge never went) and
+    # the stream ends, its channel back in the pool: dropping the copy, the
+    # reader must not wait on, on a channel that may be another request's.
+    async with run_responders(2, KEY, silent) as responders:
+        peers = [responder.address for responder in responders]
+        async with open_confd_client(KEY, peers) as client:
+            outcome: list[BaseException | PeerReply] = []
+            async with trio.open_nursery() as nursery:
+                async with client.request(RequestType.PING, coverage=-1, timeout=5) as replies:
+                    in_flight = replies._exchange
+
+                    async def read() -> None:
+                        try:
+                            outcome.append(await in_flight.receive())
+                        except ConfdRequestEndedError as exc:
+                            outcome.append(exc)
+
+                    nursery.start_soon(read)
+                    await trio.testing.wait_all_tasks_blocked()
+                    peer = peers[1]
+                    # As the receive task accepts a copy "from" it ...
+                    in_flight.answered = with_answered(in_flight.answered, peer)
+                    in_flight.deliver(PeerReply(peer, ConfdReply(ReplyStatus.OK, "copy", 1)))
+                    in_flight._refuse([peer])  # ... then refused, in the same step
+                # the stream ends, its channel back in the pool, the reader not run yet
+                with trio.fail_after(1):
+                    await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+            assert len(outcome) == 1
+            assert isinstance(outcome[0], ConfdRequestEndedError)

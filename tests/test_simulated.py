@@ -591,3 +591,76 @@ async def test_a_hedge_whose_send_never_went_is_neither_asked_nor_answered(
         assert never not in result.silent
         assert windows[never].window.size == 64
         assert not windows[never].silent
+
+
+@pytest.mark.parametrize("spoof", [False, True])
+async def test_a_hedge_cut_by_a_readers_own_scope_may_be_asked_again(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, spoof: bool
+) -> None:
+    # A stream to three of four peers (one live) hedges at 20 ms; the
+    # hedge's send waits, and the reader's own scope, not the deadline, cuts
+    # it before it went (a copy "from" that peer coming meanwhile, if
+    # spoof). The stream reads on: that peer, up again, is asked as a hedge
+    # later, and its reply counts; no copy goes to it as if it had been
+    # asked, nor is its reply refused as from a peer never asked.
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    client_socket: list[Any] = []
+    genuine: list[bytes] = []
+    first: list[Any] = []
+    copies: list[tuple[float, Any]] = []
+    deliver = SimulatedSocket.deliver
+    send = SimulatedSocket.sendto
+
+    def recording_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
+        if client_socket and self is client_socket[0]:
+            genuine.append(datagram)
+        deliver(self, datagram, source)
+
+    async def sendto(self: SimulatedSocket, *args: Any) -> int:
+        if client_socket and self is client_socket[0]:
+            peer = tuple(args[-1][:2])
+            if trio.current_time() < 0.01:
+                first.append(peer)
+            else:
+                copies.append((trio.current_time(), peer))
+                if len(copies) == 1:  # the first hedge: its send waits (a full buffer)
+                    if spoof and genuine:  # ... and a copy comes "from" it meanwhile
+                        deliver(client_socket[0], genuine[0], args[-1])
+                    await trio.sleep(1)
+        return await send(self, *args)
+
+    monkeypatch.setattr(SimulatedSocket, "deliver", recording_deliver)
+    monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
+    retry = trioconfd.RetryPolicy(initial=1.0, max_interval=0.5, hedge_after=0.02)
+    async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
+        alive = cluster.peers[0]
+        for index in (1, 2, 3):
+            cluster.crash(index)
+        for seed in range(50):  # a sample with the live peer in it
+            first.clear()
+            copies.clear()
+            genuine.clear()
+            async with open_confd_client(
+                KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
+            ) as client:
+                client_socket[:] = [client._router.socket]
+                async with client.request(RequestType.PING, coverage=3, timeout=3) as replies:
+                    if alive not in first:
+                        continue
+                    got = [(await replies.__anext__()).address]
+                    with trio.move_on_after(0.05):  # cuts the hedge's send
+                        got.append((await replies.__anext__()).address)
+                    (cut_at, hedge), *_ = copies
+                    cluster.restart(cluster.peers.index(hedge))
+                    got += [reply.address async for reply in replies]
+                    stats = client.stats
+                    break
+        assert got[0] == alive
+        assert hedge not in first
+        # No copy to the cut hedge but a hedge's again, at the next hedge time.
+        again = [at for at, peer in copies[1:] if peer == hedge]
+        assert again
+        assert again[0] >= cut_at + 0.5 - 1e-9
+        assert hedge in got
+        assert stats.unexpected_peer == int(spoof)

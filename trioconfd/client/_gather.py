@@ -222,6 +222,8 @@ class RequestInFlight(RoutingEntry):
             self.ask(hedge)
             self.aggregator.ask_more(1)
             stats.hedged += 1
+            if hedge in self._not_asked:  # a hedge again, after one that never went
+                self._not_asked = [peer for peer in self._not_asked if peer != hedge]
         resent = len(peers) - (hedge is not None)
         stats.retransmitted += resent
         if len(peers) < len(due.peers):
@@ -317,9 +319,10 @@ class RequestInFlight(RoutingEntry):
                 window.answers -= 1
 
     def _hedge_never_went(self, peer: Address) -> None:
-        """The deadline cut the hedge's send short before it went: it was never
-        asked (it leaves the routing entry; a reply taken from it meanwhile
-        counts for nothing)."""
+        """The hedge's send was cut short before it went (by the deadline, or a
+        stream's reader's own scope): it was never asked (it leaves the
+        routing entry, a reply taken from it meanwhile counts for nothing,
+        and the schedule may choose it again)."""
         targets = self.targets
         if isinstance(targets, set):
             targets.discard(peer)
@@ -329,6 +332,7 @@ class RequestInFlight(RoutingEntry):
         self._refuse([peer])
         self._router.stats.hedged -= 1
         self._never_asked([peer])
+        self.schedule.hedge_never_sent(peer)
 
     def _never_asked(self, peers: list[Address]) -> None:
         """The request never went to ``peers`` (its first fan-out, or a hedge,
@@ -360,6 +364,8 @@ class RequestInFlight(RoutingEntry):
                 self.raise_ended()
             if self.take(peer_reply):
                 return peer_reply
+            if self._closed:  # a forged one, dropped: its channel may be another's now
+                raise ConfdRequestEndedError(_ENDED)
 
     def raise_ended(self) -> NoReturn:
         """Its channel ended: because the client closed (raise why), or the request ended."""

@@ -293,6 +293,18 @@ class SendSchedule:
                 silent[peer] = self._sends(sends.estimate, now, self._lag)
         self.wake_at = self._earliest()
 
+    def hedge_never_sent(self, peer: Address) -> None:
+        """The hedge the last call of :meth:`due` named, ``peer``, never went (its
+        send was cut short before it went): it was not asked, and may be a
+        hedge again. Said of a peer asked, it changes nothing."""
+        silent = self._silent
+        if silent is None or peer not in silent or peer in self._targets:
+            return
+        if silent[peer].sends == 1:
+            del silent[peer]
+            self._asked.remove(peer)
+            self.wake_at = self._earliest()
+
     def answered(self, peer: Address, now: float) -> None:
         """``peer`` replied at ``now``: it is asked no more, and its round trip is learned.
 
