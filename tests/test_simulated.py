@@ -530,6 +530,51 @@ async def test_a_copy_refused_in_a_stream_is_no_answer_from_its_peer(
         assert estimate is None or estimate.srtt is None
 
 
+class _HedgeSends:
+    """The client's sends in a hedging test: the first fan-out's peers (sent
+    before 10 ms), then each later copy with its time. The first later copy
+    (the hedge) waits 1 s (a full buffer), and if ``spoof`` a copy of a
+    reply the client got comes "from" its peer meanwhile."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, spoof: bool) -> None:
+        from trioconfd.testing._simnet import SimulatedSocket
+
+        self.client_socket: list[Any] = []
+        self.first: list[Any] = []
+        self.copies: list[tuple[float, Any]] = []
+        genuine: list[bytes] = []
+        deliver = SimulatedSocket.deliver
+        send = SimulatedSocket.sendto
+        sends = self
+
+        def recording_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
+            if sends.client_socket and self is sends.client_socket[0]:
+                genuine.append(datagram)
+            deliver(self, datagram, source)
+
+        async def sendto(self: SimulatedSocket, *args: Any) -> int:
+            if sends.client_socket and self is sends.client_socket[0]:
+                peer = tuple(args[-1][:2])
+                if trio.current_time() < 0.01:
+                    sends.first.append(peer)
+                else:
+                    sends.copies.append((trio.current_time(), peer))
+                    if len(sends.copies) == 1:
+                        if spoof and genuine:
+                            deliver(self, genuine[0], args[-1])
+                        await trio.sleep(1)
+            return await send(self, *args)
+
+        monkeypatch.setattr(SimulatedSocket, "deliver", recording_deliver)
+        monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
+
+    def watch(self, client: trioconfd.ConfdClient) -> None:
+        """Watch ``client``'s socket from now on, its records cleared."""
+        self.client_socket[:] = [client._router.socket]
+        self.first.clear()
+        self.copies.clear()
+
+
 @pytest.mark.parametrize("spoof", [False, True])
 async def test_a_hedge_whose_send_never_went_is_neither_asked_nor_answered(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, spoof: bool
@@ -538,59 +583,32 @@ async def test_a_hedge_whose_send_never_went_is_neither_asked_nor_answered(
     # them), hedges at 20 ms, and the hedge's send waits past the deadline:
     # that peer was never asked (not counted as sent, its window not cut),
     # and a copy "from" it while its send waited counts for nothing.
-    from trioconfd.testing._simnet import SimulatedSocket
-
-    client_socket: list[Any] = []
-    genuine: list[bytes] = []
-    first: list[Any] = []
-    hedged: list[Any] = []
-    deliver = SimulatedSocket.deliver
-    send = SimulatedSocket.sendto
-
-    def recording_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
-        if client_socket and self is client_socket[0]:
-            genuine.append(datagram)
-        deliver(self, datagram, source)
-
-    async def sendto(self: SimulatedSocket, *args: Any) -> int:
-        if client_socket and self is client_socket[0]:
-            if trio.current_time() < 0.01:
-                first.append(tuple(args[-1][:2]))
-            else:  # the hedge: its send waits (a full buffer) ...
-                hedged.append(tuple(args[-1][:2]))
-                if spoof and genuine:  # ... and a copy comes "from" it meanwhile
-                    deliver(client_socket[0], genuine[0], args[-1])
-                await trio.sleep(1)
-        return await send(self, *args)
-
-    monkeypatch.setattr(SimulatedSocket, "deliver", recording_deliver)
-    monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
+    sends = _HedgeSends(monkeypatch, spoof=spoof)
     retry = trioconfd.RetryPolicy(initial=1.0, hedge_after=0.02)
     async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
         alive = cluster.peers[0]
         for index in (1, 2, 3):
             cluster.crash(index)
         for seed in range(50):  # a sample with the live peer in it
-            first.clear()
-            hedged.clear()
-            genuine.clear()
             async with open_confd_client(
                 KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
             ) as client:
-                client_socket[:] = [client._router.socket]
+                sends.watch(client)
                 result = await client.query(RequestType.PING, coverage=3, timeout=0.1)
                 windows = client._router.admission.windows
-            if alive in first:
+            if alive in sends.first:
                 break
-        assert alive in first
-        (never,) = hedged
-        assert never not in first
+        assert alive in sends.first
+        (never,) = [peer for _, peer in sends.copies]
+        assert never not in sends.first
         assert result.timed_out
         assert (result.sent, result.received) == (3, 1)
         assert [reply.address for reply in result.replies] == [alive]
         assert never not in result.silent
         assert windows[never].window.size == 64
         assert not windows[never].silent
+        assert windows[never].window.in_use == 0
+        assert client.stats.unexpected_peer == int(spoof)
 
 
 @pytest.mark.parametrize("spoof", [False, True])
@@ -603,63 +621,32 @@ async def test_a_hedge_cut_by_a_readers_own_scope_may_be_asked_again(
     # spoof). The stream reads on: that peer, up again, is asked as a hedge
     # later, and its reply counts; no copy goes to it as if it had been
     # asked, nor is its reply refused as from a peer never asked.
-    from trioconfd.testing._simnet import SimulatedSocket
-
-    client_socket: list[Any] = []
-    genuine: list[bytes] = []
-    first: list[Any] = []
-    copies: list[tuple[float, Any]] = []
-    deliver = SimulatedSocket.deliver
-    send = SimulatedSocket.sendto
-
-    def recording_deliver(self: SimulatedSocket, datagram: bytes, source: Any) -> None:
-        if client_socket and self is client_socket[0]:
-            genuine.append(datagram)
-        deliver(self, datagram, source)
-
-    async def sendto(self: SimulatedSocket, *args: Any) -> int:
-        if client_socket and self is client_socket[0]:
-            peer = tuple(args[-1][:2])
-            if trio.current_time() < 0.01:
-                first.append(peer)
-            else:
-                copies.append((trio.current_time(), peer))
-                if len(copies) == 1:  # the first hedge: its send waits (a full buffer)
-                    if spoof and genuine:  # ... and a copy comes "from" it meanwhile
-                        deliver(client_socket[0], genuine[0], args[-1])
-                    await trio.sleep(1)
-        return await send(self, *args)
-
-    monkeypatch.setattr(SimulatedSocket, "deliver", recording_deliver)
-    monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
+    sends = _HedgeSends(monkeypatch, spoof=spoof)
     retry = trioconfd.RetryPolicy(initial=1.0, max_interval=0.5, hedge_after=0.02)
     async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
         alive = cluster.peers[0]
         for index in (1, 2, 3):
             cluster.crash(index)
         for seed in range(50):  # a sample with the live peer in it
-            first.clear()
-            copies.clear()
-            genuine.clear()
             async with open_confd_client(
                 KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
             ) as client:
-                client_socket[:] = [client._router.socket]
+                sends.watch(client)
                 async with client.request(RequestType.PING, coverage=3, timeout=3) as replies:
-                    if alive not in first:
+                    if alive not in sends.first:
                         continue
                     got = [(await replies.__anext__()).address]
                     with trio.move_on_after(0.05):  # cuts the hedge's send
                         got.append((await replies.__anext__()).address)
-                    (cut_at, hedge), *_ = copies
+                    (cut_at, hedge), *_ = sends.copies
                     cluster.restart(cluster.peers.index(hedge))
                     got += [reply.address async for reply in replies]
                     stats = client.stats
                     break
         assert got[0] == alive
-        assert hedge not in first
+        assert hedge not in sends.first
         # No copy to the cut hedge but a hedge's again, at the next hedge time.
-        again = [at for at, peer in copies[1:] if peer == hedge]
+        again = [at for at, peer in sends.copies[1:] if peer == hedge]
         assert again
         assert again[0] >= cut_at + 0.5 - 1e-9
         assert hedge in got
