@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -11,8 +13,11 @@ import trio.testing
 
 import trioconfd
 from trioconfd import ConfdClientError, RequestType, open_confd_client
+from trioconfd.client._arguments import choose_targets
+from trioconfd.protocol import Address
 from trioconfd.testing import (
     Faults,
+    SimulatedCluster,
     SimulatedNetwork,
     make_cluster_config,
     open_simulated_cluster,
@@ -568,11 +573,27 @@ class _HedgeSends:
         monkeypatch.setattr(SimulatedSocket, "deliver", recording_deliver)
         monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
 
-    def watch(self, client: trioconfd.ConfdClient) -> None:
-        """Watch ``client``'s socket from now on, its records cleared."""
-        self.client_socket[:] = [client._router.socket]
-        self.first.clear()
-        self.copies.clear()
+
+@asynccontextmanager
+async def _one_live_of_four(
+    monkeypatch: pytest.MonkeyPatch, *, spoof: bool, retry: trioconfd.RetryPolicy
+) -> AsyncIterator[tuple[SimulatedCluster, Address, trioconfd.ConfdClient, _HedgeSends]]:
+    """Four simulated peers, all but the first crashed; a client whose first
+    sample of three has that live one in (its rng draws as choose_targets),
+    its sends recorded (:class:`_HedgeSends`)."""
+    sends = _HedgeSends(monkeypatch, spoof=spoof)
+    async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
+        alive = cluster.peers[0]
+        for index in (1, 2, 3):
+            cluster.crash(index)
+        seed = 0
+        while alive not in choose_targets(cluster.peers, 3, random.Random(seed)):
+            seed += 1
+        async with open_confd_client(
+            KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
+        ) as client:
+            sends.client_socket[:] = [client._router.socket]
+            yield cluster, alive, client, sends
 
 
 @pytest.mark.parametrize("spoof", [False, True])
@@ -583,32 +604,22 @@ async def test_a_hedge_whose_send_never_went_is_neither_asked_nor_answered(
     # them), hedges at 20 ms, and the hedge's send waits past the deadline:
     # that peer was never asked (not counted as sent, its window not cut),
     # and a copy "from" it while its send waited counts for nothing.
-    sends = _HedgeSends(monkeypatch, spoof=spoof)
     retry = trioconfd.RetryPolicy(initial=1.0, hedge_after=0.02)
-    async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
-        alive = cluster.peers[0]
-        for index in (1, 2, 3):
-            cluster.crash(index)
-        for seed in range(50):  # a sample with the live peer in it
-            async with open_confd_client(
-                KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
-            ) as client:
-                sends.watch(client)
-                result = await client.query(RequestType.PING, coverage=3, timeout=0.1)
-                windows = client._router.admission.windows
-            if alive in sends.first:
-                break
-        assert alive in sends.first
-        (never,) = [peer for _, peer in sends.copies]
-        assert never not in sends.first
-        assert result.timed_out
-        assert (result.sent, result.received) == (3, 1)
-        assert [reply.address for reply in result.replies] == [alive]
-        assert never not in result.silent
-        assert windows[never].window.size == 64
-        assert not windows[never].silent
-        assert windows[never].window.in_use == 0
-        assert client.stats.unexpected_peer == int(spoof)
+    async with _one_live_of_four(monkeypatch, spoof=spoof, retry=retry) as found:
+        _, alive, client, sends = found
+        result = await client.query(RequestType.PING, coverage=3, timeout=0.1)
+        windows = client._router.admission.windows
+    assert alive in sends.first
+    (never,) = [peer for _, peer in sends.copies]
+    assert never not in sends.first
+    assert result.timed_out
+    assert (result.sent, result.received) == (3, 1)
+    assert [reply.address for reply in result.replies] == [alive]
+    assert never not in result.silent
+    assert windows[never].window.size == 64
+    assert not windows[never].silent
+    assert windows[never].window.in_use == 0
+    assert client.stats.unexpected_peer == int(spoof)
 
 
 @pytest.mark.parametrize("spoof", [False, True])
@@ -621,33 +632,24 @@ async def test_a_hedge_cut_by_a_readers_own_scope_may_be_asked_again(
     # spoof). The stream reads on: that peer, up again, is asked as a hedge
     # later, and its reply counts; no copy goes to it as if it had been
     # asked, nor is its reply refused as from a peer never asked.
-    sends = _HedgeSends(monkeypatch, spoof=spoof)
     retry = trioconfd.RetryPolicy(initial=1.0, max_interval=0.5, hedge_after=0.02)
-    async with open_simulated_cluster([CONFIG] * 4, KEY) as cluster:
-        alive = cluster.peers[0]
-        for index in (1, 2, 3):
-            cluster.crash(index)
-        for seed in range(50):  # a sample with the live peer in it
-            async with open_confd_client(
-                KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)
-            ) as client:
-                sends.watch(client)
-                async with client.request(RequestType.PING, coverage=3, timeout=3) as replies:
-                    if alive not in sends.first:
-                        continue
-                    got = [(await replies.__anext__()).address]
-                    with trio.move_on_after(0.05):  # cuts the hedge's send
-                        got.append((await replies.__anext__()).address)
-                    (cut_at, hedge), *_ = sends.copies
-                    cluster.restart(cluster.peers.index(hedge))
-                    got += [reply.address async for reply in replies]
-                    stats = client.stats
-                    break
-        assert got[0] == alive
-        assert hedge not in sends.first
-        # No copy to the cut hedge but a hedge's again, at the next hedge time.
-        again = [at for at, peer in sends.copies[1:] if peer == hedge]
-        assert again
-        assert again[0] >= cut_at + 0.5 - 1e-9
-        assert hedge in got
-        assert stats.unexpected_peer == int(spoof)
+    async with (
+        _one_live_of_four(monkeypatch, spoof=spoof, retry=retry) as (cluster, alive, client, sends),
+        client.request(RequestType.PING, coverage=3, timeout=3) as replies,
+    ):
+        got = [(await replies.__anext__()).address]
+        with trio.move_on_after(0.05):  # cuts the hedge's send
+            got.append((await replies.__anext__()).address)
+        (cut_at, hedge), *_ = sends.copies
+        cluster.restart(cluster.peers.index(hedge))
+        got += [reply.address async for reply in replies]
+    stats = client.stats
+    assert alive in sends.first
+    assert got[0] == alive
+    assert hedge not in sends.first
+    # No copy to the cut hedge but a hedge's again, at the next hedge time.
+    again = [at for at, peer in sends.copies[1:] if peer == hedge]
+    assert again
+    assert again[0] >= cut_at + 0.5 - 1e-9
+    assert hedge in got
+    assert stats.unexpected_peer == int(spoof)
