@@ -20,6 +20,7 @@ from trioconfd import (
     MAGIC,
     AdmissionPolicy,
     ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClient,
     ConfdClientClosedError,
     ConfdClientError,
@@ -119,10 +120,22 @@ def test_no_admission_means_a_window_without_end() -> None:
         ({"decrease": 1}, "decrease must be a number between 0 and 1"),
         ({"decrease": math.nan}, "decrease must be a number between 0 and 1"),
         ({"enabled": "yes"}, "enabled must be True or False"),
+        ({"initial": -(10**5000)}, "initial must be .*, not an integer of 16,610 bits"),
+        ({"decrease": 10**400}, "decrease must be .*, beyond a float.s range"),
     ],
 )
 def test_bad_admission_settings_are_refused(arguments: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfdArgumentError, match=message):
+        AdmissionPolicy(**arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments", [{"minimum": 1.5}, {"maximum": True}, {"decrease": "0.5"}, {"enabled": 1}]
+)
+def test_an_admission_setting_of_the_wrong_type_is_a_type_error(
+    arguments: dict[str, Any],
+) -> None:
+    with pytest.raises(ConfdArgumentTypeError, match=f"{next(iter(arguments))} must be"):
         AdmissionPolicy(**arguments)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ import trioconfd
 from trioconfd import (
     UPCALL_EXPIRE,
     UPCALL_REPLY,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdReply,
     ConfdRequest,
@@ -256,6 +259,121 @@ async def test_expiry_cascade(mock_clock: trio.testing.MockClock) -> None:
         assert order[-1] == (late.rsalt, None)
 
 
+async def test_a_callback_that_expires_requests_expires_each_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Ganeti code may well expire requests from its own EXPIRE upcall.
+    expired: list[object] = []
+
+    def expire_again(upcall: Upcall) -> None:
+        if upcall.type is UPCALL_EXPIRE:
+            expired.append(upcall.extra_args)
+            upcall.client.expire_requests()
+
+    async with (
+        silent_cluster(1) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, callback=expire_again) as client,
+    ):
+        for index in range(3):
+            await client.send_request(ConfdRequest(RequestType.PING), args=index)
+        await trio.sleep(20)
+        assert expired == [0, 1, 2]
+        assert client.stats.expired == 3
+        assert client.outstanding == 0
+
+
+async def test_expire_requests_finds_an_overdue_request_behind_one_a_wait_moved(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    expired: list[object] = []
+    async with (
+        run_responders(1, KEY, silent) as responders,
+        open_confd_client(
+            KEY,
+            [responders[0].address],
+            callback=lambda upcall: expired.append(upcall.extra_args),
+        ) as client,
+    ):
+        first, second = ConfdRequest(RequestType.PING), ConfdRequest(RequestType.PING)
+        await client.send_request(first, args="first")  # expires at 10 s
+        mock_clock.jump(5)
+        await client.send_request(second, args="second")  # at 15 s
+        # A wait of no time leaves the first's expiry where it was.
+        assert await client.wait_for_reply(first.rsalt, timeout=0) == (True, 1, 0)
+        mock_clock.jump(6)
+        client.expire_requests()  # at 11 s, no checkpoint: its own timer has not run
+        assert expired == ["first"]
+        assert client.outstanding == 1
+        mock_clock.jump(5)
+        client.expire_requests()
+        assert expired == ["first", "second"]
+
+
+async def test_a_wait_with_no_limit_does_not_keep_its_request_for_ever(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    expired: list[object] = []
+    async with (
+        open_simulated_cluster([make_cluster_config()] * 3, KEY) as cluster,
+        open_confd_client(
+            KEY,
+            cluster.peers,
+            port=cluster.port,
+            max_outstanding=5,
+            callback=lambda upcall: (
+                expired.append(upcall.salt) if upcall.type is UPCALL_EXPIRE else None
+            ),
+        ) as client,
+    ):
+        requests = [ConfdRequest(RequestType.PING) for _ in range(5)]
+        for request in requests:
+            await client.send_request(request, coverage=-1)
+            start = trio.current_time()
+            assert await client.wait_for_reply(request.rsalt, math.inf) == (False, 3, 2)
+            waited = trio.current_time() - start
+            assert 0 < waited < 1
+        assert client.outstanding == 5  # as many as the client holds
+        await trio.sleep(10 + waited + 0.1)
+        # Each expired 10 s after it was sent, and the time waited later.
+        assert expired == [request.rsalt for request in requests]
+        assert client.outstanding == 0
+        await client.send_request(ConfdRequest(RequestType.PING))  # room again
+
+
+async def test_a_wait_with_no_limit_keeps_its_request_while_it_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        start = trio.current_time()
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+        with trio.move_on_after(30):
+            await client.wait_for_reply(request.rsalt, math.inf)
+        assert client.outstanding == 1  # not expired at 10 s: waited on
+        await trio.sleep_until(start + 39.9)
+        assert client.outstanding == 1  # 10 s, and the 30 s it was waited on
+        await trio.sleep_until(start + 40.1)
+        assert client.outstanding == 0
+
+
+async def test_wait_for_reply_refuses_a_salt_that_is_not_a_str() -> None:
+    async with (
+        run_responders(1, KEY, answer_ping(1)) as responders,
+        open_confd_client(KEY, [responders[0].address]) as client,
+    ):
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+        with pytest.raises(ConfdArgumentTypeError, match=r"not ConfdRequest: pass request\.rsalt"):
+            await client.wait_for_reply(request)  # type: ignore[arg-type]
+        for wrong in (None, 42, [request.rsalt]):
+            with pytest.raises(ConfdArgumentTypeError, match="salt must be a request's rsalt"):
+                await client.wait_for_reply(wrong)  # type: ignore[arg-type]
+        assert (await client.wait_for_reply(request.rsalt))[0] is False
+
+
 async def test_peer_list_update() -> None:
     async with (
         run_responders(2, KEY, silent) as old,
@@ -474,6 +592,43 @@ async def test_callback_errors_do_not_break_the_client() -> None:
         assert client.outstanding == 0
 
 
+async def test_an_async_callback_is_refused_up_front() -> None:
+    async def handler(upcall: Upcall) -> None:  # pragma: no cover - never called
+        pass
+
+    class Handler:
+        async def __call__(self, upcall: Upcall) -> None:  # pragma: no cover
+            pass
+
+    for callback in (handler, Handler()):
+        with pytest.raises(ConfdArgumentTypeError, match="callback is an async function"):
+            async with open_confd_client(KEY, ["127.0.0.1"], callback=callback):
+                pass  # pragma: no cover
+
+
+async def test_a_coroutine_a_callback_returns_is_closed_and_counted_as_its_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    made = []
+
+    async def handle(upcall: Upcall) -> None:  # pragma: no cover - never run
+        pass
+
+    def callback(upcall: Upcall) -> object:
+        made.append(handle(upcall))
+        return made[-1]
+
+    async with (
+        run_responders(2, KEY) as responders,
+        open_confd_client(KEY, [r.address for r in responders], callback=callback) as client,
+    ):
+        assert (await client.query(RequestType.PING, coverage=-1)).ok
+        await settle(lambda: client.stats.callback_errors == len(made) >= 2)
+    # Closed, never run.
+    assert {inspect.getcoroutinestate(coroutine) for coroutine in made} == {"CORO_CLOSED"}
+    assert "the callback returned a coroutine" in caplog.text
+
+
 async def test_streaming_each_reply_as_it_arrives() -> None:
     async with (
         run_responders(3, KEY, answer_ping(serial=9)) as responders,
@@ -489,6 +644,68 @@ async def test_streaming_each_reply_as_it_arrives() -> None:
         assert [reached for _, reached in seen] == [False, True, True]
         assert not replies.timed_out
         assert replies.result().received == 3
+
+
+@pytest.mark.parametrize("timeout", [5.0, math.inf])
+async def test_every_reader_of_a_stream_stops_once_every_peer_has_replied(
+    timeout: float,
+) -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(serial=9)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        for index, responder in enumerate(responders):
+            responder.delay = 0.05 * index
+        read: dict[str, int] = {}
+        start = trio.current_time()
+        async with client.request(RequestType.PING, coverage=-1, timeout=timeout) as replies:
+
+            async def reader(name: str) -> None:
+                read[name] = 0
+                async for _ in replies:
+                    read[name] += 1
+
+            with trio.fail_after(3):  # without the stop, one reader waits for ever
+                async with trio.open_nursery() as nursery:
+                    for name in "abc":
+                        nursery.start_soon(reader, name)
+        assert sum(read.values()) == 3  # each reply read once, by one reader
+        assert trio.current_time() - start < 1
+        assert not replies.timed_out
+        result = replies.result()
+        assert (result.received, result.timed_out) == (3, False)
+        # The end that stopped the others was never a reply: the channel went back empty.
+        assert (await client.query(RequestType.PING, coverage=-1)).received == 2
+
+
+async def test_a_streams_verdict_counts_the_replies_not_read_yet() -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(serial=4)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        async with client.request(RequestType.PING, coverage=-1) as replies:
+            await settle(lambda: client.stats.accepted == 3)
+            result = replies.result()  # none read yet
+            assert (result.received, result.quorum_reached, result.serial) == (3, True, 4)
+            # Counted, and still yielded, each once.
+            got = [peer_reply.address async for peer_reply in replies]
+            assert sorted(got) == sorted(r.address for r in responders)
+            assert replies.result().received == 3
+        async with client.request(RequestType.PING, coverage=-1) as replies:
+            await settle(lambda: client.stats.accepted == 6)
+        # Left unread: the verdict after the block counts them too.
+        assert replies.result().received == 3
+
+
+async def test_a_stream_given_no_time_says_it_timed_out() -> None:
+    async with (
+        run_responders(3, KEY, answer_ping(serial=4)) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        async with client.request(RequestType.PING, coverage=-1, timeout=0) as replies:
+            assert [peer_reply async for peer_reply in replies] == []
+        assert replies.timed_out
+        assert replies.result().timed_out
 
 
 async def test_one_shot_query() -> None:

@@ -20,6 +20,8 @@ import trio.testing
 
 import trioconfd
 from trioconfd import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientBrokenError,
     ConfdClientClosedError,
     ConfdClientError,
@@ -175,17 +177,48 @@ async def test_infinite_timeout_then_finite_ones_all_end_on_time(
         assert client.outstanding == 0
 
 
-@pytest.mark.parametrize("bad", [math.nan, -1, -math.inf, "5", True])
-async def test_bad_timeouts_are_refused(bad: Any) -> None:
+@pytest.mark.parametrize(
+    ("bad", "error", "shown"),
+    [
+        (math.nan, ConfdArgumentError, "nan"),
+        (-1, ConfdArgumentError, "-1"),
+        (-math.inf, ConfdArgumentError, "-inf"),
+        (10**400, ConfdArgumentError, "an integer of 1,329 bits, beyond a float.s range"),
+        (-(10**5000), ConfdArgumentError, "an integer of 16,610 bits"),
+        ("5", ConfdArgumentTypeError, "'5'"),
+        (True, ConfdArgumentTypeError, "True"),
+        ([5], ConfdArgumentTypeError, r"\[5\]"),
+    ],
+    ids=["nan", "-1", "-inf", "10**400", "-10**5000", "str", "bool", "list"],
+)
+async def test_bad_timeouts_are_refused(bad: Any, error: type[Exception], shown: str) -> None:
+    message = f"timeout must be a number of seconds >= 0 .*, not {shown}"
     async with open_confd_client(KEY, ["127.0.0.1"]) as client:
-        with pytest.raises(ConfdClientError, match="timeout must be a number"):
+        with pytest.raises(error, match=message) as refused:
             await client.query(RequestType.PING, timeout=bad)
-        with pytest.raises(ConfdClientError, match="timeout must be a number"):
+        assert type(refused.value) is error
+        with pytest.raises(error, match=message):
             async with client.request(RequestType.PING, timeout=bad):
                 pass  # pragma: no cover
-        with pytest.raises(ConfdClientError, match="timeout must be a number"):
+        with pytest.raises(error, match=message):
             await client.wait_for_reply("salt", timeout=bad)
+        with pytest.raises(error, match=message):
+            client.watch(RequestType.PING, timeout=bad)
         assert client.outstanding == 0
+
+
+async def test_a_watch_refuses_at_once_what_its_queries_would() -> None:
+    async with open_confd_client(KEY, ["127.0.0.1", "127.0.0.2"]) as client:
+        with pytest.raises(ConfdArgumentError, match="coverage 3 asks for more peers"):
+            client.watch(RequestType.PING, coverage=3)
+        with pytest.raises(ConfdArgumentTypeError, match="coverage must be an integer"):
+            client.watch(RequestType.PING, coverage=1.0)  # type: ignore[arg-type]
+        with pytest.raises(ConfdArgumentTypeError, match="retry must be a RetryPolicy"):
+            client.watch(RequestType.PING, retry=0.1)  # type: ignore[arg-type]
+        with pytest.raises(ConfdArgumentError, match="unknown request type"):
+            client.watch(99)
+        with pytest.raises(ConfdArgumentError, match="either inside the ConfdRequest"):
+            client.watch(ConfdRequest(RequestType.PING), "a query")
 
 
 async def _calls_after_close(client: Any) -> list[Callable[[], Any]]:
@@ -205,7 +238,7 @@ async def test_every_call_after_close_raises_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_confd_client(KEY, ["127.0.0.1"]) as client:
-        pass
+        peers = client.peers
     assert client.closed
     assert "closed" in repr(client)
     for call in await _calls_after_close(client):
@@ -213,6 +246,15 @@ async def test_every_call_after_close_raises_at_once(
         with pytest.raises(ConfdClientClosedError, match="async with block has exited"):
             await call()
         assert trio.current_time() == start
+    for sync_call in (
+        lambda: client.update_peer_list(["127.0.0.2"]),
+        client.expire_requests,
+        lambda: client.watch(RequestType.PING),
+        client.socket_drops,
+    ):
+        with pytest.raises(ConfdClientClosedError, match="async with block has exited"):
+            sync_call()
+    assert client.peers == peers  # unchanged
     # Catchable as Trio's own error, and as ours.
     assert issubclass(ConfdClientClosedError, trio.ClosedResourceError)
     assert issubclass(ConfdClientClosedError, ConfdClientError)
@@ -799,7 +841,7 @@ async def test_a_stream_reader_woken_with_a_copy_refused_as_the_stream_ends_read
     async with run_responders(2, KEY, silent) as responders:
         peers = [responder.address for responder in responders]
         async with open_confd_client(KEY, peers) as client:
-            outcome: list[BaseException | PeerReply] = []
+            outcome: list[BaseException | PeerReply | None] = []
             async with trio.open_nursery() as nursery:
                 async with client.request(RequestType.PING, coverage=-1, timeout=5) as replies:
                     in_flight = replies._exchange

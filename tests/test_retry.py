@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioconfd import ConfdClientError, RetryPolicy
+from trioconfd import ConfdArgumentTypeError, ConfdClientError, RetryPolicy
 
 
 def test_retry_policy_schedule() -> None:
@@ -32,10 +32,22 @@ def test_retry_policy_schedule() -> None:
         ({"multiplier": float("inf")}, "multiplier must be"),
         ({"multiplier": float("nan")}, "multiplier must be"),
         ({"hedge_after": 0}, "hedge_after must be a positive"),
+        ({"initial": 10**400}, "initial must be .*, not an integer of 1,329 bits, beyond"),
+        ({"max_timeout": 2**5000}, "max_timeout must be .*, beyond a float.s range"),
+        ({"multiplier": -(10**400)}, "multiplier must be .*, not an integer of 1,329 bits, beyond"),
     ],
 )
 def test_bad_retry_policies_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfdClientError, match=message):
+        RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"initial": "1"}, {"hedge_after": [1]}, {"multiplier": None}, {"adaptive": 1}],
+)
+def test_a_retry_policy_of_the_wrong_type_is_a_type_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfdArgumentTypeError, match=f"{next(iter(kwargs))} must be"):
         RetryPolicy(**kwargs)
 
 

@@ -13,6 +13,7 @@ import trio.testing
 
 from trioconfd import (
     ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClient,
     QueryResult,
     ReplyStatus,
@@ -100,11 +101,13 @@ async def test_a_watch_without_a_quorum_yields_nothing_until_there_is_one(
             break
 
 
-@pytest.mark.parametrize("interval", [0, -1, math.inf, math.nan, True, "1"])
+@pytest.mark.parametrize("interval", [0, -1, math.inf, math.nan, True, "1", 10**400])
 async def test_a_bad_interval_is_refused_at_once(interval: Any) -> None:
     async with open_confd_client(KEY, [("127.0.0.1", 1814)]) as client:
-        with pytest.raises(ConfdArgumentError, match="interval must be a number of seconds"):
+        with pytest.raises(ConfdArgumentError, match="interval must be a number of seconds") as e:
             client.watch(RequestType.PING, interval=interval)
+        wrong_type = isinstance(interval, bool | str)
+        assert isinstance(e.value, ConfdArgumentTypeError) == wrong_type
 
 
 async def test_replies_that_disagree_at_one_serial_are_not_news_each_time(

@@ -13,19 +13,27 @@ from ..protocol import (
     ConfdRequest,
     Query,
     RequestType,
+    RetryPolicy,
 )
 from ..protocol._messages import new_request
+from ..protocol._numbers import as_number, shown
 
 
 def check_timeout(timeout: float | None) -> float:
     """``timeout`` in seconds: None is :data:`EXPIRE_TIMEOUT`, ``math.inf`` never ends."""
     if timeout is None:
         return EXPIRE_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ConfdArgumentError(
-            f"timeout must be a number of seconds >= 0 (math.inf: no limit), not {timeout!r}"
-        )
-    return float(timeout)
+    rule = "a number of seconds >= 0 (math.inf: no limit)"
+    seconds = as_number("timeout", timeout, rule)
+    if not seconds >= 0:  # NaN too
+        raise ConfdArgumentError(f"timeout must be {rule}, not {shown(timeout)}")
+    return seconds
+
+
+def check_retry(retry: RetryPolicy | None) -> None:
+    """Refuse a ``retry`` that is neither None nor a :class:`RetryPolicy`."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
 
 
 def as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:
@@ -37,19 +45,26 @@ def as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) 
     return new_request(type_or_request, query)
 
 
+def check_coverage(coverage: int, known: int) -> int:
+    """How many of ``known`` peers ``coverage`` asks: 0 is min(known, 6), -1 all, N exactly N."""
+    if isinstance(coverage, bool) or not isinstance(coverage, int):
+        raise ConfdArgumentTypeError(f"coverage must be an integer, not {shown(coverage)}")
+    if coverage == 0:
+        return min(known, DEFAULT_COVERAGE)
+    if coverage == -1:
+        return known
+    if coverage < -1:
+        raise ConfdArgumentError(f"coverage must be -1, 0 or a peer count, not {shown(coverage)}")
+    if coverage > known:
+        raise ConfdArgumentError(
+            f"coverage {shown(coverage)} asks for more peers than the {known} known"
+        )
+    return coverage
+
+
 def choose_targets(peers: list[Address], coverage: int, rng: random.Random) -> list[Address]:
     """The peers to ask: coverage 0 is min(peers, 6), -1 all, N exactly N (a random sample)."""
-    if isinstance(coverage, bool) or not isinstance(coverage, int):
-        raise ConfdArgumentTypeError(f"coverage must be an integer, not {coverage!r}")
-    known = len(peers)
-    if coverage == 0:
-        coverage = min(known, DEFAULT_COVERAGE)
-    elif coverage == -1:
-        coverage = known
-    elif coverage < -1:
-        raise ConfdArgumentError(f"coverage must be -1, 0 or a peer count, not {coverage}")
-    if coverage > known:
-        raise ConfdArgumentError(f"coverage {coverage} asks for more peers than the {known} known")
-    if coverage == known:
+    count = check_coverage(coverage, len(peers))
+    if count == len(peers):
         return list(peers)  # everyone is asked: nothing to draw
-    return rng.sample(peers, coverage)
+    return rng.sample(peers, count)

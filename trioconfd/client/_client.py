@@ -32,7 +32,7 @@ from ..protocol import (
     quorum_of,
 )
 from ._admission import Places
-from ._arguments import as_request, check_timeout, choose_targets
+from ._arguments import as_request, check_retry, check_timeout, choose_targets
 from ._entry import RoutingEntry
 from ._gather import ReplyStream, RequestInFlight, unsent_result
 from ._kernel import udp_socket_drops
@@ -40,7 +40,7 @@ from ._parity import SentRequests
 from ._peers import PeerSpec, parse_peers
 from ._router import Router
 from ._stats import ClientStats
-from ._upcalls import SLOW_CALLBACK, Callback, Upcall
+from ._upcalls import SLOW_CALLBACK, Callback, Upcall, refuse_a_coroutine
 from ._watch import Watch
 
 
@@ -157,6 +157,7 @@ class ConfdClient:
 
         None too for a socket with no kernel file behind it (a simulated network).
         """
+        self._router.check_open()
         try:
             fd = self._router.socket.fileno()
         except (NotImplementedError, OSError):
@@ -172,6 +173,7 @@ class ConfdClient:
         The new peers must be of the socket's address family. The window of
         a peer no longer asked is dropped once nothing holds or waits for it.
         """
+        self._router.check_open()
         family, addresses = parse_peers(peers, self._port)
         if family != self._family:
             raise ConfdArgumentError(
@@ -285,6 +287,7 @@ class ConfdClient:
         seconds after the last one did, or at once if that one took longer.
         It never ends by itself: leave the loop, or cancel it.
         """
+        self._router.check_open()
         return Watch(
             self,
             type_or_request,
@@ -353,8 +356,7 @@ class ConfdClient:
             request = request.renewed()
         seconds = check_timeout(timeout)
         deadline = router.now() + seconds
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        check_retry(retry)
         policy = self._retry if retry is None else retry
         targets = choose_targets(self._peers, coverage, self._rng)
         router.check_room()
@@ -488,13 +490,20 @@ class ConfdClient:
 
         Returns ``(timed_out, sent, received)``; an unknown or expired salt
         gives ``(True, 0, 0)``. The request's expiry moves ``timeout`` later,
-        so that it does not expire while waited on.
+        so that it does not expire while waited on (``math.inf``: by the time
+        waited, once the wait ends).
         """
         self._router.check_open()
+        if not isinstance(salt, str):
+            raise ConfdArgumentTypeError(
+                f"salt must be a request's rsalt (a str), not {type(salt).__name__}"
+                + (": pass request.rsalt" if isinstance(salt, ConfdRequest) else "")
+            )
         return await self._sent_requests.wait(salt, check_timeout(timeout))
 
     def expire_requests(self) -> None:
         """Forget every request past its expiry, firing an ``EXPIRE`` upcall for each."""
+        self._router.check_open()
         self._sent_requests.expire_overdue()
 
     # -- upcalls -------------------------------------------------------------
@@ -525,7 +534,9 @@ class ConfdClient:
         router = self._router
         started = time.perf_counter()
         try:
-            self._callback(upcall)
+            returned = self._callback(upcall)
+            if returned is not None:
+                refuse_a_coroutine(returned)
         except Exception:
             # The callback is the user's code; its bug must not kill the receive task.
             router.stats.callback_errors += 1

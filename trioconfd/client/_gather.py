@@ -23,11 +23,13 @@ import trio.lowlevel
 
 from ..protocol import (
     Address,
+    ConfdReply,
     ConfdRequest,
     PeerReply,
     QueryResult,
     QuorumRule,
     ReplyAggregator,
+    ReplyStatus,
     RetryPolicy,
     SendSchedule,
     pack_request,
@@ -53,6 +55,10 @@ _UNREACHABLE = {
 }
 
 _ENDED = "this request has ended: its async with block has exited"
+
+#: Handed to a stream's other readers, parked on its channel, once every peer
+#: asked has replied: they stop (no reply of a peer's, never counted).
+_ALL_REPLIED = PeerReply(("", 0), ConfdReply(ReplyStatus.OK, None, 0))
 
 
 class RequestInFlight(RoutingEntry):
@@ -353,8 +359,9 @@ class RequestInFlight(RoutingEntry):
         as in every routing entry, is its sending end."""
         return self._channel[1]
 
-    async def receive(self) -> PeerReply:
-        """The next reply from the channel, counted (raises if the client or request closes)."""
+    async def receive(self) -> PeerReply | None:
+        """The next reply from the channel, counted (raises if the client or request
+        closes); None if another reader of the stream took the last one."""
         if self._closed:
             raise ConfdRequestEndedError(_ENDED)
         while True:
@@ -362,6 +369,8 @@ class RequestInFlight(RoutingEntry):
                 peer_reply = await self._channel[1].receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 self.raise_ended()
+            if peer_reply is _ALL_REPLIED:
+                return None
             if self.take(peer_reply):
                 return peer_reply
             if self._closed:  # a forged one, dropped: its channel may be another's now
@@ -398,6 +407,13 @@ class RequestInFlight(RoutingEntry):
         """Whether a :class:`ReplyStream` reads it: then a task other than the one
         that closes it may wait on its channel."""
         return self._arrived is not None
+
+    def stop_other_readers(self) -> None:
+        """Every peer asked has replied: a stream's other readers, parked on its
+        channel, stop (each is handed the end, straight, not through the buffer)."""
+        sender, receiver = self._channel
+        while receiver.statistics().tasks_waiting_receive:
+            sender.send_nowait(_ALL_REPLIED)
 
     def deliver(self, peer_reply: PeerReply) -> None:
         """Hand on an accepted reply (the receive task does); a stream, which may be
@@ -494,12 +510,19 @@ class RequestInFlight(RoutingEntry):
         )
 
     def close(self) -> None:
-        """Forget the request now: late replies are discarded, the channel is reused."""
+        """Forget the request now: late replies are discarded, the channel is reused.
+
+        A stream's replies left unread count in its verdict (``result()``
+        after its block).
+        """
+        if self._arrived:
+            while self.receive_arrived() is not None:
+                pass
         self._closed = True
         now = self._router.now()
         if self._arrived:
-            # A stream left with replies unread: their peers answered, when
-            # these came; they are not silent, nor their copies lost.
+            # Replies handed straight to a reader that has not run yet: their
+            # peers answered, when these came; not silent, nor their copies lost.
             for peer, at in self._arrived.items():
                 self.schedule.answered(peer, at)
                 if self._places is not None:
@@ -534,7 +557,8 @@ class ReplyStream:
 
     Iteration ends when every peer asked has replied or the deadline passes
     (then :attr:`timed_out` is True). :meth:`result` gives the verdict so far.
-    Silent peers are asked again while the stream waits.
+    Silent peers are asked again while the stream waits. Several tasks may
+    read it: each reply goes to one of them, and all stop at the end.
     """
 
     def __init__(self, in_flight: RequestInFlight) -> None:
@@ -543,6 +567,8 @@ class ReplyStream:
         self.timed_out = False
         self._exchange = in_flight
         self._aggregator = in_flight.aggregator
+        # Replies result() counted before any reader took them: read first.
+        self._counted: list[PeerReply] = []
         in_flight.read_as_a_stream()  # by whichever task iterates it
 
     @property
@@ -563,15 +589,25 @@ class ReplyStream:
         return list(self._aggregator.replies)
 
     def result(self) -> QueryResult:
-        """The verdict on the replies received so far."""
-        return self._exchange.result(timed_out=self.timed_out)
+        """The verdict on every reply accepted so far (read or not: those not read
+        yet are still yielded)."""
+        in_flight = self._exchange
+        while (arrived := in_flight.receive_arrived()) is not None:
+            self._counted.append(arrived)
+        return in_flight.result(timed_out=self.timed_out)
 
     def __aiter__(self) -> ReplyStream:
         return self
 
     async def __anext__(self) -> PeerReply:
         in_flight = self._exchange
-        if self.timed_out or self._aggregator.complete:
+        if self._counted:
+            in_flight.check_open()
+            await trio.lowlevel.checkpoint()
+            return self._counted.pop(0)
+        aggregator = self._aggregator
+        # (Complete with nothing sent: its deadline came first; it times out below.)
+        if self.timed_out or (aggregator.complete and aggregator.sent):
             await trio.lowlevel.checkpoint()  # a checkpoint, as every async call should be
             raise StopAsyncIteration
         in_flight.check_open()  # an ended request sends nothing more
@@ -580,7 +616,12 @@ class ReplyStream:
             with trio.move_on_at(in_flight.deadline) as waiting:
                 await in_flight.send_due()
                 waiting.deadline = in_flight.wake_at
-                return await in_flight.receive()
+                peer_reply = await in_flight.receive()
+                if peer_reply is None:  # another reader took the last one
+                    raise StopAsyncIteration
+                if aggregator.complete:
+                    in_flight.stop_other_readers()
+                return peer_reply
             if trio.current_time() >= in_flight.deadline:
                 # What was accepted before the deadline still comes out.
                 arrived = in_flight.receive_arrived()

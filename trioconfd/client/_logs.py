@@ -8,19 +8,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol import ConfdArgumentError
+from ..protocol._numbers import as_number, shown
+
 #: Seconds between two log lines of one kind (a discard reason, a slow callback).
 DEFAULT_LOG_INTERVAL = 10.0
 
 
 def check_log_interval(value: object) -> float:
     """``value`` as seconds between summary lines; 0 logs every line."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value < math.inf  # NaN fails both
-    ):
-        raise ValueError(f"log_interval must be a finite number of seconds >= 0, not {value!r}")
-    return float(value)
+    rule = "a finite number of seconds >= 0"
+    seconds = as_number("log_interval", value, rule)
+    if not 0 <= seconds < math.inf:  # NaN fails both
+        raise ConfdArgumentError(f"log_interval must be {rule}, not {shown(value)}")
+    return seconds
 
 
 class LogSummary:

@@ -27,6 +27,8 @@ from ..protocol import (
     as_hmac_key,
     needed_replies,
 )
+from ..protocol._numbers import shown
+from ._arguments import check_retry
 from ._client import ConfdClient
 from ._logs import DEFAULT_LOG_INTERVAL, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
@@ -39,7 +41,7 @@ from ._peers import (
     resolve_peers,
 )
 from ._router import RECEIVE_TASKS, Router
-from ._upcalls import Callback
+from ._upcalls import Callback, check_callback
 
 _LOGGER = logging.getLogger("trioconfd")
 
@@ -48,8 +50,11 @@ DEFAULT_MAX_OUTSTANDING = 65536
 
 
 def _check_max_outstanding(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfdArgumentError(f"max_outstanding must be a positive integer, not {value!r}")
+    wrong = f"max_outstanding must be a positive integer, not {shown(value)}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfdArgumentTypeError(wrong)
+    if value < 1:
+        raise ConfdArgumentError(wrong)
     return value
 
 
@@ -102,19 +107,15 @@ async def open_confd_client(
     if peers is None:
         peers = read_master_candidate_ips()
     port = default_port() if port is None else check_port(port)
-    if callback is not None and not callable(callback):
-        raise ConfdArgumentTypeError(f"callback must be callable, not {type(callback).__name__}")
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    if callback is not None:
+        check_callback(callback)
+    check_retry(retry)
     if admission is not None and not isinstance(admission, AdmissionPolicy):
         raise ConfdArgumentTypeError(
             f"admission must be an AdmissionPolicy, not {type(admission).__name__}"
         )
     max_outstanding = _check_max_outstanding(max_outstanding)
-    try:
-        log_interval = check_log_interval(log_interval)
-    except ValueError as exc:
-        raise ConfdArgumentError(str(exc)) from None
+    log_interval = check_log_interval(log_interval)
     family, addresses = await resolve_peers(peers, port)
     bind_to = parse_local_address(local_address, family)
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)

@@ -10,6 +10,9 @@ that reads them.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,12 +37,14 @@ class SentRequest(RoutingEntry):
     the callback; a task in ``wait_for_reply`` is woken by ``changed`` to count
     them; its expiry task sleeps in ``timer``, whose deadline is the expiry."""
 
-    __slots__ = ("changed", "timer")
+    __slots__ = ("changed", "timer", "waiting_forever")
 
     def __init__(self, request: ConfdRequest, targets: list[Address], args: Any) -> None:
         super().__init__(request, targets, None, args)
         self.changed: trio.Event | None = None
         self.timer = trio.CancelScope(deadline=trio.current_time() + EXPIRE_TIMEOUT)
+        #: waits on it with no time limit, in progress (its expiry is infinite meanwhile)
+        self.waiting_forever = 0
 
     def deliver(self, peer_reply: PeerReply) -> None:
         self.wake()
@@ -54,10 +59,6 @@ class SentRequest(RoutingEntry):
         """The client is closing: its expiry task and its waiters wake."""
         self.timer.cancel()
         self.wake()
-
-
-def _expiry(route: SentRequest) -> float:
-    return route.timer.deadline
 
 
 class SentRequests:
@@ -77,9 +78,12 @@ class SentRequests:
         self._nursery = nursery
         self._quorum = quorum
         self._on_expire = on_expire
-        # In order of expiry, but for a request whose wait moved it later
-        # (its own timer task expires that one on time).
         self._pending: dict[str, SentRequest] = {}
+        # (expiry, order of sending, rsalt): a heap, so that the overdue come
+        # first. A wait that moves an expiry pushes the request again; the
+        # entry it leaves behind is skipped when it comes up.
+        self._expiries: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
 
     async def send(self, request: ConfdRequest, args: Any, targets: list[Address]) -> None:
         """Register ``request`` with an expiry timer, then send it to ``targets``."""
@@ -89,6 +93,7 @@ class SentRequests:
         self._router.add(route)
         request.mark_sent()
         self._pending[request.rsalt] = route
+        self._push(route)
         self._nursery.start_soon(self._expire_when_due, route)
         try:
             await self._router.send(datagram, route.targets)
@@ -97,19 +102,35 @@ class SentRequests:
             raise
 
     async def wait(self, salt: str, timeout: float) -> tuple[bool, int, int]:
-        """Wait until a quorum of the peers asked has replied: ``(timed_out, sent, received)``."""
+        """Wait until a quorum of the peers asked has replied: ``(timed_out, sent, received)``.
+
+        The expiry moves ``timeout`` later, as in Ganeti, so that the request
+        does not expire while waited on. A wait with no limit
+        (``math.inf``) moves it, once it ends, by the time it waited.
+        """
         route = self._pending.get(salt)
         if route is not None:
-            # Waiting moves the expiry later, so that it does not expire while waited on.
-            route.timer.deadline += timeout
-            self._pending[salt] = self._pending.pop(salt)
+            started, expiry = trio.current_time(), route.timer.deadline
+            route.timer.deadline = expiry + timeout
+            if timeout == math.inf:
+                route.waiting_forever += 1
+            else:
+                self._push(route)
             needed = quorum_of(self._quorum, len(route.targets))
-            with trio.move_on_after(timeout):
-                while len(route.answered) < needed and self._pending.get(salt) is route:
-                    self._router.check_open()  # a closing client wakes its waiters
-                    if route.changed is None:
-                        route.changed = trio.Event()
-                    await route.changed.wait()
+            try:
+                with trio.move_on_after(timeout):
+                    while len(route.answered) < needed and self._pending.get(salt) is route:
+                        self._router.check_open()  # a closing client wakes its waiters
+                        if route.changed is None:
+                            route.changed = trio.Event()
+                        await route.changed.wait()
+            finally:
+                if timeout == math.inf:
+                    route.waiting_forever -= 1
+                    if not route.waiting_forever and self._pending.get(salt) is route:
+                        # Not kept for ever: later by the time it was waited on.
+                        route.timer.deadline = expiry + (trio.current_time() - started)
+                        self._push(route)
         await trio.lowlevel.checkpoint()  # a checkpoint, even when nothing was waited for
         self._router.check_open()
         if route is None or self._pending.get(salt) is not route:
@@ -117,18 +138,23 @@ class SentRequests:
         return len(route.answered) < needed, len(route.targets), len(route.answered)
 
     def expire_overdue(self) -> None:
-        """Forget every request past its expiry, oldest first, calling ``on_expire`` for each."""
+        """Forget every request past its expiry, in order of expiry, calling
+        ``on_expire`` for each (which may call this again: each expires once)."""
         if self._router.closed_reason is not None:
             self._pending.clear()
+            self._expiries.clear()
             return
         now = trio.current_time()
-        overdue = []
-        for route in self._pending.values():
-            if _expiry(route) > now:
-                break
-            overdue.append(route)
-        for route in sorted(overdue, key=_expiry):
-            self._expire(route)
+        expiries, pending = self._expiries, self._pending
+        while expiries and expiries[0][0] <= now:
+            expiry, _, salt = heapq.heappop(expiries)
+            route = pending.get(salt)
+            if route is not None and route.timer.deadline == expiry:
+                self._expire(route)
+
+    def _push(self, route: SentRequest) -> None:
+        entry = (route.timer.deadline, next(self._order), route.request.rsalt)
+        heapq.heappush(self._expiries, entry)
 
     async def _expire_when_due(self, route: SentRequest) -> None:
         # Its deadline is the expiry (a wait moves it later); when the request

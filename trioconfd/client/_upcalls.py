@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..protocol import ConfdReply, ConfdRequest, UpcallType
+from ..protocol import ConfdArgumentTypeError, ConfdReply, ConfdRequest, UpcallType
 
 if TYPE_CHECKING:
     from ._client import ConfdClient
@@ -38,3 +39,28 @@ Callback: TypeAlias = Callable[[Upcall], object]
 #: A callback that takes longer than this (seconds) is counted in
 #: ``stats.slow_callbacks`` and draws a warning (at most one per log interval).
 SLOW_CALLBACK = 0.005
+
+#: Why an ``async def`` callback is refused (and a coroutine it returns dropped).
+NOT_AWAITED = (
+    "the callback is called in the client's receive task, which does not await it: "
+    "make it a plain function (hand the upcall on to a task of yours, through a "
+    "memory channel, to await there)"
+)
+
+
+def check_callback(callback: object) -> None:
+    """Refuse what is not callable, and an ``async def`` function (it would never run)."""
+    if not callable(callback):
+        raise ConfdArgumentTypeError(f"callback must be callable, not {type(callback).__name__}")
+    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - an instance's async __call__
+    ):
+        raise ConfdArgumentTypeError(f"callback is an async function: {NOT_AWAITED}")
+
+
+def refuse_a_coroutine(returned: object) -> None:
+    """What a callback returned: a coroutine (a function that made one) is closed
+    unrun, and raises, to be counted with the callback's errors."""
+    if inspect.iscoroutine(returned):
+        returned.close()  # no "never awaited" warning later
+        raise ConfdArgumentTypeError(f"the callback returned a coroutine: {NOT_AWAITED}")

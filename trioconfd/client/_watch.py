@@ -15,6 +15,8 @@ from ..protocol import (
     RequestType,
     RetryPolicy,
 )
+from ..protocol._numbers import as_number, shown
+from ._arguments import as_request, check_coverage, check_retry, check_timeout
 
 if TYPE_CHECKING:
     from ._client import ConfdClient
@@ -22,15 +24,11 @@ if TYPE_CHECKING:
 
 def check_interval(interval: float) -> float:
     """``interval`` in seconds, if it is a finite number above 0."""
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, int | float)
-        or not 0 < interval < math.inf
-    ):
-        raise ConfdArgumentError(
-            f"interval must be a number of seconds above 0, and finite, not {interval!r}"
-        )
-    return float(interval)
+    rule = "a number of seconds above 0, and finite"
+    seconds = as_number("interval", interval, rule)
+    if not 0 < seconds < math.inf:
+        raise ConfdArgumentError(f"interval must be {rule}, not {shown(interval)}")
+    return seconds
 
 
 class Watch:
@@ -57,6 +55,11 @@ class Watch:
         self._ask = (type_or_request, query)
         self._options = (coverage, timeout, retry)
         self.interval = check_interval(interval)
+        # What each ask would refuse, refused now.
+        as_request(type_or_request, query)
+        check_timeout(timeout)
+        check_coverage(coverage, len(client.peers))
+        check_retry(retry)
         #: the last verdict yielded (None before the first)
         self.last: QueryResult | None = None
         #: the verdict of the latest ask, a change or not, a quorum or not

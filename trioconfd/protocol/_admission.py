@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._errors import ConfdArgumentError
+from ._errors import ConfdArgumentError, ConfdArgumentTypeError
+from ._numbers import as_number, shown
 
 # The most places a window may have: far past any peer's capacity.
 _MOST = 1_000_000
@@ -50,24 +51,23 @@ class AdmissionPolicy:
     def __post_init__(self) -> None:
         for name in ("initial", "minimum", "maximum"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MOST:
-                raise ConfdArgumentError(
-                    f"{name} must be an integer from 1 to {_MOST:,}, not {value!r}"
-                )
+            rule = f"an integer from 1 to {_MOST:,}"
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfdArgumentTypeError(f"{name} must be {rule}, not {shown(value)}")
+            if not 1 <= value <= _MOST:
+                raise ConfdArgumentError(f"{name} must be {rule}, not {shown(value)}")
         if not self.minimum <= self.initial <= self.maximum:
             raise ConfdArgumentError(
                 f"the window must start within its bounds: minimum {self.minimum} <= "
                 f"initial {self.initial} <= maximum {self.maximum}"
             )
-        decrease = self.decrease
-        if (
-            isinstance(decrease, bool)
-            or not isinstance(decrease, int | float)
-            or not 0 < decrease < 1
-        ):
-            raise ConfdArgumentError(f"decrease must be a number between 0 and 1, not {decrease!r}")
+        rule = "a number between 0 and 1"
+        if not 0 < as_number("decrease", self.decrease, rule) < 1:
+            raise ConfdArgumentError(f"decrease must be {rule}, not {shown(self.decrease)}")
         if not isinstance(self.enabled, bool):
-            raise ConfdArgumentError(f"enabled must be True or False, not {self.enabled!r}")
+            raise ConfdArgumentTypeError(
+                f"enabled must be True or False, not {shown(self.enabled)}"
+            )
 
     @classmethod
     def off(cls) -> AdmissionPolicy:

@@ -17,6 +17,7 @@ from typing import Any
 from ._constants import MasterField, QueryKey, RequestType
 from ._errors import ConfdMalformedError
 from ._messages import ConfdRequest, Query
+from ._numbers import shown
 
 _REQUEST_KEYS = frozenset({"protocol", "type", "query", "rsalt"})
 _TYPES = {int(t): t for t in RequestType}
@@ -29,7 +30,7 @@ def _whole_number(value: object, what: str) -> int:
     A number too large for a double (``1e400``) is infinite, which it rounds to 0.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfdMalformedError(f"{what} is {_shown(value)}, not a number")
+        raise ConfdMalformedError(f"{what} is {shown(value)}, not a number")
     if isinstance(value, float):
         if math.isnan(value):
             raise ConfdMalformedError(f"{what} is NaN, not a number")
@@ -38,12 +39,6 @@ def _whole_number(value: object, what: str) -> int:
         value = round(value)
     # An integer of any length (400 digits, say) wraps as the daemon's does.
     return (value + 2**63) % 2**64 - 2**63
-
-
-def _shown(value: object) -> str:
-    """``value`` for an error message, cut short: a datagram may hold megabytes."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _haskell_string(value: object) -> str | None:
@@ -64,7 +59,7 @@ def _rsalt(value: object) -> str:
     """The rsalt as the daemon reads a String."""
     text = _haskell_string(value)
     if text is None:
-        raise ConfdMalformedError(f"the rsalt is {_shown(value)}, not a string")
+        raise ConfdMalformedError(f"the rsalt is {shown(value)}, not a string")
     return text
 
 
@@ -74,7 +69,7 @@ def _optional_string(query: dict[str, Any], key: QueryKey) -> str | None:
         return None
     text = _haskell_string(value)
     if text is None:
-        raise ConfdMalformedError(f"query key {key.value!r} holds {_shown(value)}, not a string")
+        raise ConfdMalformedError(f"query key {key.value!r} holds {shown(value)}, not a string")
     return text
 
 
@@ -85,7 +80,7 @@ def _string_list(query: dict[str, Any], key: QueryKey) -> list[str]:
     texts = [_haskell_string(item) for item in value] if isinstance(value, list) else [None]
     if any(text is None for text in texts):
         raise ConfdMalformedError(
-            f"query key {key.value!r} holds {_shown(value)}, not a list of strings"
+            f"query key {key.value!r} holds {shown(value)}, not a list of strings"
         )
     return [text for text in texts if text is not None]
 
@@ -110,10 +105,10 @@ def decode_query(query: Any) -> Query:
     raw_fields = query.get(QueryKey.FIELDS.value)
     if raw_fields is not None:
         if not isinstance(raw_fields, list):
-            raise ConfdMalformedError(f"query key '3' holds {_shown(raw_fields)}, not a list")
+            raise ConfdMalformedError(f"query key '3' holds {shown(raw_fields)}, not a list")
         fields = [_whole_number(field, "a master field") for field in raw_fields]
         if any(field not in _FIELDS for field in fields):
-            raise ConfdMalformedError(f"unknown master field in {_shown(raw_fields)}")
+            raise ConfdMalformedError(f"unknown master field in {shown(raw_fields)}")
         if fields:
             canonical[QueryKey.FIELDS.value] = fields
     return canonical

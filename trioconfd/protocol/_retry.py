@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._errors import ConfdArgumentError
+from ._errors import ConfdArgumentError, ConfdArgumentTypeError
+from ._numbers import as_number, shown
 
 
 def _check_seconds(name: str, value: float | None, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfdArgumentError(f"{name} must be a positive number of seconds, not {value!r}")
-    if not math.isfinite(value):
-        raise ConfdArgumentError(f"{name} must be finite, not {value!r}")
+    rule = "a positive number of seconds"
+    seconds = as_number(name, value, rule)
+    if not seconds > 0:
+        raise ConfdArgumentError(f"{name} must be {rule}, not {shown(value)}")
+    if not math.isfinite(seconds):
+        raise ConfdArgumentError(f"{name} must be finite, not {shown(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +66,12 @@ class RetryPolicy:
         _check_seconds("hedge_after", self.hedge_after, allow_none=True)
         _check_seconds("max_timeout", self.max_timeout)
         if not isinstance(self.adaptive, bool):
-            raise ConfdArgumentError(f"adaptive must be True or False, not {self.adaptive!r}")
-        if (
-            isinstance(self.multiplier, bool)
-            or not isinstance(self.multiplier, int | float)
-            or not 1 <= self.multiplier < math.inf
-        ):
-            raise ConfdArgumentError(f"multiplier must be a number >= 1, not {self.multiplier!r}")
+            raise ConfdArgumentTypeError(
+                f"adaptive must be True or False, not {shown(self.adaptive)}"
+            )
+        rule = "a finite number >= 1"
+        if not 1 <= as_number("multiplier", self.multiplier, rule) < math.inf:
+            raise ConfdArgumentError(f"multiplier must be {rule}, not {shown(self.multiplier)}")
 
     @classmethod
     def off(cls) -> RetryPolicy:
