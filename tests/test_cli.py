@@ -357,6 +357,80 @@ async def test_usage_errors_are_one_line(
     assert message in stderr
 
 
+@pytest.mark.parametrize(
+    "command", [["watch", "ping"], ["bench", "--requests", "2", "--concurrency", "1"]]
+)
+@pytest.mark.parametrize(
+    ("coverage", "message"),
+    [
+        ("5", "coverage 5 asks for more peers than the 1 known"),
+        ("-5", "coverage must be -1, 0 or a peer count, not -5"),
+    ],
+)
+async def test_a_mistake_refused_in_a_task_is_one_line_too(
+    command: list[str], coverage: str, message: str
+) -> None:
+    # watch asks in a nursery, bench in its workers: what the API refuses
+    # there comes out in an exception group, and is said all the same.
+    done = await run_cli(
+        *command, "--peer", "127.0.0.1:1", "--hmac-key", "k", "--coverage", coverage
+    )
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.decode().splitlines() == [f"trioconfd: error: {message}"]
+
+
+async def test_a_watch_of_a_request_too_big_to_send_is_a_usage_error() -> None:
+    done = await run_cli(
+        "watch", "config", "/" + "a" * 70000, "--peer", "127.0.0.1:1", "--hmac-key", "k"
+    )
+    assert done.returncode == EXIT_USAGE
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith("trioconfd: error: the message is 70")
+    assert "over the 65527-byte datagram limit" in line
+
+
+async def test_numbers_and_names_the_command_line_refuses() -> None:
+    huge = str(10**400)
+    peer = ["--peer", "127.0.0.1:1"]
+    for args, said in (
+        (["bench", *peer, "--requests", huge], f"{huge[:37]}... is more than 1,000,000,000"),
+        (["bench", *peer, "--concurrency", "65537"], "--concurrency: 65537 is more than 65,536"),
+        (["ping", *peer, "--key-file", ""], "argument --key-file: the file name is empty"),
+        (["serve", "--key-file", "", "x.json"], "argument --key-file: the file name is empty"),
+    ):
+        done = await run_cli(*args)
+        assert done.returncode == EXIT_USAGE
+        assert said in done.stderr.decode()
+
+
+async def test_serve_names_its_bind_option_when_it_is_wrong(tmp_path: Path) -> None:
+    key_file = write_key_file(tmp_path, KEY)
+    done = await run_cli("serve", "--key-file", str(key_file), "--bind", "127.0.0.1:0", "x.json")
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.decode().splitlines() == [
+        "trioconfd: error: bad --bind '127.0.0.1:0': port must be an integer from 1 to 65535, not 0"
+    ]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["ping", "--help"]])
+async def test_help_that_cannot_be_written_is_status_74(args: list[str]) -> None:
+    command = [sys.executable, "-m", "trioconfd", *args]
+    done = await trio.run_process(
+        ["sh", "-c", 'exec "$@" > /dev/full', "sh", *command], capture_stderr=True, check=False
+    )
+    assert done.returncode == EXIT_OUTPUT_ERROR
+    assert done.stderr.decode().splitlines() == [
+        "trioconfd: error: cannot write to standard output: No space left on device"
+    ]
+    done = await trio.run_process(
+        ["bash", "-c", '"$@" | head -c 0; exit "${PIPESTATUS[0]}"', "bash", *command],
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_CLOSED_OUTPUT
+    assert done.stderr == b""
+
+
 async def test_argparse_errors_use_the_usage_code() -> None:
     done = await run_cli("master", "--fields", "name,bogus", "--hmac-key", "k")
     assert done.returncode == EXIT_USAGE

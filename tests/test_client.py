@@ -434,8 +434,10 @@ async def test_ipv4_mapped_peers_are_ipv4_peers() -> None:
     ("peers", "message"),
     [
         ([], "empty"),
-        (["127.0.0.1", "::1"], "mix IPv4 and IPv6"),
-        (["::ffff:127.0.0.1", "::1"], r"mix IPv4 and IPv6 addresses \(::ffff:a.b.c.d counts"),
+        (["127.0.0.1", "::1"], r"mix IPv4 and IPv6 addresses \(127.0.0.1 and ::1;"),
+        (["0x7f000001"], r"not an IP address \(IPv4: four decimal numbers, a.b.c.d\)"),
+        (["127.1:1814"], r"not an IP address \(IPv4: four decimal numbers"),
+        (["::ffff:127.0.0.1", "::1"], r"IPv6 addresses \(127.0.0.1 and ::1; ::ffff:a.b.c.d counts"),
         (["not an ip"], "not an IP address or a host name"),
         (["-bad-.example"], "not an IP address or a host name"),
         (["node1:http"], "port 'http' is not a number"),
@@ -462,6 +464,17 @@ async def test_bad_options_are_refused() -> None:
     with pytest.raises(ConfdClientError, match="empty"):
         async with open_confd_client(b"", ["127.0.0.1"]):
             pass
+    with pytest.raises(ConfdArgumentTypeError, match=r"rng must be a random\.Random, not <class"):
+        async with open_confd_client(KEY, ["127.0.0.1"], rng=random.Random):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(
+        ConfdArgumentTypeError, match=r"logger must be a logging\.Logger .*'trioconfd'"
+    ):
+        async with open_confd_client(KEY, ["127.0.0.1"], logger="trioconfd"):  # type: ignore[arg-type]
+            pass
+    mine = logging.getLogger("mine")
+    async with open_confd_client(KEY, ["127.0.0.1"], logger=mine, rng=random.SystemRandom()):
+        pass
     async with open_confd_client(KEY, ["127.0.0.1"]) as client:
         with pytest.raises(ConfdClientError, match="timeout"):
             await client.query(RequestType.PING, timeout=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from trioconfd import (
     read_hmac_key,
     read_master_candidate_ips,
 )
+from trioconfd.client._node import MOST_NODE_FILE_BYTES
 
 from .responders import answer_ping, run_responders
 
@@ -63,6 +65,28 @@ def test_missing_empty_and_insecure_files(tmp_path: Path) -> None:
         read_master_candidate_ips(data / "ssconf_master_candidates_ips")
     with pytest.raises(ConfdClientError, match="cannot read the master candidates file"):
         read_master_candidate_ips(tmp_path / "nope")
+
+
+def test_node_files_that_are_no_such_thing_are_named(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfdClientError, match=f"the HMAC key file {fifo} is not a regular file"):
+        read_hmac_key(fifo)  # at once: no writer is waited for
+    with pytest.raises(ConfdClientError, match=r"master candidates file .* not a regular file"):
+        read_master_candidate_ips(fifo)
+    with pytest.raises(ConfdClientError, match=r"master candidates file .*: Is a directory"):
+        read_master_candidate_ips(tmp_path)
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"k" * (MOST_NODE_FILE_BYTES + 1))
+    huge.chmod(0o600)
+    with pytest.raises(ConfdClientError, match="is over 1,048,576 bytes: too long to be one"):
+        read_hmac_key(huge)
+    (tmp_path / "just").write_bytes(b"k" * MOST_NODE_FILE_BYTES)
+    (tmp_path / "just").chmod(0o600)
+    assert len(read_hmac_key(tmp_path / "just")) == MOST_NODE_FILE_BYTES
+    for read in (read_hmac_key, read_master_candidate_ips):
+        with pytest.raises(ConfdClientError, match="file's name is empty"):
+            read("")
 
 
 async def test_client_defaults_come_from_the_node(

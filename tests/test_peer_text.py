@@ -236,3 +236,14 @@ async def test_the_cli_refuses_a_zone_index_in_one_line(tmp_path: Path) -> None:
         "(a global or loopback one)"
     ], errors
     assert done.stdout == b""
+
+
+async def test_a_local_address_says_any_port_with_one_zero_or_more() -> None:
+    for written in ("127.0.0.1:0", "127.0.0.1:00", "127.0.0.1:000"):
+        async with open_confd_client(KEY, ["127.0.0.1"], local_address=written) as client:
+            host, port = client.local_address[:2]
+            assert (host, port > 0) == ("127.0.0.1", True)
+    # What was wrong is said of the text as it was given.
+    with pytest.raises(ConfdClientError, match=r"bad local_address '\[::1:0': the '\[' is never"):
+        async with open_confd_client(KEY, ["::1"], local_address="[::1:0"):
+            pass  # pragma: no cover

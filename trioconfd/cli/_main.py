@@ -81,7 +81,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = parse_arguments(argv)
+    try:
+        args = parse_arguments(argv)
+    except BrokenPipeError:  # --help or --version, into a pipe closed early
+        return _quietly_closed(sys.stdout)
+    except OSError as exc:  # --help or --version, not written (see build_parser)
+        print(f"trioconfd: error: cannot write to standard output: {exc.strerror}", file=sys.stderr)
+        return EXIT_OUTPUT_ERROR
     stdout, err = sys.stdout, sys.stderr
     if err is None:  # started with standard error closed ("2>&-"): say nothing
         err = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
@@ -100,18 +106,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _run(args, out, err)
         out.flush()  # here, not at exit, where a closed pipe would be a traceback
     except BrokenPipeError:
-        # Standard output was closed (``| head``): end quietly, as command-line
-        # tools do; what is still buffered for it goes nowhere.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stdout.fileno())
-        os.close(devnull)
-        return EXIT_CLOSED_OUTPUT
+        return _quietly_closed(stdout)
     except OutputError as exc:
         print(f"trioconfd: error: cannot write to standard output: {exc.reason}", file=err)
         return EXIT_OUTPUT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED  # Ctrl-C as the output was flushed
     return code
+
+
+def _quietly_closed(stdout: TextIO) -> int:
+    """Standard output was closed (``| head``): end quietly, as command-line tools
+    do; what is still buffered for it goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_OUTPUT
 
 
 class OutputError(Exception):
@@ -157,6 +167,12 @@ def _plain_warning(err: TextIO) -> Callable[..., None]:
     return show
 
 
+def _first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group``, in its nested groups too."""
+    first = group.exceptions[0]
+    return _first_of(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         if args.command == "demo":
@@ -183,6 +199,13 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             output, rest = group.split(kind)
             if output is not None and rest is None:
                 raise output.exceptions[0] from None
+        # A mistake the API refused in a task (watch asks in one, bench in
+        # its workers): one line, as anywhere else.
+        mistakes, rest = group.split((UsageError, ConfdError))
+        if mistakes is not None and rest is None:
+            first = _first_of(mistakes)
+            message = str(first) if isinstance(first, UsageError) else as_option_names(str(first))
+            _fail(message, err)
         if group.split(KeyboardInterrupt)[1] is not None:
             raise
         return EXIT_INTERRUPTED

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import requests
 from .._version import __version__
 from ..client import (
+    DEFAULT_MAX_OUTSTANDING,
     ConfdClient,
     PeerSpec,
     open_confd_client,
@@ -24,6 +26,13 @@ from ..protocol import (
     ConfdRequest,
     MasterField,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+
+#: Queries a phase of ``bench`` asks at most (a billion: days of work).
+MOST_BENCH_REQUESTS = 10**9
 
 _FIELD_NAMES = {"name": MasterField.NAME, "ip": MasterField.IP, "mnode-pip": MasterField.MNODE_PIP}
 
@@ -51,6 +60,13 @@ def _fields(text: str) -> list[MasterField]:
     return [_FIELD_NAMES[name] for name in names]
 
 
+def _file_name(text: str) -> Path:
+    """An argparse type: a file's name, not empty (``Path("")`` is the directory here)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the file name is empty")
+    return Path(text)
+
+
 def _seconds(text: str) -> float:
     """An argparse type: a number of seconds, 0 or more (``inf``: for ever)."""
     try:
@@ -75,16 +91,21 @@ def _interval(text: str) -> float:
     return value
 
 
-def _at_least_one(kind: type[int] | type[float], least: float = 1) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` no smaller than ``least``."""
+def _at_least_one(
+    kind: type[int] | type[float], least: float = 1, most: float = math.inf
+) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` from ``least`` to ``most``."""
 
     def convert(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
         if not value >= least:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"{text} is less than {least:g}")
+            raise argparse.ArgumentTypeError(f"{shown} is less than {least:g}")
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{shown} is more than {most:,}")
         return value
 
     return convert
@@ -192,7 +213,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     keys = group.add_mutually_exclusive_group()
     keys.add_argument(
         "--key-file",
-        type=Path,
+        type=_file_name,
         help="the cluster's key file (default: this node's, "
         "$GANETI_ROOTDIR/var/lib/ganeti/hmac.key)",
     )
@@ -227,8 +248,22 @@ def _query_parsers(
     return parsers
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but for help or a version on standard output that cannot
+    be written: argparse ignores the error, and the command would exit 0."""
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message and file is not None and file is sys.__stdout__ is sys.stdout:
+            # The process's own standard output (a test's capture is left to argparse):
+            # an OSError goes to main(), exit status 74 (141: a pipe closed early).
+            sys.__stdout__.write(message)
+            sys.__stdout__.flush()
+        else:
+            super()._print_message(message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="trioconfd",
         description="Ask Ganeti's confd daemons, serve a configuration, or see a demo.",
         epilog="Exit status: 0 OK, 1 the daemons answered with an error, 2 usage error, "
@@ -279,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
         "config", type=Path, metavar="CONFIG", help="a Ganeti config.data (JSON) to answer from"
     )
     serve.add_argument(
-        "--key-file", type=Path, required=True, help="the HMAC key file (required; no default)"
+        "--key-file",
+        type=_file_name,
+        required=True,
+        help="the HMAC key file (required; no default)",
     )
     serve.add_argument(
         "--bind",
@@ -303,13 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(bench)
     bench.add_argument(
         "--requests",
-        type=_at_least_one(int),
+        type=_at_least_one(int, most=MOST_BENCH_REQUESTS),
         default=1000,
         help="queries per phase (default: %(default)s)",
     )
     bench.add_argument(
         "--concurrency",
-        type=_at_least_one(int),
+        type=_at_least_one(int, most=DEFAULT_MAX_OUTSTANDING),
         default=64,
         help="queries in flight in the concurrent phase, at most --requests (default: %(default)s)",
     )

@@ -60,7 +60,10 @@ async def follow_config(path: Path, server: ConfdServer, out: TextIO, err: TextI
 
 async def where_to_bind(bind: str, port: int | None) -> tuple[str, int]:
     """``--bind`` and ``--port`` as an (IP, port): --bind is written as --peer is."""
-    given = parse_peer_text(bind)
+    try:
+        given = parse_peer_text(bind)
+    except ConfdError as exc:
+        raise ConfdError(str(exc).replace("bad peer", "bad --bind")) from None
     if isinstance(given, tuple) and port is not None:
         raise ConfdError(f"--bind {bind!r} names a port and --port {port} another: give one")
     _, ((host, bound_port),) = await resolve_peers(

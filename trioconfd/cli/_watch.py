@@ -24,13 +24,15 @@ async def run_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     whose answer never changes.
     """
     request = QUERIES[args.watched][2](args)
-    async with cli_client(args) as client, trio.open_nursery() as nursery:
+    async with cli_client(args) as client:
+        # Made here, outside the nursery: what it refuses is a usage error.
         changes = client.watch(
             request, interval=args.interval, coverage=args.coverage, timeout=args.timeout
         )
-        nursery.start_soon(_say_when_no_quorum, changes, args, err)
-        async for result in changes:
-            _print_change(request, result, args.json, out)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_say_when_no_quorum, changes, args, err)
+            async for result in changes:
+                _print_change(request, result, args.json, out)
     return 0  # never reached: a watch ends only when interrupted
 
 

@@ -21,7 +21,7 @@ from ._node import (
     read_hmac_key,
     read_master_candidate_ips,
 )
-from ._open import open_confd_client, query
+from ._open import DEFAULT_MAX_OUTSTANDING, open_confd_client, query
 from ._peers import (
     LocalAddress,
     PeerSpec,
@@ -37,6 +37,7 @@ from ._watch import Watch
 
 __all__ = [
     "DEFAULT_LOG_INTERVAL",
+    "DEFAULT_MAX_OUTSTANDING",
     "SLOW_CALLBACK",
     "Callback",
     "ClientStats",

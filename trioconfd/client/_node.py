@@ -26,11 +26,33 @@ def ganeti_data_dir(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(f"{os.fspath(root).rstrip('/')}/var/lib/ganeti")
 
 
+#: A node file longer than this is not what it should be (a key, a list of IPs).
+MOST_NODE_FILE_BYTES = 1 << 20
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb", opener=_nonblocking) as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ConfdClientError(f"the {what} {path} is not a regular file")
+            data = file.read(MOST_NODE_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    if len(data) > MOST_NODE_FILE_BYTES:
+        raise ConfdClientError(
+            f"the {what} {path} is over {MOST_NODE_FILE_BYTES:,} bytes: too long to be one"
+        )
+    return data
+
+
+def _given_path(path: str | os.PathLike[str], what: str) -> Path:
+    if not os.fspath(path):  # Path("") would be the current directory
+        raise ConfdClientError(f"the {what}'s name is empty")
+    return Path(path)
 
 
 def read_hmac_key(path: str | os.PathLike[str] | None = None) -> bytes:
@@ -40,7 +62,9 @@ def read_hmac_key(path: str | os.PathLike[str] | None = None) -> bytes:
     that others than its owner may read draws an :class:`InsecureKeyFileWarning`.
     The key itself never appears in an error or a warning.
     """
-    key_path = Path(path) if path is not None else ganeti_data_dir() / "hmac.key"
+    key_path = (
+        _given_path(path, "HMAC key file") if path is not None else ganeti_data_dir() / "hmac.key"
+    )
     key = _read(key_path, "HMAC key file")
     if not key:
         raise ConfdClientError(f"the HMAC key file {key_path} is empty")
@@ -61,7 +85,9 @@ def read_hmac_key(path: str | os.PathLike[str] | None = None) -> bytes:
 def read_master_candidate_ips(path: str | os.PathLike[str] | None = None) -> list[str]:
     """The IPs listed one per line in the node's ``ssconf_master_candidates_ips``."""
     ips_path = (
-        Path(path) if path is not None else ganeti_data_dir() / "ssconf_master_candidates_ips"
+        _given_path(path, "master candidates file")
+        if path is not None
+        else ganeti_data_dir() / "ssconf_master_candidates_ips"
     )
     text = _read(ips_path, "master candidates file").decode("utf-8", "replace")
     ips = [line.strip() for line in text.splitlines() if line.strip()]

@@ -110,6 +110,12 @@ async def open_confd_client(
     if callback is not None:
         check_callback(callback)
     check_retry(retry)
+    if logger is not None and not isinstance(logger, logging.Logger):
+        raise ConfdArgumentTypeError(
+            f"logger must be a logging.Logger (logging.getLogger(name)), not {shown(logger)}"
+        )
+    if rng is not None and not isinstance(rng, random.Random):
+        raise ConfdArgumentTypeError(f"rng must be a random.Random, not {shown(rng)}")
     if admission is not None and not isinstance(admission, AdmissionPolicy):
         raise ConfdArgumentTypeError(
             f"admission must be an AdmissionPolicy, not {type(admission).__name__}"

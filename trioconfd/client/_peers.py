@@ -50,6 +50,9 @@ def check_port(port: object, what: str = "port") -> int:
 _HOST_NAME = re.compile(
     r"(?=.{1,253}\.?\Z)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?\Z"
 )
+_DOTTED_QUAD = re.compile(r"\d+(?:\.\d+){3}\Z")
+#: A local address's port 0 (any free port), written ":0" or ":00".
+_ANY_PORT = re.compile(r":0+\Z")
 
 
 def _ip(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -76,17 +79,34 @@ def _ip(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+def _meant_as_ipv4(host: str) -> bool:
+    # A name whose last label is a number, or one the C library would read
+    # as an IPv4 address ("127.1", "0x7f000001"), is a mistyped address.
+    if host.rstrip(".").rpartition(".")[2].isdigit():
+        return True
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
+
+
 def _is_host_name(host: str) -> bool:
-    # A name whose last label is a number was meant as an IPv4 address.
-    return bool(_HOST_NAME.match(host)) and not host.rstrip(".").rpartition(".")[2].isdigit()
+    return bool(_HOST_NAME.match(host)) and not _meant_as_ipv4(host)
+
+
+def _not_a_host(host: str) -> str:
+    """What is wrong with ``host``, neither an IP address nor a host name."""
+    if not _meant_as_ipv4(host):
+        return "is not an IP address or a host name"
+    if _DOTTED_QUAD.match(host):
+        return "is not an IP address"  # a number out of range
+    return "is not an IP address (IPv4: four decimal numbers, a.b.c.d)"
 
 
 def _check_host(host: str, text: str) -> None:
     if _ip(host) is None and not _is_host_name(host):
-        raise ConfdArgumentError(
-            f"bad peer {text!r}: {host!r} is not an IP address"
-            + ("" if host.replace(".", "").isdigit() else " or a host name")
-        )
+        raise ConfdArgumentError(f"bad peer {text!r}: {host!r} {_not_a_host(host)}")
 
 
 def parse_peer_text(text: str) -> PeerSpec:
@@ -140,7 +160,7 @@ def _endpoint(peer: object, port: int) -> tuple[str, int]:
     if ip is not None:
         return (str(ip), port)
     if not _is_host_name(host):
-        raise ConfdArgumentError(f"peer {peer!r} is not an IP address or a host name")
+        raise ConfdArgumentError(f"peer {peer!r} {_not_a_host(host)}")
     return (host, port)
 
 
@@ -162,13 +182,14 @@ def _one_family(addresses: Iterable[Address]) -> tuple[socket.AddressFamily, lis
     unique = list(dict.fromkeys(addresses))
     if not unique:
         raise ConfdArgumentError("the peer list is empty")
-    families = {_family(address) for address in unique}
+    families = {_family(address): address for address in unique}
     if len(families) > 1:
         raise ConfdArgumentError(
-            "peers mix IPv4 and IPv6 addresses (::ffff:a.b.c.d counts as IPv4); "
+            f"peers mix IPv4 and IPv6 addresses ({families[socket.AF_INET][0]} and "
+            f"{families[socket.AF_INET6][0]}; ::ffff:a.b.c.d counts as IPv4): "
             "one client speaks one family"
         )
-    return families.pop(), unique
+    return next(iter(families)), unique
 
 
 def parse_peers(peers: Iterable[PeerSpec], port: int) -> tuple[socket.AddressFamily, list[Address]]:
@@ -255,13 +276,13 @@ def parse_local_address(
     if isinstance(local_address, str) and (
         local_address.startswith("[") or local_address.count(":") == 1
     ):
-        text = local_address
-        if text.endswith(":0") and (text.startswith("[") or text.count(":") == 1):
-            text = text[:-2]  # port 0: any free port, as in (address, 0)
+        text = _ANY_PORT.sub("", local_address)  # port 0: any free port, as in (address, 0)
         try:
             local_address = parse_peer_text(text)
         except ConfdClientError as exc:
-            raise ConfdArgumentError(str(exc).replace("bad peer", "bad local_address")) from None
+            raise ConfdArgumentError(
+                str(exc).replace(f"bad peer {text!r}", f"bad local_address {local_address!r}")
+            ) from None
     host: object = local_address
     port = 0
     if isinstance(local_address, tuple):
