@@ -865,3 +865,45 @@ async def test_a_stream_reader_woken_with_a_copy_refused_as_the_stream_ends_read
                 nursery.cancel_scope.cancel()
             assert len(outcome) == 1
             assert isinstance(outcome[0], ConfdRequestEndedError)
+
+
+async def test_copies_refused_in_a_stream_leave_its_channel_before_it_sends_again(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each time the reader's own scope cuts a send short after a copy "from"
+    # its peer was accepted, a refused copy stays in the channel. Left
+    # there while the stream sends again (its reader cut short in the send
+    # each time), a few fill the channel (room for one reply a peer), and
+    # the next reply would not fit: the receive task's send_nowait would
+    # raise. The stream reads them out before it sends.
+    async with run_responders(2, KEY, silent) as responders:
+        peers = [responder.address for responder in responders]
+        async with (
+            open_confd_client(KEY, peers) as client,
+            client.request(RequestType.PING, coverage=-1, timeout=60) as replies,
+        ):
+            in_flight = replies._exchange
+            peer = peers[1]
+            for _ in range(2):  # as many as the channel holds
+                in_flight.answered = with_answered(in_flight.answered, peer)
+                in_flight.deliver(PeerReply(peer, ConfdReply(ReplyStatus.OK, "copy", 1)))
+                in_flight._refuse([peer])
+            assert in_flight.received.statistics().current_buffer_used == 2
+            sock_type = type(client._router.socket)
+            sendto = sock_type.sendto
+
+            async def full_buffer(self: Any, *args: Any) -> Any:
+                await trio.sleep(10)  # each send waits (a full send buffer)
+                return await sendto(self, *args)
+
+            monkeypatch.setattr(sock_type, "sendto", full_buffer)
+            await trio.sleep(1)  # past the first retransmission time: a send is due
+            with trio.move_on_after(1):  # the reader's own scope, cut in the send
+                await replies.__anext__()
+            assert in_flight.received.statistics().current_buffer_used == 0
+            monkeypatch.setattr(sock_type, "sendto", sendto)
+            genuine = PeerReply(peer, ConfdReply(ReplyStatus.OK, "real", 2))
+            in_flight.answered = with_answered(in_flight.answered, peer)
+            in_flight.deliver(genuine)  # as the receive task would: it fits
+            assert await replies.__anext__() == genuine
+            assert client.stats.unexpected_peer == 2

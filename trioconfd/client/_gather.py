@@ -614,7 +614,17 @@ class ReplyStream:
         while True:
             # The next reply, until the next send due or the deadline.
             with trio.move_on_at(in_flight.deadline) as waiting:
+                # What came meanwhile, first, as a query does: a peer whose
+                # reply is here is not asked again, and copies refused (a
+                # send cut short by the reader's own scope) leave the channel
+                # before anything more is sent, to make room for the replies.
+                while (arrived := in_flight.receive_arrived()) is not None:
+                    self._counted.append(arrived)
+                if aggregator.complete:
+                    in_flight.stop_other_readers()
                 await in_flight.send_due()
+                if self._counted:
+                    return self._counted.pop(0)
                 waiting.deadline = in_flight.wake_at
                 peer_reply = await in_flight.receive()
                 if peer_reply is None:  # another reader took the last one
@@ -622,6 +632,8 @@ class ReplyStream:
                 if aggregator.complete:
                     in_flight.stop_other_readers()
                 return peer_reply
+            if self._counted:  # read out before a send the deadline cut short
+                return self._counted.pop(0)
             if trio.current_time() >= in_flight.deadline:
                 # What was accepted before the deadline still comes out.
                 arrived = in_flight.receive_arrived()
