@@ -359,6 +359,78 @@ async def test_a_wait_with_no_limit_keeps_its_request_while_it_waits(
         assert client.outstanding == 0
 
 
+async def test_overlapping_waits_with_no_limit_move_the_expiry_by_the_time_they_cover(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+        trio.open_nursery() as nursery,
+    ):
+        start = trio.current_time()
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+
+        async def wait_until(end: float) -> None:
+            with trio.move_on_at(start + end):
+                await client.wait_for_reply(request.rsalt, math.inf)
+
+        nursery.start_soon(wait_until, 1.0)
+        await trio.sleep(0.5)
+        nursery.start_soon(wait_until, 2.0)  # begun during the first, ended after it
+        await trio.sleep_until(start + 11.9)
+        assert client.outstanding == 1  # 10 s, and the 2 s some wait had no limit
+        await trio.sleep_until(start + 12.1)
+        assert client.outstanding == 0
+
+
+async def test_a_wait_begun_during_one_with_no_limit_keeps_its_own_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+        trio.open_nursery() as nursery,
+    ):
+        start = trio.current_time()
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+
+        async def without_limit() -> None:
+            with trio.move_on_at(start + 1):
+                await client.wait_for_reply(request.rsalt, math.inf)
+
+        nursery.start_soon(without_limit)
+        await trio.sleep(0.5)
+        # Waited on all along: it times out with the request still there.
+        assert await client.wait_for_reply(request.rsalt, 100) == (True, 3, 0)
+        assert trio.current_time() == pytest.approx(start + 100.5)
+        expiries = client._sent_requests._expiries
+        assert all(math.isfinite(expiry) for expiry, _, _ in expiries)
+        await trio.sleep_until(start + 110.9)
+        assert client.outstanding == 1  # 10 s, the wait's 100, and 1 with no limit
+        await trio.sleep_until(start + 111.1)
+        assert client.outstanding == 0
+
+
+async def test_a_request_waited_on_again_and_again_keeps_a_small_heap_of_expiries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        silent_cluster(1) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+        expiries = client._sent_requests._expiries
+        most = 0
+        for _ in range(5000):
+            await client.wait_for_reply(request.rsalt, 0.01)
+            most = max(most, len(expiries))
+        assert client.outstanding == 1  # each wait moved its expiry on
+        assert most <= 2 * 1 + 64 + 1
+
+
 async def test_wait_for_reply_refuses_a_salt_that_is_not_a_str() -> None:
     async with (
         run_responders(1, KEY, answer_ping(1)) as responders,
@@ -474,6 +546,9 @@ async def test_bad_options_are_refused() -> None:
             pass
     mine = logging.getLogger("mine")
     async with open_confd_client(KEY, ["127.0.0.1"], logger=mine, rng=random.SystemRandom()):
+        pass
+    adapted = logging.LoggerAdapter(mine, {})
+    async with open_confd_client(KEY, ["127.0.0.1"], logger=adapted):
         pass
     async with open_confd_client(KEY, ["127.0.0.1"]) as client:
         with pytest.raises(ConfdClientError, match="timeout"):

@@ -70,9 +70,9 @@ def test_missing_empty_and_insecure_files(tmp_path: Path) -> None:
 def test_node_files_that_are_no_such_thing_are_named(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(ConfdClientError, match=f"the HMAC key file {fifo} is not a regular file"):
+    with pytest.raises(ConfdClientError, match=f"the HMAC key file {fifo} is empty"):
         read_hmac_key(fifo)  # at once: no writer is waited for
-    with pytest.raises(ConfdClientError, match=r"master candidates file .* not a regular file"):
+    with pytest.raises(ConfdClientError, match=r"master candidates file .* lists no addresses"):
         read_master_candidate_ips(fifo)
     with pytest.raises(ConfdClientError, match=r"master candidates file .*: Is a directory"):
         read_master_candidate_ips(tmp_path)
@@ -112,3 +112,14 @@ async def test_client_reports_a_missing_node_key(
     with pytest.raises(ConfdClientError, match="HMAC key file"):
         async with open_confd_client(peers=["127.0.0.1"]):
             pass
+
+
+def test_a_key_may_come_through_a_pipe(tmp_path: Path) -> None:
+    # As from --key-file <(command) or /dev/stdin: not in the process list.
+    readable, writable = os.pipe()
+    try:
+        os.write(writable, KEY)
+        os.close(writable)
+        assert read_hmac_key(f"/dev/fd/{readable}") == KEY
+    finally:
+        os.close(readable)

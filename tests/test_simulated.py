@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -653,3 +654,48 @@ async def test_a_hedge_cut_by_a_readers_own_scope_may_be_asked_again(
     assert again[0] >= cut_at + 0.5 - 1e-9
     assert hedge in got
     assert stats.unexpected_peer == int(spoof)
+
+
+@pytest.mark.parametrize("timeout", [5.0, math.inf])
+async def test_a_stream_reader_sending_as_another_takes_the_last_reply_stops_too(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, timeout: float
+) -> None:
+    # Two tasks read a stream of two peers. The second peer answers late, and
+    # the copy sent to it again waits for room (a full send buffer), its
+    # reader with it: meanwhile the other reader takes the last reply. The
+    # sender, once its send went, stops as well (it waited for the deadline,
+    # or for ever without one).
+    from trioconfd.testing._simnet import SimulatedSocket
+
+    send = SimulatedSocket.sendto
+    slow_to: list[Any] = []
+    sends: dict[Any, int] = {}
+
+    async def sendto(self: SimulatedSocket, datagram: bytes, address: Any) -> int:
+        count = sends[address] = sends.get(address, 0) + 1
+        if slow_to and address == slow_to[0] and count == 2:
+            await trio.sleep(0.1)
+        return await send(self, datagram, address)
+
+    monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
+    async with open_simulated_cluster([CONFIG] * 2, KEY) as cluster:
+        cluster.set_faults(1, to_client=Faults(delay=1.0, delay_range=(0.15, 0.15)))
+        async with open_confd_client(KEY, cluster.peers, port=cluster.port) as client:
+            slow_to.append(cluster.peers[1])
+            start = trio.current_time()
+            stopped: dict[str, float] = {}
+            async with client.request(RequestType.PING, coverage=-1, timeout=timeout) as replies:
+
+                async def reader(name: str) -> None:
+                    async for _ in replies:
+                        pass
+                    stopped[name] = trio.current_time() - start
+
+                with trio.fail_after(10):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(reader, "a")
+                        nursery.start_soon(reader, "b")
+            assert sends[cluster.peers[1]] == 2  # the copy that waited went
+            assert max(stopped.values()) < 1
+            assert not replies.timed_out
+            assert replies.result().received == 2

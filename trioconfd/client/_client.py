@@ -490,8 +490,8 @@ class ConfdClient:
 
         Returns ``(timed_out, sent, received)``; an unknown or expired salt
         gives ``(True, 0, 0)``. The request's expiry moves ``timeout`` later,
-        so that it does not expire while waited on (``math.inf``: by the time
-        waited, once the wait ends).
+        so that it does not expire while waited on (waits with no limit,
+        ``math.inf``: by the time they covered, once the last ends).
         """
         self._router.check_open()
         if not isinstance(salt, str):

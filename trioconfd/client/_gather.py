@@ -591,13 +591,26 @@ class ReplyStream:
     def result(self) -> QueryResult:
         """The verdict on every reply accepted so far (read or not: those not read
         yet are still yielded)."""
-        in_flight = self._exchange
-        while (arrived := in_flight.receive_arrived()) is not None:
-            self._counted.append(arrived)
-        return in_flight.result(timed_out=self.timed_out)
+        self._read_out()
+        return self._exchange.result(timed_out=self.timed_out)
 
     def __aiter__(self) -> ReplyStream:
         return self
+
+    def _all_replied(self) -> bool:
+        # (Complete with nothing sent: its deadline came first; it times out.)
+        return self._aggregator.complete and self._aggregator.sent > 0
+
+    def _read_out(self) -> None:
+        """What came meanwhile, first, as a query does: a peer whose reply is here
+        is not asked again, and copies refused (a send cut short by the
+        reader's own scope) leave the channel before anything more is sent,
+        to make room for the replies."""
+        in_flight = self._exchange
+        while (arrived := in_flight.receive_arrived()) is not None:
+            self._counted.append(arrived)
+        if self._aggregator.complete:
+            in_flight.stop_other_readers()
 
     async def __anext__(self) -> PeerReply:
         in_flight = self._exchange
@@ -605,35 +618,32 @@ class ReplyStream:
             in_flight.check_open()
             await trio.lowlevel.checkpoint()
             return self._counted.pop(0)
-        aggregator = self._aggregator
-        # (Complete with nothing sent: its deadline came first; it times out below.)
-        if self.timed_out or (aggregator.complete and aggregator.sent):
+        if self.timed_out or self._all_replied():
             await trio.lowlevel.checkpoint()  # a checkpoint, as every async call should be
             raise StopAsyncIteration
         in_flight.check_open()  # an ended request sends nothing more
         while True:
             # The next reply, until the next send due or the deadline.
             with trio.move_on_at(in_flight.deadline) as waiting:
-                # What came meanwhile, first, as a query does: a peer whose
-                # reply is here is not asked again, and copies refused (a
-                # send cut short by the reader's own scope) leave the channel
-                # before anything more is sent, to make room for the replies.
-                while (arrived := in_flight.receive_arrived()) is not None:
-                    self._counted.append(arrived)
-                if aggregator.complete:
-                    in_flight.stop_other_readers()
+                self._read_out()
                 await in_flight.send_due()
                 if self._counted:
                     return self._counted.pop(0)
+                if self._all_replied():  # another reader took the last as this one sent
+                    raise StopAsyncIteration
                 waiting.deadline = in_flight.wake_at
                 peer_reply = await in_flight.receive()
                 if peer_reply is None:  # another reader took the last one
                     raise StopAsyncIteration
-                if aggregator.complete:
+                if self._aggregator.complete:
                     in_flight.stop_other_readers()
                 return peer_reply
-            if self._counted:  # read out before a send the deadline cut short
+            # Read out before a send the deadline cut short; or a reader that
+            # took the last reply did meanwhile.
+            if self._counted:
                 return self._counted.pop(0)
+            if self._all_replied():
+                raise StopAsyncIteration
             if trio.current_time() >= in_flight.deadline:
                 # What was accepted before the deadline still comes out.
                 arrived = in_flight.receive_arrived()

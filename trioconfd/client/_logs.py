@@ -6,10 +6,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from ..protocol import ConfdArgumentError
 from ..protocol._numbers import as_number, shown
+
+#: Where the client logs: a logger, or an adapter of one.
+LoggerLike: TypeAlias = "logging.Logger | logging.LoggerAdapter[logging.Logger]"
 
 #: Seconds between two log lines of one kind (a discard reason, a slow callback).
 DEFAULT_LOG_INTERVAL = 10.0
@@ -38,7 +41,7 @@ class LogSummary:
 
     def __init__(
         self,
-        logger: logging.Logger,
+        logger: LoggerLike,
         interval: float = DEFAULT_LOG_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

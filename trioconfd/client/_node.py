@@ -30,15 +30,17 @@ def ganeti_data_dir(root: str | os.PathLike[str] | None = None) -> Path:
 MOST_NODE_FILE_BYTES = 1 << 20
 
 
-def _nonblocking(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
+def _opened_at_once(path: str, flags: int) -> int:
+    # A FIFO opens without waiting for a writer (one with none then reads as
+    # empty); what is read is then waited for (a pipe: ``<(cat key)``).
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        with open(path, "rb", opener=_nonblocking) as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise ConfdClientError(f"the {what} {path} is not a regular file")
+        with open(path, "rb", opener=_opened_at_once) as file:
             data = file.read(MOST_NODE_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None

@@ -30,7 +30,7 @@ from ..protocol import (
 from ..protocol._numbers import shown
 from ._arguments import check_retry
 from ._client import ConfdClient
-from ._logs import DEFAULT_LOG_INTERVAL, check_log_interval
+from ._logs import DEFAULT_LOG_INTERVAL, LoggerLike, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import (
     LocalAddress,
@@ -65,7 +65,7 @@ async def open_confd_client(
     *,
     port: int | None = None,
     callback: Callback | None = None,
-    logger: logging.Logger | None = None,
+    logger: LoggerLike | None = None,
     quorum: QuorumRule = needed_replies,
     retry: RetryPolicy | None = None,
     admission: AdmissionPolicy | None = None,
@@ -110,7 +110,7 @@ async def open_confd_client(
     if callback is not None:
         check_callback(callback)
     check_retry(retry)
-    if logger is not None and not isinstance(logger, logging.Logger):
+    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
         raise ConfdArgumentTypeError(
             f"logger must be a logging.Logger (logging.getLogger(name)), not {shown(logger)}"
         )

@@ -35,16 +35,42 @@ from ._router import Router
 class SentRequest(RoutingEntry):
     """A request sent with ``send_request``: no task reads its replies. They go to
     the callback; a task in ``wait_for_reply`` is woken by ``changed`` to count
-    them; its expiry task sleeps in ``timer``, whose deadline is the expiry."""
+    them; its expiry task sleeps in ``timer``, whose deadline is the expiry
+    (infinite while a wait with no limit is on it)."""
 
-    __slots__ = ("changed", "timer", "waiting_forever")
+    __slots__ = ("changed", "expiry", "forever_since", "order", "timer", "waiting_forever")
 
-    def __init__(self, request: ConfdRequest, targets: list[Address], args: Any) -> None:
+    def __init__(
+        self, request: ConfdRequest, targets: list[Address], args: Any, order: int
+    ) -> None:
         super().__init__(request, targets, None, args)
         self.changed: trio.Event | None = None
-        self.timer = trio.CancelScope(deadline=trio.current_time() + EXPIRE_TIMEOUT)
-        #: waits on it with no time limit, in progress (its expiry is infinite meanwhile)
+        #: when it expires, waits with no limit in progress aside
+        self.expiry = trio.current_time() + EXPIRE_TIMEOUT
+        self.timer = trio.CancelScope(deadline=self.expiry)
+        #: its place among those sent (the first of two with one expiry expires first)
+        self.order = order
+        #: waits on it with no limit in progress, and since when there has been one
         self.waiting_forever = 0
+        self.forever_since = 0.0
+
+    def wait_begins(self, timeout: float, now: float) -> None:
+        """A wait of ``timeout`` seconds moves the expiry as much later (as in
+        Ganeti); waits with no limit, by the time they cover, once the last
+        ends (see :meth:`wait_with_no_limit_ends`)."""
+        if timeout == math.inf:
+            if not self.waiting_forever:
+                self.forever_since = now
+            self.waiting_forever += 1
+        else:
+            self.expiry += timeout
+        self.timer.deadline = math.inf if self.waiting_forever else self.expiry
+
+    def wait_with_no_limit_ends(self, now: float) -> None:
+        self.waiting_forever -= 1
+        if not self.waiting_forever:
+            self.expiry += now - self.forever_since  # the time some wait had no limit
+            self.timer.deadline = self.expiry
 
     def deliver(self, peer_reply: PeerReply) -> None:
         self.wake()
@@ -81,7 +107,8 @@ class SentRequests:
         self._pending: dict[str, SentRequest] = {}
         # (expiry, order of sending, rsalt): a heap, so that the overdue come
         # first. A wait that moves an expiry pushes the request again; the
-        # entry it leaves behind is skipped when it comes up.
+        # entry it leaves behind is skipped when it comes up, or dropped when
+        # such entries outnumber the requests (the heap is made anew).
         self._expiries: list[tuple[float, int, str]] = []
         self._order = itertools.count()
 
@@ -89,7 +116,7 @@ class SentRequests:
         """Register ``request`` with an expiry timer, then send it to ``targets``."""
         self.expire_overdue()  # first, as Ganeti's SendRequest does: an expired salt is free
         datagram = pack_request(request, self._router.key)
-        route = SentRequest(request, targets, args)
+        route = SentRequest(request, targets, args, next(self._order))
         self._router.add(route)
         request.mark_sent()
         self._pending[request.rsalt] = route
@@ -106,16 +133,12 @@ class SentRequests:
 
         The expiry moves ``timeout`` later, as in Ganeti, so that the request
         does not expire while waited on. A wait with no limit
-        (``math.inf``) moves it, once it ends, by the time it waited.
+        (``math.inf``) moves it, once the last such ends, by the time they covered.
         """
         route = self._pending.get(salt)
         if route is not None:
-            started, expiry = trio.current_time(), route.timer.deadline
-            route.timer.deadline = expiry + timeout
-            if timeout == math.inf:
-                route.waiting_forever += 1
-            else:
-                self._push(route)
+            route.wait_begins(timeout, trio.current_time())
+            self._push(route)
             needed = quorum_of(self._quorum, len(route.targets))
             try:
                 with trio.move_on_after(timeout):
@@ -126,10 +149,8 @@ class SentRequests:
                         await route.changed.wait()
             finally:
                 if timeout == math.inf:
-                    route.waiting_forever -= 1
-                    if not route.waiting_forever and self._pending.get(salt) is route:
-                        # Not kept for ever: later by the time it was waited on.
-                        route.timer.deadline = expiry + (trio.current_time() - started)
+                    route.wait_with_no_limit_ends(trio.current_time())
+                    if self._pending.get(salt) is route:
                         self._push(route)
         await trio.lowlevel.checkpoint()  # a checkpoint, even when nothing was waited for
         self._router.check_open()
@@ -153,8 +174,21 @@ class SentRequests:
                 self._expire(route)
 
     def _push(self, route: SentRequest) -> None:
-        entry = (route.timer.deadline, next(self._order), route.request.rsalt)
-        heapq.heappush(self._expiries, entry)
+        """An entry for ``route`` at its expiry (none while that is infinite)."""
+        deadline = route.timer.deadline
+        if deadline == math.inf:
+            return  # pushed once a wait with no limit ends
+        expiries = self._expiries
+        heapq.heappush(expiries, (deadline, route.order, route.request.rsalt))
+        if len(expiries) > 2 * len(self._pending) + 64:
+            # Mostly entries moved expiries left behind: one a request again
+            # (in place: an expire_overdue running further up reads this list).
+            expiries[:] = [
+                (other.timer.deadline, other.order, salt)
+                for salt, other in self._pending.items()
+                if other.timer.deadline != math.inf
+            ]
+            heapq.heapify(expiries)
 
     async def _expire_when_due(self, route: SentRequest) -> None:
         # Its deadline is the expiry (a wait moves it later); when the request

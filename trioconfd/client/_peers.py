@@ -19,6 +19,7 @@ from ..protocol import (
     ConfdArgumentTypeError,
     ConfdClientError,
 )
+from ..protocol._numbers import shown
 
 #: A peer: an IP address or host name (the client's port applies), an
 #: (address, port) pair, or "HOST:PORT" / "[IPv6]:PORT".
@@ -40,8 +41,11 @@ def default_port() -> int:
 
 def check_port(port: object, what: str = "port") -> int:
     """``port`` if it is a valid UDP port number, else a clear :class:`ConfdClientError`."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise ConfdArgumentError(f"{what} must be an integer from 1 to 65535, not {port!r}")
+    wrong = f"{what} must be an integer from 1 to 65535, not {shown(port)}"
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise ConfdArgumentTypeError(wrong)
+    if not 0 < port < 65536:
+        raise ConfdArgumentError(wrong)
     return port
 
 

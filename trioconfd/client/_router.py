@@ -46,7 +46,7 @@ from ._admission import Admission
 from ._channels import ChannelPool
 from ._entry import RoutingEntry
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError
-from ._logs import LogSummary
+from ._logs import LoggerLike, LogSummary
 from ._stats import ClientStats
 
 # One byte more than the protocol allows, so that an oversized datagram
@@ -84,7 +84,7 @@ class Router:
         self,
         sock: trio.socket.SocketType,
         key: HmacKey,
-        logger: logging.Logger,
+        logger: LoggerLike,
         max_outstanding: int,
         log_interval: float,
         *,
