@@ -216,22 +216,6 @@ async def test_expiry_fires_on_time(autojump_clock: trio.testing.MockClock) -> N
         assert client.stats.expired == 1
 
 
-async def test_waiting_extends_expiry(autojump_clock: trio.testing.MockClock) -> None:
-    async with (
-        silent_cluster(3) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
-    ):
-        start = trio.current_time()
-        request = ConfdRequest(RequestType.PING)
-        await client.send_request(request)
-        assert await client.wait_for_reply(request.rsalt, timeout=4) == (True, 3, 0)
-        assert trio.current_time() == pytest.approx(start + 4)
-        await trio.sleep_until(start + 13.9)
-        assert client.outstanding == 1  # expiry moved from 10 s to 14 s
-        await trio.sleep_until(start + 14.1)
-        assert client.outstanding == 0
-
-
 async def test_expiry_cascade(mock_clock: trio.testing.MockClock) -> None:
     order: list[tuple[str, object]] = []
     async with (
@@ -340,8 +324,21 @@ async def test_a_wait_with_no_limit_does_not_keep_its_request_for_ever(
         await client.send_request(ConfdRequest(RequestType.PING))  # room again
 
 
-async def test_a_wait_with_no_limit_keeps_its_request_while_it_waits(
+@pytest.mark.parametrize(
+    ("waits", "expires_at"),
+    [
+        ([(0, None, 4)], 14),  # 10 s, and the wait's 4, as in Ganeti
+        ([(0, 30, math.inf)], 40),  # 10 s, and the 30 s it was waited on
+        # Overlapping: the 2 s some wait had no limit.
+        ([(0, 1, math.inf), (0.5, 2, math.inf)], 12),
+        # A finite wait begun during one with no limit keeps its own 100 s.
+        ([(0, 1, math.inf), (0.5, None, 100)], 111),
+    ],
+)
+async def test_a_wait_moves_the_expiry_by_its_timeout_and_with_no_limit_by_the_time_waited(
     autojump_clock: trio.testing.MockClock,
+    waits: list[tuple[float, float | None, float]],
+    expires_at: float,
 ) -> None:
     async with (
         silent_cluster(3) as cluster,
@@ -350,66 +347,22 @@ async def test_a_wait_with_no_limit_keeps_its_request_while_it_waits(
         start = trio.current_time()
         request = ConfdRequest(RequestType.PING)
         await client.send_request(request)
-        with trio.move_on_after(30):
-            await client.wait_for_reply(request.rsalt, math.inf)
-        assert client.outstanding == 1  # not expired at 10 s: waited on
-        await trio.sleep_until(start + 39.9)
-        assert client.outstanding == 1  # 10 s, and the 30 s it was waited on
-        await trio.sleep_until(start + 40.1)
-        assert client.outstanding == 0
 
+        async def wait(begin: float, end: float | None, timeout: float) -> None:
+            await trio.sleep_until(start + begin)
+            with trio.move_on_at(math.inf if end is None else start + end):
+                # Waited on all along: it times out with the request still there.
+                assert await client.wait_for_reply(request.rsalt, timeout) == (True, 3, 0)
+                assert trio.current_time() == pytest.approx(start + begin + timeout)
 
-async def test_overlapping_waits_with_no_limit_move_the_expiry_by_the_time_they_cover(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    async with (
-        silent_cluster(3) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
-        trio.open_nursery() as nursery,
-    ):
-        start = trio.current_time()
-        request = ConfdRequest(RequestType.PING)
-        await client.send_request(request)
-
-        async def wait_until(end: float) -> None:
-            with trio.move_on_at(start + end):
-                await client.wait_for_reply(request.rsalt, math.inf)
-
-        nursery.start_soon(wait_until, 1.0)
-        await trio.sleep(0.5)
-        nursery.start_soon(wait_until, 2.0)  # begun during the first, ended after it
-        await trio.sleep_until(start + 11.9)
-        assert client.outstanding == 1  # 10 s, and the 2 s some wait had no limit
-        await trio.sleep_until(start + 12.1)
-        assert client.outstanding == 0
-
-
-async def test_a_wait_begun_during_one_with_no_limit_keeps_its_own_time(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    async with (
-        silent_cluster(3) as cluster,
-        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
-        trio.open_nursery() as nursery,
-    ):
-        start = trio.current_time()
-        request = ConfdRequest(RequestType.PING)
-        await client.send_request(request)
-
-        async def without_limit() -> None:
-            with trio.move_on_at(start + 1):
-                await client.wait_for_reply(request.rsalt, math.inf)
-
-        nursery.start_soon(without_limit)
-        await trio.sleep(0.5)
-        # Waited on all along: it times out with the request still there.
-        assert await client.wait_for_reply(request.rsalt, 100) == (True, 3, 0)
-        assert trio.current_time() == pytest.approx(start + 100.5)
+        async with trio.open_nursery() as nursery:
+            for begin, end, timeout in waits:
+                nursery.start_soon(wait, begin, end, timeout)
         expiries = client._sent_requests._expiries
         assert all(math.isfinite(expiry) for expiry, _, _ in expiries)
-        await trio.sleep_until(start + 110.9)
-        assert client.outstanding == 1  # 10 s, the wait's 100, and 1 with no limit
-        await trio.sleep_until(start + 111.1)
+        await trio.sleep_until(start + expires_at - 0.1)
+        assert client.outstanding == 1
+        await trio.sleep_until(start + expires_at + 0.1)
         assert client.outstanding == 0
 
 
