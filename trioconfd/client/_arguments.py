@@ -18,22 +18,25 @@ from ..protocol import (
 from ..protocol._messages import new_request
 from ..protocol._numbers import as_number, shown
 
+_TIMEOUT = "a number of seconds >= 0 (math.inf: no limit)"
+
 
 def check_timeout(timeout: float | None) -> float:
     """``timeout`` in seconds: None is :data:`EXPIRE_TIMEOUT`, ``math.inf`` never ends."""
     if timeout is None:
         return EXPIRE_TIMEOUT
-    rule = "a number of seconds >= 0 (math.inf: no limit)"
-    seconds = as_number("timeout", timeout, rule)
+    # (A float as it is: this runs once a query.)
+    seconds = timeout if type(timeout) is float else as_number("timeout", timeout, _TIMEOUT)
     if not seconds >= 0:  # NaN too
-        raise ConfdArgumentError(f"timeout must be {rule}, not {shown(timeout)}")
+        raise ConfdArgumentError(f"timeout must be {_TIMEOUT}, not {shown(timeout)}")
     return seconds
 
 
-def check_retry(retry: RetryPolicy | None) -> None:
-    """Refuse a ``retry`` that is neither None nor a :class:`RetryPolicy`."""
-    if retry is not None and not isinstance(retry, RetryPolicy):
+def as_retry(retry: object) -> RetryPolicy:
+    """``retry``, if it is a :class:`RetryPolicy`."""
+    if not isinstance(retry, RetryPolicy):
         raise ConfdArgumentTypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    return retry
 
 
 def as_request(type_or_request: ConfdRequest | RequestType | int, query: Query) -> ConfdRequest:

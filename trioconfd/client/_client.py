@@ -32,7 +32,7 @@ from ..protocol import (
     quorum_of,
 )
 from ._admission import Places
-from ._arguments import as_request, check_retry, check_timeout, choose_targets
+from ._arguments import as_request, as_retry, check_timeout, choose_targets
 from ._entry import RoutingEntry
 from ._gather import ReplyStream, RequestInFlight, unsent_result
 from ._kernel import udp_socket_drops
@@ -356,8 +356,7 @@ class ConfdClient:
             request = request.renewed()
         seconds = check_timeout(timeout)
         deadline = router.now() + seconds
-        check_retry(retry)
-        policy = self._retry if retry is None else retry
+        policy = self._retry if retry is None else as_retry(retry)
         targets = choose_targets(self._peers, coverage, self._rng)
         router.check_room()
         datagram = pack_request(request, router.key)

@@ -28,7 +28,7 @@ from ..protocol import (
     needed_replies,
 )
 from ..protocol._numbers import shown
-from ._arguments import check_retry
+from ._arguments import as_retry
 from ._client import ConfdClient
 from ._logs import DEFAULT_LOG_INTERVAL, LoggerLike, check_log_interval
 from ._node import read_hmac_key, read_master_candidate_ips
@@ -109,7 +109,8 @@ async def open_confd_client(
     port = default_port() if port is None else check_port(port)
     if callback is not None:
         check_callback(callback)
-    check_retry(retry)
+    if retry is not None:
+        as_retry(retry)
     if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
         raise ConfdArgumentTypeError(
             f"logger must be a logging.Logger (logging.getLogger(name)), not {shown(logger)}"

@@ -16,7 +16,7 @@ from ..protocol import (
     RetryPolicy,
 )
 from ..protocol._numbers import as_number, shown
-from ._arguments import as_request, check_coverage, check_retry, check_timeout
+from ._arguments import as_request, as_retry, check_coverage, check_timeout
 
 if TYPE_CHECKING:
     from ._client import ConfdClient
@@ -59,7 +59,8 @@ class Watch:
         as_request(type_or_request, query)
         check_timeout(timeout)
         check_coverage(coverage, len(client.peers))
-        check_retry(retry)
+        if retry is not None:
+            as_retry(retry)
         #: the last verdict yielded (None before the first)
         self.last: QueryResult | None = None
         #: the verdict of the latest ask, a change or not, a quorum or not
