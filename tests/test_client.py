@@ -331,8 +331,10 @@ async def test_a_wait_with_no_limit_does_not_keep_its_request_for_ever(
         ([(0, 30, math.inf)], 40),  # 10 s, and the 30 s it was waited on
         # Overlapping: the 2 s some wait had no limit.
         ([(0, 1, math.inf), (0.5, 2, math.inf)], 12),
-        # A finite wait begun during one with no limit keeps its own 100 s.
+        # A finite wait begun during one with no limit keeps its own 100 s ...
         ([(0, 1, math.inf), (0.5, None, 100)], 111),
+        # ... and one that ends first leaves the request to the one with none.
+        ([(0, 200, math.inf), (0.5, None, 1)], 211),
     ],
 )
 async def test_a_wait_moves_the_expiry_by_its_timeout_and_with_no_limit_by_the_time_waited(
@@ -364,6 +366,48 @@ async def test_a_wait_moves_the_expiry_by_its_timeout_and_with_no_limit_by_the_t
         assert client.outstanding == 1
         await trio.sleep_until(start + expires_at + 0.1)
         assert client.outstanding == 0
+
+
+async def test_a_wait_that_begins_as_its_request_expires_keeps_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The wait's task and the expiry's wake in one batch, in either order
+    # (Trio draws it): begun first, the wait moves the expiry on, and the
+    # expiry task, its timer fired, sleeps on to it.
+    async with (
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        for _ in range(20):
+            request = ConfdRequest(RequestType.PING)
+            await client.send_request(request)
+            await trio.sleep_until(trio.current_time() + 10)  # when it expires
+            if client.outstanding:
+                with trio.move_on_after(1):
+                    await client.wait_for_reply(request.rsalt, 5)
+                assert client.outstanding == 1  # its expiry is at 15 s now
+                await trio.sleep(4.1)
+            assert client.outstanding == 0
+
+
+async def test_a_wait_whose_quorum_rule_fails_moves_no_expiry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def broken(peers: int) -> int:
+        raise ValueError("boom")
+
+    async with (
+        silent_cluster(3) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port, quorum=broken) as client,
+    ):
+        start = trio.current_time()
+        request = ConfdRequest(RequestType.PING)
+        await client.send_request(request)
+        for timeout in (math.inf, 5):
+            with pytest.raises(ConfdClientError, match="the quorum rule"):
+                await client.wait_for_reply(request.rsalt, timeout)
+        await trio.sleep_until(start + 10.1)
+        assert client.outstanding == 0  # at 10 s, as if never waited on
 
 
 async def test_a_request_waited_on_again_and_again_keeps_a_small_heap_of_expiries(
@@ -500,9 +544,19 @@ async def test_bad_options_are_refused() -> None:
     mine = logging.getLogger("mine")
     async with open_confd_client(KEY, ["127.0.0.1"], logger=mine, rng=random.SystemRandom()):
         pass
-    adapted = logging.LoggerAdapter(mine, {})
+    adapted = logging.LoggerAdapter(logging.LoggerAdapter(mine, {}), {})
     async with open_confd_client(KEY, ["127.0.0.1"], logger=adapted):
         pass
+    with pytest.raises(ConfdArgumentTypeError, match=r"logger must be a logging\.Logger"):
+        async with open_confd_client(
+            KEY,
+            ["127.0.0.1"],
+            logger=logging.LoggerAdapter("mine", {}),  # a name, not a logger
+        ):
+            pass
+    with pytest.raises(ConfdArgumentTypeError, match="port must be an integer"):
+        async with open_confd_client(KEY, ["127.0.0.1"], port="1814"):  # type: ignore[arg-type]
+            pass
     async with open_confd_client(KEY, ["127.0.0.1"]) as client:
         with pytest.raises(ConfdClientError, match="timeout"):
             await client.query(RequestType.PING, timeout=-1)

@@ -656,7 +656,7 @@ async def test_a_hedge_cut_by_a_readers_own_scope_may_be_asked_again(
     assert stats.unexpected_peer == int(spoof)
 
 
-@pytest.mark.parametrize("timeout", [5.0, math.inf])
+@pytest.mark.parametrize("timeout", [5.0, math.inf, 0.18])
 async def test_a_stream_reader_sending_as_another_takes_the_last_reply_stops_too(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, timeout: float
 ) -> None:
@@ -664,17 +664,20 @@ async def test_a_stream_reader_sending_as_another_takes_the_last_reply_stops_too
     # the copy sent to it again waits for room (a full send buffer), its
     # reader with it: meanwhile the other reader takes the last reply. The
     # sender, once its send went, stops as well (it waited for the deadline,
-    # or for ever without one).
+    # or for ever without one); or, its send cut short by the deadline (0.18
+    # s), it stops without saying the stream timed out.
     from trioconfd.testing._simnet import SimulatedSocket
 
     send = SimulatedSocket.sendto
     slow_to: list[Any] = []
     sends: dict[Any, int] = {}
+    went: dict[Any, int] = {}
 
     async def sendto(self: SimulatedSocket, datagram: bytes, address: Any) -> int:
         count = sends[address] = sends.get(address, 0) + 1
         if slow_to and address == slow_to[0] and count == 2:
             await trio.sleep(0.1)
+        went[address] = went.get(address, 0) + 1
         return await send(self, datagram, address)
 
     monkeypatch.setattr(SimulatedSocket, "sendto", sendto)
@@ -695,7 +698,37 @@ async def test_a_stream_reader_sending_as_another_takes_the_last_reply_stops_too
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(reader, "a")
                         nursery.start_soon(reader, "b")
-            assert sends[cluster.peers[1]] == 2  # the copy that waited went
+            assert sends[cluster.peers[1]] == 2
+            assert went[cluster.peers[1]] == (1 if timeout < 0.2 else 2)  # unless cut short
             assert max(stopped.values()) < 1
             assert not replies.timed_out
             assert replies.result().received == 2
+
+
+async def test_a_finished_streams_verdict_read_late_reaches_no_other_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Once a stream's block has ended its channel is back in the pool, and the
+    # next request may be reading it. Its verdict, read after, must not hand
+    # that request anything (the end that stops a stream's other readers).
+    async with (
+        open_simulated_cluster([CONFIG] * 2, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        async with client.request(RequestType.CLUSTER_MASTER, coverage=-1) as finished:
+            assert len([reply async for reply in finished]) == 2
+        for index in range(2):
+            cluster.set_faults(index, to_client=Faults(delay=1.0, delay_range=(0.5, 0.5)))
+        results: list[trioconfd.QueryResult] = []
+
+        async def query() -> None:
+            results.append(await client.query(RequestType.CLUSTER_MASTER, coverage=-1))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(query)
+            await trio.sleep(0.3)  # the query waits on the stream's old channel
+            assert finished._exchange.received.statistics().tasks_waiting_receive == 1
+            assert finished.result().received == 2
+        (result,) = results
+        assert sorted(reply.address for reply in result.replies) == sorted(cluster.peers)
+        assert result.consistent

@@ -410,7 +410,10 @@ class RequestInFlight(RoutingEntry):
 
     def stop_other_readers(self) -> None:
         """Every peer asked has replied: a stream's other readers, parked on its
-        channel, stop (each is handed the end, straight, not through the buffer)."""
+        channel, stop (each is handed the end, straight, not through the buffer).
+        Once the request has ended its channel may be another's: nothing is sent."""
+        if self._closed:
+            return
         sender, receiver = self._channel
         while receiver.statistics().tasks_waiting_receive:
             sender.send_nowait(_ALL_REPLIED)

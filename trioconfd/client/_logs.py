@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from ..protocol import ConfdArgumentError
+from ..protocol import ConfdArgumentError, ConfdArgumentTypeError
 from ..protocol._numbers import as_number, shown
 
 #: Where the client logs: a logger, or an adapter of one.
-LoggerLike: TypeAlias = "logging.Logger | logging.LoggerAdapter[logging.Logger]"
+LoggerLike: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
 
 #: Seconds between two log lines of one kind (a discard reason, a slow callback).
 DEFAULT_LOG_INTERVAL = 10.0
@@ -25,6 +25,19 @@ def check_log_interval(value: object) -> float:
     if not 0 <= seconds < math.inf:  # NaN fails both
         raise ConfdArgumentError(f"log_interval must be {rule}, not {shown(value)}")
     return seconds
+
+
+def check_logger(logger: object) -> None:
+    """Refuse what is not a :class:`logging.Logger`, or an adapter (however nested)
+    of one: a logger's name, say, would fail at the first line logged, in the
+    receive task."""
+    wrapped = logger
+    while isinstance(wrapped, logging.LoggerAdapter):
+        wrapped = wrapped.logger
+    if not isinstance(wrapped, logging.Logger):
+        raise ConfdArgumentTypeError(
+            f"logger must be a logging.Logger (logging.getLogger(name)), not {shown(logger)}"
+        )
 
 
 class LogSummary:

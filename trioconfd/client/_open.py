@@ -30,7 +30,7 @@ from ..protocol import (
 from ..protocol._numbers import shown
 from ._arguments import as_retry
 from ._client import ConfdClient
-from ._logs import DEFAULT_LOG_INTERVAL, LoggerLike, check_log_interval
+from ._logs import DEFAULT_LOG_INTERVAL, LoggerLike, check_log_interval, check_logger
 from ._node import read_hmac_key, read_master_candidate_ips
 from ._peers import (
     LocalAddress,
@@ -111,10 +111,8 @@ async def open_confd_client(
         check_callback(callback)
     if retry is not None:
         as_retry(retry)
-    if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-        raise ConfdArgumentTypeError(
-            f"logger must be a logging.Logger (logging.getLogger(name)), not {shown(logger)}"
-        )
+    if logger is not None:
+        check_logger(logger)
     if rng is not None and not isinstance(rng, random.Random):
         raise ConfdArgumentTypeError(f"rng must be a random.Random, not {shown(rng)}")
     if admission is not None and not isinstance(admission, AdmissionPolicy):

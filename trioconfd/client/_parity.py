@@ -137,9 +137,9 @@ class SentRequests:
         """
         route = self._pending.get(salt)
         if route is not None:
+            needed = quorum_of(self._quorum, len(route.targets))  # (a bad rule raises here)
             route.wait_begins(timeout, trio.current_time())
             self._push(route)
-            needed = quorum_of(self._quorum, len(route.targets))
             try:
                 with trio.move_on_after(timeout):
                     while len(route.answered) < needed and self._pending.get(salt) is route:
@@ -193,8 +193,15 @@ class SentRequests:
     async def _expire_when_due(self, route: SentRequest) -> None:
         # Its deadline is the expiry (a wait moves it later); when the request
         # goes some other way, forgetting it cancels the scope.
-        with route.timer:
-            await trio.sleep_forever()
+        while True:
+            with route.timer:
+                await trio.sleep_forever()
+            if self._pending.get(route.request.rsalt) is not route:
+                return  # forgotten: the client closed, or its send failed
+            if route.timer.deadline <= trio.current_time():
+                break
+            # A wait moved the expiry as the timer fired: on to the new one.
+            route.timer = trio.CancelScope(deadline=route.timer.deadline)
         self.expire_overdue()
         if self._pending.get(route.request.rsalt) is route:
             self._expire(route)

@@ -15,7 +15,10 @@ def shown(value: object) -> str:
     an argument be an integer of a million digits."""
     if type(value) is int and value.bit_length() > _LONGEST_SHOWN_BITS:
         return f"an integer of {value.bit_length():,} bits"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # any object's own repr may fail (an adapter of a str)
+        return f"a {type(value).__name__} whose repr fails"
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
