@@ -28,7 +28,12 @@ from trioconfd import (
     open_confd_client,
 )
 from trioconfd.protocol import pack_reply
-from trioconfd.testing import SimulatedCluster, make_cluster_config, open_simulated_cluster
+from trioconfd.testing import (
+    Faults,
+    SimulatedCluster,
+    make_cluster_config,
+    open_simulated_cluster,
+)
 
 from .responders import Responder, answer_ping, run_responders, settle, silent, wait_until
 
@@ -368,26 +373,62 @@ async def test_a_wait_moves_the_expiry_by_its_timeout_and_with_no_limit_by_the_t
         assert client.outstanding == 0
 
 
+@pytest.mark.parametrize(("timeout", "seen"), [(5, (True, 3, 0)), (math.inf, (False, 3, 2))])
 async def test_a_wait_that_begins_as_its_request_expires_keeps_it(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, timeout: float, seen: tuple[bool, int, int]
 ) -> None:
     # The wait's task and the expiry's wake in one batch, in either order
-    # (Trio draws it): begun first, the wait moves the expiry on, and the
-    # expiry task, its timer fired, sleeps on to it.
+    # (Trio draws it): begun first, the wait moves the expiry on, the expiry
+    # task, its timer fired, sleeps on to it, and the wait says what it saw
+    # as it ended, though its request expires at that very time. (The peers
+    # answer after 15 s; the one with a limit gives up at 15 s.)
+    async with (
+        open_simulated_cluster([make_cluster_config()] * 3, KEY) as cluster,
+        open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
+    ):
+        for index in range(3):
+            late = Faults(delay=1.0, delay_range=(15.0, 15.0))
+            cluster.set_faults(index, to_client=late if timeout == math.inf else Faults(drop=1.0))
+        began_first = 0
+        for _ in range(20):
+            start = trio.current_time()
+            request = ConfdRequest(RequestType.PING)
+            await client.send_request(request, coverage=-1)
+            await trio.sleep_until(start + 10)  # when it expires
+            if client.outstanding:
+                began_first += 1
+                timed_out, sent, received = await client.wait_for_reply(request.rsalt, timeout)
+                assert (timed_out, sent) == seen[:2]
+                assert received >= seen[2]  # (the third may have come with the second)
+            await trio.sleep_until(start + 30)
+            assert client.outstanding == 0
+        assert 0 < began_first < 20  # each order came
+
+
+async def test_a_client_closed_under_its_block_keeps_no_expiry_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with (
         silent_cluster(3) as cluster,
         open_confd_client(KEY, cluster.peers, port=cluster.port) as client,
     ):
-        for _ in range(20):
-            request = ConfdRequest(RequestType.PING)
+        requests = [ConfdRequest(RequestType.PING) for _ in range(3)]
+        for request in requests:
             await client.send_request(request)
-            await trio.sleep_until(trio.current_time() + 10)  # when it expires
-            if client.outstanding:
-                with trio.move_on_after(1):
-                    await client.wait_for_reply(request.rsalt, 5)
-                assert client.outstanding == 1  # its expiry is at 15 s now
-                await trio.sleep(4.1)
-            assert client.outstanding == 0
+
+        async def wait_long() -> None:
+            with pytest.raises(ConfdClientError):
+                await client.wait_for_reply(requests[0].rsalt, 3600)
+
+        background = client._sent_requests._nursery
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_long)
+            await trio.sleep(1)
+            client._router.socket.close()  # the socket closes under the client
+            await trio.sleep(0.5)
+        assert client.closed
+        assert not background.child_tasks  # no expiry task sleeps on
+        assert not client._sent_requests._pending
 
 
 async def test_a_wait_whose_quorum_rule_fails_moves_no_expiry(
@@ -553,6 +594,11 @@ async def test_bad_options_are_refused() -> None:
             ["127.0.0.1"],
             logger=logging.LoggerAdapter("mine", {}),  # a name, not a logger
         ):
+            pass
+    itself = logging.LoggerAdapter(mine, {})
+    itself.logger = itself  # type: ignore[assignment]
+    with pytest.raises(ConfdArgumentTypeError, match=r"logger must be a logging\.Logger"):
+        async with open_confd_client(KEY, ["127.0.0.1"], logger=itself):
             pass
     with pytest.raises(ConfdArgumentTypeError, match="port must be an integer"):
         async with open_confd_client(KEY, ["127.0.0.1"], port="1814"):  # type: ignore[arg-type]

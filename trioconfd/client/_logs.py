@@ -31,8 +31,9 @@ def check_logger(logger: object) -> None:
     """Refuse what is not a :class:`logging.Logger`, or an adapter (however nested)
     of one: a logger's name, say, would fail at the first line logged, in the
     receive task."""
-    wrapped = logger
-    while isinstance(wrapped, logging.LoggerAdapter):
+    wrapped, seen = logger, set()
+    while isinstance(wrapped, logging.LoggerAdapter) and id(wrapped) not in seen:
+        seen.add(id(wrapped))  # (an adapter of itself is no logger)
         wrapped = wrapped.logger
     if not isinstance(wrapped, logging.Logger):
         raise ConfdArgumentTypeError(

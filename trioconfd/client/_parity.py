@@ -36,41 +36,57 @@ class SentRequest(RoutingEntry):
     """A request sent with ``send_request``: no task reads its replies. They go to
     the callback; a task in ``wait_for_reply`` is woken by ``changed`` to count
     them; its expiry task sleeps in ``timer``, whose deadline is the expiry
-    (infinite while a wait with no limit is on it)."""
+    (infinite while a wait is on it)."""
 
-    __slots__ = ("changed", "expiry", "forever_since", "order", "timer", "waiting_forever")
+    __slots__ = (
+        "changed",
+        "expiry",
+        "forever_since",
+        "order",
+        "timer",
+        "waiting",
+        "waiting_forever",
+    )
 
     def __init__(
         self, request: ConfdRequest, targets: list[Address], args: Any, order: int
     ) -> None:
         super().__init__(request, targets, None, args)
         self.changed: trio.Event | None = None
-        #: when it expires, waits with no limit in progress aside
+        #: when it expires once no wait is on it
         self.expiry = trio.current_time() + EXPIRE_TIMEOUT
         self.timer = trio.CancelScope(deadline=self.expiry)
         #: its place among those sent (the first of two with one expiry expires first)
         self.order = order
-        #: waits on it with no limit in progress, and since when there has been one
+        #: waits on it in progress; of those, with no limit, and since when there is one
+        self.waiting = 0
         self.waiting_forever = 0
         self.forever_since = 0.0
 
     def wait_begins(self, timeout: float, now: float) -> None:
-        """A wait of ``timeout`` seconds moves the expiry as much later (as in
-        Ganeti); waits with no limit, by the time they cover, once the last
-        ends (see :meth:`wait_with_no_limit_ends`)."""
+        """A wait begins: the request does not expire while one is on it. One of
+        ``timeout`` seconds moves the expiry as much later (as in Ganeti); waits
+        with no limit, by the time they cover (see :meth:`wait_ends`)."""
         if timeout == math.inf:
             if not self.waiting_forever:
                 self.forever_since = now
             self.waiting_forever += 1
         else:
             self.expiry += timeout
-        self.timer.deadline = math.inf if self.waiting_forever else self.expiry
+        self.waiting += 1
+        self.timer.deadline = math.inf
 
-    def wait_with_no_limit_ends(self, now: float) -> None:
-        self.waiting_forever -= 1
-        if not self.waiting_forever:
-            self.expiry += now - self.forever_since  # the time some wait had no limit
-            self.timer.deadline = self.expiry
+    def wait_ends(self, timeout: float, now: float) -> bool:
+        """A wait ends; True if it was the last (the timer's deadline is the expiry again)."""
+        if timeout == math.inf:
+            self.waiting_forever -= 1
+            if not self.waiting_forever:
+                self.expiry += now - self.forever_since  # the time some wait had no limit
+        self.waiting -= 1
+        if self.waiting:
+            return False
+        self.timer.deadline = self.expiry
+        return True
 
     def deliver(self, peer_reply: PeerReply) -> None:
         self.wake()
@@ -131,15 +147,15 @@ class SentRequests:
     async def wait(self, salt: str, timeout: float) -> tuple[bool, int, int]:
         """Wait until a quorum of the peers asked has replied: ``(timed_out, sent, received)``.
 
-        The expiry moves ``timeout`` later, as in Ganeti, so that the request
-        does not expire while waited on. A wait with no limit
-        (``math.inf``) moves it, once the last such ends, by the time they covered.
+        The request does not expire while waited on; the expiry moves
+        ``timeout`` later, as in Ganeti. Waits with no limit (``math.inf``)
+        move it by the time they covered, once the last ends.
         """
         route = self._pending.get(salt)
+        seen = (True, 0, 0)  # unknown, expired, or forgotten meanwhile
         if route is not None:
             needed = quorum_of(self._quorum, len(route.targets))  # (a bad rule raises here)
             route.wait_begins(timeout, trio.current_time())
-            self._push(route)
             try:
                 with trio.move_on_after(timeout):
                     while len(route.answered) < needed and self._pending.get(salt) is route:
@@ -147,16 +163,17 @@ class SentRequests:
                         if route.changed is None:
                             route.changed = trio.Event()
                         await route.changed.wait()
+                if self._pending.get(salt) is route:  # as the wait ends, before it may expire
+                    answered = len(route.answered)
+                    seen = (answered < needed, len(route.targets), answered)
             finally:
-                if timeout == math.inf:
-                    route.wait_with_no_limit_ends(trio.current_time())
-                    if self._pending.get(salt) is route:
-                        self._push(route)
+                if route.wait_ends(timeout, trio.current_time()) and (
+                    self._pending.get(salt) is route
+                ):
+                    self._push(route)
         await trio.lowlevel.checkpoint()  # a checkpoint, even when nothing was waited for
         self._router.check_open()
-        if route is None or self._pending.get(salt) is not route:
-            return True, 0, 0  # unknown, or expired meanwhile
-        return len(route.answered) < needed, len(route.targets), len(route.answered)
+        return seen
 
     def expire_overdue(self) -> None:
         """Forget every request past its expiry, in order of expiry, calling
@@ -196,8 +213,11 @@ class SentRequests:
         while True:
             with route.timer:
                 await trio.sleep_forever()
+            if self._router.closed_reason is not None:
+                self.expire_overdue()  # forgets them all
+                return
             if self._pending.get(route.request.rsalt) is not route:
-                return  # forgotten: the client closed, or its send failed
+                return  # forgotten: its send failed
             if route.timer.deadline <= trio.current_time():
                 break
             # A wait moved the expiry as the timer fired: on to the new one.
