@@ -317,6 +317,33 @@ async def test_a_query_handed_a_place_as_the_client_closes_does_not_wait_again(
     assert admission.windows[B].waiting == 0
 
 
+async def test_a_query_handed_a_place_after_its_wait_was_cancelled_is_not_woken_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Its task is parked by hand: once the cancel has taken it out of the
+    # wait, a window that hands it a place (before its task has run to leave
+    # the line) must not reschedule it a second time.
+    admission = Admission(fixed(1))
+    held = admission.admit_nowait([A])
+    assert held is not None
+    admitted: list[Any] = []
+    cancelled = trio.CancelScope()
+
+    async def wait() -> None:
+        with cancelled:
+            admitted.append(await admission.admit([A], []))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert admission.windows[A].waiting == 1
+            cancelled.cancel()  # its wait is aborted now ...
+            held.give_back(timed_out=False)  # ... and A hands it the place it gave back
+    assert admitted == []  # the cancel won
+    assert (admission.windows[A].window.in_use, admission.windows[A].waiting) == (0, 0)
+
+
 # -- the client in simulated time --------------------------------------------
 
 
