@@ -344,6 +344,61 @@ async def test_a_query_handed_a_place_after_its_wait_was_cancelled_is_not_woken_
     assert (admission.windows[A].window.in_use, admission.windows[A].waiting) == (0, 0)
 
 
+async def test_a_wait_interrupted_as_it_joins_a_line_leaves_no_one_in_it(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A KeyboardInterrupt can land between joining the line and parking: the
+    # waiter must leave the line (else the next freed place goes to no one,
+    # and the window stays full for good).
+    join = PeerWindow.join
+
+    def interrupted(self: PeerWindow, waiter: Waiter) -> None:
+        join(self, waiter)
+        raise KeyboardInterrupt
+
+    admission = Admission(fixed(1))
+    held = admission.admit_nowait([A])
+    assert held is not None
+    monkeypatch.setattr(PeerWindow, "join", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        await admission.admit([A], [])
+    monkeypatch.setattr(PeerWindow, "join", join)
+    assert admission.windows[A].waiting == 0
+    held.give_back(timed_out=False)
+    assert admission.windows[A].window.in_use == 0
+    assert admission.admit_nowait([A]) is not None
+
+
+async def test_a_wake_is_protected_from_keyboard_interrupt(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As Event.set is: an interrupt cannot leave a waiter out of its line
+    # with its task never rescheduled.
+    protected: list[bool] = []
+    reschedule = trio.lowlevel.reschedule
+
+    def recording(task: trio.lowlevel.Task) -> None:
+        protected.append(trio.lowlevel.currently_ki_protected())
+        reschedule(task)
+
+    monkeypatch.setattr(trio.lowlevel, "reschedule", recording)
+    admission = Admission(fixed(1))
+    held = admission.admit_nowait([A])
+    assert held is not None
+    admitted: list[Any] = []
+
+    async def wait() -> None:
+        admitted.append(await admission.admit([A], []))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        held.give_back(timed_out=False)
+    assert len(admitted) == 1
+    assert admitted[0] is not None
+    assert protected == [True]
+
+
 # -- the client in simulated time --------------------------------------------
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
+import trio
 
 from trioconfd import (
     ConfdClientError,
@@ -112,6 +114,50 @@ async def test_client_reports_a_missing_node_key(
     with pytest.raises(ConfdClientError, match="HMAC key file"):
         async with open_confd_client(peers=["127.0.0.1"]):
             pass
+
+
+async def test_a_node_key_file_that_blocks_holds_up_only_the_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A FIFO at the key's path whose writer writes nothing: the read waits in
+    # a worker thread, the event loop runs on, and a cancel scope ends the open.
+    data = make_node(tmp_path, None, "127.0.0.1\n")
+    os.mkfifo(data / "hmac.key", 0o600)
+    writer = os.open(data / "hmac.key", os.O_RDWR)  # a writer, silent
+    closed = False
+
+    def close_writer() -> None:  # the read then ends (at the end of the file)
+        nonlocal closed
+        if not closed:
+            closed = True
+            os.close(writer)
+
+    # Were the file read in the loop, the test would fail, not hang: 2 s on,
+    # the writer is closed.
+    unblock = threading.Timer(2.0, close_writer)
+    unblock.start()
+    monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            with trio.move_on_after(0.3) as waited:
+                async with open_confd_client():
+                    pass
+            nursery.cancel_scope.cancel()
+        assert waited.cancelled_caught  # the open was ended by its cancel scope ...
+        assert ticks >= 5  # ... and the loop ran meanwhile
+    finally:
+        unblock.cancel()
+        unblock.join()
+        close_writer()  # the abandoned thread's read ends
 
 
 def test_a_key_may_come_through_a_pipe(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ class Waiter:
     Its task is parked as Trio's own ``ParkingLot`` parks one
     (``trio.lowlevel.wait_task_rescheduled``), and rescheduled once it holds
     them all (or when it is to look again, or the client closes): a
-    ``trio.Event`` a wait held 600 bytes more (the event, its set of tasks,
+    ``trio.Event`` a wait held 689 bytes more (the event, its set of tasks,
     its wait's coroutine). A window that hands it a place takes its other
     places for it, and moves it on to the next full window's line, while its
     task sleeps on.
@@ -115,6 +115,7 @@ class Waiter:
             self.line._admission.skippers.discard(self)
             self.line = None
 
+    @trio.lowlevel.enable_ki_protection  # as Event.set: a wake is never half done
     def wake(self, *, ready: bool = False, again: bool = False) -> None:
         """Out of its line: ``ready`` (it holds every place), to look ``again``, or,
         neither, because the client closed."""
@@ -486,8 +487,8 @@ class Admission:
         if spare:
             self.samples_waiting += 1
         waiter.reserve()
-        line.join(waiter)
         try:
+            line.join(waiter)
             # Parked until woken: nothing can wake it before (this is one step).
             waiter.task = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(waiter.abort)

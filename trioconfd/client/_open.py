@@ -103,9 +103,14 @@ async def open_confd_client(
     own nursery and end with the block. From then on every call raises
     :class:`ConfdClientClosedError`, and so does a query still in flight.
     """
-    key = as_hmac_key(read_hmac_key() if hmac_key is None else hmac_key)
+    if hmac_key is None:
+        # The node's files are read off the event loop: one that blocks (a
+        # FIFO whose writer writes nothing, a hung mount) holds up this call,
+        # which a cancel scope can end, and never the loop.
+        hmac_key = await trio.to_thread.run_sync(read_hmac_key, abandon_on_cancel=True)
+    key = as_hmac_key(hmac_key)
     if peers is None:
-        peers = read_master_candidate_ips()
+        peers = await trio.to_thread.run_sync(read_master_candidate_ips, abandon_on_cancel=True)
     port = default_port() if port is None else check_port(port)
     if callback is not None:
         check_callback(callback)
