@@ -399,6 +399,37 @@ async def test_a_wake_is_protected_from_keyboard_interrupt(
     assert protected == [True]
 
 
+async def test_queries_stuck_behind_a_silent_peer_look_again_in_the_order_they_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Each place that comes back with B lets the longest stuck behind A (which
+    # turned silent) go without it: first queued, first let in (and the same
+    # order in every run, which a simulated run's replay needs).
+    admission = Admission(fixed(1))
+    held_a, held_b = admission.admit_nowait([A]), admission.admit_nowait([B])
+    assert held_a is not None
+    assert held_b is not None
+    admitted: list[tuple[int, Any]] = []
+
+    async def wait(index: int) -> None:
+        admitted.append((index, await admission.admit([A, B], [], needed=1)))
+
+    async with trio.open_nursery() as nursery:
+        for index in range(8):
+            nursery.start_soon(wait, index)
+            await trio.testing.wait_all_tasks_blocked()
+        assert admission.windows[A].waiting == 8
+        admission.windows[A].turn_silent()  # B is full: all eight are stuck
+        assert len(admission.skippers) == 8
+        held_b.give_back(timed_out=False)
+        for count in range(1, 9):
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(admitted) == count
+            admitted[-1][1].give_back(timed_out=False)  # B's place, for the next
+    assert [index for index, _ in admitted] == list(range(8))
+    held_a.give_back(timed_out=False)
+
+
 # -- the client in simulated time --------------------------------------------
 
 

@@ -112,7 +112,7 @@ class Waiter:
         :meth:`Admission.admit` gives back)."""
         if self.line is not None:
             del self.line.line[self]
-            self.line._admission.skippers.discard(self)
+            self.line._admission.skippers.pop(self, None)
             self.line = None
 
     @trio.lowlevel.enable_ki_protection  # as Event.set: a wake is never half done
@@ -120,7 +120,7 @@ class Waiter:
         """Out of its line: ``ready`` (it holds every place), to look ``again``, or,
         neither, because the client closed."""
         if self.line is not None:
-            self.line._admission.skippers.discard(self)
+            self.line._admission.skippers.pop(self, None)
         self.line = None
         self.ready = ready
         self.again = again
@@ -207,8 +207,10 @@ class PeerWindow:
             else:
                 if admission.skippers:
                     # A query stuck behind a peer that turned silent, which
-                    # could go without it: let it look again (one a place).
-                    stuck = admission.skippers.pop()
+                    # could go without it: let it look again (one a place,
+                    # the longest stuck first).
+                    stuck = next(iter(admission.skippers))
+                    del admission.skippers[stuck]
                     if stuck.line is not None:
                         del stuck.line.line[stuck]
                     stuck.wake(again=True)
@@ -244,7 +246,7 @@ class PeerWindow:
                 waiter.wake(again=True)
             else:
                 # Looked at again when a place comes back elsewhere.
-                self._admission.skippers.add(waiter)
+                self._admission.skippers[waiter] = None
 
     def close(self) -> None:
         """Wake every waiter, empty-handed."""
@@ -389,8 +391,10 @@ class Admission:
         #: the peers asked now, once they have changed (None: all so far)
         self.peers: set[Address] | None = None
         #: queries waiting in the line of a peer that turned silent, which could
-        #: go without it once another peer they ask has room
-        self.skippers: set[Waiter] = set()
+        #: go without it once another peer they ask has room, in the order they
+        #: were found so (a set's order would follow their addresses in memory:
+        #: a simulated run would not replay the same)
+        self.skippers: dict[Waiter, None] = {}
 
     def window_of(self, peer: Address) -> PeerWindow:
         window = self.windows.get(peer)
@@ -510,7 +514,7 @@ class Admission:
         a place handed on never hands on another here.
         """
         waited_in, waiter.line = waiter.line, None
-        self.skippers.discard(waiter)
+        self.skippers.pop(waiter, None)
         places, targets, spare = waiter.places, waiter.targets, waiter.spare
         places.hold(window.peer, window, taken)
         if waited_in is not None and window is not waited_in:
