@@ -57,10 +57,21 @@ def raw_reply(key: bytes, datagram: bytes) -> str | None:
         return None
 
 
-def cpu_seconds() -> float:
-    """This process's CPU time so far, user and system (getrusage)."""
+def cpu_split() -> tuple[float, float]:
+    """This process's CPU time so far: user, system (getrusage)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
+
+
+def _cpu_figures(before: tuple[float, float], answered: int) -> dict[str, float]:
+    """CPU µs per answered query since ``before`` (:func:`cpu_split`): in all, user, system."""
+    user, system = (now - then for now, then in zip(cpu_split(), before, strict=True))
+    per_query = 1e6 / max(answered, 1)
+    return {
+        "cpu_us": (user + system) * per_query,
+        "user_us": user * per_query,
+        "system_us": system * per_query,
+    }
 
 
 # -- the raw socket -------------------------------------------------------------
@@ -92,7 +103,7 @@ def raw_pipelined(
     """``total`` queries, ``window`` sent at a time to every address; each done at its quorum."""
     needed = trioconfd.needed_replies(len(addresses))
     done = lost = 0
-    cpu = cpu_seconds()
+    cpu = cpu_split()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.settimeout(1)
@@ -116,15 +127,15 @@ def raw_pipelined(
                         del waiting[salt]
                         done += 1
         elapsed = time.perf_counter() - start
-    cpu = cpu_seconds() - cpu
-    return {"per_second": done / elapsed, "timeouts": lost, "cpu_us": cpu / max(done, 1) * 1e6}
+    return {"per_second": done / elapsed, "timeouts": lost, **_cpu_figures(cpu, done)}
 
 
 async def drive(
     in_flight: int, total: int, query: Callable[[], Awaitable[bool]]
 ) -> dict[str, float]:
     """``total`` queries by ``in_flight`` tasks, each asking in turn; ``query`` says if it
-    was answered. Rate, timeouts, CPU per answered query (getrusage), and the count."""
+    was answered. Rate, timeouts, CPU per answered query (getrusage: in all, user and
+    system), and the count."""
     left = total
     answered = timeouts = 0
 
@@ -137,17 +148,16 @@ async def drive(
             else:
                 timeouts += 1
 
-    cpu = cpu_seconds()
+    cpu = cpu_split()
     start = time.perf_counter()
     async with trio.open_nursery() as workers:
         for _ in range(in_flight):
             workers.start_soon(worker)
     elapsed = time.perf_counter() - start
-    cpu = cpu_seconds() - cpu
     return {
         "per_second": answered / elapsed,
         "timeouts": timeouts,
-        "cpu_us": cpu / max(answered, 1) * 1e6,
+        **_cpu_figures(cpu, answered),
         "answered": answered,
     }
 

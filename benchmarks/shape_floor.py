@@ -10,9 +10,10 @@ diagnosis: what any program of this shape pays. It asks what trioconfd and
 the raw socket (:mod:`benchmarks.baselines`) ask, of 1, 3 and 5 real
 daemons, 256 queries in flight, rounds alternating, in one run::
 
-    python -m benchmarks.shape_floor [--total 20000] [--rounds 3] [--json FILE]
+    python -m benchmarks.shape_floor [--total 20000] [--rounds 3] [--in-flight 256] [--json FILE]
 
-Rows: rate and CPU per answered query (getrusage, user + system), and for
+Rows: rate and CPU per answered query (getrusage, user + system; then the
+user and system parts apart, each the median of the rounds), and for
 the Trio programs the scheduler's batches (one per I/O wait) per query and
 the datagrams read per batch; for trioconfd, the most of any round of: the
 share of queries that waited for places, the windows cut, and the
@@ -130,27 +131,31 @@ async def _counting_batches(run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def cost_per_query(
-    daemons: list[GanetiConfd], total: int, rounds: int, peers: tuple[int, ...] = PEERS
+    daemons: list[GanetiConfd],
+    total: int,
+    rounds: int,
+    peers: tuple[int, ...] = PEERS,
+    in_flight: int = IN_FLIGHT,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Rate and CPU per answered query at 256 in flight: the raw socket, the shape's
-    floor and trioconfd, for each count of ``peers``; rounds alternate, the best of each
-    kept, and each program's ratios to the floor are the median of its rounds' (each
-    against the floor's in the same round)."""
+    """Rate and CPU per answered query, ``in_flight`` at a time: the raw socket, the
+    shape's floor and trioconfd, for each count of ``peers``; rounds alternate, the best
+    of each kept, and each program's ratios to the floor are the median of its rounds'
+    (each against the floor's in the same round), as are its user and system CPU."""
     figures: dict[str, dict[str, dict[str, float]]] = {}
     for count in peers:
         addresses = [daemon.address for daemon in daemons[:count]]
         programs: dict[str, Callable[[list[Address], int], Awaitable[dict[str, Any]]]] = {
             "shape floor": lambda addresses, total: floor_throughput(
-                KEY, addresses, IN_FLIGHT, total
+                KEY, addresses, in_flight, total
             ),
             "trioconfd": lambda addresses, total: trioconfd_throughput(
-                KEY, addresses, IN_FLIGHT, total
+                KEY, addresses, in_flight, total
             ),
             # Where trioconfd's cost over the floor goes: without its retry
             # schedule, it sends each request once, as the floor does, and
             # its windows are never cut, so no query waits for a place.
             NO_RETRY: lambda addresses, total: trioconfd_throughput(
-                KEY, addresses, IN_FLIGHT, total, retry=trioconfd.RetryPolicy.off()
+                KEY, addresses, in_flight, total, retry=trioconfd.RetryPolicy.off()
             ),
         }
         best: dict[str, dict[str, float]] = {}
@@ -159,6 +164,7 @@ async def cost_per_query(
         # a machine whose speed drifts by 30% within minutes, pairs one
         # program's lucky round with another's unlucky one).
         ratios: dict[str, list[tuple[float, float]]] = {}
+        splits: dict[str, list[tuple[float, float]]] = {}  # user, system µs a query
         for round_ in range(rounds):
             runs = {"raw socket, 64 pipelined": raw_pipelined(KEY, addresses, total)}
             # Each round in the other order: what runs first does not always win.
@@ -167,6 +173,7 @@ async def cost_per_query(
                 runs[name] = await programs[name](addresses, total)
             floor = runs["shape floor"]
             for name, run in runs.items():
+                splits.setdefault(name, []).append((run["user_us"], run["system_us"]))
                 ratios.setdefault(name, []).append(
                     (
                         run["per_second"] / floor["per_second"],
@@ -189,18 +196,22 @@ async def cost_per_query(
         for name, row in best.items():
             row["per_second_over_floor"] = statistics.median(rate for rate, _ in ratios[name])
             row["cpu_over_floor"] = statistics.median(cpu for _, cpu in ratios[name])
+            row["user_us"] = statistics.median(user for user, _ in splits[name])
+            row["system_us"] = statistics.median(system for _, system in splits[name])
             row.pop("answered", None)
             row.pop("received", None)
         figures[str(count)] = best
     return figures
 
 
-def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> None:
+def print_cost_per_query(
+    figures: dict[str, dict[str, dict[str, float]]], in_flight: int = IN_FLIGHT
+) -> None:
     """The rows; the ratios to the floor are the medians of each round's (see
     :func:`cost_per_query`), the rate and CPU each program's best."""
     print(
-        f"{'cost per query, ' + str(IN_FLIGHT) + ' in flight':<46}{'q/s':>8}{'CPU µs':>9}"
-        f"{'q/s/floor':>10}{'CPU/floor':>10}{'batch/q':>9}{'dg/batch':>9}{'timeouts':>9}"
+        f"{'cost per query, ' + str(in_flight) + ' in flight':<46}{'q/s':>8}{'CPU µs':>9}"
+        f"{'user':>7}{'system':>7}{'q/s/floor':>10}{'CPU/floor':>10}{'batch/q':>9}{'dg/batch':>9}{'timeouts':>9}"
         f"{'waited':>8}{'cuts':>6}{'resent':>8}"
     )
     for count, programs in figures.items():
@@ -210,9 +221,12 @@ def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> Non
             per_batch = row.get("datagrams_per_batch")
             rate = row.get("per_second_over_floor", row["per_second"] / floor["per_second"])
             cpu = row.get("cpu_over_floor", row["cpu_us"] / floor["cpu_us"])
+            split = (  # runs from before the split was kept have none
+                f"{row['user_us']:>7.1f}{row['system_us']:>7.1f}" if "user_us" in row else " " * 14
+            )
             print(
                 f"  {count + ' peer(s), ' + name:<44}{row['per_second']:>8.0f}"
-                f"{row['cpu_us']:>9.1f}{rate:>10.2f}{cpu:>10.2f}"
+                f"{row['cpu_us']:>9.1f}{split}{rate:>10.2f}{cpu:>10.2f}"
                 f"{'' if batches is None else f'{batches:.2f}':>9}"
                 f"{'' if per_batch is None else f'{per_batch:.2f}':>9}{row['timeouts']:>9}"
                 + (
@@ -225,7 +239,9 @@ def print_cost_per_query(figures: dict[str, dict[str, dict[str, float]]]) -> Non
 
 async def _measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     async with open_daemons(KEY, max(args.peers)) as daemons:
-        return await cost_per_query(daemons, args.total, args.rounds, tuple(args.peers))
+        return await cost_per_query(
+            daemons, args.total, args.rounds, tuple(args.peers), args.in_flight
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -240,10 +256,15 @@ def main(argv: list[str] | None = None) -> None:
         default=list(PEERS),
         help="peer counts, comma-separated (default 1,3,5)",
     )
+    parser.add_argument(
+        "--in-flight", type=int, default=IN_FLIGHT, help="queries in flight at once (256)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.in_flight < 1:
+        parser.error(f"--in-flight must be 1 or more, not {args.in_flight}")
     figures = trio.run(_measure, args)
-    print_cost_per_query(figures)
+    print_cost_per_query(figures, args.in_flight)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
 

@@ -62,6 +62,10 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
         servers = (one, two, three)
         floor = await _counting_batches(floor_throughput(KEY, addresses, in_flight=8, total=200))
         assert (floor["timeouts"], floor["per_second"] > 0, floor["cpu_us"] > 0) == (0, True, True)
+        # The CPU a query, and its user and system parts apart.
+        assert floor["user_us"] >= 0
+        assert floor["system_us"] >= 0
+        assert floor["user_us"] + floor["system_us"] == pytest.approx(floor["cpu_us"])
         # The floor asks every peer once a query, and reads at least a quorum's replies.
         assert sum(server.stats.answered for server in servers) == 600
         assert floor["batches_per_query"] > 0
@@ -83,6 +87,7 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
         latencies, pipelined = await trio.to_thread.run_sync(blocking)
         assert len(latencies) == 20
         assert pipelined["timeouts"] == 0
+        assert pipelined["user_us"] + pipelined["system_us"] == pytest.approx(pipelined["cpu_us"])
 
 
 async def test_query_memory_puts_every_byte_down_to_a_part() -> None:
