@@ -8,7 +8,7 @@ import random
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -31,7 +31,7 @@ from trioconfd import (
     open_confd_client,
 )
 from trioconfd.client import _client as _client_module
-from trioconfd.client._admission import Admission, PeerWindow, Waiter
+from trioconfd.client._admission import Admission, PeerWindow, Places, Waiter
 from trioconfd.protocol import Window
 from trioconfd.testing import Capacity, Faults, make_cluster_config, open_simulated_cluster
 
@@ -43,6 +43,14 @@ A, B, C = ("192.0.2.1", 1814), ("192.0.2.2", 1814), ("192.0.2.3", 1814)
 def fixed(size: int) -> AdmissionPolicy:
     """A window that stays ``size`` places."""
     return AdmissionPolicy(initial=size, minimum=size, maximum=size)
+
+
+def full_windows(*peers: Any) -> tuple[Admission, list[Places]]:
+    """An admission whose windows have one place each, every one taken (held here)."""
+    admission = Admission(fixed(1))
+    held = [admission.admit_nowait([peer]) for peer in peers]
+    assert None not in held
+    return admission, cast("list[Places]", held)
 
 
 async def read_to_the_end(client: Any, coverage: int = 0, timeout: float = 30) -> None:
@@ -297,10 +305,7 @@ def test_a_window_whose_places_are_held_is_not_forgotten() -> None:
 async def test_a_query_handed_a_place_as_the_client_closes_does_not_wait_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    admission = Admission(fixed(1))
-    held_a, held_b = admission.admit_nowait([A]), admission.admit_nowait([B])
-    assert held_a is not None
-    assert held_b is not None
+    admission, (held_a, _) = full_windows(A, B)  # B full too
     admitted: list[Any] = []
 
     async def wait() -> None:
@@ -323,9 +328,7 @@ async def test_a_query_handed_a_place_after_its_wait_was_cancelled_is_not_woken_
     # Its task is parked by hand: once the cancel has taken it out of the
     # wait, a window that hands it a place (before its task has run to leave
     # the line) must not reschedule it a second time.
-    admission = Admission(fixed(1))
-    held = admission.admit_nowait([A])
-    assert held is not None
+    admission, (held,) = full_windows(A)
     admitted: list[Any] = []
     cancelled = trio.CancelScope()
 
@@ -356,9 +359,7 @@ async def test_a_wait_interrupted_as_it_joins_a_line_leaves_no_one_in_it(
         join(self, waiter)
         raise KeyboardInterrupt
 
-    admission = Admission(fixed(1))
-    held = admission.admit_nowait([A])
-    assert held is not None
+    admission, (held,) = full_windows(A)
     monkeypatch.setattr(PeerWindow, "join", interrupted)
     with pytest.raises(KeyboardInterrupt):
         await admission.admit([A], [])
@@ -382,9 +383,7 @@ async def test_a_wake_is_protected_from_keyboard_interrupt(
         reschedule(task)
 
     monkeypatch.setattr(trio.lowlevel, "reschedule", recording)
-    admission = Admission(fixed(1))
-    held = admission.admit_nowait([A])
-    assert held is not None
+    admission, (held,) = full_windows(A)
     admitted: list[Any] = []
 
     async def wait() -> None:
@@ -405,10 +404,7 @@ async def test_queries_stuck_behind_a_silent_peer_look_again_in_the_order_they_q
     # Each place that comes back with B lets the longest stuck behind A (which
     # turned silent) go without it: first queued, first let in (and the same
     # order in every run, which a simulated run's replay needs).
-    admission = Admission(fixed(1))
-    held_a, held_b = admission.admit_nowait([A]), admission.admit_nowait([B])
-    assert held_a is not None
-    assert held_b is not None
+    admission, (held_a, held_b) = full_windows(A, B)
     admitted: list[tuple[int, Any]] = []
 
     async def wait(index: int) -> None:
