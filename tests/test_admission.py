@@ -370,19 +370,48 @@ async def test_a_wait_interrupted_as_it_joins_a_line_leaves_no_one_in_it(
     assert admission.admit_nowait([A]) is not None
 
 
-async def test_a_wake_is_protected_from_keyboard_interrupt(
+async def test_a_wait_interrupted_as_it_reserves_its_places_undoes_it(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As Event.set is: an interrupt cannot leave a waiter out of its line
-    # with its task never rescheduled.
+    # A sample holding A's place, waiting for B's (C, its spare, full too): an
+    # interrupt just after it reserved A's place leaves nothing reserved nor
+    # counted (a place reserved for good would keep A's window from growing).
+    reserve = Waiter.reserve
+
+    def interrupted(self: Waiter) -> None:
+        reserve(self)
+        raise KeyboardInterrupt
+
+    admission, _ = full_windows(B, C)
+    monkeypatch.setattr(Waiter, "reserve", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        await admission.admit([A, B], [C])
+    monkeypatch.setattr(Waiter, "reserve", reserve)
+    assert admission.samples_waiting == 0
+    assert admission.windows[A].window.reserved == 0
+    assert admission.windows[A].window.in_use == 0
+    assert admission.windows[B].waiting == 0
+
+
+async def test_handing_on_a_place_is_protected_from_keyboard_interrupt(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As Event.set and CapacityLimiter.release are: an interrupt cannot leave
+    # a place taken for a waiter out of its line, nor a waiter woken with its
+    # task never rescheduled.
     protected: list[bool] = []
-    reschedule = trio.lowlevel.reschedule
+    reschedule, hand = trio.lowlevel.reschedule, PeerWindow.hand
 
     def recording(task: trio.lowlevel.Task) -> None:
         protected.append(trio.lowlevel.currently_ki_protected())
         reschedule(task)
 
+    def handing(self: PeerWindow, waiter: Waiter) -> None:
+        protected.append(trio.lowlevel.currently_ki_protected())
+        hand(self, waiter)
+
     monkeypatch.setattr(trio.lowlevel, "reschedule", recording)
+    monkeypatch.setattr(PeerWindow, "hand", handing)
     admission, (held,) = full_windows(A)
     admitted: list[Any] = []
 
@@ -395,7 +424,7 @@ async def test_a_wake_is_protected_from_keyboard_interrupt(
         held.give_back(timed_out=False)
     assert len(admitted) == 1
     assert admitted[0] is not None
-    assert protected == [True]
+    assert protected == [True, True]  # give_back handing it on, wake rescheduling it
 
 
 async def test_queries_stuck_behind_a_silent_peer_look_again_in_the_order_they_queued(

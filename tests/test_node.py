@@ -120,7 +120,7 @@ async def test_a_node_key_file_that_blocks_holds_up_only_the_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A FIFO at the key's path whose writer writes nothing: the read waits in
-    # a worker thread, the event loop runs on, and a cancel scope ends the open.
+    # Trio for it to be readable, the loop runs on, and a cancel scope ends it.
     data = make_node(tmp_path, None, "127.0.0.1\n")
     os.mkfifo(data / "hmac.key", 0o600)
     writer = os.open(data / "hmac.key", os.O_RDWR)  # a writer, silent
@@ -157,7 +157,51 @@ async def test_a_node_key_file_that_blocks_holds_up_only_the_open(
     finally:
         unblock.cancel()
         unblock.join()
-        close_writer()  # the abandoned thread's read ends
+        close_writer()
+    assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+
+
+async def test_reading_the_node_files_holds_no_thread_and_no_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Forty opens given up on a FIFO whose writer says nothing hold none of
+    # Trio's forty worker threads (a thread blocked on it would, for good);
+    # and a regular file is read with no wait, so a timeout around the open
+    # does not fire under an autojumping clock (a wait on a thread would let
+    # the clock jump past it).
+    data = make_node(tmp_path, None, "127.0.0.1\n")
+    os.mkfifo(data / "hmac.key", 0o600)
+    writer = os.open(data / "hmac.key", os.O_RDWR)  # a writer, silent
+    monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+    try:
+        for _ in range(40):
+            with trio.move_on_after(1):
+                async with open_confd_client():
+                    pass
+    finally:
+        os.close(writer)
+    assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+    (data / "hmac.key").unlink()
+    (data / "hmac.key").write_bytes(KEY)
+    (data / "hmac.key").chmod(0o600)
+    before = trio.current_time()
+    with trio.fail_after(3600):
+        async with open_confd_client(port=1) as client:
+            assert client.peers == (("127.0.0.1", 1),)
+    assert trio.current_time() == before
+
+
+async def test_an_insecure_node_key_is_said_of_the_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_node(tmp_path, KEY, "127.0.0.1\n")
+    (data / "hmac.key").chmod(0o644)
+    monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+    with pytest.warns(InsecureKeyFileWarning, match="mode 644") as caught:
+        async with open_confd_client(port=1):
+            pass
+    # Filters by module see trioconfd's line, not Trio's nor the reader's.
+    assert Path(caught[0].filename).match("trioconfd/client/_open.py")
 
 
 def test_a_key_may_come_through_a_pipe(tmp_path: Path) -> None:

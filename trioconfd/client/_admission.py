@@ -54,6 +54,7 @@ class Waiter:
         "places",
         "ready",
         "reserved",
+        "sampling",
         "spare",
         "targets",
         "task",
@@ -79,6 +80,8 @@ class Waiter:
         self.again = False
         #: the windows whose places it holds while it waits (see Window.reserved)
         self.reserved: list[Window] = []
+        #: counted in Admission.samples_waiting while it waits
+        self.sampling = False
 
     def reserve(self) -> None:
         """Its places send nothing while it waits: they do not count towards their
@@ -185,6 +188,7 @@ class PeerWindow:
         :meth:`Admission.go_on`)."""
         self._admission.go_on(waiter, self, self.window.take())
 
+    @trio.lowlevel.enable_ki_protection  # as CapacityLimiter.release
     def give_back(self, *, answered: bool) -> None:
         """Return a place; the next waiters get what room there is.
 
@@ -217,6 +221,7 @@ class PeerWindow:
                 return
             self.hand(waiter)
 
+    @trio.lowlevel.enable_ki_protection  # as CapacityLimiter.release
     def turn_silent(self) -> None:
         """Its peer answers nothing: its line moves only as requests to it end.
 
@@ -487,21 +492,34 @@ class Admission:
 
     async def _wait_in(self, line: PeerWindow, waiter: Waiter) -> None:
         """Wait in ``line`` (and the lines :meth:`go_on` moves ``waiter`` to) until woken."""
-        spare = waiter.spare
-        if spare:
-            self.samples_waiting += 1
-        waiter.reserve()
         try:
-            line.join(waiter)
-            # Parked until woken: nothing can wake it before (this is one step).
-            waiter.task = trio.lowlevel.current_task()
+            self._join(line, waiter)
             await trio.lowlevel.wait_task_rescheduled(waiter.abort)
         finally:
-            waiter.unreserve()
-            waiter.leave_line()  # cancelled: out of the line
-            if spare:
-                self.samples_waiting -= 1
+            self._leave(waiter)  # cancelled (or interrupted): out of the line
 
+    @trio.lowlevel.enable_ki_protection  # all of it, or (interrupted before) none
+    def _join(self, line: PeerWindow, waiter: Waiter) -> None:
+        """Into ``line``, its places reserved, its task about to park (nothing can
+        wake it before: this and the park are one step)."""
+        if waiter.spare:
+            self.samples_waiting += 1
+            waiter.sampling = True
+        waiter.reserve()
+        line.join(waiter)
+        waiter.task = trio.lowlevel.current_task()
+
+    @trio.lowlevel.enable_ki_protection
+    def _leave(self, waiter: Waiter) -> None:
+        """Undo what :meth:`_join` did, if it did."""
+        waiter.task = None  # woken or aborted, this is so already
+        waiter.unreserve()
+        waiter.leave_line()
+        if waiter.sampling:
+            waiter.sampling = False
+            self.samples_waiting -= 1
+
+    @trio.lowlevel.enable_ki_protection  # as CapacityLimiter.release
     def go_on(self, waiter: Waiter, window: PeerWindow, taken: int) -> None:
         """``window`` handed ``waiter`` a place (of round ``taken``): take its other
         places for it, and wake it once it holds them all.

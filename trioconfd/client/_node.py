@@ -12,6 +12,9 @@ import stat
 import warnings
 from pathlib import Path
 
+import trio
+import trio.lowlevel
+
 from ..protocol import ConfdClientError
 
 
@@ -30,25 +33,60 @@ def ganeti_data_dir(root: str | os.PathLike[str] | None = None) -> Path:
 MOST_NODE_FILE_BYTES = 1 << 20
 
 
-def _opened_at_once(path: str, flags: int) -> int:
+def _open_at_once(path: Path, what: str) -> int:
     # A FIFO opens without waiting for a writer (one with none then reads as
     # empty); what is read is then waited for (a pipe: ``<(cat key)``).
-    fd = os.open(path, flags | os.O_NONBLOCK)
-    os.set_blocking(fd, True)
-    return fd
-
-
-def _read(path: Path, what: str) -> bytes:
     try:
-        with open(path, "rb", opener=_opened_at_once) as file:
-            data = file.read(MOST_NODE_FILE_BYTES + 1)
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def _checked_size(data: bytes, path: Path, what: str) -> bytes:
     if len(data) > MOST_NODE_FILE_BYTES:
         raise ConfdClientError(
             f"the {what} {path} is over {MOST_NODE_FILE_BYTES:,} bytes: too long to be one"
         )
     return data
+
+
+def _read(path: Path, what: str) -> bytes:
+    """The file's bytes (at most one more than allowed), waiting for what a pipe gives."""
+    fd = _open_at_once(path, what)
+    try:
+        os.set_blocking(fd, True)
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read(MOST_NODE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return _checked_size(data, path, what)
+
+
+async def _read_in_trio(path: Path, what: str) -> bytes:
+    """As :func:`_read`, but what a pipe or FIFO has not given yet is waited for in
+    Trio (``wait_readable``): the event loop runs on, and a cancel scope ends the
+    wait. A regular file is read at once, with no checkpoint."""
+    fd = _open_at_once(path, what)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= MOST_NODE_FILE_BYTES:
+            try:
+                chunk = os.read(fd, MOST_NODE_FILE_BYTES + 1 - size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return _checked_size(b"".join(chunks), path, what)
 
 
 def _given_path(path: str | os.PathLike[str], what: str) -> Path:
@@ -57,17 +95,17 @@ def _given_path(path: str | os.PathLike[str], what: str) -> Path:
     return Path(path)
 
 
-def read_hmac_key(path: str | os.PathLike[str] | None = None) -> bytes:
-    """The exact bytes of the key file (default: the node's ``hmac.key``).
+_KEY_FILE = "HMAC key file"
+_CANDIDATES_FILE = "master candidates file"
 
-    A missing, unreadable or empty file is a :class:`ConfdClientError`; one
-    that others than its owner may read draws an :class:`InsecureKeyFileWarning`.
-    The key itself never appears in an error or a warning.
-    """
-    key_path = (
-        _given_path(path, "HMAC key file") if path is not None else ganeti_data_dir() / "hmac.key"
-    )
-    key = _read(key_path, "HMAC key file")
+
+def _key_path(path: str | os.PathLike[str] | None) -> Path:
+    return _given_path(path, _KEY_FILE) if path is not None else ganeti_data_dir() / "hmac.key"
+
+
+def _checked_key(key: bytes, key_path: Path) -> bytes:
+    """The key read, refused if empty; a warning if others may read its file (said
+    of the line that called the reader: ``stacklevel`` counts this and the reader)."""
     if not key:
         raise ConfdClientError(f"the HMAC key file {key_path} is empty")
     try:
@@ -79,20 +117,50 @@ def read_hmac_key(path: str | os.PathLike[str] | None = None) -> bytes:
             f"the HMAC key file {key_path} is accessible to other users "
             f"(mode {stat.S_IMODE(mode):03o}); chmod 600 it",
             InsecureKeyFileWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return key
 
 
-def read_master_candidate_ips(path: str | os.PathLike[str] | None = None) -> list[str]:
-    """The IPs listed one per line in the node's ``ssconf_master_candidates_ips``."""
-    ips_path = (
-        _given_path(path, "master candidates file")
-        if path is not None
-        else ganeti_data_dir() / "ssconf_master_candidates_ips"
-    )
-    text = _read(ips_path, "master candidates file").decode("utf-8", "replace")
+def read_hmac_key(path: str | os.PathLike[str] | None = None) -> bytes:
+    """The exact bytes of the key file (default: the node's ``hmac.key``).
+
+    A missing, unreadable or empty file is a :class:`ConfdClientError`; one
+    that others than its owner may read draws an :class:`InsecureKeyFileWarning`.
+    The key itself never appears in an error or a warning.
+    """
+    key_path = _key_path(path)
+    return _checked_key(_read(key_path, _KEY_FILE), key_path)
+
+
+async def node_hmac_key() -> bytes:
+    """:func:`read_hmac_key` of the node's own key file, for a Trio task (see
+    :func:`_read_in_trio`)."""
+    key_path = _key_path(None)
+    return _checked_key(await _read_in_trio(key_path, _KEY_FILE), key_path)
+
+
+def _candidates_path(path: str | os.PathLike[str] | None) -> Path:
+    if path is not None:
+        return _given_path(path, _CANDIDATES_FILE)
+    return ganeti_data_dir() / "ssconf_master_candidates_ips"
+
+
+def _listed_ips(data: bytes, ips_path: Path) -> list[str]:
+    text = data.decode("utf-8", "replace")
     ips = [line.strip() for line in text.splitlines() if line.strip()]
     if not ips:
         raise ConfdClientError(f"the master candidates file {ips_path} lists no addresses")
     return ips
+
+
+def read_master_candidate_ips(path: str | os.PathLike[str] | None = None) -> list[str]:
+    """The IPs listed one per line in the node's ``ssconf_master_candidates_ips``."""
+    ips_path = _candidates_path(path)
+    return _listed_ips(_read(ips_path, _CANDIDATES_FILE), ips_path)
+
+
+async def node_master_candidate_ips() -> list[str]:
+    """:func:`read_master_candidate_ips` of the node's own file, for a Trio task."""
+    ips_path = _candidates_path(None)
+    return _listed_ips(await _read_in_trio(ips_path, _CANDIDATES_FILE), ips_path)

@@ -31,7 +31,7 @@ from ..protocol._numbers import shown
 from ._arguments import as_retry
 from ._client import ConfdClient
 from ._logs import DEFAULT_LOG_INTERVAL, LoggerLike, check_log_interval, check_logger
-from ._node import read_hmac_key, read_master_candidate_ips
+from ._node import node_hmac_key, node_master_candidate_ips
 from ._peers import (
     LocalAddress,
     PeerSpec,
@@ -103,14 +103,11 @@ async def open_confd_client(
     own nursery and end with the block. From then on every call raises
     :class:`ConfdClientClosedError`, and so does a query still in flight.
     """
-    if hmac_key is None:
-        # The node's files are read off the event loop: one that blocks (a
-        # FIFO whose writer writes nothing, a hung mount) holds up this call,
-        # which a cancel scope can end, and never the loop.
-        hmac_key = await trio.to_thread.run_sync(read_hmac_key, abandon_on_cancel=True)
-    key = as_hmac_key(hmac_key)
+    # The node's files: a pipe or FIFO that has given nothing yet (its writer
+    # silent) holds up this call, which a cancel scope can end, never the loop.
+    key = as_hmac_key(await node_hmac_key() if hmac_key is None else hmac_key)
     if peers is None:
-        peers = await trio.to_thread.run_sync(read_master_candidate_ips, abandon_on_cancel=True)
+        peers = await node_master_candidate_ips()
     port = default_port() if port is None else check_port(port)
     if callback is not None:
         check_callback(callback)
