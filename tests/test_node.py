@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from trioconfd import (
     ConfdClientError,
@@ -18,7 +19,7 @@ from trioconfd import (
     read_hmac_key,
     read_master_candidate_ips,
 )
-from trioconfd.client._node import MOST_NODE_FILE_BYTES
+from trioconfd.client._node import MOST_NODE_FILE_BYTES, node_hmac_key
 
 from .responders import answer_ping, run_responders
 
@@ -189,6 +190,26 @@ async def test_reading_the_node_files_holds_no_thread_and_no_time(
         async with open_confd_client(port=1) as client:
             assert client.peers == (("127.0.0.1", 1),)
     assert trio.current_time() == before
+
+
+async def test_a_node_key_given_a_byte_at_a_time_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_node(tmp_path, None, "127.0.0.1\n")
+    os.mkfifo(data / "hmac.key", 0o600)
+    writer = os.open(data / "hmac.key", os.O_RDWR)
+    monkeypatch.setenv("GANETI_ROOTDIR", str(tmp_path))
+    key = KEY * 200
+
+    async def trickle() -> None:
+        for byte in key:
+            os.write(writer, bytes([byte]))
+            await trio.lowlevel.checkpoint()
+        os.close(writer)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trickle)
+        assert await node_hmac_key() == key
 
 
 async def test_an_insecure_node_key_is_said_of_the_open(

@@ -54,14 +54,19 @@ def _read(path: Path, what: str) -> bytes:
     """The file's bytes (at most one more than allowed), waiting for what a pipe gives."""
     fd = _open_at_once(path, what)
     try:
-        os.set_blocking(fd, True)
-        with open(fd, "rb", closefd=False) as file:
-            data = file.read(MOST_NODE_FILE_BYTES + 1)
+        try:
+            os.set_blocking(fd, True)
+            with open(fd, "rb", closefd=False) as file:
+                data = file.read(MOST_NODE_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
     return _checked_size(data, path, what)
+
+
+#: Read at a time from a pipe (a key is far shorter).
+_READ_AT_ONCE = 1 << 16
 
 
 async def _read_in_trio(path: Path, what: str) -> bytes:
@@ -69,24 +74,23 @@ async def _read_in_trio(path: Path, what: str) -> bytes:
     Trio (``wait_readable``): the event loop runs on, and a cancel scope ends the
     wait. A regular file is read at once, with no checkpoint."""
     fd = _open_at_once(path, what)
-    chunks: list[bytes] = []
-    size = 0
+    data = bytearray()
     try:
-        while size <= MOST_NODE_FILE_BYTES:
-            try:
-                chunk = os.read(fd, MOST_NODE_FILE_BYTES + 1 - size)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        try:
+            while len(data) <= MOST_NODE_FILE_BYTES:
+                try:
+                    chunk = os.read(fd, min(_READ_AT_ONCE, MOST_NODE_FILE_BYTES + 1 - len(data)))
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ConfdClientError(f"cannot read the {what} {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    return _checked_size(b"".join(chunks), path, what)
+    return _checked_size(bytes(data), path, what)
 
 
 def _given_path(path: str | os.PathLike[str], what: str) -> Path:
