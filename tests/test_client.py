@@ -9,6 +9,7 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -116,6 +117,29 @@ async def test_each_of_many_peers_counts_once_however_often_it_replies() -> None
         assert (stats.accepted, stats.duplicate) == (10, 10)
         assert len([upcall for upcall in upcalls if upcall.server_reply is not None]) == 10
         assert await client.wait_for_reply(request.rsalt, 1) == (False, 10, 10)
+
+
+async def test_send_request_asks_its_targets_in_the_order_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past eight targets a routing entry keeps them in a set; its datagrams
+    # still go in the order chosen (a set's would follow the hash seed, and a
+    # run would not replay the same from one process to the next).
+    async with (
+        run_responders(12, KEY, silent) as responders,
+        open_confd_client(KEY, [r.address for r in responders]) as client,
+    ):
+        router = client._router
+        sent_to: list[Any] = []
+        send = router.send
+
+        async def recording(datagram: bytes, targets: Any, *rest: Any) -> Any:
+            sent_to.extend(targets)
+            return await send(datagram, targets, *rest)
+
+        monkeypatch.setattr(router, "send", recording)
+        await client.send_request(ConfdRequest(RequestType.PING), coverage=-1)
+        assert sent_to == list(client.peers)
 
 
 async def test_targets_are_a_random_sample() -> None:

@@ -139,7 +139,9 @@ class SentRequests:
         self._push(route)
         self._nursery.start_soon(self._expire_when_due, route)
         try:
-            await self._router.send(datagram, route.targets)
+            # In the order chosen (past a few, the entry keeps its targets in a
+            # set, whose order would follow the hash seed).
+            await self._router.send(datagram, targets)
         except BaseException:
             self._forget(route)
             raise
