@@ -10,7 +10,8 @@ diagnosis: what any program of this shape pays. It asks what trioconfd and
 the raw socket (:mod:`benchmarks.baselines`) ask, of 1, 3 and 5 real
 daemons, 256 queries in flight, rounds alternating, in one run::
 
-    python -m benchmarks.shape_floor [--total 20000] [--rounds 3] [--in-flight 256] [--json FILE]
+    python -m benchmarks.shape_floor [--total 20000] [--rounds 3] [--in-flight 256]
+                                     [--ballast N] [--json FILE]
 
 Rows: rate and CPU per answered query (getrusage, user + system; then the
 user and system parts apart, each the median of the rounds), and for
@@ -57,9 +58,20 @@ KEY = b"shape floor key\n"
 
 
 async def floor_throughput(
-    key: bytes, addresses: list[Address], in_flight: int, total: int, timeout: float = 5.0
+    key: bytes,
+    addresses: list[Address],
+    in_flight: int,
+    total: int,
+    timeout: float = 5.0,
+    *,
+    ballast: int = 0,
 ) -> dict[str, float]:
-    """``total`` queries by ``in_flight`` tasks, each asking in turn, in the floor's shape."""
+    """``total`` queries by ``in_flight`` tasks, each asking in turn, in the floor's shape.
+
+    ``ballast``: each query also holds that many small objects (empty lists,
+    56 bytes each) from its start, and touches each as it ends: what memory
+    a query holds costs, on the floor's own path.
+    """
     needed = trioconfd.needed_replies(len(addresses))
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     # As the raw socket's: replies that pile up wait in the kernel, not lost.
@@ -82,6 +94,7 @@ async def floor_throughput(
                     pass
 
     async def query() -> bool:
+        held: list[list[int]] | None = [[] for _ in range(ballast)] if ballast else None
         datagram, rsalt = raw_request(key)
         send, replies = trio.open_memory_channel[bytes](len(addresses))
         routes[rsalt] = send
@@ -93,6 +106,8 @@ async def floor_throughput(
                 while got < needed:
                     await replies.receive()
                     got += 1
+            if held is not None:
+                sum(map(len, held))  # each one touched
             return got >= needed
         finally:
             del routes[rsalt]
@@ -135,12 +150,16 @@ async def cost_per_query(
     total: int,
     rounds: int,
     peers: tuple[int, ...] = PEERS,
+    *,
     in_flight: int = IN_FLIGHT,
+    ballast: int = 0,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Rate and CPU per answered query, ``in_flight`` at a time: the raw socket, the
     shape's floor and trioconfd, for each count of ``peers``; rounds alternate, the best
     of each kept, and each program's ratios to the floor are the median of its rounds'
-    (each against the floor's in the same round), as are its user and system CPU."""
+    (each against the floor's in the same round), as are its user and system CPU.
+    With ``ballast``, a row more: the floor with each query holding that many
+    more small objects (see :func:`floor_throughput`)."""
     figures: dict[str, dict[str, dict[str, float]]] = {}
     for count in peers:
         addresses = [daemon.address for daemon in daemons[:count]]
@@ -158,6 +177,10 @@ async def cost_per_query(
                 KEY, addresses, in_flight, total, retry=trioconfd.RetryPolicy.off()
             ),
         }
+        if ballast:
+            programs[f"shape floor, {ballast} objects more"] = lambda addresses, total: (
+                floor_throughput(KEY, addresses, in_flight, total, ballast=ballast)
+            )
         best: dict[str, dict[str, float]] = {}
         # Each program's rate and CPU over the floor's in the same round: the
         # median of these is the ratio reported (the best of each alone, on
@@ -240,7 +263,12 @@ def print_cost_per_query(
 async def _measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     async with open_daemons(KEY, max(args.peers)) as daemons:
         return await cost_per_query(
-            daemons, args.total, args.rounds, tuple(args.peers), args.in_flight
+            daemons,
+            args.total,
+            args.rounds,
+            tuple(args.peers),
+            in_flight=args.in_flight,
+            ballast=args.ballast,
         )
 
 
@@ -259,10 +287,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--in-flight", type=int, default=IN_FLIGHT, help="queries in flight at once (256)"
     )
+    parser.add_argument(
+        "--ballast",
+        type=int,
+        default=0,
+        help="also run the floor with each query holding this many more small objects",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.in_flight < 1:
         parser.error(f"--in-flight must be 1 or more, not {args.in_flight}")
+    if args.ballast < 0:
+        parser.error(f"--ballast must be 0 or more, not {args.ballast}")
     figures = trio.run(_measure, args)
     print_cost_per_query(figures, args.in_flight)
     if args.json:

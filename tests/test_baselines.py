@@ -70,6 +70,10 @@ async def test_the_floor_and_the_raw_socket_get_their_quorum_from_real_answers()
         assert sum(server.stats.answered for server in servers) == 600
         assert floor["batches_per_query"] > 0
         assert floor["datagrams_per_batch"] * floor["batches_per_query"] * 200 >= 400
+        # The floor holding more objects a query (--ballast) does the same work.
+        heavier = await floor_throughput(KEY, addresses, in_flight=8, total=100, ballast=25)
+        assert (heavier["timeouts"], heavier["answered"]) == (0, 100)
+        assert sum(server.stats.answered for server in servers) == 900
         ours = await trioconfd_throughput(KEY, addresses, in_flight=8, total=200)
         assert ours["timeouts"] == 0
         # 8 in flight, windows of 64: nothing waits, nothing is lost.
