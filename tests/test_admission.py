@@ -1270,13 +1270,13 @@ async def test_a_waiting_query_parks_once_however_many_full_windows_it_passes(
     # its task sleeps (Admission.go_on). Woken at each, a query parked 1.7
     # times at 3 peers, 2.0 at 5 (2.1 and 3.7 against real daemons).
     parks: dict[Waiter, int] = {}  # by waiter (kept: one a query's wait for places)
-    wait_in = Admission._wait_in
+    join = Admission._join  # once a park
 
-    async def counted(self: Admission, line: PeerWindow, waiter: Waiter) -> None:
+    def counted(self: Admission, line: PeerWindow, waiter: Waiter) -> None:
         parks[waiter] = parks.get(waiter, 0) + 1
-        await wait_in(self, line, waiter)
+        join(self, line, waiter)
 
-    monkeypatch.setattr(Admission, "_wait_in", counted)
+    monkeypatch.setattr(Admission, "_join", counted)
     jitter = Faults(delay=1.0, delay_range=(0, 0.02))
     policy = AdmissionPolicy(initial=32, minimum=32, maximum=32)
     async with (
@@ -1308,14 +1308,14 @@ async def test_a_waiting_query_waits_for_places_and_replies_in_one_cancel_scope(
         return move_on_at(deadline, shield=shield)
 
     waited: set[Waiter] = set()
-    wait_in = Admission._wait_in
+    join = Admission._join  # once a park
 
-    async def counted_wait(self: Admission, line: PeerWindow, waiter: Waiter) -> None:
+    def counted_wait(self: Admission, line: PeerWindow, waiter: Waiter) -> None:
         waited.add(waiter)
-        await wait_in(self, line, waiter)
+        join(self, line, waiter)
 
     monkeypatch.setattr(trio, "move_on_at", counted)
-    monkeypatch.setattr(Admission, "_wait_in", counted_wait)
+    monkeypatch.setattr(Admission, "_join", counted_wait)
     jitter = Faults(delay=1.0, delay_range=(0, 0.02))
     policy = AdmissionPolicy(initial=32, minimum=32, maximum=32)
     async with (

@@ -480,7 +480,13 @@ class Admission:
                 if waiter is None:
                     waiter = Waiter(targets, spare, places, needed)
                     self.stats.waited += 1
-                await self._wait_in(line, waiter)
+                # Parked in ``line`` (and the lines go_on moves it to) until
+                # woken (a coroutine of its own held 225 bytes a waiting query).
+                try:
+                    self._join(line, waiter)
+                    await trio.lowlevel.wait_task_rescheduled(waiter.abort)
+                finally:
+                    self._leave(waiter)  # cancelled (or interrupted): out of the line
                 if waiter.ready:
                     return places
                 if not waiter.again:
@@ -489,14 +495,6 @@ class Admission:
         except BaseException:
             places.give_back(timed_out=False)
             raise
-
-    async def _wait_in(self, line: PeerWindow, waiter: Waiter) -> None:
-        """Wait in ``line`` (and the lines :meth:`go_on` moves ``waiter`` to) until woken."""
-        try:
-            self._join(line, waiter)
-            await trio.lowlevel.wait_task_rescheduled(waiter.abort)
-        finally:
-            self._leave(waiter)  # cancelled (or interrupted): out of the line
 
     @trio.lowlevel.enable_ki_protection  # all of it, or (interrupted before) none
     def _join(self, line: PeerWindow, waiter: Waiter) -> None:
