@@ -325,9 +325,9 @@ async def test_a_query_handed_a_place_as_the_client_closes_does_not_wait_again(
 async def test_a_query_handed_a_place_after_its_wait_was_cancelled_is_not_woken_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Its task is parked by hand: once the cancel has taken it out of the
-    # wait, a window that hands it a place (before its task has run to leave
-    # the line) must not reschedule it a second time.
+    # Once the cancel has taken it out of its wait, a window that hands it a
+    # place (before its task has run to leave the line) must neither wake it
+    # again nor keep the place.
     admission, (held,) = full_windows(A)
     admitted: list[Any] = []
     cancelled = trio.CancelScope()
@@ -396,21 +396,20 @@ async def test_a_wait_interrupted_as_it_reserves_its_places_undoes_it(
 async def test_handing_on_a_place_is_protected_from_keyboard_interrupt(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As Event.set and CapacityLimiter.release are: an interrupt cannot leave
-    # a place taken for a waiter out of its line, nor a waiter woken with its
-    # task never rescheduled.
+    # As CapacityLimiter.release is: an interrupt cannot leave a place taken
+    # for a waiter still in its line, nor a waiter out of its line unwoken
+    # (one woken as the client closes, from code that is not protected).
     protected: list[bool] = []
-    reschedule, hand = trio.lowlevel.reschedule, PeerWindow.hand
-
-    def recording(task: trio.lowlevel.Task) -> None:
-        protected.append(trio.lowlevel.currently_ki_protected())
-        reschedule(task)
+    hand, set_event = PeerWindow.hand, trio.Event.set
 
     def handing(self: PeerWindow, waiter: Waiter) -> None:
         protected.append(trio.lowlevel.currently_ki_protected())
         hand(self, waiter)
 
-    monkeypatch.setattr(trio.lowlevel, "reschedule", recording)
+    def setting(self: trio.Event) -> None:
+        protected.append(trio.lowlevel.currently_ki_protected())
+        set_event(self)
+
     monkeypatch.setattr(PeerWindow, "hand", handing)
     admission, (held,) = full_windows(A)
     admitted: list[Any] = []
@@ -421,10 +420,15 @@ async def test_handing_on_a_place_is_protected_from_keyboard_interrupt(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait)
         await trio.testing.wait_all_tasks_blocked()
-        held.give_back(timed_out=False)
-    assert len(admitted) == 1
+        held.give_back(timed_out=False)  # handed on by give_back
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(trio.Event, "set", setting)
+        admission.close()  # woken by wake, from PeerWindow.close
     assert admitted[0] is not None
-    assert protected == [True, True]  # give_back handing it on, wake rescheduling it
+    assert admitted[1] is None
+    assert protected == [True, True]
 
 
 async def test_queries_stuck_behind_a_silent_peer_look_again_in_the_order_they_queued(

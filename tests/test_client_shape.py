@@ -3,6 +3,7 @@ always fire, closed means closed, and nothing left behind."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import math
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,6 +150,21 @@ async def test_every_send_and_receive_goes_through_the_trio_socket() -> None:
     # unread datagrams) and once by socket_drops(); refused both times.
     assert calls["fileno"] == 2
     assert calls["close"] == 1
+
+
+def test_no_task_of_the_client_is_parked_by_hand() -> None:
+    # The shape: a query waits for its replies on a memory channel, for a
+    # place on a trio.Event, under a cancel scope; none is parked with Trio's
+    # low-level wait (wait_task_rescheduled) and rescheduled by hand.
+    by_hand = {"wait_task_rescheduled", "reschedule", "temporarily_detach_coroutine_object"}
+    package = Path(trioconfd.__file__).parent
+    found = []
+    for source in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name in by_hand:
+                found.append(f"{source.relative_to(package)}:{getattr(node, 'lineno', 0)} {name}")
+    assert found == []
 
 
 async def test_infinite_timeout_then_finite_ones_all_end_on_time(

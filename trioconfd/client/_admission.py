@@ -38,13 +38,10 @@ _PLACES_PER_PEER = 2
 class Waiter:
     """One query waiting in a window's line until it holds a place with every peer it asks.
 
-    Its task is parked as Trio's own ``ParkingLot`` parks one
-    (``trio.lowlevel.wait_task_rescheduled``), and rescheduled once it holds
-    them all (or when it is to look again, or the client closes): a
-    ``trio.Event`` a wait held 689 bytes more (the event, its set of tasks,
-    its wait's coroutine). A window that hands it a place takes its other
-    places for it, and moves it on to the next full window's line, while its
-    task sleeps on.
+    It waits on a ``trio.Event``, set once it holds them all (or when it is
+    to look again, or the client closes): no task is parked by hand. A
+    window that hands it a place takes its other places for it, and moves it
+    on to the next full window's line, while its task sleeps on.
     """
 
     __slots__ = (
@@ -57,7 +54,7 @@ class Waiter:
         "sampling",
         "spare",
         "targets",
-        "task",
+        "woken",
     )
 
     def __init__(
@@ -69,8 +66,8 @@ class Waiter:
         self.places = places
         #: fewer targets than this cannot make its quorum
         self.needed = needed
-        #: its task while parked (None once rescheduled, or its wait cancelled)
-        self.task: trio.lowlevel.Task | None = None
+        #: set to wake it (an event is set once: each wait has its own)
+        self.woken = trio.Event()
         #: the window whose line it waits in
         self.line: PeerWindow | None = None
         #: woken holding a place with every target
@@ -127,14 +124,7 @@ class Waiter:
         self.line = None
         self.ready = ready
         self.again = again
-        task, self.task = self.task, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
-
-    def abort(self, _: Any) -> trio.lowlevel.Abort:
-        """Its wait cancelled: nothing reschedules its task any more."""
-        self.task = None
-        return trio.lowlevel.Abort.SUCCEEDED
+        self.woken.set()
 
 
 class PeerWindow:
@@ -179,7 +169,7 @@ class PeerWindow:
         return self.window.take()
 
     def join(self, waiter: Waiter) -> None:
-        """Put ``waiter`` at the end of the line (its task parked, or about to be)."""
+        """Put ``waiter`` at the end of the line (waiting, or about to)."""
         waiter.line = self
         self.line[waiter] = None
 
@@ -480,11 +470,10 @@ class Admission:
                 if waiter is None:
                     waiter = Waiter(targets, spare, places, needed)
                     self.stats.waited += 1
-                # Parked in ``line`` (and the lines go_on moves it to) until
-                # woken (a coroutine of its own held 225 bytes a waiting query).
+                # In ``line`` (and the lines go_on moves it to) until woken.
                 try:
                     self._join(line, waiter)
-                    await trio.lowlevel.wait_task_rescheduled(waiter.abort)
+                    await waiter.woken.wait()
                 finally:
                     self._leave(waiter)  # cancelled (or interrupted): out of the line
                 if waiter.ready:
@@ -498,19 +487,19 @@ class Admission:
 
     @trio.lowlevel.enable_ki_protection  # all of it, or (interrupted before) none
     def _join(self, line: PeerWindow, waiter: Waiter) -> None:
-        """Into ``line``, its places reserved, its task about to park (nothing can
-        wake it before: this and the park are one step)."""
+        """Into ``line``, its places reserved, with an event to be woken by (nothing
+        can wake it before it waits: this and the wait are one step)."""
+        if waiter.woken.is_set():  # woken before, to look again
+            waiter.woken = trio.Event()
         if waiter.spare:
             self.samples_waiting += 1
             waiter.sampling = True
         waiter.reserve()
         line.join(waiter)
-        waiter.task = trio.lowlevel.current_task()
 
     @trio.lowlevel.enable_ki_protection
     def _leave(self, waiter: Waiter) -> None:
         """Undo what :meth:`_join` did, if it did."""
-        waiter.task = None  # woken or aborted, this is so already
         waiter.unreserve()
         waiter.leave_line()
         if waiter.sampling:
