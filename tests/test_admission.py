@@ -162,6 +162,30 @@ def test_places_are_all_or_nothing_without_waiting() -> None:
     assert admission.windows[A].window.in_use == 0  # A's place, taken, was given back
 
 
+def test_a_copy_to_a_busy_peer_with_a_full_window_is_held_back_once_then_goes() -> None:
+    # A's window is full, and A answers others since the request's copy
+    # went: it is busy, not silent. The retransmission due is held back
+    # (no more load on it at once); the next one goes, room or not, and
+    # takes a place; past two places, a copy goes in the place of the oldest.
+    admission = Admission(fixed(2))
+    places = admission.admit_nowait([A])
+    assert places is not None
+    assert admission.admit_nowait([A]) is not None
+    window = admission.windows[A]
+    window.answers += 1  # A answered another request meanwhile
+    assert not places.again(A, lost=True)
+    assert window.window.in_use == 2
+    assert not window.silent
+    window.answers += 1
+    assert places.again(A, lost=True)  # held back once: this one goes
+    assert window.window.in_use == 3
+    assert places.again(A, lost=True)  # A answered nothing since: it may be down
+    assert window.silent
+    assert window.window.in_use == 3  # two places this request's at most
+    places.give_back(timed_out=False)
+    assert window.window.in_use == 1
+
+
 async def test_a_parked_sample_is_handed_a_place_by_a_spare_peer_with_room(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

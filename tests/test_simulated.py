@@ -588,7 +588,7 @@ async def _one_live_of_four(
         for index in (1, 2, 3):
             cluster.crash(index)
         seed = 0
-        while alive not in choose_targets(cluster.peers, 3, random.Random(seed)):
+        while alive not in choose_targets(tuple(cluster.peers), 3, random.Random(seed)):
             seed += 1
         async with open_confd_client(
             KEY, cluster.peers, port=cluster.port, retry=retry, rng=random.Random(seed)

@@ -17,7 +17,6 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import trio
 import trio.lowlevel
@@ -250,18 +249,24 @@ class PeerWindow:
             waiter.wake()
 
 
+#: What a request holds with one peer: the peer's window, the window's round
+#: when the first place was taken, how many places, and the window's answers
+#: as the last copy went (None: a copy was held back since). A tuple, made
+#: anew on the rare change: one object a peer, not a list and its items.
+Hold = tuple[PeerWindow, int, int, int | None]
+
+
 class Places:
-    """The places one request holds: per peer, its window, the round of its first, how many."""
+    """The places one request holds: per peer, a :data:`Hold`."""
 
     __slots__ = ("_admission", "held")
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
-        #: peer -> [window, round of the first place, places, the window's answers then]
-        self.held: dict[Address, list[Any]] = {}
+        self.held: dict[Address, Hold] = {}
 
     def hold(self, peer: Address, window: PeerWindow, taken: int) -> None:
-        self.held[peer] = [window, taken, 1, window.answers]
+        self.held[peer] = (window, taken, 1, window.answers)
 
     def again(self, peer: Address, *, lost: bool) -> bool:
         """Whether to send ``peer`` another copy now: a retransmission (``lost``) or a hedge.
@@ -275,28 +280,24 @@ class Places:
         retransmission goes. A request holds two places with a peer at most:
         a third copy takes the place of the first. A hedge always goes.
         """
-        held = self.held.get(peer)
-        if held is None:
+        held = self.held
+        hold = held.get(peer)
+        if hold is None:
             window = self._admission.window_of(peer)
-        else:
-            window = held[0]
-            if lost:
-                self._lose(window, held[1])
-                answers, held[3] = held[3], window.answers
-                if answers == window.answers:
-                    window.turn_silent()
-                elif answers is not None and window.window.room < 1:
-                    held[3] = None  # held back once: the next one goes
-                    return False
-            if held[2] >= _PLACES_PER_PEER:
-                held[3] = window.answers
-                return True
-        taken = window.window.take()
-        if held is None:
-            self.held[peer] = [window, taken, 1, window.answers]
-        else:
-            held[2] += 1
-            held[3] = window.answers
+            held[peer] = (window, window.window.take(), 1, window.answers)
+            return True
+        window, round_taken, count, answers = hold
+        if lost:
+            self._lose(window, round_taken)
+            if answers == window.answers:
+                window.turn_silent()
+            elif answers is not None and window.window.room < 1:
+                held[peer] = (window, round_taken, count, None)  # held back once: the next one goes
+                return False
+        if count < _PLACES_PER_PEER:
+            window.window.take()
+            count += 1
+        held[peer] = (window, round_taken, count, window.answers)
         return True
 
     def _lose(self, window: PeerWindow, round_taken: int) -> None:
@@ -309,13 +310,13 @@ class Places:
 
     def answered(self, peer: Address) -> None:
         """``peer`` replied: its places go back, and its window may grow."""
-        held = self.held.pop(peer, None)
-        if held is None:
+        hold = self.held.pop(peer, None)
+        if hold is None:
             return
-        window: PeerWindow = held[0]
+        window, _, count, _ = hold
         window.give_back(answered=True)
-        if held[2] > 1:  # retransmissions and hedges took more
-            for _ in range(held[2] - 1):
+        if count > 1:  # retransmissions and hedges took more
+            for _ in range(count - 1):
                 window.give_back(answered=False)
 
     def give_back_live(self) -> None:
@@ -339,10 +340,11 @@ class Places:
         """Give back the places held with ``peers``, never sent the request (its first
         fan-out ended before them): nothing of theirs was lost."""
         for peer in peers:
-            held = self.held.pop(peer, None)
-            if held is not None:
-                for _ in range(held[2]):
-                    held[0].give_back(answered=False)
+            hold = self.held.pop(peer, None)
+            if hold is not None:
+                window, _, count, _ = hold
+                for _ in range(count):
+                    window.give_back(answered=False)
 
     def give_back(self, *, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
@@ -424,7 +426,7 @@ class Admission:
                 places.give_back(timed_out=False)
                 return None
             counts.in_use += 1
-            held[peer] = [window, counts.round, 1, window.answers]
+            held[peer] = (window, counts.round, 1, window.answers)
         return places
 
     async def admit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from ..protocol import (
     DEFAULT_COVERAGE,
@@ -65,9 +66,14 @@ def check_coverage(coverage: int, known: int) -> int:
     return coverage
 
 
-def choose_targets(peers: list[Address], coverage: int, rng: random.Random) -> list[Address]:
-    """The peers to ask: coverage 0 is min(peers, 6), -1 all, N exactly N (a random sample)."""
+def choose_targets(
+    peers: tuple[Address, ...], coverage: int, rng: random.Random
+) -> Sequence[Address]:
+    """The peers to ask: coverage 0 is min(peers, 6), -1 all, N exactly N (a random sample).
+
+    Everyone asked is ``peers`` itself (immutable: a query holds no copy of its own).
+    """
     count = check_coverage(coverage, len(peers))
     if count == len(peers):
-        return list(peers)  # everyone is asked: nothing to draw
+        return peers  # everyone is asked: nothing to draw
     return rng.sample(peers, count)

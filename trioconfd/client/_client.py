@@ -6,7 +6,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -50,7 +50,9 @@ class _Plan:
 
     request: ConfdRequest
     datagram: bytes
-    targets: list[Address]
+    #: (the client's peers themselves when every one is asked: copied before a
+    #: wait for places, which changes them)
+    targets: Sequence[Address]
     policy: RetryPolicy
     deadline: float
     timeout: float
@@ -85,7 +87,7 @@ class ConfdClient:
     ) -> None:
         self._router = router
         self._family = family
-        self._peers = peers
+        self._peers = tuple(peers)
         self._port = port
         self._callback = callback
         self._quorum = quorum
@@ -115,7 +117,7 @@ class ConfdClient:
     @property
     def peers(self) -> tuple[Address, ...]:
         """The peers' (address, port) pairs."""
-        return tuple(self._peers)
+        return self._peers
 
     @property
     def port(self) -> int:
@@ -179,7 +181,7 @@ class ConfdClient:
             raise ConfdArgumentError(
                 f"the new peers are {family.name}, but this client's socket is {self._family.name}"
             )
-        self._peers = addresses
+        self._peers = tuple(addresses)
         # Round trips of peers no longer asked are of no further use.
         rtt = self._router.rtt
         for gone in rtt.keys() - set(addresses):
@@ -382,7 +384,9 @@ class ConfdClient:
         router.waiting += 1  # max_outstanding bounds the waiting too (see _plan)
         plan.waited = True
         plan.datagram = b""  # packed again once let in, with a fresh timestamp
-        chosen = list(targets)
+        # Admission changes them: its own copy (they may be the client's peers).
+        chosen, targets = targets, list(targets)
+        plan.targets = targets
         try:
             places = await admission.admit(targets, spare, needed=needed)
             if places is None:  # woken by the client closing
@@ -430,7 +434,8 @@ class ConfdClient:
             raise
 
     def _new_exchange(self, plan: _Plan, places: Places | None) -> RequestInFlight:
-        peers, capacity = self._peers, None
+        peers: Sequence[Address] = self._peers
+        capacity = None
         if plan.waited:
             # No hedge to a peer left out; room for replies from targets the
             # peers no longer include.
@@ -479,7 +484,7 @@ class ConfdClient:
                 "send would be taken as an answer to this one; send request.renewed() instead"
             )
         await self._sent_requests.send(
-            request, args, choose_targets(self._peers, coverage, self._rng)
+            request, args, list(choose_targets(self._peers, coverage, self._rng))
         )
 
     async def wait_for_reply(

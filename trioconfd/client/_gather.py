@@ -99,10 +99,10 @@ class RequestInFlight(RoutingEntry):
         router: Router,
         request: ConfdRequest,
         datagram: bytes,
-        targets: list[Address],
+        targets: Sequence[Address],
         *,
         places: Places | None,
-        peers: list[Address],
+        peers: Sequence[Address],
         quorum: QuorumRule,
         needed: int | None = None,
         capacity: int | None = None,
@@ -129,7 +129,7 @@ class RequestInFlight(RoutingEntry):
             router.add(self)
             request.mark_sent()
         # The first fan-out, sent by the first send_due().
-        self._first_send: tuple[bytes, list[Address]] | None = None
+        self._first_send: tuple[bytes, Sequence[Address]] | None = None
         # Whether a wake cut the first fan-out short (the rest goes next).
         self._first_cut = False
         # Replies that count for nothing, still in the channel: accepted
@@ -256,7 +256,7 @@ class RequestInFlight(RoutingEntry):
                 self.schedule.held_back(peer)  # not sent either
         self._note_failures(failures)
 
-    async def _send_first(self, datagram: bytes, targets: list[Address]) -> None:
+    async def _send_first(self, datagram: bytes, targets: Sequence[Address]) -> None:
         """The first fan-out (sends that wait for room, or a busy event loop, may
         make it slow). Each peer joins the routing entry as it is sent to: a
         reply from one not asked yet is refused. Cut short by a wake, the
@@ -291,7 +291,7 @@ class RequestInFlight(RoutingEntry):
             elif len(asked) > SHORT_TARGETS:
                 self.targets = set(asked)
 
-    def _refuse(self, peers: list[Address]) -> None:
+    def _refuse(self, peers: Sequence[Address]) -> None:
         """Replies accepted from ``peers`` while their sends waited, then cancelled
         before they went, were forged (nothing had been asked of them): they
         count for nothing (not even as the peer's sign of life), and are
@@ -340,7 +340,7 @@ class RequestInFlight(RoutingEntry):
         self._never_asked([peer])
         self.schedule.hedge_never_sent(peer)
 
-    def _never_asked(self, peers: list[Address]) -> None:
+    def _never_asked(self, peers: Sequence[Address]) -> None:
         """The request never went to ``peers`` (its first fan-out, or a hedge,
         ended before them)."""
         self._not_asked = [*self._not_asked, *peers]

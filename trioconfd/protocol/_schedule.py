@@ -155,7 +155,6 @@ class SendSchedule:
         self._started = now
         self._deferred = False
         self._dues = 0  # calls of due(), so that held_back takes back only the last one's
-        self._asked: list[Address] = []  # who may not be a hedge (made with per-peer times)
         # Until the first retransmission, most queries' peers all wait alike
         # (the schedule's first interval): then they share one time, and who
         # has answered is a tuple grown at each reply (a set past
@@ -368,7 +367,8 @@ class SendSchedule:
             for peer in self._targets:
                 if peer not in answered:
                     silent[peer] = self._sends(self._estimate(peer), started, self._lag)
-            self._asked = list(self._targets)
+            #: who may not be a hedge (made with the per-peer times: unused before)
+            self._asked: list[Address] = list(self._targets)
         return silent
 
     def _sends(self, estimate: RttEstimate | None, now: float, lag: float = 0.0) -> _Sends:
