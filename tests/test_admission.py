@@ -213,6 +213,53 @@ async def test_a_parked_sample_is_handed_a_place_by_a_spare_peer_with_room(
     assert admission.samples_waiting == 0
 
 
+async def test_samples_do_not_pass_spare_peers_places_round_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Six samples need A and C (windows of one place, full), and may ask D
+    # or E, silent, instead. D's and E's places come back: a sample handed
+    # one asks D instead of A, then blocks at C, below D, so it gives D back
+    # (places are held in one order of addresses), and D's window hands it
+    # to the next sample, which does the same, and so on: the samples passed
+    # the two places round, none let in, for as long as their deadlines (for
+    # ever on an autojumping clock, which never moves while tasks run). A
+    # sample whose swap was in vain is not handed a spare's place again.
+    handed = 0
+    hand = PeerWindow.hand
+
+    def counted(window: PeerWindow, waiter: Waiter) -> None:
+        nonlocal handed
+        handed += 1
+        if handed > 1000:
+            raise RuntimeError("places passed round for ever")
+        hand(window, waiter)
+
+    monkeypatch.setattr(PeerWindow, "hand", counted)
+    a, c, d, e = ((f"127.0.1.{i}", 1814) for i in (1, 3, 4, 5))
+    admission = Admission(fixed(1))
+    held = {peer: admission.admit_nowait([peer]) for peer in (a, c, d, e)}
+    for peer in (d, e):
+        admission.windows[peer].turn_silent()
+    admitted = []
+
+    async def sample() -> None:
+        admitted.append(await admission.admit([a, c], [d, e], needed=2))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(sample)
+        await trio.testing.wait_all_tasks_blocked()
+        for peer in (d, e):
+            places = held[peer]
+            assert places is not None
+            places.give_back(timed_out=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert handed <= 12  # each sample's swap in vain once at most
+        nursery.cancel_scope.cancel()
+    assert admission.windows[a].window.in_use == 1  # held as at the start
+    assert admission.windows[c].window.in_use == 1
+
+
 async def test_samples_short_of_the_same_full_peers_are_admitted_in_turn(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,7 @@ class Waiter:
         "reserved",
         "sampling",
         "spare",
+        "swapped_in_vain",
         "targets",
         "woken",
     )
@@ -78,6 +79,9 @@ class Waiter:
         self.reserved: list[Window] = []
         #: counted in Admission.samples_waiting while it waits
         self.sampling = False
+        #: a spare peer's place it was handed had to go back (it blocked below
+        #: it): no spare window hands it one again while it waits (see go_on)
+        self.swapped_in_vain = False
 
     def reserve(self) -> None:
         """Its places send nothing while it waits: they do not count towards their
@@ -184,7 +188,9 @@ class PeerWindow:
         With none waiting here, a sample waiting for another (full) window
         that may ask this peer instead gets it. (It cannot pass round for
         ever: the sample takes this peer among its targets, so this window
-        cannot hand it a place again unless it is full.)
+        cannot hand it a place again unless it is full; and a sample that
+        had to give such a place back is not handed one again while it
+        waits, see :meth:`Admission.go_on`.)
         """
         window = self.window
         window.give_back(answered=answered)
@@ -524,8 +530,10 @@ class Admission:
         self.skippers.pop(waiter, None)
         places, targets, spare = waiter.places, waiter.targets, waiter.spare
         places.hold(window.peer, window, taken)
-        if waited_in is not None and window is not waited_in:
+        swapped = waited_in is not None and window is not waited_in
+        if swapped:
             # A spare peer's window, with room: it asks that peer instead.
+            assert waited_in is not None
             blocked, index = targets.index(waited_in.peer), spare.index(window.peer)
             targets[blocked], spare[index] = window.peer, waited_in.peer
         if self.closed:
@@ -541,6 +549,12 @@ class Admission:
         # A place above that line (kept while a silent peer's line gave back
         # those below, or after a sample's swap) would break the order.
         if places.holds_above(line.peer):
+            if swapped:
+                # Its own task gives that place back, and the window would hand
+                # it to the next sample in the same plight: samples passing
+                # places round, none ever let in, for as long as their
+                # deadlines (and for ever on an autojumping clock). Once each.
+                waiter.swapped_in_vain = True
             waiter.unreserve()
             waiter.wake(again=True)
             return
@@ -618,7 +632,7 @@ class Admission:
             for count, waiter in enumerate(other.line):
                 if count == _LOOK_AHEAD:
                     break
-                if peer in waiter.spare:
+                if peer in waiter.spare and not waiter.swapped_in_vain:
                     found = (backlog, other, waiter)
                     break
         if found is None:
