@@ -53,6 +53,24 @@ def full_windows(*peers: Any) -> tuple[Admission, list[Places]]:
     return admission, cast("list[Places]", held)
 
 
+class HandsCounted:
+    """Places handed on (``PeerWindow.hand``), counted in :attr:`count`; past
+    ``limit`` (if any), one more raises: a place passed round in a loop never
+    lets an autojumping clock move, and the test would hang, not fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, limit: int | None = None) -> None:
+        self.count = 0
+        hand = PeerWindow.hand
+
+        def counted(window: PeerWindow, waiter: Waiter) -> None:
+            self.count += 1
+            if limit is not None and self.count > limit:
+                raise RuntimeError(f"places handed on past {limit}: passed round in a loop")
+            hand(window, waiter)
+
+        monkeypatch.setattr(PeerWindow, "hand", counted)
+
+
 async def read_to_the_end(client: Any, coverage: int = 0, timeout: float = 30) -> None:
     """A stream read to its end: its places held until every peer asked answers."""
     async with client.request(RequestType.PING, coverage=coverage, timeout=timeout) as replies:
@@ -224,17 +242,7 @@ async def test_samples_do_not_pass_spare_peers_places_round_for_ever(
     # the two places round, none let in, for as long as their deadlines (for
     # ever on an autojumping clock, which never moves while tasks run). A
     # sample whose swap was in vain is not handed a spare's place again.
-    handed = 0
-    hand = PeerWindow.hand
-
-    def counted(window: PeerWindow, waiter: Waiter) -> None:
-        nonlocal handed
-        handed += 1
-        if handed > 1000:
-            raise RuntimeError("places passed round for ever")
-        hand(window, waiter)
-
-    monkeypatch.setattr(PeerWindow, "hand", counted)
+    hands = HandsCounted(monkeypatch, limit=1000)
     a, c, d, e = ((f"127.0.1.{i}", 1814) for i in (1, 3, 4, 5))
     admission = Admission(fixed(1))
     held = {peer: admission.admit_nowait([peer]) for peer in (a, c, d, e)}
@@ -254,7 +262,7 @@ async def test_samples_do_not_pass_spare_peers_places_round_for_ever(
             assert places is not None
             places.give_back(timed_out=False)
         await trio.testing.wait_all_tasks_blocked()
-        assert handed <= 12  # each sample's swap in vain once at most
+        assert hands.count <= 12  # each sample's swap in vain once at most
         nursery.cancel_scope.cancel()
     assert admission.windows[a].window.in_use == 1  # held as at the start
     assert admission.windows[c].window.in_use == 1
@@ -265,17 +273,7 @@ async def test_samples_short_of_the_same_full_peers_are_admitted_in_turn(
 ) -> None:
     # Each takes A, finds its other target full and gives A back: a place
     # passed round between them for ever would never let simulated time move.
-    handed = 0
-    hand = PeerWindow.hand
-
-    def counted(window: PeerWindow, waiter: Any) -> None:
-        nonlocal handed
-        handed += 1
-        if handed > 100:
-            raise RuntimeError("a place passed round in a loop")
-        hand(window, waiter)
-
-    monkeypatch.setattr(PeerWindow, "hand", counted)
+    HandsCounted(monkeypatch, limit=100)
     admission = Admission(fixed(1))
     blocking = [admission.admit_nowait([peer]) for peer in (B, C)]
     done: list[float] = []
@@ -1322,17 +1320,9 @@ async def test_a_freed_place_wakes_one_waiting_query_not_a_line_of_them(
     # Were a woken query to give its place back whenever another of its
     # windows is full, the next in line would do the same: 16 hand-offs a
     # query at 1,000 in flight, 33 at 10,000, the CPU spent on them alone.
-    handed = 0
-    hand = PeerWindow.hand
-
-    def counted(window: PeerWindow, waiter: Any) -> None:
-        nonlocal handed
-        handed += 1
-        hand(window, waiter)
-
-    monkeypatch.setattr(PeerWindow, "hand", counted)
+    hands = HandsCounted(monkeypatch)
     _, _, late = await _offer(1000, 1000, AdmissionPolicy(), Capacity(rate=1000, queue=256))
-    assert handed <= 3 * 1000  # at most one per peer asked
+    assert hands.count <= 3 * 1000  # at most one per peer asked
     assert late == 0
 
 
