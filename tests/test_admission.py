@@ -53,6 +53,12 @@ def full_windows(*peers: Any) -> tuple[Admission, list[Places]]:
     return admission, cast("list[Places]", held)
 
 
+def release(places: Places | None) -> None:
+    """Give back the places ``admit_nowait`` took (it found room)."""
+    assert places is not None
+    places.give_back(timed_out=False)
+
+
 class HandsCounted:
     """Places handed on (``PeerWindow.hand``), counted in :attr:`count`; past
     ``limit`` (if any), one more raises: a place passed round in a loop never
@@ -258,14 +264,40 @@ async def test_samples_do_not_pass_spare_peers_places_round_for_ever(
             nursery.start_soon(sample)
         await trio.testing.wait_all_tasks_blocked()
         for peer in (d, e):
-            places = held[peer]
-            assert places is not None
-            places.give_back(timed_out=False)
+            release(held[peer])
         await trio.testing.wait_all_tasks_blocked()
         assert hands.count <= 12  # each sample's swap in vain once at most
         nursery.cancel_scope.cancel()
     assert admission.windows[a].window.in_use == 1  # held as at the start
     assert admission.windows[c].window.in_use == 1
+
+
+async def test_a_sample_refused_one_spare_peer_is_still_handed_anothers_place(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A sample needs A and C (full) and may ask D. D's place comes back: it
+    # asks D instead of A, blocks at C, below D, and gives D back. Then A,
+    # now its spare, has room: A's window hands it a place, and with D's it
+    # goes at once (refused D, it is not refused every spare: it would wait
+    # to its deadline with two windows empty).
+    a, c, d = ((f"127.0.1.{i}", 1814) for i in (1, 3, 4))
+    admission = Admission(fixed(1))
+    held = {peer: admission.admit_nowait([peer]) for peer in (a, c, d)}
+    admitted: list[Places | None] = []
+
+    async def sample() -> None:
+        with trio.move_on_after(10):
+            admitted.append(await admission.admit([a, c], [d], needed=2))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample)
+        await trio.testing.wait_all_tasks_blocked()
+        for peer in (d, a):
+            release(held[peer])
+            await trio.testing.wait_all_tasks_blocked()
+    assert trio.current_time() == 0  # at once, not at its deadline
+    assert admitted[0] is not None
+    assert sorted(admitted[0].held) == [a, d]
 
 
 async def test_samples_short_of_the_same_full_peers_are_admitted_in_turn(

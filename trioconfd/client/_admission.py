@@ -52,7 +52,7 @@ class Waiter:
         "reserved",
         "sampling",
         "spare",
-        "swapped_in_vain",
+        "spares_in_vain",
         "targets",
         "woken",
     )
@@ -79,9 +79,9 @@ class Waiter:
         self.reserved: list[Window] = []
         #: counted in Admission.samples_waiting while it waits
         self.sampling = False
-        #: a spare peer's place it was handed had to go back (it blocked below
-        #: it): no spare window hands it one again while it waits (see go_on)
-        self.swapped_in_vain = False
+        #: the spare peers whose place, handed to it, had to go back (it blocked
+        #: below it): their windows hand it none again while it waits (see go_on)
+        self.spares_in_vain: tuple[Address, ...] = ()
 
     def reserve(self) -> None:
         """Its places send nothing while it waits: they do not count towards their
@@ -189,8 +189,8 @@ class PeerWindow:
         that may ask this peer instead gets it. (It cannot pass round for
         ever: the sample takes this peer among its targets, so this window
         cannot hand it a place again unless it is full; and a sample that
-        had to give such a place back is not handed one again while it
-        waits, see :meth:`Admission.go_on`.)
+        had to give such a place back is not handed one by that peer's window
+        again while it waits, see :meth:`Admission.go_on`.)
         """
         window = self.window
         window.give_back(answered=answered)
@@ -553,8 +553,9 @@ class Admission:
                 # Its own task gives that place back, and the window would hand
                 # it to the next sample in the same plight: samples passing
                 # places round, none ever let in, for as long as their
-                # deadlines (and for ever on an autojumping clock). Once each.
-                waiter.swapped_in_vain = True
+                # deadlines (and for ever on an autojumping clock). Once a
+                # spare peer each (another spare's place may still let it in).
+                waiter.spares_in_vain = (*waiter.spares_in_vain, window.peer)
             waiter.unreserve()
             waiter.wake(again=True)
             return
@@ -632,7 +633,7 @@ class Admission:
             for count, waiter in enumerate(other.line):
                 if count == _LOOK_AHEAD:
                     break
-                if peer in waiter.spare and not waiter.swapped_in_vain:
+                if peer in waiter.spare and peer not in waiter.spares_in_vain:
                     found = (backlog, other, waiter)
                     break
         if found is None:
