@@ -210,8 +210,7 @@ class PeerWindow:
                     # the longest stuck first).
                     stuck = next(iter(admission.skippers))
                     del admission.skippers[stuck]
-                    if stuck.line is not None:
-                        del stuck.line.line[stuck]
+                    stuck.leave_line()
                     stuck.wake(again=True)
                 return
             self.hand(waiter)
@@ -530,10 +529,10 @@ class Admission:
         self.skippers.pop(waiter, None)
         places, targets, spare = waiter.places, waiter.targets, waiter.spare
         places.hold(window.peer, window, taken)
-        swapped = waited_in is not None and window is not waited_in
-        if swapped:
+        swapped = False
+        if waited_in is not None and window is not waited_in:
             # A spare peer's window, with room: it asks that peer instead.
-            assert waited_in is not None
+            swapped = True
             blocked, index = targets.index(waited_in.peer), spare.index(window.peer)
             targets[blocked], spare[index] = window.peer, waited_in.peer
         if self.closed:
