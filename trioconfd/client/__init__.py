@@ -2,9 +2,9 @@
 
 ``_open`` opens the socket and the nursery; ``_router`` runs the receive task
 and its routing table; ``_gather`` holds a request in flight (its sends, its
-channel, its verdict) and the stream over it; ``_parity`` is Ganeti's
-send/wait/expire API; ``_arguments`` checks what callers pass; ``_logs``
-keeps per-datagram log lines to one per kind per interval; ``_client`` is
+channel, its verdict), and ``_stream`` reads one reply by reply; ``_parity``
+is Ganeti's send/wait/expire API; ``_arguments`` checks what callers pass;
+``_logs`` keeps per-datagram log lines to one per kind per interval; ``_client`` is
 the public :class:`ConfdClient` that ties them together, and whose
 ``query`` is a query's life (wait for places, send, read the channel under
 a cancel scope, resend).
@@ -13,7 +13,6 @@ a cancel scope, resend).
 from ..protocol import format_address
 from ._client import ConfdClient
 from ._errors import ConfdClientBrokenError, ConfdClientClosedError, ConfdRequestEndedError
-from ._gather import ReplyStream
 from ._logs import DEFAULT_LOG_INTERVAL
 from ._node import (
     InsecureKeyFileWarning,
@@ -32,6 +31,7 @@ from ._peers import (
     resolve_peers,
 )
 from ._stats import ClientStats
+from ._stream import ReplyStream
 from ._upcalls import SLOW_CALLBACK, Callback, Upcall
 from ._watch import Watch
 

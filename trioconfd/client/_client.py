@@ -34,12 +34,13 @@ from ..protocol import (
 from ._admission import Places
 from ._arguments import as_request, as_retry, check_timeout, choose_targets
 from ._entry import RoutingEntry
-from ._gather import ReplyStream, RequestInFlight, unsent_result
+from ._gather import RequestInFlight, unsent_result
 from ._kernel import udp_socket_drops
 from ._parity import SentRequests
 from ._peers import PeerSpec, parse_peers
 from ._router import Router
 from ._stats import ClientStats
+from ._stream import ReplyStream
 from ._upcalls import SLOW_CALLBACK, Callback, Upcall, refuse_a_coroutine
 from ._watch import Watch
 
