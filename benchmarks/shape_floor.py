@@ -22,7 +22,8 @@ datagrams sent again. A third Trio row, trioconfd with
 ``RetryPolicy.off()``, says what its retry schedule costs at this load
 (with it, a query waits for a place once its replies take longer than the
 first retransmission interval: see README, "Admission"). The harness
-(``benchmarks.harness``) runs the same rows.
+(``benchmarks.harness``) runs the same rows. ``--json`` writes the figures
+by peer count (``"peers"``) beside the run's settings and date (``"run"``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import json
 import socket
 import statistics
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -302,7 +304,14 @@ def main(argv: list[str] | None = None) -> None:
     figures = trio.run(_measure, args)
     print_cost_per_query(figures, args.in_flight)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        run = {
+            "in_flight": args.in_flight,
+            "total": args.total,
+            "rounds": args.rounds,
+            "ballast": args.ballast,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+        args.json.write_text(json.dumps({"run": run, "peers": figures}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
