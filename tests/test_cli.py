@@ -28,6 +28,7 @@ from trioconfd.cli._main import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     UsageError,
+    parse_arguments,
     parse_peer,
 )
 from trioconfd.cli._render import one_line
@@ -843,3 +844,23 @@ async def test_with_standard_error_closed_nothing_strays_onto_standard_output(
     )
     assert done.returncode == EXIT_TIMEOUT
     assert done.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "own_option"),
+    [
+        (["watch", "master", "--bogus"], "usage: trioconfd watch master ", "--interval"),
+        (["watch", "--bogus", "master"], "usage: trioconfd watch master ", "--interval"),
+        (["master", "--bogus"], "usage: trioconfd master ", "--fields"),
+    ],
+)
+def test_an_unknown_option_shows_the_innermost_subcommands_usage(
+    argv: list[str], usage: str, own_option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(argv)
+    assert exited.value.code == EXIT_USAGE
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(usage)
+    assert own_option in stderr  # the query's options, not watch's list of queries
+    assert stderr.endswith(f"{usage[7:].strip()}: error: unrecognized arguments: --bogus\n")

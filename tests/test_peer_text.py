@@ -8,6 +8,7 @@ resolver, which answers it from /etc/hosts.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,8 @@ import pytest
 import trio
 
 from trioconfd import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     RequestType,
     open_confd_client,
@@ -141,6 +144,23 @@ async def test_update_peers_takes_addresses_and_says_so(server: ConfdServer) -> 
             _, resolved = await resolve_peers([f"mc1.cluster:{server.address[1]}"])
         client.update_peer_list(resolved)
         assert client.peers == (server.address,)
+
+
+@pytest.mark.parametrize("peer", [1234, b"127.0.0.1", None, (1234, 1814), ["127.0.0.1", 1814]])
+async def test_a_peer_of_the_wrong_type_is_a_type_error_naming_it(peer: Any) -> None:
+    with pytest.raises(ConfdArgumentTypeError, match=rf"peer {re.escape(repr(peer))} is not"):
+        async with open_confd_client(KEY, [peer]):
+            pass
+    async with open_confd_client(KEY, ["127.0.0.1"]) as client:
+        with pytest.raises(ConfdArgumentTypeError, match="is not an IP address"):
+            client.update_peer_list([peer])
+
+
+async def test_a_tuple_not_a_pair_is_a_wrong_value_not_type() -> None:
+    with pytest.raises(ConfdArgumentError, match="must be an address or an") as caught:
+        async with open_confd_client(KEY, [("127.0.0.1", 1814, 0)]):  # type: ignore[list-item]
+            pass
+    assert not isinstance(caught.value, TypeError)
 
 
 async def test_localhost_from_the_hosts_file(server: ConfdServer) -> None:

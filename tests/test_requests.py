@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from trioconfd import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdRequest,
     MasterField,
@@ -95,6 +97,18 @@ def test_master_fields_are_sent_as_integers() -> None:
 def test_bad_arguments_are_refused(build: Any, message: str) -> None:
     with pytest.raises(ConfdClientError, match=message):
         build()
+
+
+@pytest.mark.parametrize("name", [None, 123, b"node1"])
+def test_a_name_of_the_wrong_type_is_a_type_error(name: Any) -> None:
+    with pytest.raises(ConfdArgumentTypeError, match="node must be a non-empty string"):
+        requests.node_role(name)
+
+
+def test_an_empty_name_is_a_wrong_value_not_type() -> None:
+    with pytest.raises(ConfdArgumentError, match="node must be") as caught:
+        requests.node_role("")
+    assert not isinstance(caught.value, TypeError)
 
 
 async def test_every_builder_is_answered_by_the_daemon(ganeti_cluster: Cluster) -> None:

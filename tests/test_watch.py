@@ -15,6 +15,7 @@ from trioconfd import (
     ConfdArgumentError,
     ConfdArgumentTypeError,
     ConfdClient,
+    ConfdClientClosedError,
     QueryResult,
     ReplyStatus,
     RequestType,
@@ -155,3 +156,33 @@ async def test_a_name_gone_from_the_configuration_is_news(
             await trio.sleep(2.0)
             nursery.cancel_scope.cancel()
     assert seen == [(ReplyStatus.OK, False), (ReplyStatus.ERROR, True)]
+
+
+async def test_a_watch_asleep_when_its_client_closes_raises_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Asleep for its next ask (an hour away) in another task as the client's
+    # block exits: it raises then, not an hour later.
+    config = make_cluster_config(nodes=3, serial=5)
+    ended: list[tuple[str, float]] = []
+
+    async def watcher(client: ConfdClient) -> None:
+        try:
+            async for _ in client.watch(RequestType.CLUSTER_MASTER, interval=3600):
+                pass
+        except ConfdClientClosedError:
+            ended.append(("closed", trio.current_time()))
+
+    async with trio.open_nursery() as nursery, simulated(config) as (_, client):
+        nursery.start_soon(watcher, client)
+        await trio.sleep(1)
+        closed_at = trio.current_time()
+    assert ended == [("closed", closed_at)]
+    # And resumed after the block, it raises at once too.
+    async with simulated(config) as (_, client):
+        watch = client.watch(RequestType.CLUSTER_MASTER, interval=3600)
+        await watch.__anext__()
+    start = trio.current_time()
+    with pytest.raises(ConfdClientClosedError):
+        await watch.__anext__()
+    assert trio.current_time() == start

@@ -18,6 +18,8 @@ from trioconfd import (
     MAGIC,
     MAX_DATAGRAM_SIZE,
     MAX_REQUEST_SIZE,
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdMalformedError,
     ConfdProtocolError,
@@ -111,6 +113,38 @@ def test_request_type_is_coerced_from_int() -> None:
 def test_request_query_must_be_a_wire_value() -> None:
     with pytest.raises(ConfdClientError, match="query must be"):
         ConfdRequest(RequestType.PING, 42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("query", "error", "match"),
+    [
+        ({"3": [float("nan")]}, ConfdArgumentError, "NaN or an infinity"),
+        ({"3": [float("-inf")]}, ConfdArgumentError, "NaN or an infinity"),
+        ({"3": {1, 2}}, ConfdArgumentTypeError, "set is not JSON"),
+        ({"3": b"node1"}, ConfdArgumentTypeError, "bytes is not JSON"),
+    ],
+)
+def test_a_query_json_cannot_hold_is_refused_naming_why(
+    query: dict[str, object], error: type[Exception], match: str
+) -> None:
+    # Sent as Python's json writes NaN, the daemon drops the request: the
+    # caller would wait out its timeout for a reply that never comes.
+    with pytest.raises(error, match=match):
+        pack_request(ConfdRequest(RequestType.CLUSTER_MASTER, query), b"k")
+
+
+def test_a_query_nested_too_deeply_or_in_a_circle_is_refused() -> None:
+    deep: list[object] = []
+    inner = deep
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    with pytest.raises(ConfdArgumentError, match="nested too deeply"):
+        pack_request(ConfdRequest(RequestType.CLUSTER_MASTER, {"3": deep}), b"k")
+    circle: dict[str, object] = {}
+    circle["3"] = circle
+    with pytest.raises(ConfdArgumentError, match="Circular"):
+        pack_request(ConfdRequest(RequestType.CLUSTER_MASTER, circle), b"k")
 
 
 def test_str_key_is_utf8_bytes() -> None:

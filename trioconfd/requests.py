@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from .protocol import (
     ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdRequest,
     MasterField,
     QueryKey,
@@ -25,7 +26,9 @@ from .protocol import (
 
 
 def _name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
+        raise ConfdArgumentTypeError(f"{what} must be a non-empty string, not {value!r}")
+    if not value:
         raise ConfdArgumentError(f"{what} must be a non-empty string, not {value!r}")
     return value
 

@@ -73,9 +73,19 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # argparse reports these with the top-level usage, which lists no
-        # subcommand's options: the subcommand's own usage helps more.
-        (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        # subcommand's options: the innermost subcommand's own usage helps
+        # more ("watch master --bogus": master's, under watch).
+        innermost = parser
+        while True:
+            commands = [
+                action
+                for action in innermost._actions
+                if isinstance(action, argparse._SubParsersAction)
+            ]
+            if not commands:
+                break
+            innermost = commands[0].choices[getattr(args, commands[0].dest)]
+        innermost.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 

@@ -321,7 +321,8 @@ class ConfdClient:
         seconds (default :data:`EXPIRE_TIMEOUT`) have passed; until then
         silent peers are asked again as ``retry`` (default: the client's
         policy) says. Leaving the block forgets the request; later replies to
-        it are discarded and counted.
+        it, and any that come past its deadline, are discarded and counted
+        (``unknown_salt``).
         """
         plan = self._plan(type_or_request, query, coverage, timeout, retry)
         places = self._router.admission.admit_nowait(plan.targets)

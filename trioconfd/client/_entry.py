@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import trio
@@ -25,6 +26,10 @@ class RoutingEntry:
     """
 
     __slots__ = ("answered", "args", "replies", "request", "targets")
+
+    #: Replies that come at this time (Trio's clock) or later are late, and not
+    #: accepted: a stream's, past its deadline (see RequestInFlight).
+    accepts_until: float = math.inf
 
     def __init__(
         self,

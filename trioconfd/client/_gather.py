@@ -13,6 +13,7 @@ retries: when to send what is the schedule's business, sans-IO.
 from __future__ import annotations
 
 import errno
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -88,6 +89,7 @@ class RequestInFlight(RoutingEntry):
         "_sent",
         "_started",
         "_taken",
+        "accepts_until",
         "aggregator",
         "deadline",
         "schedule",
@@ -164,6 +166,10 @@ class RequestInFlight(RoutingEntry):
         self._taken = 0
         self._first_reply: float | None = None
         self._closed = False
+        #: replies to it that come this late are not accepted (a stream's
+        #: deadline; a query reads none after its own); once it has ended,
+        #: when it did
+        self.accepts_until = math.inf
         self._sent = False  # whether the first fan-out went out (to one peer at least)
         #: the peers it ended without asking: of its first fan-out (its deadline
         #: came first, or, once a wake had cut it short, the quorum), or a hedge
@@ -196,7 +202,10 @@ class RequestInFlight(RoutingEntry):
 
     async def send_due(self) -> None:
         """Send what is due now: the first fan-out (or what a wake left of it),
-        then what the schedule says."""
+        then what the schedule says; nothing once the request has ended (a
+        stream's reader woken as its block exits: its places are given back)."""
+        if self._closed:
+            return
         if self._first_send is not None:
             datagram, targets = self._first_send
             self._first_send = None
@@ -398,9 +407,17 @@ class RequestInFlight(RoutingEntry):
         return None
 
     def read_as_a_stream(self) -> None:
-        """A :class:`ReplyStream` reads it: the round trips end as replies arrive."""
+        """A :class:`ReplyStream` reads it: the round trips end as replies arrive,
+        and none is accepted past its deadline (its block may outlast it)."""
         if self._arrived is None:
             self._arrived = {}
+        self.accepts_until = self.deadline
+
+    def past_deadline(self) -> bool:
+        """Whether its deadline has passed: by now, or, once it has ended, by then."""
+        if self._closed:
+            return self.accepts_until >= self.deadline
+        return self._router.now() >= self.deadline
 
     @property
     def streamed(self) -> bool:
@@ -522,7 +539,7 @@ class RequestInFlight(RoutingEntry):
             while self.receive_arrived() is not None:
                 pass
         self._closed = True
-        now = self._router.now()
+        self.accepts_until = now = self._router.now()
         if self._arrived:
             # Replies handed straight to a reader that has not run yet: their
             # peers answered, when these came; not silent, nor their copies lost.

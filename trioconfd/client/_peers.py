@@ -159,7 +159,11 @@ def _endpoint(peer: object, port: int) -> tuple[str, int]:
     if isinstance(host, ipaddress.IPv4Address | ipaddress.IPv6Address):
         host = str(host)
     if not isinstance(host, str):
-        raise ConfdArgumentError(f"peer {peer!r} is not an IP address or a host name")
+        raise ConfdArgumentTypeError(
+            f"peer {peer!r} is not an IP address or a host name "
+            f"(a str, an ipaddress object or an (address, port) pair), "
+            f"but {type(host).__name__}"
+        )
     ip = _ip(host)
     if ip is not None:
         return (str(ip), port)

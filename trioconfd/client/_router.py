@@ -12,6 +12,7 @@ Everything else is counted in :class:`ClientStats` and dropped.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -60,6 +61,9 @@ _STAMPS_READ_EVERY = 8
 # that a peer may be multihomed (one such reply can be a stray).
 _MULTIHOMED_HINT_AFTER = 3
 
+#: A routing entry's ``accepts_until`` when it takes replies for as long as it lasts.
+_NO_END = math.inf
+
 #: Receive tasks taking turns on the client's socket.
 RECEIVE_TASKS = 4
 # Requests in flight above which a receive task that got a datagram wakes
@@ -100,6 +104,8 @@ class Router:
         self.stats = ClientStats()
         self.table: dict[str, RoutingEntry] = {}
         self.closed_reason: str | None = None
+        #: set as the client closes: what sleeps between asks (a watch) wakes
+        self.closing = trio.Event()
         self._broken = False
         self._failure: BaseException | None = None
         self.on_reply: Callable[[RoutingEntry, PeerReply], None] | None = None
@@ -482,6 +488,18 @@ class Router:
             )
             return
         route = table[salt]
+        if route.accepts_until != _NO_END and self.now() >= route.accepts_until:
+            # A stream's, past its deadline: its verdict is the deadline's,
+            # and its block may outlast it. Late, as if the request had gone.
+            stats.unknown_salt += 1
+            self.log.log(
+                "replies to no outstanding request",
+                logging.DEBUG,
+                "discarding a reply from %s for %r, past its stream's deadline",
+                sender,
+                salt,
+            )
+            return
         address: Address = (sender[0], sender[1])
         if address not in route.targets:
             stats.unexpected_peer += 1
@@ -543,6 +561,7 @@ class Router:
             return
         self.closed_reason = reason
         self._broken, self._failure = broken, failure
+        self.closing.set()
         self.log.flush()
         routes = list(self.table.values())
         self.table.clear()

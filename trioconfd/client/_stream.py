@@ -53,9 +53,15 @@ class ReplyStream:
 
     def result(self) -> QueryResult:
         """The verdict on every reply accepted so far (read or not: those not read
-        yet are still yielded)."""
+        yet are still yielded). None is accepted past the deadline: from then
+        on (read or not), it is the deadline's verdict, timed out if short of
+        the quorum."""
         self._read_out()
-        return self._exchange.result(timed_out=self.timed_out)
+        in_flight = self._exchange
+        timed_out = not self._aggregator.quorum_reached and (
+            self.timed_out or in_flight.past_deadline()
+        )
+        return in_flight.result(timed_out=timed_out)
 
     def __aiter__(self) -> ReplyStream:
         return self
@@ -80,12 +86,15 @@ class ReplyStream:
         if self._counted:
             in_flight.check_open()
             await trio.lowlevel.checkpoint()
-            return self._counted.pop(0)
+            if self._counted:  # another reader may have taken it meanwhile
+                return self._counted.pop(0)
         if self.timed_out or self._all_replied():
             await trio.lowlevel.checkpoint()  # a checkpoint, as every async call should be
             raise StopAsyncIteration
-        in_flight.check_open()  # an ended request sends nothing more
         while True:
+            # An ended request sends nothing more (its block may have exited
+            # as this reader woke to send).
+            in_flight.check_open()
             # The next reply, until the next send due or the deadline.
             with trio.move_on_at(in_flight.deadline) as waiting:
                 self._read_out()

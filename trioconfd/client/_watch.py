@@ -76,7 +76,10 @@ class Watch:
             if self._next_at is None:
                 self._next_at = trio.current_time()
             else:
-                await trio.sleep_until(self._next_at)
+                # Until the next ask, or the client's close: the ask then
+                # raises ConfdClientClosedError at once, not an interval on.
+                with trio.move_on_at(self._next_at):
+                    await self._client._router.closing.wait()
             result = await self._client.query(
                 *self._ask, coverage=coverage, timeout=timeout, retry=retry
             )

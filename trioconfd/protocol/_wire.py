@@ -31,6 +31,8 @@ _MAGIC_LEN = len(MAGIC)
 
 # Set up once: compact separators match what the daemon sends.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
+# A query's: NaN and the infinities are not JSON (the daemon drops such a request).
+_encode_query = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _decoder = json.JSONDecoder()
 _decode_json = _decoder.decode
 _scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
@@ -153,6 +155,20 @@ def _pack(text: str, salt: str, key: HmacKey) -> bytes:
     return datagram
 
 
+def _query_json(query: object) -> str:
+    """A dict query as JSON, or an error naming what JSON cannot hold."""
+    try:
+        return _encode_query(query)
+    except TypeError as exc:  # a set, bytes, an object...
+        raise ConfdArgumentTypeError(f"the query is not JSON: {exc}") from None
+    except RecursionError:
+        raise ConfdArgumentError("the query is nested too deeply to encode") from None
+    except ValueError as exc:  # NaN or an infinity; a circular reference
+        if "float" in str(exc):
+            raise ConfdArgumentError("the query holds NaN or an infinity: JSON has none") from None
+        raise ConfdArgumentError(f"the query is not JSON: {exc}") from None
+
+
 def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) -> bytes:
     """The datagram that sends ``request``, timestamped ``now`` (default: the clock).
 
@@ -166,7 +182,7 @@ def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) 
     elif isinstance(query, str):
         query_text = _quote(query)
     else:
-        query_text = _encode_json(query)
+        query_text = _query_json(query)
     text = (
         f'{{"protocol":{int(request.protocol)},"type":{int(request.type)},'
         f'"query":{query_text},"rsalt":{_quote(request.rsalt)}}}'
