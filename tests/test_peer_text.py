@@ -156,6 +156,13 @@ async def test_a_peer_of_the_wrong_type_is_a_type_error_naming_it(peer: Any) -> 
             client.update_peer_list([peer])
 
 
+@pytest.mark.parametrize("local", [123, b"127.0.0.1", (None, 0)])
+async def test_a_local_address_of_the_wrong_type_is_a_type_error(local: Any) -> None:
+    with pytest.raises(ConfdArgumentTypeError, match=r"local_address .* is not an IP address"):
+        async with open_confd_client(KEY, ["127.0.0.1"], local_address=local):
+            pass
+
+
 async def test_a_tuple_not_a_pair_is_a_wrong_value_not_type() -> None:
     with pytest.raises(ConfdArgumentError, match="must be an address or an") as caught:
         async with open_confd_client(KEY, [("127.0.0.1", 1814, 0)]):  # type: ignore[list-item]

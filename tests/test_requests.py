@@ -105,6 +105,23 @@ def test_a_name_of_the_wrong_type_is_a_type_error(name: Any) -> None:
         requests.node_role(name)
 
 
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: requests.config_query(123), "a JSON pointer is a str"),  # type: ignore[arg-type]
+        (lambda: requests.config_query(None), "a JSON pointer is a str"),  # type: ignore[arg-type]
+        (lambda: requests.cluster_master(fields=5), "fields must be MasterField values"),  # type: ignore[arg-type]
+        (lambda: requests.cluster_master(fields="0"), "fields must be MasterField values"),  # type: ignore[arg-type]
+        (lambda: requests.node_pips_by_instance_ips(123), "ips must be a list"),  # type: ignore[arg-type]
+        (lambda: requests.node_pips_by_instance_ips(None), "ips must be a list"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_builders_argument_of_the_wrong_type_is_a_type_error(build: Any, message: str) -> None:
+    # (node_pips_by_instance_ips(123) was a bare TypeError, no ConfdClientError at all.)
+    with pytest.raises(ConfdArgumentTypeError, match=message):
+        build()
+
+
 def test_an_empty_name_is_a_wrong_value_not_type() -> None:
     with pytest.raises(ConfdArgumentError, match="node must be") as caught:
         requests.node_role("")

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from trioconfd import (
+    MAX_REQUEST_SIZE,
     ConfdArgumentError,
     ConfdArgumentTypeError,
     ConfdClient,
@@ -109,6 +110,22 @@ async def test_a_bad_interval_is_refused_at_once(interval: Any) -> None:
             client.watch(RequestType.PING, interval=interval)
         wrong_type = isinstance(interval, bool | str)
         assert isinstance(e.value, ConfdArgumentTypeError) == wrong_type
+
+
+@pytest.mark.parametrize(
+    ("query", "match"),
+    [
+        ({"3": [math.nan]}, "NaN or an infinity"),
+        ({"3": {1}}, "set is not JSON"),
+        ("x" * (MAX_REQUEST_SIZE + 1), "the daemon reads at most"),
+    ],
+)
+async def test_a_query_no_ask_could_send_is_refused_as_the_watch_is_made(
+    query: Any, match: str
+) -> None:
+    async with open_confd_client(KEY, [("127.0.0.1", 1814)]) as client:
+        with pytest.raises(ConfdArgumentError, match=match):
+            client.watch(RequestType.CLUSTER_MASTER, query, interval=1)
 
 
 async def test_replies_that_disagree_at_one_serial_are_not_news_each_time(

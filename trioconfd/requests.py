@@ -59,6 +59,8 @@ def cluster_master(fields: Iterable[MasterField | int] | None = None) -> ConfdRe
     """CLUSTER_MASTER: the master's name, or the listed :class:`MasterField` values."""
     if fields is None:
         return ConfdRequest(RequestType.CLUSTER_MASTER)
+    if isinstance(fields, str | bytes) or not isinstance(fields, Iterable):
+        raise ConfdArgumentTypeError(f"fields must be MasterField values, not {fields!r}")
     try:
         # The daemon drops the request unless every field is a JSON integer.
         wire = [int(MasterField(field)) for field in fields]
@@ -82,6 +84,8 @@ def node_pips_by_instance_ips(ips: Iterable[str], link: str | None = None) -> Co
     """NODE_PIP_BY_INSTANCE_IP with an IP list: one ``[status, answer, serial]`` per IP."""
     if isinstance(ips, str):
         raise ConfdArgumentError("ips must be a list of addresses, not one string")
+    if not isinstance(ips, Iterable):
+        raise ConfdArgumentTypeError(f"ips must be a list of addresses, not {ips!r}")
     wire = [_ip(ip, "each ip") for ip in ips]
     query = _with_link({QueryKey.IPLIST.value: wire}, link)
     return ConfdRequest(RequestType.NODE_PIP_BY_INSTANCE_IP, query)
@@ -122,7 +126,9 @@ def instance_disks(instance: str) -> ConfdRequest:
 def config_query(pointer: str) -> ConfdRequest:
     """CONFIG_QUERY: the configuration value at an RFC 6901 JSON pointer."""
     # The daemon answers "" and relative paths with an ARGUMENT error.
-    if not isinstance(pointer, str) or not pointer.startswith("/"):
+    if not isinstance(pointer, str):
+        raise ConfdArgumentTypeError(f"a JSON pointer is a str starting with '/', not {pointer!r}")
+    if not pointer.startswith("/"):
         raise ConfdArgumentError(f"a JSON pointer starts with '/', not {pointer!r}")
     return ConfdRequest(RequestType.CONFIG_QUERY, pointer)
 

@@ -254,15 +254,23 @@ class RequestInFlight(RoutingEntry):
         """Send the copies due (the ``hedge`` among them, if any)."""
         # Packed again: a fresh timestamp, so long deadlines never go stale.
         datagram = pack_request(self.request, self._router.key)
+        router = self._router
         attempted: list[Address] = []
+        failures: list[tuple[Address, str]] = []
         try:
-            failures = await self._router.send(datagram, peers, attempted)
+            for peer in peers:
+                # One at a time: a stream's block may exit while a send waits
+                # (each yields), and then the rest never go.
+                if self._closed:
+                    break
+                failed = await router.send(datagram, (peer,), attempted)
+                if failed is not None:
+                    failures += failed
         finally:
             if hedge is not None and hedge not in attempted:
                 self._hedge_never_went(hedge)
-        if failures is not None:
-            for peer, _ in failures:
-                self.schedule.held_back(peer)  # not sent either
+        for peer, _ in failures:
+            self.schedule.held_back(peer)  # not sent either
         self._note_failures(failures)
 
     async def _send_first(self, datagram: bytes, targets: Sequence[Address]) -> None:
@@ -283,6 +291,8 @@ class RequestInFlight(RoutingEntry):
                 # What a wake left of it: each peer's first wait counts from
                 # its own send.
                 for peer in targets:
+                    if self._closed:
+                        break  # a stream's block exited meanwhile: the rest never go
                     self._note_failures(await router.send(datagram, (peer,), asked))
                     self.schedule.sent_late((peer,), router.now())
         finally:

@@ -299,9 +299,12 @@ def parse_local_address(
         host, given_port = local_address
         if not (type(given_port) is int and given_port == 0):  # 0: any free port
             port = check_port(given_port, f"the port of {what}")
-    ip = (
-        _ip(host) if isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address) else None
-    )
+    if not isinstance(host, str | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raise ConfdArgumentTypeError(
+            f"{what} is not an IP address (a str, an ipaddress object or an "
+            f"(address, port) pair), but {type(host).__name__}"
+        )
+    ip = _ip(host)
     if ip is None:
         raise ConfdArgumentError(f"{what} is not an IP address")
     ip_family = socket.AF_INET if ip.version == 4 else socket.AF_INET6

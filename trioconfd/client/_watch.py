@@ -14,6 +14,7 @@ from ..protocol import (
     QueryResult,
     RequestType,
     RetryPolicy,
+    pack_request,
 )
 from ..protocol._numbers import as_number, shown
 from ._arguments import as_request, as_retry, check_coverage, check_timeout
@@ -55,8 +56,9 @@ class Watch:
         self._ask = (type_or_request, query)
         self._options = (coverage, timeout, retry)
         self.interval = check_interval(interval)
-        # What each ask would refuse, refused now.
-        as_request(type_or_request, query)
+        # What each ask would refuse, refused now (the query packed: one JSON
+        # cannot hold, or too big for the daemon).
+        pack_request(as_request(type_or_request, query), client._router.key)
         check_timeout(timeout)
         check_coverage(coverage, len(client.peers))
         if retry is not None:
