@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import threading
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -131,6 +132,17 @@ def test_a_query_json_cannot_hold_is_refused_naming_why(
     # caller would wait out its timeout for a reply that never comes.
     with pytest.raises(error, match=match):
         pack_request(ConfdRequest(RequestType.CLUSTER_MASTER, query), b"k")
+
+
+def test_a_query_of_any_mapping_is_written_as_a_dict() -> None:
+    # ConfdRequest takes any Mapping as a query, at any depth.
+    as_dict = ConfdRequest(RequestType.NODE_PIP_BY_INSTANCE_IP, {"1": {"a": [1]}}, rsalt="r")
+    proxied = ConfdRequest(
+        RequestType.NODE_PIP_BY_INSTANCE_IP,
+        MappingProxyType({"1": MappingProxyType({"a": [1]})}),
+        rsalt="r",
+    )
+    assert pack_request(proxied, b"k", now=7) == pack_request(as_dict, b"k", now=7)
 
 
 def test_a_query_nested_too_deeply_or_in_a_circle_is_refused() -> None:

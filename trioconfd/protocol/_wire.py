@@ -13,7 +13,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from typing import Any, NoReturn, TypeAlias
 
 from ._constants import MAGIC, MAX_DATAGRAM_SIZE, MAX_REQUEST_SIZE, ReplyStatus
@@ -31,8 +31,19 @@ _MAGIC_LEN = len(MAGIC)
 
 # Set up once: compact separators match what the daemon sends.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _mapping_as_dict(value: object) -> dict[Any, Any]:
+    """A query may hold any mapping (ConfdRequest takes one): written as a dict."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 # A query's: NaN and the infinities are not JSON (the daemon drops such a request).
-_encode_query = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode_query = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, default=_mapping_as_dict
+).encode
 _decoder = json.JSONDecoder()
 _decode_json = _decoder.decode
 _scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
