@@ -8,7 +8,10 @@ import pytest
 import trio
 import trio.testing
 
+import trioconfd
 from trioconfd import (
+    ConfdArgumentError,
+    ConfdArgumentTypeError,
     ConfdClientError,
     ConfdRequest,
     RequestType,
@@ -181,3 +184,70 @@ async def test_same_seed_same_run() -> None:
 def test_bad_faults_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfdClientError, match=message):
         Faults(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_datagram_to_an_upstream_socket_not_from_the_server_is_not_relayed() -> None:
+    # Relayed, a forged datagram would reach the client from the proxy's
+    # address, as the server's reply does: the client's check on who
+    # answered would be passed.
+    async with open_confd_server(CONFIG, KEY) as server, open_fault_proxy(server.address) as proxy:
+        with trio.socket.socket(type=socket.SOCK_DGRAM) as client:
+            await client.bind(("127.0.0.1", 0))
+            with trio.socket.socket(type=socket.SOCK_DGRAM) as upstream_spy:
+                await upstream_spy.bind(("127.0.0.1", 0))
+                # The proxy opens the client's upstream socket as it relays.
+                await client.sendto(b"not a request", proxy.address)
+                await settle(lambda: proxy.stats["to_server"].forwarded == 1)
+                (relay,) = proxy._sockets.values()
+                await upstream_spy.sendto(b"FORGED", relay.getsockname())
+                await settle(lambda: proxy.stats["to_client"].strays == 1)
+            with trio.move_on_after(0.2):
+                await client.recvfrom(100)
+                pytest.fail("a forged datagram was relayed to the client")
+
+
+async def test_the_oldest_clients_socket_goes_past_max_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("trioconfd.testing._proxy.MAX_CLIENTS", 3)
+    async with (
+        open_confd_server(CONFIG, KEY) as server,
+        open_fault_proxy(server.address) as proxy,
+    ):
+        for _ in range(10):  # ten clients, each a fresh socket (and port)
+            result = await trioconfd.query(KEY, [proxy.address], RequestType.PING, timeout=5)
+            assert result.ok
+        assert len(proxy._sockets) == 3
+        # An evicted client's socket is closed, and the proxy relays on.
+        assert (await trioconfd.query(KEY, [proxy.address], RequestType.PING, timeout=5)).ok
+
+
+@pytest.mark.parametrize(
+    ("upstream", "error", "match"),
+    [
+        (("127.0.0.1", 70000), ConfdArgumentError, "port"),
+        ("127.0.0.1:1814", ConfdArgumentTypeError, "a \\(host, port\\) pair"),
+        ((1234, 1814), ConfdArgumentTypeError, "a \\(host, port\\) pair"),
+        (("::1", 1814), ConfdArgumentError, "no IPv4 address"),
+    ],
+)
+async def test_a_bad_upstream_is_refused_as_the_proxy_opens(
+    upstream: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        async with open_fault_proxy(upstream):  # type: ignore[arg-type]
+            pass
+
+
+async def test_faults_of_the_wrong_type_are_refused_naming_them() -> None:
+    async with open_confd_server(CONFIG, KEY) as server, open_fault_proxy(server.address) as proxy:
+        with pytest.raises(ConfdArgumentTypeError, match="to_server must be a Faults"):
+            proxy.to_server = None  # type: ignore[assignment]
+        with pytest.raises(ConfdArgumentTypeError, match="to_client must be a Faults"):
+            proxy.to_client = {"drop": 1.0}  # type: ignore[assignment]
+    with pytest.raises(ConfdArgumentTypeError, match="hold_limit must be"):
+        Faults(hold_limit="0.1")  # type: ignore[arg-type]
+    with pytest.raises(ConfdArgumentTypeError, match="delay_range's low must be"):
+        Faults(delay_range=("0", "1"))  # type: ignore[arg-type]
+    with pytest.raises(ConfdArgumentTypeError, match="delay_range must be a \\(low, high\\) pair"):
+        Faults(delay_range=(0,))  # type: ignore[arg-type]

@@ -134,3 +134,23 @@ async def test_a_bad_config_is_its_own_error_not_a_busy_port() -> None:
         async with open_confd_cluster({"cluster": {}}):
             pass
     assert "no port was free" not in str(refused.value)
+    # One that loads, but that no server can index (a node without a name).
+    from trioconfd.testing import make_cluster_config
+
+    nameless = make_cluster_config()
+    del next(iter(nameless["nodes"].values()))["name"]
+    with pytest.raises(ConfdError, match="the server can read") as refused:
+        async with open_confd_cluster(nameless):
+            pass
+    assert "no port was free" not in str(refused.value)
+
+
+async def test_a_server_port_out_of_range_is_a_clear_error() -> None:
+    import pytest
+
+    from trioconfd import ConfdArgumentError
+    from trioconfd.testing import make_cluster_config, open_confd_server
+
+    with pytest.raises(ConfdArgumentError, match="the server's port must be an integer"):
+        async with open_confd_server(make_cluster_config(), b"k", port=70000):
+            pass

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +88,34 @@ async def test_bad_configurations_are_refused(
         with pytest.raises(ConfdError, match=message):
             server.set_config(path)
         assert server.serial == 1  # the old configuration is still served
+
+
+async def test_a_configuration_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    # Read in the event loop, a FIFO nobody writes to blocked it for good
+    # (trioconfd serve hung, and Ctrl-C could not stop it).
+    fifo = tmp_path / "config.data"
+    os.mkfifo(fifo)
+
+    def unblock_a_regression() -> None:
+        # Were it read again, its reader would wait for a writer for good (the
+        # event loop with it: no Trio timeout fires). One comes after 5 s, so
+        # that such a regression fails this test instead of hanging the suite.
+        time.sleep(5)
+        for _ in range(2):
+            with contextlib.suppress(OSError):
+                descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                os.write(descriptor, b"{}")
+                os.close(descriptor)
+
+    threading.Thread(target=unblock_a_regression, daemon=True).start()
+    with trio.fail_after(5):
+        with pytest.raises(ConfdError, match="not a regular file"):
+            async with open_confd_server(fifo, KEY):
+                pass
+        async with open_confd_server(make_cluster_config(), KEY) as server:
+            with pytest.raises(ConfdError, match="not a regular file"):
+                server.set_config(fifo)
+            assert server.serial == 1
 
 
 async def test_bind_failure_is_a_clear_error() -> None:

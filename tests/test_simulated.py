@@ -23,6 +23,7 @@ from trioconfd.testing import (
     make_cluster_config,
     open_simulated_cluster,
 )
+from trioconfd.testing._faults import DirectionStats, decide
 
 KEY = b"simulated key\n"
 CONFIG = make_cluster_config(serial=5)
@@ -191,6 +192,24 @@ async def test_bad_cluster_arguments() -> None:
         SimulatedNetwork(latency=0)
 
 
+@pytest.mark.parametrize("configs", [CONFIG, "config.data"])
+async def test_one_config_where_a_list_is_due_is_a_clear_error(configs: Any) -> None:
+    # Iterated, a dict gave its keys and a path its characters, each read as
+    # a file ("cannot read the configuration cluster").
+    with pytest.raises(trioconfd.ConfdArgumentTypeError, match="configs must be a list"):
+        async with open_simulated_cluster(configs, KEY):
+            pass
+
+
+async def test_faults_of_the_wrong_type_are_refused_as_they_are_set() -> None:
+    async with open_simulated_cluster([CONFIG], KEY) as cluster:
+        with pytest.raises(trioconfd.ConfdArgumentTypeError, match="to_client must be a Faults"):
+            cluster.set_faults(0, to_client={"drop": 1.0})  # type: ignore[arg-type]
+    with pytest.raises(trioconfd.ConfdArgumentTypeError, match="to_server must be a Faults"):
+        async with open_simulated_cluster([CONFIG], KEY, to_server=0.5):  # type: ignore[arg-type]
+            pass
+
+
 async def test_simulated_sockets_behave_like_udp_sockets() -> None:
     network = SimulatedNetwork(seed=0)
     async with trio.open_nursery() as nursery:
@@ -217,6 +236,37 @@ async def test_simulated_sockets_behave_like_udp_sockets() -> None:
             await one.sendto(b"x", ("127.0.0.5", 9))
         two.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_datagram_held_for_reordering_goes_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Out at hold_limit since nothing followed it, it went again just after
+    # the next datagram, uncounted.
+    network = SimulatedNetwork(seed=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        receiver, sender = network.socket(), network.socket()
+        await receiver.bind(("127.0.0.5", 9))
+        network.link(("127.0.0.5", 9)).to_server.faults = Faults(reorder=1.0, hold_limit=0.05)
+        await sender.sendto(b"first", ("127.0.0.5", 9))
+        await trio.sleep(1)
+        await sender.sendto(b"second", ("127.0.0.5", 9))  # held too, out at hold_limit
+        await trio.sleep(1)
+        arrived = []
+        with trio.move_on_after(1):
+            while True:
+                arrived.append((await receiver.recvfrom(16))[0])
+        assert arrived == [b"first", b"second"]
+        stats = network.link(("127.0.0.5", 9)).to_server.stats
+        assert (stats.forwarded, stats.reordered, stats.duplicated) == (2, 2, 0)
+        nursery.cancel_scope.cancel()
+
+
+def test_a_duplicate_drawn_with_a_reorder_is_neither_made_nor_counted() -> None:
+    stats = DirectionStats()
+    fate = decide(Faults(duplicate=1.0, reorder=1.0), random.Random(0), b"x", stats, can_hold=True)
+    assert (fate.copies, fate.held, stats.duplicated, stats.reordered) == (1, True, 0, 1)
 
 
 async def test_a_simulated_send_goes_before_its_task_yields_as_trio_sockets_do() -> None:

@@ -15,7 +15,7 @@ from ..protocol import (
     format_address,
 )
 from ._ganeti import free_udp_port
-from ._server import ConfdServer, ConfigSource, load_config, open_confd_server
+from ._server import ConfdServer, ConfigSource, answers_for, load_config, open_confd_server
 
 # Ports tried before giving up: a free port on 127.0.0.1 is rarely taken on
 # 127.0.0.2 and .3, but it can be.
@@ -79,8 +79,11 @@ async def open_confd_cluster(
         configs = [config] * size
     if not configs:
         raise ConfdArgumentError("a cluster needs at least one config")
-    # Read now, so that a bad config is its own error, not a bind that "failed".
+    # Read (and indexed, as each server will) now, so that a bad config is
+    # its own error, not a bind that "failed" twenty times.
     configs = [load_config(one) for one in configs]
+    for one in configs:
+        answers_for(one)
     if hmac_key is None:
         key = secrets.token_hex(20).encode() + b"\n"
     elif isinstance(hmac_key, bytes | str):

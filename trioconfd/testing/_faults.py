@@ -10,7 +10,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from ..protocol import ConfdArgumentError
+from ..protocol import ConfdArgumentError, ConfdArgumentTypeError
+from ..protocol._numbers import as_number
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -38,13 +39,27 @@ class Faults:
     def __post_init__(self) -> None:
         for name in ("drop", "duplicate", "reorder", "delay", "corrupt"):
             _check_rate(name, getattr(self, name))
-        low, high = self.delay_range
+        if not isinstance(self.delay_range, tuple | list) or len(self.delay_range) != 2:
+            raise ConfdArgumentTypeError(
+                f"delay_range must be a (low, high) pair of seconds, not {self.delay_range!r}"
+            )
+        rule = "0 <= low <= high, in seconds"
+        low = as_number("delay_range's low", self.delay_range[0], rule)
+        high = as_number("delay_range's high", self.delay_range[1], rule)
         if not 0 <= low <= high or not math.isfinite(high):
             raise ConfdArgumentError(
                 f"delay_range must be 0 <= low <= high, not {self.delay_range}"
             )
-        if not 0 < self.hold_limit < math.inf:
+        hold_limit = as_number("hold_limit", self.hold_limit, "a positive number of seconds")
+        if not 0 < hold_limit < math.inf:
             raise ConfdArgumentError(f"hold_limit must be positive, not {self.hold_limit}")
+
+
+def check_faults(value: object, what: str) -> Faults:
+    """``value``, if it is a :class:`Faults`; else an error naming ``what``."""
+    if not isinstance(value, Faults):
+        raise ConfdArgumentTypeError(f"{what} must be a Faults, not {value!r}")
+    return value
 
 
 @dataclass
@@ -58,6 +73,9 @@ class DirectionStats:
     reordered: int = 0
     delayed: int = 0
     corrupted: int = 0
+    #: to a client's upstream socket from another address than the server's:
+    #: not relayed (a forged reply would pass for the server's)
+    strays: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +116,11 @@ def decide(
         mutable[position] ^= flip
         datagram = bytes(mutable)
     copies = 2 if duplicated else 1
-    stats.duplicated += copies - 1
     if reordered and can_hold:
+        # Held back, it goes once (a duplicate drawn with it is not made).
         stats.reordered += 1
         return Fate(datagram, 1, None, held=True)
+    stats.duplicated += copies - 1
     if delayed:
         stats.delayed += 1
         return Fate(datagram, copies, delay, held=False)

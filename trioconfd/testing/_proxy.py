@@ -13,6 +13,7 @@ import functools
 import logging
 import random
 import socket as stdlib_socket
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,11 +23,15 @@ import trio
 
 from .._tasks import background_tasks
 from .._udp import receive_datagram
-from ..protocol import format_address
-from ._faults import DirectionStats, Faults, decide
+from ..client import check_port
+from ..protocol import ConfdArgumentError, ConfdArgumentTypeError, format_address
+from ._faults import DirectionStats, Faults, check_faults, decide
 
 _RECEIVE_SIZE = 65536
 _LOGGER = logging.getLogger(__name__)
+#: Clients with an upstream socket of their own at once; past this many, the
+#: one heard from longest ago loses its socket (and any reply still due to it).
+MAX_CLIENTS = 256
 
 
 def _relay_on(error: OSError) -> None:
@@ -60,7 +65,8 @@ class FaultProxy:
         self._nursery = nursery
         self._outbound = _Direction(to_server, random.Random(f"{seed}:to_server"))
         self._inbound = _Direction(to_client, random.Random(f"{seed}:to_client"))
-        self._sockets: dict[Any, trio.socket.SocketType] = {}
+        # By client, the one heard from longest ago first.
+        self._sockets: OrderedDict[Any, trio.socket.SocketType] = OrderedDict()
 
     def __repr__(self) -> str:
         try:
@@ -83,7 +89,7 @@ class FaultProxy:
 
     @to_server.setter
     def to_server(self, faults: Faults) -> None:
-        self._outbound.faults = faults
+        self._outbound.faults = check_faults(faults, "to_server")
 
     @property
     def to_client(self) -> Faults:
@@ -91,7 +97,7 @@ class FaultProxy:
 
     @to_client.setter
     def to_client(self, faults: Faults) -> None:
-        self._inbound.faults = faults
+        self._inbound.faults = check_faults(faults, "to_client")
 
     @property
     def stats(self) -> dict[str, DirectionStats]:
@@ -106,12 +112,27 @@ class FaultProxy:
             datagram, client = received
             upstream = self._sockets.get(client)
             if upstream is None:
-                upstream = await self._open_upstream(client)
+                try:
+                    upstream = await self._open_upstream(client)
+                except OSError as exc:  # out of file descriptors, say: this one is lost
+                    self._outbound.stats.received += 1
+                    self._outbound.stats.dropped += 1
+                    _LOGGER.debug("no upstream socket for %s: %s", client, exc)
+                    continue
+            else:
+                self._sockets.move_to_end(client)
             await self._apply(self._outbound, datagram, upstream, self._upstream)
 
     async def _open_upstream(self, client: Any) -> trio.socket.SocketType:
+        if len(self._sockets) >= MAX_CLIENTS:
+            _, oldest = self._sockets.popitem(last=False)
+            oldest.close()  # its relay task ends
         sock = trio.socket.socket(self._listener.family, stdlib_socket.SOCK_DGRAM)
-        await sock.bind((self.address[0], 0))
+        try:
+            await sock.bind((self.address[0], 0))
+        except BaseException:
+            sock.close()
+            raise
         self._sockets[client] = sock
         self._nursery.start_soon(self._relay_to_client, sock, client)
         return sock
@@ -122,7 +143,11 @@ class FaultProxy:
                 received = await receive_datagram(upstream, _RECEIVE_SIZE, _relay_on)
                 if received is None:
                     return
-                datagram = received[0]
+                datagram, sender = received
+                if sender[:2] != self._upstream:
+                    # Not the server's: relayed, it would pass for its reply.
+                    self._inbound.stats.strays += 1
+                    continue
                 await self._apply(self._inbound, datagram, self._listener, client)
 
     async def _apply(
@@ -155,6 +180,8 @@ class FaultProxy:
             try:
                 await sock.sendto(datagram, to)
                 way.stats.forwarded += 1
+            except trio.ClosedResourceError:
+                return  # its client's socket was taken for another (MAX_CLIENTS): lost
             except OSError as exc:
                 # That address refused this datagram (unreachable, too large,
                 # gone): a network loses it, and the proxy relays on.
@@ -201,20 +228,44 @@ async def open_fault_proxy(
 ) -> AsyncIterator[FaultProxy]:
     """Relay datagrams to ``upstream`` with faults injected in each direction.
 
+    ``upstream`` is a (host, port) pair of the family of ``host`` (the
+    proxy's own address), resolved once. Only datagrams from it go back to
+    the clients (others are counted as ``strays``). Each client has an
+    upstream socket of its own, :data:`MAX_CLIENTS` at most.
     ``proxy.to_server`` and ``proxy.to_client`` can be changed while it runs.
     """
     family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
+    server = await _upstream_address(upstream, family)
+    to_server = Faults() if to_server is None else check_faults(to_server, "to_server")
+    to_client = Faults() if to_client is None else check_faults(to_client, "to_client")
     listener = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
     with listener:
         await listener.bind((host, port))
         async with background_tasks() as nursery:
             proxy = FaultProxy(
                 listener,
-                upstream,
-                to_server=to_server or Faults(),
-                to_client=to_client or Faults(),
+                server,
+                to_server=to_server,
+                to_client=to_client,
                 seed=seed,
                 nursery=nursery,
             )
             nursery.start_soon(proxy._relay_from_clients)
             yield proxy
+
+
+async def _upstream_address(upstream: object, family: int) -> tuple[str, int]:
+    """``upstream`` checked and resolved to the address its replies come from."""
+    if not (isinstance(upstream, tuple) and len(upstream) == 2 and isinstance(upstream[0], str)):
+        raise ConfdArgumentTypeError(f"upstream must be a (host, port) pair, not {upstream!r}")
+    host, port = upstream
+    port = check_port(port, f"the port of upstream {upstream!r}")
+    version = 6 if family == stdlib_socket.AF_INET6 else 4
+    try:
+        found = await trio.socket.getaddrinfo(host, port, family, stdlib_socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConfdArgumentError(
+            f"upstream {host!r} has no IPv{version} address, the proxy's family: {exc}"
+        ) from None
+    address = found[0][4]
+    return (str(address[0]), int(address[1]))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import socket as stdlib_socket
+import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import trio
 
 from .._tasks import background_tasks
 from .._udp import ask_for_a_large_receive_buffer, receive_datagram
+from ..client import check_port
 from ..protocol import (
     MAX_REQUEST_SIZE,
     ConfdClientError,
@@ -37,6 +40,17 @@ _LOGGER = logging.getLogger("trioconfd.testing.server")
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, if it is a regular file: a FIFO (or a device) would
+    block the event loop, waiting for a writer, for as long as none comes."""
+    # Opened without blocking, then asked what it is: no race with a rename.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device, a directory?)")
+        return file.read()
+
+
 def load_config(source: ConfigSource) -> Mapping[str, Any]:
     """The configuration ``source`` names, parsed; a clear error if it is not one."""
     if isinstance(source, Mapping):
@@ -44,7 +58,7 @@ def load_config(source: ConfigSource) -> Mapping[str, Any]:
     else:
         path = Path(source)
         try:
-            config = json.loads(path.read_bytes())
+            config = json.loads(_read_regular_file(path))
         except OSError as exc:
             raise ConfdError(f"cannot read the configuration {path}: {exc.strerror}") from None
         except ValueError as exc:
@@ -188,6 +202,8 @@ async def open_confd_server(
     messages. ``server.set_config`` swaps the configuration live.
     """
     key = as_hmac_key(hmac_key)
+    if not (type(port) is int and port == 0):  # 0: any free port
+        port = check_port(port, "the server's port")
     family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
     sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
     with sock:

@@ -180,7 +180,9 @@ class SimulatedNetwork(trio.abc.SocketFactory):
         if not link.up:
             link.stats.lost_while_down += 1
             return
-        fate = decide(way.faults, way.rng, datagram, way.stats, can_hold=way.held is None)
+        # (One held that went out at hold_limit holds nothing back now.)
+        holding = way.held is not None and not way.held.cancelled
+        fate = decide(way.faults, way.rng, datagram, way.stats, can_hold=not holding)
         if not fate.copies:
             return
         at = now + self.latency + (fate.delay or 0.0)
@@ -191,19 +193,21 @@ class SimulatedNetwork(trio.abc.SocketFactory):
                 return  # the peer's queue is full: dropped
             at = served_at
         if fate.held:
-            # Out at hold_limit at the latest, or just after the next datagram.
+            # Out at hold_limit at the latest, or just after the next datagram
+            # (counted now: it goes once, either way).
             way.held = self._queue_delivery(
                 now + self.latency + way.faults.hold_limit, source, destination, fate.datagram
             )
+            way.stats.forwarded += 1
             return
         for _ in range(fate.copies):
             self._queue_delivery(at, source, destination, fate.datagram)
         way.stats.forwarded += fate.copies
         held, way.held = way.held, None
         if held is not None and not held.cancelled:
+            # Not out at hold_limit yet: it goes just after this one instead.
             held.cancelled = True
             self._queue_delivery(at, held.source, held.destination, held.datagram)
-            way.stats.forwarded += 1
 
     def _queue_delivery(
         self, at: float, source: Endpoint, destination: Endpoint, datagram: bytes
@@ -243,6 +247,9 @@ class SimulatedNetwork(trio.abc.SocketFactory):
                 delivery = heapq.heappop(queue)
                 if not delivery.cancelled:
                     self._deliver(delivery)
+                    # Done: a datagram held for reordering, out at hold_limit,
+                    # is not sent again after the next one.
+                    delivery.cancelled = True
                     next_free = now + _SPACING
             self._wake_at = max(queue[0].at, next_free) if queue else math.inf
             self._changed = trio.Event()

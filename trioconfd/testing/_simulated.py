@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -10,9 +11,9 @@ import trio
 
 from .._tasks import background_tasks
 from ..client import check_port
-from ..protocol import ConfdArgumentError, KeyLike
+from ..protocol import ConfdArgumentError, ConfdArgumentTypeError, KeyLike
 from ._capacity import Capacity
-from ._faults import Faults
+from ._faults import Faults, check_faults
 from ._server import ConfdServer, ConfigSource, open_confd_server
 from ._simnet import Endpoint, LinkStats, SimulatedNetwork
 
@@ -85,9 +86,9 @@ class SimulatedCluster:
         """Change the faults of the link to peer ``index`` (None: leave that way as it is)."""
         link = self.network.link(self.peers[self._index(index)])
         if to_server is not None:
-            link.to_server.faults = to_server
+            link.to_server.faults = check_faults(to_server, "to_server")
         if to_client is not None:
-            link.to_client.faults = to_client
+            link.to_client.faults = check_faults(to_client, "to_client")
 
     def set_capacity(self, index: int, capacity: Capacity | None) -> None:
         """Peer ``index`` serves requests at ``capacity`` from now on (None: unbounded)."""
@@ -138,12 +139,21 @@ async def open_simulated_cluster(
     :class:`Capacity`) makes every peer serve requests at a rate, dropping
     what does not fit in its queue: a cluster that can be overloaded.
     """
+    if isinstance(configs, Mapping | str | bytes | os.PathLike):
+        raise ConfdArgumentTypeError(
+            "configs must be a list of configurations (one a peer), "
+            f"not one {type(configs).__name__}"
+        )
     if not configs:
         raise ConfdArgumentError("a simulated cluster needs at least one config")
     port = check_port(port)
     network = SimulatedNetwork(seed, latency=latency)
-    network.default_to_server = to_server or Faults()
-    network.default_to_client = to_client or Faults()
+    network.default_to_server = (
+        Faults() if to_server is None else check_faults(to_server, "to_server")
+    )
+    network.default_to_client = (
+        Faults() if to_client is None else check_faults(to_client, "to_client")
+    )
     previous = trio.socket.set_custom_socket_factory(network)
     try:
         async with background_tasks() as nursery, AsyncExitStack() as stack:
