@@ -251,3 +251,17 @@ async def test_faults_of_the_wrong_type_are_refused_naming_them() -> None:
         Faults(delay_range=("0", "1"))  # type: ignore[arg-type]
     with pytest.raises(ConfdArgumentTypeError, match="delay_range must be a \\(low, high\\) pair"):
         Faults(delay_range=(0,))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("upstream_host", ["0.0.0.0", "127.0.0.2"])
+async def test_a_server_on_a_wildcard_address_is_relayed_from_where_it_answers(
+    upstream_host: str,
+) -> None:
+    # Bound to 0.0.0.0, the server answers from 127.0.0.1 whatever address
+    # the proxy wrote to: that is the server, not a stray.
+    async with open_confd_server(CONFIG, KEY, host="0.0.0.0") as server:
+        upstream = (upstream_host, server.address[1])
+        async with open_fault_proxy(upstream) as proxy:
+            result = await trioconfd.query(KEY, [proxy.address], RequestType.PING, timeout=5)
+            assert result.ok
+            assert proxy.stats["to_client"].strays == 0

@@ -10,6 +10,7 @@ generator seeded from ``seed``, so a run can be repeated exactly.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import random
 import socket as stdlib_socket
@@ -62,6 +63,7 @@ class FaultProxy:
     ) -> None:
         self._listener = listener
         self._upstream = upstream
+        self._upstream_ip = ipaddress.ip_address(upstream[0])
         self._nursery = nursery
         self._outbound = _Direction(to_server, random.Random(f"{seed}:to_server"))
         self._inbound = _Direction(to_client, random.Random(f"{seed}:to_client"))
@@ -144,11 +146,22 @@ class FaultProxy:
                 if received is None:
                     return
                 datagram, sender = received
-                if sender[:2] != self._upstream:
+                if not self._from_upstream(sender):
                     # Not the server's: relayed, it would pass for its reply.
                     self._inbound.stats.strays += 1
                     continue
                 await self._apply(self._inbound, datagram, self._listener, client)
+
+    def _from_upstream(self, sender: Any) -> bool:
+        """Whether ``sender`` is the server: its address and port. A server on
+        a wildcard address answers from whichever of this machine's addresses
+        routes back; one on a loopback address, from the main loopback one."""
+        host, port = sender[0], sender[1]
+        if port != self._upstream[1]:
+            return False
+        if host == self._upstream[0] or self._upstream_ip.is_unspecified:
+            return True
+        return self._upstream_ip.is_loopback and _is_loopback(host)
 
     async def _apply(
         self, way: _Direction, datagram: bytes, sock: trio.socket.SocketType, to: Any
@@ -181,7 +194,8 @@ class FaultProxy:
                 await sock.sendto(datagram, to)
                 way.stats.forwarded += 1
             except trio.ClosedResourceError:
-                return  # its client's socket was taken for another (MAX_CLIENTS): lost
+                way.stats.dropped += 1  # its client's socket went to another (MAX_CLIENTS)
+                return
             except OSError as exc:
                 # That address refused this datagram (unreachable, too large,
                 # gone): a network loses it, and the proxy relays on.
@@ -269,3 +283,10 @@ async def _upstream_address(upstream: object, family: int) -> tuple[str, int]:
         ) from None
     address = found[0][4]
     return (str(address[0]), int(address[1]))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
