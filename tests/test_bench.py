@@ -340,3 +340,33 @@ async def test_a_bench_of_silent_peers_says_what_happened(key_file: Path) -> Non
     figures = json.loads(as_json.stdout)  # valid JSON: null, not NaN
     assert figures["sequential"]["p50_ms"] is None
     assert figures["sequential"]["timeouts"] == 2
+
+
+def test_a_ctrl_c_as_a_phase_ends_leaves_the_next_one_out(
+    key_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C as the first phase ends: the second began, and was cancelled
+    # before any query ended; it was printed with 0 queries.
+    from trioconfd.cli import _bench
+
+    real_sequential = _bench.sequential
+
+    async def sequential_then_ctrl_c(*args: Any) -> None:
+        await real_sequential(*args)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(_bench, "sequential", sequential_then_ctrl_c)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_peer:
+        silent_peer.bind(("127.0.0.1", 0))
+        code = cli_main.main(
+            [
+                "bench", f"--peer=127.0.0.1:{silent_peer.getsockname()[1]}",
+                "--key-file", str(key_file), "--requests", "2", "--concurrency", "2",
+                "--timeout", "0.05", "--json",
+            ]
+        )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == EXIT_INTERRUPTED, captured.err
+    figures = json.loads(captured.out)
+    assert list(figures) == ["sequential"]
+    assert figures["sequential"]["queries"] == 2

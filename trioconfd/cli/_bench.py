@@ -170,8 +170,9 @@ async def run_bench(
                     ("sequential", "sequential", sequential),
                     (f"{args.concurrency} in flight", "concurrent", concurrent),
                 ):
+                    if run.cancel_called:
+                        break  # a Ctrl-C between two phases: the next never starts
                     phase = Phase(name)
-                    phases.append(phase)
                     progress = Progress(err, label, args.requests, args.progress_interval)
                     start = time.perf_counter()
                     try:
@@ -181,6 +182,9 @@ async def run_bench(
                         if run.cancel_called:
                             phase.interrupted = True
                             progress.interrupted()
+                        # One a Ctrl-C stopped before any query ended never ran.
+                        if phase.done or not phase.interrupted:
+                            phases.append(phase)
             interrupted = run.cancel_called
             nursery.cancel_scope.cancel()
         _print_figures(phases, args.json, out)
