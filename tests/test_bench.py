@@ -246,6 +246,19 @@ async def test_ctrl_c_at_any_point_of_a_run_ends_it_without_a_traceback(
     assert codes[0] == EXIT_INTERRUPTED  # the early ones did interrupt it
 
 
+def _bench_two_queries_to_a_silent_peer(key_file: Path) -> int:
+    """``trioconfd bench --json``, two queries a phase to a peer that never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_peer:
+        silent_peer.bind(("127.0.0.1", 0))
+        return cli_main.main(
+            [
+                "bench", f"--peer=127.0.0.1:{silent_peer.getsockname()[1]}",
+                "--key-file", str(key_file), "--requests", "2", "--concurrency", "2",
+                "--timeout", "0.05", "--json",
+            ]
+        )  # fmt: skip
+
+
 def test_a_ctrl_c_as_the_run_ends_is_an_interruption_not_a_traceback(
     key_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,15 +286,7 @@ def test_a_ctrl_c_as_the_run_ends_is_an_interruption_not_a_traceback(
             return trio.run(function, *args, instruments=[instrument])
 
     monkeypatch.setattr(cli_main, "trio", TrioWithTheInstrument())
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_peer:
-        silent_peer.bind(("127.0.0.1", 0))
-        code = cli_main.main(
-            [
-                "bench", f"--peer=127.0.0.1:{silent_peer.getsockname()[1]}",
-                "--key-file", str(key_file), "--requests", "2", "--concurrency", "2",
-                "--timeout", "0.05", "--json",
-            ]
-        )  # fmt: skip
+    code = _bench_two_queries_to_a_silent_peer(key_file)
     assert instrument.steps == 2
     captured = capsys.readouterr()
     assert code == EXIT_INTERRUPTED, captured.err
@@ -356,15 +361,7 @@ def test_a_ctrl_c_as_a_phase_ends_leaves_the_next_one_out(
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(_bench, "sequential", sequential_then_ctrl_c)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_peer:
-        silent_peer.bind(("127.0.0.1", 0))
-        code = cli_main.main(
-            [
-                "bench", f"--peer=127.0.0.1:{silent_peer.getsockname()[1]}",
-                "--key-file", str(key_file), "--requests", "2", "--concurrency", "2",
-                "--timeout", "0.05", "--json",
-            ]
-        )  # fmt: skip
+    code = _bench_two_queries_to_a_silent_peer(key_file)
     captured = capsys.readouterr()
     assert code == EXIT_INTERRUPTED, captured.err
     figures = json.loads(captured.out)
