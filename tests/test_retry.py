@@ -94,3 +94,21 @@ def test_every_interval_is_finite_positive_capped_and_growing(
     interval = policy.interval(retransmission)
     assert 0 < interval <= max_interval
     assert interval <= policy.interval(retransmission + 1)
+
+
+def test_a_policy_copied_with_changes_schedules_by_its_own_fields() -> None:
+    # What every schedule reads of its policy is worked out as the policy is
+    # made: a copy made by dataclasses.replace must work it out anew.
+    import dataclasses
+
+    from trioconfd.protocol import SendSchedule
+
+    peer, spare = ("127.0.0.1", 1), ("127.0.0.2", 1)
+    slow = dataclasses.replace(RetryPolicy(), initial=0.3, hedge_after=None)
+    assert SendSchedule(slow, [peer], 10.0, 1, [peer, spare]).wake_at == pytest.approx(10.3)
+    hedging = dataclasses.replace(slow, hedge_after=0.2)
+    assert SendSchedule(hedging, [peer], 10.0, 1, [peer, spare]).wake_at == pytest.approx(10.2)
+    off = dataclasses.replace(hedging, enabled=False)
+    assert SendSchedule(off, [peer], 10.0, 1, [peer, spare]).wake_at == float("inf")
+    assert off == RetryPolicy(initial=0.3, hedge_after=0.2, enabled=False)
+    assert "_first_wait" not in repr(off)

@@ -456,7 +456,7 @@ class Router:
         try:
             # A reply to no request in flight (late, or forged) is dropped
             # on its envelope: its signature and message are never read.
-            reply, salt = unpack_reply(datagram, self.key, awaited=table)
+            reply, salt = unpack_reply(datagram, self.key, table)
         except ConfdUnknownSaltError as exc:
             stats.unknown_salt += 1
             self.log.log(

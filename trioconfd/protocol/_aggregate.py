@@ -313,7 +313,7 @@ class ReplyAggregator:
     __slots__ = ("_by_serial", "_seen", "best", "consistent", "needed", "replies", "sent")
 
     def __init__(
-        self, sent: int, quorum: QuorumRule = needed_replies, *, needed: int | None = None
+        self, sent: int, quorum: QuorumRule = needed_replies, needed: int | None = None
     ) -> None:
         self.sent = sent
         self.needed = quorum_of(quorum, sent) if needed is None else needed

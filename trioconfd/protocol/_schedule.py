@@ -128,12 +128,11 @@ class SendSchedule:
         "wake_at",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - a query passes them by position: ~40 ns a keyword
         self,
         policy: RetryPolicy,
         targets: Sequence[Address],
         now: float,
-        *,
         needed: int,
         peers: Sequence[Address] = (),
         estimate_of: Callable[[Address], RttEstimate] | None = None,
@@ -144,13 +143,20 @@ class SendSchedule:
         # How far the client's reading lagged behind arrivals as it first sent:
         # a reply that comes in time may wait unread that long. (At most
         # max_timeout: a wall clock stepped forward makes stamps look old.)
-        self._lag = min(lag, policy.max_timeout) if 0.0 < lag < math.inf else 0.0
-        self._adaptive = policy.enabled and policy.adaptive and estimate_of is not None
+        if not 0.0 < lag < math.inf:
+            lag = 0.0
+        elif lag > policy.max_timeout:
+            lag = policy.max_timeout
+        self._lag = lag
+        # (What the policy implies for every schedule is worked out once, as
+        # it is made: see RetryPolicy's derived fields.)
+        adaptive = policy._adapts and estimate_of is not None
+        self._adaptive = adaptive
         self._needed = needed
         self._received = 0
         self._peers = peers
         self._choose = choose
-        self._estimate_of = estimate_of if self._adaptive else None
+        self._estimate_of = estimate_of if adaptive else None
         self._targets = targets
         self._started = now
         self._deferred = False
@@ -162,22 +168,28 @@ class SendSchedule:
         # differ, or when the first retransmission is due.
         self._answered: Answered = ()
         self._silent: dict[Address, _Sends] | None = None
-        hedge_after = policy.hedge_after
-        if not policy.enabled or hedge_after is None or len(peers) <= len(targets):
-            self._hedge_at = math.inf
+        hedge_after = policy._hedge_delay
+        if hedge_after is None or len(peers) <= len(targets):
+            self._hedge_at = hedge_at = math.inf
         else:
-            self._hedge_at = now + hedge_after + self._lag
-        first = policy.interval(1) if policy.enabled else math.inf
-        self._first_at = now + first + self._lag
-        learned = self._estimate_of
-        if learned is not None:
+            self._hedge_at = hedge_at = now + hedge_after + lag
+        first = policy._first_wait
+        self._first_at = first_at = now + first + lag
+        if adaptive:
+            learned = estimate_of
+            assert learned is not None
             cap = policy.max_timeout
             for peer in targets:
                 if min(learned(peer).timeout, cap) > first:
                     # A peer known to be slow waits longer: each its own time.
                     self._materialize()
-                    break
-        self.wake_at = self._earliest()
+                    self.wake_at = self._earliest()
+                    return
+        # What _earliest() says of a schedule not yet materialized, nothing answered.
+        wake_at = first_at if targets else math.inf
+        if needed > 0 and hedge_at < wake_at:
+            wake_at = hedge_at
+        self.wake_at = wake_at
 
     @property
     def silent(self) -> list[Address]:
