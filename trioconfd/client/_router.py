@@ -36,13 +36,12 @@ from ..protocol import (
     ConfdClientError,
     ConfdMalformedError,
     ConfdSignatureError,
-    ConfdUnknownSaltError,
     HmacKey,
     PeerReply,
     RttEstimate,
-    unpack_reply,
 )
 from ..protocol._aggregate import with_answered
+from ..protocol._wire import read_awaited_reply
 from ._admission import Admission
 from ._channels import ChannelPool
 from ._entry import RoutingEntry
@@ -456,17 +455,7 @@ class Router:
         try:
             # A reply to no request in flight (late, or forged) is dropped
             # on its envelope: its signature and message are never read.
-            reply, salt = unpack_reply(datagram, self.key, table)
-        except ConfdUnknownSaltError as exc:
-            stats.unknown_salt += 1
-            self.log.log(
-                "replies to no outstanding request",
-                logging.DEBUG,
-                "discarding a reply from %s for unknown salt %r",
-                sender,
-                exc.salt[:80],  # not authenticated: any length
-            )
-            return
+            found = read_awaited_reply(datagram, self.key, table)
         except ConfdMalformedError as exc:
             stats.malformed += 1
             self.log.log(
@@ -487,6 +476,17 @@ class Router:
                 exc,
             )
             return
+        if isinstance(found, str):  # the salt of no request in flight
+            stats.unknown_salt += 1
+            self.log.log(
+                "replies to no outstanding request",
+                logging.DEBUG,
+                "discarding a reply from %s for unknown salt %r",
+                sender,
+                found[:80],  # not authenticated: any length
+            )
+            return
+        reply, salt = found
         route = table[salt]
         if route.accepts_until != _NO_END and self.now() >= route.accepts_until:
             # A stream's, past its deadline: its verdict is the deadline's,
