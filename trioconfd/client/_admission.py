@@ -182,7 +182,7 @@ class PeerWindow:
         self._admission.go_on(waiter, self, self.window.take())
 
     @trio.lowlevel.enable_ki_protection  # as CapacityLimiter.release
-    def give_back(self, *, answered: bool) -> None:
+    def give_back(self, answered: bool) -> None:
         """Return a place; the next waiters get what room there is.
 
         With none waiting here, a sample waiting for another (full) window
@@ -193,7 +193,7 @@ class PeerWindow:
         again while it waits, see :meth:`Admission.go_on`.)
         """
         window = self.window
-        window.give_back(answered=answered)
+        window.give_back(answered)
         line = self.line
         admission = self._admission
         if not line and not admission.samples_waiting and not admission.skippers:
@@ -319,7 +319,7 @@ class Places:
         if hold is None:
             return
         window, _, count, _ = hold
-        window.give_back(answered=True)
+        window.give_back(True)  # answered
         if count > 1:  # retransmissions and hedges took more
             for _ in range(count - 1):
                 window.give_back(answered=False)
@@ -351,7 +351,7 @@ class Places:
                 for _ in range(count):
                     window.give_back(answered=False)
 
-    def give_back(self, *, timed_out: bool) -> None:
+    def give_back(self, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
         held, self.held = self.held, {}
         for window, taken, count, answers in held.values():

@@ -73,6 +73,10 @@ def choose_targets(
 
     Everyone asked is ``peers`` itself (immutable: a query holds no copy of its own).
     """
+    if type(coverage) is int and (
+        coverage == -1 or (coverage == 0 and len(peers) <= DEFAULT_COVERAGE)
+    ):
+        return peers  # everyone is asked (checked without a call: this runs once a query)
     count = check_coverage(coverage, len(peers))
     if count == len(peers):
         return peers  # everyone is asked: nothing to draw

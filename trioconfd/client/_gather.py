@@ -496,9 +496,11 @@ class RequestInFlight(RoutingEntry):
             # What a wake left of the first fan-out never went.
             self._never_asked(self._first_send[1])
             self._first_send = None
-        return self.result(timed_out=not self.aggregator.quorum_reached)
+        aggregator = self.aggregator
+        timed_out = len(aggregator.replies) < aggregator.needed  # short of the quorum
+        return self.result(timed_out)
 
-    def result(self, *, timed_out: bool = False) -> QueryResult:
+    def result(self, timed_out: bool = False) -> QueryResult:
         """The verdict so far; without a quorum, with what the client saw meanwhile."""
         if self._places is None:
             return unsent_result(
@@ -510,8 +512,8 @@ class RequestInFlight(RoutingEntry):
             # peers it asked.)
             needed = self.aggregator.needed
             return QueryResult(None, (), 0, needed, True, True, timeout=self.timeout)
-        result = self.aggregator.result(timed_out=timed_out)
-        if result.quorum_reached:
+        result = self.aggregator.result(timed_out)
+        if len(result.replies) >= result.needed:  # the quorum (read without two properties)
             return result
         now = self._router.stats.discard_counts()
         discards = tuple(
@@ -573,8 +575,13 @@ class RequestInFlight(RoutingEntry):
             if unasked:  # nothing of theirs was lost
                 self._places.give_back_unasked(unasked)
             # Unanswered at the deadline, a request that went out was lost.
-            lost = self._sent and now >= self.deadline and not self.aggregator.quorum_reached
-            self._places.give_back(timed_out=lost)
+            aggregator = self.aggregator
+            lost = (
+                self._sent
+                and now >= self.deadline
+                and len(aggregator.replies) < aggregator.needed  # short of the quorum
+            )
+            self._places.give_back(lost)
         self._router.remove(self)
         unread = len(self.answered) + self._forged_unread - self._taken
         self._router.channels.recycle(

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import trio
@@ -62,6 +63,9 @@ _MULTIHOMED_HINT_AFTER = 3
 
 #: A routing entry's ``accepts_until`` when it takes replies for as long as it lasts.
 _NO_END = math.inf
+#: ``PeerReply(address, reply)`` made from its pair in one C call, not through the
+#: named tuple's Python ``__new__`` (once an accepted reply).
+_new_peer_reply = partial(tuple.__new__, PeerReply)
 
 #: Receive tasks taking turns on the client's socket.
 RECEIVE_TASKS = 4
@@ -521,7 +525,7 @@ class Router:
             window.answers += 1
             window.silent = False
         route.answered = with_answered(route.answered, address)
-        peer_reply = PeerReply(address, reply)
+        peer_reply = _new_peer_reply((address, reply))
         route.deliver(peer_reply)
         if self.on_reply is not None:
             self.on_reply(route, peer_reply)

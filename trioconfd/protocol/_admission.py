@@ -106,7 +106,7 @@ class Window:
         self.in_use += 1
         return self.round
 
-    def give_back(self, *, answered: bool) -> None:
+    def give_back(self, answered: bool) -> None:
         """Give a place back; ``answered``: the peer replied, and the window may grow.
 
         It grows only while it is in use (half full or more, counting only

@@ -376,7 +376,7 @@ class ReplyAggregator:
         """Every peer contacted has replied."""
         return len(self.replies) >= self.sent
 
-    def result(self, *, timed_out: bool = False) -> QueryResult:
+    def result(self, timed_out: bool = False) -> QueryResult:
         """The verdict so far."""
         # (best, replies, sent, needed, timed_out, consistent): by position,
         # as each query makes one.
