@@ -55,7 +55,9 @@ class ChannelPool:
             unread = statistics.current_buffer_used
         for _ in range(unread):
             receiver.receive_nowait()
-        spare = self._spare.setdefault(capacity, [])
+        spare = self._spare.get(capacity)
+        if spare is None:  # (not setdefault: its empty list would be made every time)
+            spare = self._spare[capacity] = []
         if len(spare) < _POOL_LIMIT:
             spare.append(pair)
 

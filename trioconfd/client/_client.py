@@ -225,9 +225,8 @@ class ConfdClient:
                 # waited for places enters at its deadline and moves once). A
                 # slow first fan-out (a full send buffer, a busy loop) that
                 # the first wake cuts short goes on in the next wait.
-                with trio.move_on_at(
-                    plan.deadline if in_flight is None else in_flight.wait_until
-                ) as waiting:
+                until = plan.deadline if in_flight is None else in_flight.wait_until
+                with trio.move_on_at(until) as waiting:
                     if in_flight is None:
                         places = self._let_in(plan, await self._wait_for_places(plan))
                         if places is None:
@@ -235,7 +234,8 @@ class ConfdClient:
                         in_flight = self._open_exchange(plan, places)
                     # Replies routed while this task was woken count first: a
                     # peer whose reply is in the channel is not asked again.
-                    while in_flight.receive_arrived() is not None:
+                    # (None has been before the first send: no call then.)
+                    while in_flight.answered and in_flight.receive_arrived() is not None:
                         pass
                     # The quorum: ``needed`` replies taken (the aggregator's
                     # quorum_reached, read here without a call per reply).
@@ -243,10 +243,10 @@ class ConfdClient:
                     if len(taken) < needed:
                         await in_flight.send_due()
                         wake_at = in_flight.wake_at
-                        if waiting.deadline != wake_at:
+                        if wake_at != until:
                             # Moved only when it moves: each move is a context
                             # manager and a push on Trio's heap of deadlines.
-                            waiting.deadline = wake_at
+                            waiting.deadline = until = wake_at
                         replies = in_flight.received
                         try:
                             while len(taken) < needed:
@@ -428,36 +428,33 @@ class ConfdClient:
 
         If it cannot be made, its places go back.
         """
-        try:
-            return self._new_exchange(plan, places)
-        except BaseException:
-            if places is not None:
-                places.give_back(timed_out=False)
-            raise
-
-    def _new_exchange(self, plan: _Plan, places: Places | None) -> RequestInFlight:
         peers: Sequence[Address] = self._peers
         capacity = None
-        if plan.waited:
-            # No hedge to a peer left out; room for replies from targets the
-            # peers no longer include.
-            peers = [peer for peer in peers if peer not in plan.skipped]
-            capacity = len(peers) + sum(target not in peers for target in plan.targets)
-        in_flight = RequestInFlight(
-            self._router,
-            plan.request,
-            plan.datagram,
-            plan.targets,
-            places,
-            peers,
-            self._quorum,
-            plan.needed,
-            capacity,
-            plan.policy,
-            plan.deadline,
-            plan.timeout,
-            self._choose_hedge,
-        )
+        try:
+            if plan.waited:
+                # No hedge to a peer left out; room for replies from targets the
+                # peers no longer include.
+                peers = [peer for peer in peers if peer not in plan.skipped]
+                capacity = len(peers) + sum(target not in peers for target in plan.targets)
+            in_flight = RequestInFlight(
+                self._router,
+                plan.request,
+                plan.datagram,
+                plan.targets,
+                places,
+                peers,
+                self._quorum,
+                plan.needed,
+                capacity,
+                plan.policy,
+                plan.deadline,
+                plan.timeout,
+                self._choose_hedge,
+            )
+        except BaseException:
+            if places is not None:
+                places.give_back(False)  # not timed out
+            raise
         plan.datagram = b""  # the request in flight holds it until it goes
         return in_flight
 

@@ -504,7 +504,11 @@ class Router:
                 salt,
             )
             return
-        address: Address = (sender[0], sender[1])
+        # (An IPv4 sender is the pair already; IPv6's has flow info and scope,
+        # and a custom socket's may be any sequence.)
+        address: Address = (
+            sender if type(sender) is tuple and len(sender) == 2 else (sender[0], sender[1])
+        )
         if address not in route.targets:
             stats.unexpected_peer += 1
             self._discard_unasked(salt, address)
