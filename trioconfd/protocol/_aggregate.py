@@ -11,6 +11,8 @@ from ._frozen import quick_constructor
 from ._messages import ConfdReply
 from ._quorum import QuorumRule, needed_replies, quorum_of
 
+_OK = ReplyStatus.OK
+
 #: A peer's socket address as the client knows it: (IP literal, port).
 Address: TypeAlias = tuple[str, int]
 #: Peers that have answered a request: a tuple while few, then a set (:func:`with_answered`).
@@ -355,8 +357,13 @@ class ReplyAggregator:
                 self.consistent = False
         replies.append(peer_reply)
         best = self.best
-        if best is None or (reply.ok, reply.serial) > (best.ok, best.serial):
+        if best is None:
             self.best = reply
+        else:
+            # (ok, serial) above the best's: the status read, not its ``ok`` property.
+            ok, best_ok = reply.status is _OK, best.status is _OK
+            if ok > best_ok or (ok == best_ok and reply.serial > best.serial):
+                self.best = reply
         return True
 
     def ask_more(self, count: int = 1) -> None:

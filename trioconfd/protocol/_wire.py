@@ -284,24 +284,38 @@ def envelope_members(text: str, strict: bool = True, *, first_wins: bool = False
     whatever the garbage describes (tens of thousands of numbers, or nesting
     down to the recursion limit) at up to a thousand times the cost.
     """
+    members = _envelope(text, strict, first_wins)
+    if isinstance(members, tuple):
+        signature, msg, salt = members
+        return {"hmac": signature, "msg": msg, "salt": salt}
+    return members
+
+
+def _envelope(text: str, strict: bool, first_wins: bool) -> tuple[str, str, str] | dict[str, str]:
+    """:func:`envelope_members`; one in ganeti-confd's own layout (the usual reply)
+    as its ``(hmac, msg, salt)``, with no dict made and none read back."""
     if not text.startswith(_CANONICAL_HEAD):
         return _read_members(text, strict=strict, first_wins=first_wins)
     # In ganeti-confd's own layout, as far as it goes. A string the scanner
     # refuses is refused here as the token reader would refuse it, in its words.
-    members: dict[str, str] = {}
     end = _HEAD_SIZE
     try:
-        members["hmac"], end = _scan_string(text, end, strict)
-        if text.startswith(_CANONICAL_MSG, end):
-            members["msg"], end = _scan_string(text, end + _MSG_SIZE, strict)
-            if text.startswith(_CANONICAL_SALT, end):
-                members["salt"], end = _scan_string(text, end + _SALT_SIZE, strict)
+        signature, end = _scan_string(text, end, strict)
+        if not text.startswith(_CANONICAL_MSG, end):
+            read = {"hmac": signature}
+        else:
+            msg, end = _scan_string(text, end + _MSG_SIZE, strict)
+            if not text.startswith(_CANONICAL_SALT, end):
+                read = {"hmac": signature, "msg": msg}
+            else:
+                salt, end = _scan_string(text, end + _SALT_SIZE, strict)
                 if end == len(text) - 1 and text.endswith("}"):
-                    return members
+                    return signature, msg, salt
+                read = {"hmac": signature, "msg": msg, "salt": salt}
     except ValueError as exc:  # JSONDecodeError: a bad escape, a control character, no end
         raise ConfdMalformedError(f"the envelope is not a JSON object of strings: {exc}") from None
     return _read_members(
-        text, strict=strict, first_wins=first_wins, read=members, position=_skip_space(text, end)
+        text, strict=strict, first_wins=first_wins, read=read, position=_skip_space(text, end)
     )
 
 
@@ -349,66 +363,24 @@ def _authenticate(
     """The envelope ``text``'s message and salt, once its signature holds. With
     ``awaited``, a salt not found there comes back with None for the message,
     and nothing more is checked."""
-    envelope = envelope_members(text, strict)
-    msg = envelope.get("msg")
-    salt = envelope.get("salt")
-    signature = envelope.get("hmac")
-    if msg is None or salt is None or signature is None:
-        raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
+    envelope = _envelope(text, strict, False)
+    if isinstance(envelope, tuple):  # in ganeti-confd's own layout
+        signature, msg, salt = envelope
+        selector = ""
+    else:
+        found_msg = envelope.get("msg")
+        found_salt = envelope.get("salt")
+        found_signature = envelope.get("hmac")
+        if found_msg is None or found_salt is None or found_signature is None:
+            raise ConfdSignatureError("the envelope lacks a string msg, salt or hmac")
+        signature, msg, salt = found_signature, found_msg, found_salt
+        selector = envelope.get("key_selector", "")
     if awaited is not None and salt not in awaited:
         return None, salt
-    signed = signed_bytes(salt + envelope.get("key_selector", "") + msg)
+    signed = signed_bytes(salt + selector + msg)
     if not key.verify(signed, signature.lower()):
         raise ConfdSignatureError("HMAC mismatch")
     return msg, salt
-
-
-def _open_envelope(
-    datagram: bytes,
-    key: HmacKey,
-    eight_bit: bool,
-    awaited: Container[str] | None,
-) -> tuple[Any, str] | str:
-    """Check size, magic and signature; return the decoded message and the salt
-    (the salt alone if ``awaited`` does not hold it, in either reading).
-
-    Only the envelope is read before the signature is checked; the message
-    is parsed as general JSON once it is known to come from a key holder.
-    With ``eight_bit``, a datagram that does not authenticate as UTF-8 is
-    read again as ganeti-confd 3.0 writes its replies (see below).
-    """
-    if len(datagram) > MAX_DATAGRAM_SIZE:
-        raise ConfdMalformedError(
-            f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
-        )
-    if not datagram.startswith(MAGIC):
-        raise ConfdMalformedError(
-            f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}"
-        )
-    body = datagram[_MAGIC_LEN:]
-    try:
-        msg, salt = _authenticate(body.decode("utf-8"), key, True, awaited)
-    except UnicodeDecodeError:
-        if not eight_bit:
-            raise ConfdMalformedError("the envelope is not UTF-8") from None
-        msg, salt = _authenticate(body.decode("latin-1"), key, False, awaited)
-    except ConfdSignatureError:
-        if not eight_bit or body.isascii():
-            raise
-        msg, salt = _authenticate(body.decode("latin-1"), key, False, awaited)
-    else:
-        # (A salt not awaited as UTF-8 may be one as 8-bit text: "Ã©" is "é".)
-        if msg is None and eight_bit and not body.isascii():
-            msg, salt = _authenticate(body.decode("latin-1"), key, False, awaited)
-    # (In either retry above: ganeti-confd 3.0 signs the UTF-8 of its text but
-    # writes each character as one byte, its low 8 bits. Read byte for
-    # character, a text whose characters are all below U+0100 is the one it
-    # signed, even where those bytes happen to be valid UTF-8 too. A character
-    # above U+00FF was lost in the writing, and nothing can verify it: its
-    # low byte may even be a control character, hence not strict.)
-    if msg is None:
-        return salt
-    return _load(msg, "the message"), salt
 
 
 def _int_field(message: dict[str, Any], name: str) -> int:
@@ -455,11 +427,41 @@ def read_awaited_reply(
     peers, two in five at 5). Raised and caught, each cost ~1.4 µs more.
     Raises :class:`ConfdMalformedError` or :class:`ConfdSignatureError`.
     """
-    # (Positional arguments on this path: a keyword one costs ~40 ns a call.)
-    opened = _open_envelope(datagram, key, True, awaited)
-    if isinstance(opened, str):
-        return opened
-    message, salt = opened
+    # Size, magic and signature first: only the envelope is read before the
+    # signature is checked, and the message is parsed as general JSON once it
+    # is known to come from a key holder. (Positional arguments on this
+    # path: a keyword one costs ~40 ns a call.)
+    if len(datagram) > MAX_DATAGRAM_SIZE:
+        raise ConfdMalformedError(
+            f"datagram of {len(datagram)} bytes is over the {MAX_DATAGRAM_SIZE}-byte limit"
+        )
+    if not datagram.startswith(MAGIC):
+        raise ConfdMalformedError(
+            f"wrong magic {bytes(datagram[:_MAGIC_LEN])!r}, expected {MAGIC!r}"
+        )
+    body = datagram[_MAGIC_LEN:]
+    # A datagram that does not authenticate as UTF-8 is read again as
+    # ganeti-confd 3.0 writes its replies: it signs the UTF-8 of its text but
+    # writes each character as one byte, its low 8 bits. Read byte for
+    # character, a text whose characters are all below U+0100 is the one it
+    # signed, even where those bytes happen to be valid UTF-8 too. A character
+    # above U+00FF was lost in the writing, and nothing can verify it: its
+    # low byte may even be a control character, hence not strict.
+    try:
+        msg, salt = _authenticate(body.decode("utf-8"), key, True, awaited)
+    except UnicodeDecodeError:
+        msg, salt = _authenticate(body.decode("latin-1"), key, False, awaited)
+    except ConfdSignatureError:
+        if body.isascii():
+            raise
+        msg, salt = _authenticate(body.decode("latin-1"), key, False, awaited)
+    else:
+        # (A salt not awaited as UTF-8 may be one as 8-bit text: "Ã©" is "é".)
+        if msg is None and not body.isascii():
+            msg, salt = _authenticate(body.decode("latin-1"), key, False, awaited)
+    if msg is None:
+        return salt  # no request awaits it (in either reading)
+    message = _load(msg, "the message")
     if not isinstance(message, dict):
         raise ConfdMalformedError("the reply is not a JSON object")
     status = message.get("status")
