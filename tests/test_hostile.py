@@ -142,6 +142,29 @@ async def test_a_reused_request_is_sent_renewed_so_a_captured_reply_cannot_answe
         assert peer.requests[1].query == request.query
 
 
+async def test_a_request_in_flight_that_cannot_be_made_holds_nothing() -> None:
+    # A retry policy whose schedule cannot be worked out (a subclass of the
+    # user's that breaks it): the query raises, and leaves no route behind
+    # in the routing table to hold a place of max_outstanding for good.
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Broken(RetryPolicy):
+        def interval(self, retransmission: int) -> float:
+            raise RuntimeError("no interval")
+
+    async with (
+        run_responders(1, KEY) as (peer,),
+        open_confd_client(KEY, [peer.address], max_outstanding=2) as client,
+    ):
+        for _ in range(3):
+            with pytest.raises(RuntimeError, match="no interval"):
+                await client.query(RequestType.PING, timeout=5, retry=Broken())
+        assert client.outstanding == 0
+        result = await client.query(RequestType.PING, timeout=5)
+        assert result.quorum_reached
+
+
 async def test_send_request_refuses_a_request_sent_before() -> None:
     async with run_responders(1, KEY) as (peer,), open_confd_client(KEY, [peer.address]) as client:
         request = ConfdRequest(RequestType.PING)

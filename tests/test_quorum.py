@@ -179,3 +179,21 @@ def test_who_has_answered_grows_and_shrinks_as_a_set_would(count: int, removed: 
     answered = without_answered(answered, gone)
     assert set(answered) == set(peers) - gone
     assert len(answered) == len(set(peers) - gone)
+
+
+def test_replies_tied_on_an_unordered_serial_keep_the_first_as_best() -> None:
+    # A serial is compared only where the status ties and the serials differ,
+    # as a tuple compares: two replies at the same (here unorderable) serial
+    # leave the first one best, with no TypeError.
+    aggregator = ReplyAggregator(3)
+    first = ConfdReply(ReplyStatus.OK, "x", None)  # type: ignore[arg-type]
+    aggregator.add(("127.0.0.1", 1), first)
+    aggregator.add(("127.0.0.2", 1), ConfdReply(ReplyStatus.OK, "y", None))  # type: ignore[arg-type]
+    assert aggregator.best is first
+    newer = ConfdReply(ReplyStatus.OK, "z", 7)
+    aggregator.add(("127.0.0.3", 1), ConfdReply(ReplyStatus.ERROR, 2, 9))
+    assert aggregator.best is first  # an error never beats an answer
+    other = ReplyAggregator(2)
+    other.add(("127.0.0.1", 1), ConfdReply(ReplyStatus.ERROR, 2, 9))
+    other.add(("127.0.0.2", 1), newer)
+    assert other.best is newer  # an answer beats an error at any serial

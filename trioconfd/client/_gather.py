@@ -134,9 +134,6 @@ class RequestInFlight(RoutingEntry):
         self.answered = ()
         self.replies = self._channel[0]
         self.args = None
-        if places is not None:  # an unsent request waits for no reply
-            router.add(self)
-            request.mark_sent()
         # The first fan-out, sent by the first send_due().
         self._first_send: tuple[bytes, Sequence[Address]] | None = None
         # Whether a wake cut the first fan-out short (the rest goes next).
@@ -185,6 +182,12 @@ class RequestInFlight(RoutingEntry):
         # A stream's replies' times of arrival, by peer, until read (see
         # deliver); None: not a stream.
         self._arrived: dict[Address, float] | None = None
+        # Into the routing table last, once nothing above can fail (a route
+        # left behind would hold a place of max_outstanding for good), and
+        # before its request is sent, so that no reply beats it.
+        if places is not None:  # an unsent request waits for no reply
+            router.add(self)
+            request.mark_sent()
 
     @property
     def unsent(self) -> bool:

@@ -357,13 +357,9 @@ class ReplyAggregator:
                 self.consistent = False
         replies.append(peer_reply)
         best = self.best
-        if best is None:
+        # (ok, serial) above the best's: the status read, not its ``ok`` property.
+        if best is None or (reply.status is _OK, reply.serial) > (best.status is _OK, best.serial):
             self.best = reply
-        else:
-            # (ok, serial) above the best's: the status read, not its ``ok`` property.
-            ok, best_ok = reply.status is _OK, best.status is _OK
-            if ok > best_ok or (ok == best_ok and reply.serial > best.serial):
-                self.best = reply
         return True
 
     def ask_more(self, count: int = 1) -> None:

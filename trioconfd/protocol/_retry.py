@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ._errors import ConfdArgumentError, ConfdArgumentTypeError
 from ._numbers import as_number, shown
@@ -59,12 +59,6 @@ class RetryPolicy:
     enabled: bool = True
     adaptive: bool = False
     max_timeout: float = 4.0
-    # Derived once, read by every query's schedule: the first retransmission's
-    # wait (infinite when disabled), the hedging delay (None: no hedging, or
-    # disabled), and whether a peer's first wait may stretch.
-    _first_wait: float = field(init=False, repr=False, compare=False)
-    _hedge_delay: float | None = field(init=False, repr=False, compare=False)
-    _adapts: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_seconds("initial", self.initial)
@@ -78,14 +72,6 @@ class RetryPolicy:
         rule = "a finite number >= 1"
         if not 1 <= as_number("multiplier", self.multiplier, rule) < math.inf:
             raise ConfdArgumentError(f"multiplier must be {rule}, not {shown(self.multiplier)}")
-        enabled = bool(self.enabled)
-        derived = (
-            ("_first_wait", self.interval(1) if enabled else math.inf),
-            ("_hedge_delay", self.hedge_after if enabled else None),
-            ("_adapts", enabled and self.adaptive),
-        )
-        for name, value in derived:
-            object.__setattr__(self, name, value)
 
     @classmethod
     def off(cls) -> RetryPolicy:
