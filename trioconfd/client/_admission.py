@@ -353,7 +353,9 @@ class Places:
 
     def give_back(self, timed_out: bool) -> None:
         """The request ended: every place goes back; ``timed_out``: the silent were lost."""
-        held, self.held = self.held, {}
+        held = self.held
+        if held:  # (a query answered by every peer holds none by now: no dict made)
+            self.held = {}
         for window, taken, count, answers in held.values():
             if timed_out:
                 self._lose(window, taken)

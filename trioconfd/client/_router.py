@@ -442,7 +442,11 @@ class Router:
         is not asked whether more wait (``FIONREAD`` contends with the
         datagrams arriving, and cost ~3% of a query under load).
         """
-        return self._fresh_lag(self.now() if now is None else now) or 0.0
+        # (_fresh_lag's test, inline: this runs once a query.)
+        lag = self._lag
+        if lag is None or (self.now() if now is None else now) - self._lag_read_at > lag:
+            return 0.0
+        return lag
 
     def _fresh_lag(self, now: float) -> float | None:
         """The lag last read with a stamp, if read no longer ago than it was; else None."""
@@ -504,11 +508,7 @@ class Router:
                 salt,
             )
             return
-        # (An IPv4 sender is the pair already; IPv6's has flow info and scope,
-        # and a custom socket's may be any sequence.)
-        address: Address = (
-            sender if type(sender) is tuple and len(sender) == 2 else (sender[0], sender[1])
-        )
+        address: Address = (sender[0], sender[1])
         if address not in route.targets:
             stats.unexpected_peer += 1
             self._discard_unasked(salt, address)
