@@ -113,3 +113,26 @@ def test_a_policy_copied_with_changes_schedules_by_its_own_fields() -> None:
     assert off == RetryPolicy(initial=0.3, hedge_after=0.2, enabled=False)
     # Its fields are its arguments, nothing more: a copy by asdict makes it again.
     assert RetryPolicy(**dataclasses.asdict(off)) == off
+
+
+def test_a_policy_subclass_is_asked_its_first_interval_for_each_schedule() -> None:
+    # A schedule reads a RetryPolicy's terms once per policy; a subclass's own
+    # interval may answer anew (jitter, a load signal), and is asked each time.
+    import dataclasses
+
+    from trioconfd.protocol import SendSchedule
+
+    first = [0.4]
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Varying(RetryPolicy):
+        def interval(self, retransmission: int) -> float:
+            return first[0] if retransmission <= 1 else self.max_interval
+
+    peer = ("127.0.0.1", 1)
+    policy = Varying(hedge_after=None)
+    assert SendSchedule(policy, [peer], 0.0, 1, [peer]).wake_at == pytest.approx(0.4)
+    first[0] = 0.1
+    schedule = SendSchedule(policy, [peer], 0.0, 1, [peer])
+    assert schedule.wake_at == pytest.approx(0.1)
+    assert schedule.due(0.1).peers == [peer]

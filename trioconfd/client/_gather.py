@@ -57,6 +57,9 @@ _UNREACHABLE = {
 
 _ENDED = "this request has ended: its async with block has exited"
 
+#: The schedule of a request never sent (the client was saturated).
+_NEVER_AGAIN = RetryPolicy.off()
+
 #: Handed to a stream's other readers, parked on its channel, once every peer
 #: asked has replied: they stop (no reply of a peer's, never counted).
 _ALL_REPLIED = PeerReply(("", 0), ConfdReply(ReplyStatus.OK, None, 0))
@@ -144,7 +147,7 @@ class RequestInFlight(RoutingEntry):
         self._forged: dict[Address, int] | None = None
         self._forged_unread = 0
         if places is None:
-            policy = RetryPolicy.off()
+            policy = _NEVER_AGAIN
         else:
             self._first_send = (datagram, targets)
         self._router = router

@@ -51,8 +51,9 @@ _Terms = tuple[RetryPolicy | None, float, float | None, bool]
 class _LastTerms:
     """The terms of the last policy a schedule was made with: a client's
     queries share one, and working them out again cost ~1% of a query's
-    CPU. (A policy is frozen; the tuple is swapped whole, so threads at
-    worst work it out again.)"""
+    CPU. (A RetryPolicy is frozen, its terms its fields'; a subclass's own
+    ``interval`` may answer anew each time, and is asked each time. The
+    tuple is swapped whole, so threads at worst work it out again.)"""
 
     terms: _Terms = (None, math.inf, None, False)
 
@@ -61,12 +62,14 @@ class _LastTerms:
         terms = cls.terms
         if terms[0] is not policy:
             enabled = policy.enabled
-            terms = cls.terms = (
+            terms = (
                 policy,
                 policy.interval(1) if enabled else math.inf,
                 policy.hedge_after if enabled else None,
                 bool(enabled and policy.adaptive),
             )
+            if type(policy) is RetryPolicy:
+                cls.terms = terms
         return terms
 
 
