@@ -44,7 +44,14 @@ def test_bad_retry_policies_are_refused(kwargs: dict[str, Any], message: str) ->
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"initial": "1"}, {"hedge_after": [1]}, {"multiplier": None}, {"adaptive": 1}],
+    [
+        {"initial": "1"},
+        {"hedge_after": [1]},
+        {"multiplier": None},
+        {"adaptive": 1},
+        {"enabled": "no"},
+        {"enabled": 0},
+    ],
 )
 def test_a_retry_policy_of_the_wrong_type_is_a_type_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfdArgumentTypeError, match=f"{next(iter(kwargs))} must be"):

@@ -65,10 +65,12 @@ class RetryPolicy:
         _check_seconds("max_interval", self.max_interval)
         _check_seconds("hedge_after", self.hedge_after, allow_none=True)
         _check_seconds("max_timeout", self.max_timeout)
-        if not isinstance(self.adaptive, bool):
-            raise ConfdArgumentTypeError(
-                f"adaptive must be True or False, not {shown(self.adaptive)}"
-            )
+        for name in ("enabled", "adaptive"):
+            # (Not any truthy value: enabled="no" would send again.)
+            if not isinstance(getattr(self, name), bool):
+                raise ConfdArgumentTypeError(
+                    f"{name} must be True or False, not {shown(getattr(self, name))}"
+                )
         rule = "a finite number >= 1"
         if not 1 <= as_number("multiplier", self.multiplier, rule) < math.inf:
             raise ConfdArgumentError(f"multiplier must be {rule}, not {shown(self.multiplier)}")
