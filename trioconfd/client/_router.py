@@ -442,11 +442,7 @@ class Router:
         is not asked whether more wait (``FIONREAD`` contends with the
         datagrams arriving, and cost ~3% of a query under load).
         """
-        # (_fresh_lag's test, inline: this runs once a query.)
-        lag = self._lag
-        if lag is None or (self.now() if now is None else now) - self._lag_read_at > lag:
-            return 0.0
-        return lag
+        return self._fresh_lag(self.now() if now is None else now) or 0.0
 
     def _fresh_lag(self, now: float) -> float | None:
         """The lag last read with a stamp, if read no longer ago than it was; else None."""

@@ -198,7 +198,7 @@ def pack_request(request: ConfdRequest, key: KeyLike, now: float | None = None) 
         f'{{"protocol":{int(request.protocol)},"type":{int(request.type)},'
         f'"query":{query_text},"rsalt":{_quote(request.rsalt)}}}'
     )
-    datagram = _pack(text, salt, key if type(key) is HmacKey else as_hmac_key(key))
+    datagram = _pack(text, salt, as_hmac_key(key))
     if len(datagram) > MAX_REQUEST_SIZE:
         raise ConfdArgumentError(
             f"the request is {len(datagram)} bytes; the daemon reads at most {MAX_REQUEST_SIZE}"
